@@ -1,0 +1,71 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Warren",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "Warren", targets: ["Warren"]),
+        .library(name: "WarrenConformance", targets: ["WarrenConformance"]),
+        .executable(name: "warren", targets: ["warren"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+    ],
+    targets: [
+        // System libraries (Debian: libzmq3-dev, libsodium-dev, libargon2-dev; see ./bootstrap).
+        // libzmq's .pc file adds -isystem flags that SwiftPM rejects with a warning; its headers
+        // live in /usr/include and the module map links -lzmq, so pkg-config is not consulted here.
+        .systemLibrary(name: "CZeroMQ", providers: [.apt(["libzmq3-dev"])]),
+        .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
+        .systemLibrary(name: "CArgon2", pkgConfig: "libargon2", providers: [.apt(["libargon2-dev"])]),
+
+        // Keys, the envelope codec, the Backend protocol, the in-process backend, generated protobuf.
+        .target(
+            name: "WarrenCore",
+            dependencies: [
+                "CSodium", "CArgon2",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The sans-I/O gossip engine: frames, de-dup, TTL, peer table, membership.
+        .target(name: "WarrenEngine", dependencies: ["CSodium"]),
+        // The ZeroMQ driver and the gossip:// backend.
+        .target(
+            name: "WarrenGossip",
+            dependencies: [
+                "WarrenCore", "WarrenEngine", "CZeroMQ",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Umbrella: backend factory by URL, re-exports.
+        .target(
+            name: "Warren",
+            dependencies: [
+                "WarrenCore", "WarrenEngine", "WarrenGossip",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Reusable backend conformance suite (used by tests and by `warren demo`).
+        .target(name: "WarrenConformance", dependencies: ["Warren"]),
+        .executableTarget(
+            name: "warren",
+            dependencies: [
+                "Warren", "WarrenConformance", "CZeroMQ",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
+        ),
+        .testTarget(name: "WarrenCoreTests", dependencies: ["WarrenCore", "Warren", "WarrenConformance"],
+                    resources: [.copy("Vectors")]),
+        .testTarget(name: "WarrenEngineTests", dependencies: ["WarrenEngine"]),
+        .testTarget(name: "WarrenGossipTests", dependencies: ["Warren", "WarrenGossip", "WarrenConformance"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,3 @@
+@_exported import WarrenCore
+@_exported import WarrenEngine
+@_exported import WarrenGossip

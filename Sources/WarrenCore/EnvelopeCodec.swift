@@ -1,0 +1,207 @@
+import CSodium
+import Foundation
+import Synchronization
+import SwiftProtobuf
+
+/// Seals `Message`s into cunīcu `Envelope`s and opens them again.
+///
+/// `body` is NaCl `crypto_box` (Curve25519-XSalsa20-Poly1305: 16-byte MAC, then ciphertext) of the
+/// serialized `Message`, under a fresh random 24-byte nonce, with the sender's private key and the
+/// recipient's public key: byte-for-byte what Go's `nacl/box.Seal` produces.
+///
+/// The X25519 work (`crypto_box_beforenm`) is done once per (our private key, their public key)
+/// pair and kept in a bounded cache, so each further message costs only the symmetric part.
+/// The codec is thread-safe.
+public final class EnvelopeCodec: Sendable {
+    public static let nonceLength = 24
+    public static let macLength = 16
+
+    /// The process-wide codec used by the backends.
+    public static let shared = EnvelopeCodec()
+
+    private struct PairKey: Hashable { var ours: Key; var theirs: Key }
+    private struct Cache {
+        var map: [PairKey: Key] = [:]
+        var order: [PairKey] = []   // FIFO ring for eviction
+        var next = 0
+        var hits: UInt64 = 0
+        var misses: UInt64 = 0
+    }
+    private let cache = Mutex(Cache())
+    /// Most shared keys kept; the oldest computed is evicted first.
+    public let cacheCapacity: Int
+    /// When false, every message recomputes the shared key (what `crypto_box_easy` does).
+    public let cachesSharedKeys: Bool
+
+    public init(cacheCapacity: Int = 4096, cachesSharedKeys: Bool = true) {
+        Sodium.ensureInitialised()
+        self.cacheCapacity = max(1, cacheCapacity)
+        self.cachesSharedKeys = cachesSharedKeys
+    }
+
+    /// (hits, misses, entries) of the shared-key cache.
+    public var cacheStatistics: (hits: UInt64, misses: UInt64, entries: Int) {
+        cache.withLock { ($0.hits, $0.misses, $0.map.count) }
+    }
+
+    /// The precomputed crypto_box key for this pair (computed once, then cached).
+    func sharedKey(ours: PrivateKey, theirs: Key) -> Key {
+        let pk = PairKey(ours: ours.key, theirs: theirs)
+        if cachesSharedKeys, let k = cache.withLock({ c -> Key? in
+            if let k = c.map[pk] { c.hits &+= 1; return k }
+            return nil
+        }) { return k }
+        var shared = SIMD32<UInt8>(repeating: 0)
+        withUnsafeMutableBytes(of: &shared) { out in
+            theirs.withUnsafeBytes { pub in
+                ours.key.withUnsafeBytes { sec in
+                    // Fails only for low-order public keys; the resulting all-zero key then
+                    // never authenticates anything, so open() reports authenticationFailed.
+                    _ = crypto_box_beforenm(out.baseAddress!.assumingMemoryBound(to: UInt8.self),
+                                            pub.baseAddress!.assumingMemoryBound(to: UInt8.self),
+                                            sec.baseAddress!.assumingMemoryBound(to: UInt8.self))
+                }
+            }
+        }
+        let key = Key(storage: shared)
+        guard cachesSharedKeys else { return key }
+        cache.withLock { c in
+            c.misses &+= 1
+            if c.map[pk] != nil { return }
+            if c.order.count < cacheCapacity {
+                c.order.append(pk)
+            } else {
+                c.map[c.order[c.next]] = nil
+                c.order[c.next] = pk
+                c.next = (c.next + 1) % cacheCapacity
+            }
+            c.map[pk] = key
+        }
+        return key
+    }
+
+    // MARK: Seal
+
+    /// Seals `message` from `ours` to `recipient`. `nonce` is for test vectors only: pass nil
+    /// (the default) to get a fresh random nonce, which is what every real message must use.
+    public func seal(_ message: SignalingMessage, from ours: PrivateKey, to recipient: Key,
+                     nonce: [UInt8]? = nil) throws(EnvelopeError) -> Envelope {
+        let plain: [UInt8]
+        do { plain = try message.serializedBytes() } catch { throw .malformedMessage("\(error)") }
+        var n = [UInt8](repeating: 0, count: Self.nonceLength)
+        if let nonce {
+            guard nonce.count == Self.nonceLength else { throw .invalidNonceLength(nonce.count) }
+            n = nonce
+        } else {
+            n.withUnsafeMutableBytes { randombytes_buf($0.baseAddress!, Self.nonceLength) }
+        }
+        let k = sharedKey(ours: ours, theirs: recipient)
+        var body = Data(count: plain.count + Self.macLength)
+        body.withUnsafeMutableBytes { c in
+            plain.withUnsafeBytes { m in
+                n.withUnsafeBytes { nn in
+                    k.withUnsafeBytes { kk in
+                        _ = crypto_box_easy_afternm(c.baseAddress!.assumingMemoryBound(to: UInt8.self),
+                                                    m.baseAddress?.assumingMemoryBound(to: UInt8.self),
+                                                    UInt64(plain.count),
+                                                    nn.baseAddress!.assumingMemoryBound(to: UInt8.self),
+                                                    kk.baseAddress!.assumingMemoryBound(to: UInt8.self))
+                    }
+                }
+            }
+        }
+        var env = Envelope()
+        env.sender = ours.publicKey.data
+        env.recipient = recipient.data
+        env.contents.body = body
+        env.contents.nonce = Data(n)
+        return env
+    }
+
+    /// Seals and serializes: the bytes that travel.
+    public func sealBytes(_ message: SignalingMessage, from ours: PrivateKey, to recipient: Key,
+                          nonce: [UInt8]? = nil) throws(EnvelopeError) -> [UInt8] {
+        let env = try seal(message, from: ours, to: recipient, nonce: nonce)
+        do { return try env.serializedBytes() } catch { throw .malformedEnvelope("\(error)") }
+    }
+
+    // MARK: Open
+
+    /// Parses serialized envelope bytes (no decryption).
+    public func parse(_ bytes: some Collection<UInt8>) throws(EnvelopeError) -> Envelope {
+        do {
+            return try Envelope(serializedBytes: Array(bytes))
+        } catch {
+            throw .malformedEnvelope("\(error)")
+        }
+    }
+
+    /// Opens serialized envelope bytes addressed to `ours`.
+    public func open(_ bytes: some Collection<UInt8>, with ours: PrivateKey) throws(EnvelopeError) -> (PublicKeyPair, SignalingMessage) {
+        try open(try parse(bytes), with: ours)
+    }
+
+    /// Opens `envelope` with our private key: checks the key lengths, that it is addressed to us,
+    /// the nonce length, authenticates and decrypts the body, and parses the `Message`.
+    /// Nothing that fails any of these checks is returned.
+    public func open(_ envelope: Envelope, with ours: PrivateKey) throws(EnvelopeError) -> (PublicKeyPair, SignalingMessage) {
+        guard envelope.sender.count == Key.length else { throw .invalidKeyLength(field: "sender", length: envelope.sender.count) }
+        guard envelope.recipient.count == Key.length else { throw .invalidKeyLength(field: "recipient", length: envelope.recipient.count) }
+        let recipient = try! Key(bytes: envelope.recipient)
+        guard recipient == ours.publicKey else { throw .wrongRecipient(expected: ours.publicKey, got: recipient) }
+        let sender = try! Key(bytes: envelope.sender)
+        let nonce = envelope.contents.nonce
+        guard nonce.count == Self.nonceLength else { throw .invalidNonceLength(nonce.count) }
+        let body = envelope.contents.body
+        guard body.count >= Self.macLength else { throw .authenticationFailed }
+        let k = sharedKey(ours: ours, theirs: sender)
+        var plain = [UInt8](repeating: 0, count: body.count - Self.macLength)
+        let rc = plain.withUnsafeMutableBytes { m in
+            body.withUnsafeBytes { c in
+                nonce.withUnsafeBytes { nn in
+                    k.withUnsafeBytes { kk in
+                        crypto_box_open_easy_afternm(m.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? UnsafeMutablePointer(bitPattern: 1)!,
+                                                     c.baseAddress!.assumingMemoryBound(to: UInt8.self),
+                                                     UInt64(body.count),
+                                                     nn.baseAddress!.assumingMemoryBound(to: UInt8.self),
+                                                     kk.baseAddress!.assumingMemoryBound(to: UInt8.self))
+                    }
+                }
+            }
+        }
+        guard rc == 0 else { throw .authenticationFailed }
+        do {
+            let msg = try SignalingMessage(serializedBytes: plain)
+            return (PublicKeyPair(ours: ours.publicKey, theirs: sender), msg)
+        } catch {
+            throw .malformedMessage("\(error)")
+        }
+    }
+}
+
+/// Why an envelope was refused. Nothing refused ever reaches a handler.
+public enum EnvelopeError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The envelope is addressed to another key.
+    case wrongRecipient(expected: Key, got: Key)
+    /// `contents.nonce` is not 24 bytes.
+    case invalidNonceLength(Int)
+    /// The MAC did not verify: the body, nonce or keys were altered, or it was sealed for someone else.
+    case authenticationFailed
+    /// The envelope bytes are not a valid `cunicu.signaling.Envelope`.
+    case malformedEnvelope(String)
+    /// The decrypted body is not a valid `cunicu.signaling.Message` (or the message could not be serialized).
+    case malformedMessage(String)
+    /// `sender` or `recipient` is not 32 bytes.
+    case invalidKeyLength(field: String, length: Int)
+
+    public var description: String {
+        switch self {
+        case .wrongRecipient(let e, let g): return "envelope is addressed to \(g.base64), not to our key \(e.base64)"
+        case .invalidNonceLength(let n): return "nonce must be 24 bytes, got \(n)"
+        case .authenticationFailed: return "authentication failed (envelope altered or not sealed for this key)"
+        case .malformedEnvelope(let m): return "malformed envelope: \(m)"
+        case .malformedMessage(let m): return "malformed message: \(m)"
+        case .invalidKeyLength(let f, let n): return "\(f) key must be 32 bytes, got \(n)"
+        }
+    }
+}

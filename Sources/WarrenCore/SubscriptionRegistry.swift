@@ -1,0 +1,93 @@
+import Synchronization
+
+/// Who wants which messages: per private key (i.e. per recipient public key), handlers per sender
+/// key, `.zero` meaning any sender. Shared by every backend; thread-safe.
+///
+/// Return values follow the contract: `subscribe` is true when it created the first subscription
+/// for that private key; `unsubscribe` is true when it removed the last handler for that pair.
+/// When the last handler of a private key goes, the key's subscription goes with it, so a later
+/// `subscribe` reports it as first again (and a gossip node drops the topic).
+public final class SubscriptionRegistry: Sendable {
+    struct Entry {
+        var privateKey: PrivateKey
+        var handlers: [Key: [any MessageHandler]] = [:]
+        var count: Int { handlers.values.reduce(0) { $0 + $1.count } }
+    }
+    private let state = Mutex<[Key: Entry]>([:])   // keyed by our public key
+
+    public init() {}
+
+    public struct SubscribeResult: Sendable { public var firstForKey: Bool; public var added: Bool }
+
+    public func subscribe(_ kp: KeyPair, _ handler: any MessageHandler) -> SubscribeResult {
+        state.withLock { subs in
+            let pub = kp.ours.publicKey
+            var entry = subs[pub] ?? Entry(privateKey: kp.ours)
+            let first = subs[pub] == nil
+            var list = entry.handlers[kp.theirs] ?? []
+            let added = !list.contains { $0 === handler }
+            if added { list.append(handler) }
+            entry.handlers[kp.theirs] = list
+            subs[pub] = entry
+            return SubscribeResult(firstForKey: first, added: added)
+        }
+    }
+
+    public struct UnsubscribeResult: Sendable {
+        /// The handler was registered for the pair and removed, and the pair has none left.
+        public var lastForPair: Bool
+        /// The private key has no handler left at all (its subscription is gone).
+        public var lastForKey: Bool
+    }
+
+    public func unsubscribe(_ kp: KeyPair, _ handler: any MessageHandler) throws(BackendError) -> UnsubscribeResult {
+        try state.withLock { subs throws(BackendError) in
+            let pub = kp.ours.publicKey
+            guard var entry = subs[pub] else { throw .notSubscribed(pub) }
+            var list = entry.handlers[kp.theirs] ?? []
+            guard let idx = list.firstIndex(where: { $0 === handler }) else {
+                return UnsubscribeResult(lastForPair: false, lastForKey: false)
+            }
+            list.remove(at: idx)
+            entry.handlers[kp.theirs] = list.isEmpty ? nil : list
+            let lastForKey = entry.handlers.isEmpty
+            subs[pub] = lastForKey ? nil : entry
+            return UnsubscribeResult(lastForPair: list.isEmpty, lastForKey: lastForKey)
+        }
+    }
+
+    /// The private key subscribed for `recipient`, if any.
+    public func privateKey(for recipient: Key) -> PrivateKey? {
+        state.withLock { $0[recipient]?.privateKey }
+    }
+
+    /// Every recipient public key with at least one handler.
+    public var recipients: [Key] { state.withLock { Array($0.keys) } }
+
+    public var isEmpty: Bool { state.withLock { $0.isEmpty } }
+
+    /// Handlers for a message from `sender` to `recipient`: the any-sender ones first, then the
+    /// sender-specific ones (a handler registered under both is called for each).
+    public func handlers(recipient: Key, sender: Key) -> [any MessageHandler] {
+        state.withLock { subs in
+            guard let e = subs[recipient] else { return [] }
+            return (e.handlers[.zero] ?? []) + (sender.isZero ? [] : (e.handlers[sender] ?? []))
+        }
+    }
+
+    /// Opens `envelope` (already addressed to a subscribed key) and calls its handlers outside the
+    /// lock. Returns the number of handler calls; throws if the envelope is refused (then no
+    /// handler is called). Envelopes for keys nobody subscribed are dropped: returns 0.
+    @discardableResult
+    public func dispatch(_ envelope: Envelope, codec: EnvelopeCodec) throws(EnvelopeError) -> Int {
+        guard envelope.recipient.count == Key.length else {
+            throw .invalidKeyLength(field: "recipient", length: envelope.recipient.count)
+        }
+        let recipient = try! Key(bytes: envelope.recipient)
+        guard let sk = privateKey(for: recipient) else { return 0 }
+        let (pair, message) = try codec.open(envelope, with: sk)
+        let hs = handlers(recipient: recipient, sender: pair.theirs)
+        for h in hs { h.onSignalingMessage(pair, message) }
+        return hs.count
+    }
+}

@@ -1,0 +1,76 @@
+/// One encoded 2-part ZeroMQ message: part 1 = `topic` (32 bytes), part 2 = `body`.
+public struct OutFrame: Sendable {
+    public var topic: Topic
+    public var body: [UInt8]
+    public init(topic: Topic, body: [UInt8]) { self.topic = topic; self.body = body }
+}
+
+/// Why a neighbour went down.
+public enum PeerDownReason: Sendable, Hashable {
+    /// No frame from it for `deadAfter`.
+    case timeout
+    /// It said BYE.
+    case bye
+    /// A new incarnation (new `NodeID`) now answers at its endpoint / on its link.
+    case replaced
+    /// This engine stopped.
+    case closed
+}
+
+/// A neighbour that completed the handshake.
+public struct Neighbour: Sendable, Hashable {
+    public var nodeID: NodeID
+    /// The endpoint it advertised in its HELLO.
+    public var endpoint: String
+    public var leaf: Bool
+    /// Our outbound link to it.
+    public var link: LinkID
+    /// When it came up (engine time).
+    public var since: UInt64
+    public init(nodeID: NodeID, endpoint: String, leaf: Bool, link: LinkID, since: UInt64) {
+        self.nodeID = nodeID; self.endpoint = endpoint; self.leaf = leaf; self.link = link; self.since = since
+    }
+}
+
+/// What the engine asks its driver to do. Emitted in order; the driver must perform them in order.
+public enum Action: Sendable {
+    /// Open an outbound XPUB link that connects to `endpoint`. Report `linkReady` when the
+    /// remote SUB's subscription arrives (again after each reconnection).
+    case connect(LinkID, endpoint: String)
+    /// Close the link.
+    case disconnect(LinkID)
+    /// Send the same frame on each of these links (encode once).
+    case send([LinkID], OutFrame)
+    /// A first-seen DATA frame addressed to a local topic.
+    case deliver(topic: Topic, envelope: [UInt8], hops: UInt8, id: MessageID)
+    /// Apply this prefix subscription on the bound SUB ([] = everything).
+    case subscribe([UInt8])
+    case unsubscribe([UInt8])
+    case peerUp(Neighbour)
+    case peerDown(Neighbour, reason: PeerDownReason)
+}
+
+/// Counters. All monotonically increasing.
+public struct EngineStats: Sendable, Hashable {
+    /// Messages published locally (accepted).
+    public var published: UInt64 = 0
+    /// `.deliver` actions emitted (local publishes to a local topic included).
+    public var delivered: UInt64 = 0
+    /// DATA frames sent onward for other nodes, counting each link.
+    public var relayed: UInt64 = 0
+    /// DATA frames whose id was already in the seen cache.
+    public var duplicates: UInt64 = 0
+    /// DATA frames that were not forwarded because their ttl ran out here.
+    public var ttlExpired: UInt64 = 0
+    /// DATA frames whose ttl exceeded `maxTTL` and was clamped.
+    public var ttlClamped: UInt64 = 0
+    /// Inbound frames that failed to decode, plus refused publishes (zero topic, empty envelope).
+    public var malformed: UInt64 = 0
+    /// Inbound frames (decoded or not).
+    public var framesIn: UInt64 = 0
+    /// Frames sent, counting each link.
+    public var framesOut: UInt64 = 0
+    /// Largest hop count delivered.
+    public var maxHops: UInt64 = 0
+    public init() {}
+}

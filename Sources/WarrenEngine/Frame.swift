@@ -1,0 +1,106 @@
+/// A decoded Warren frame (see docs/PROTOCOL.md).
+public struct Frame: Sendable {
+    /// One entry of a peer list: a node and its advertised endpoint.
+    public struct PeerEntry: Sendable, Hashable {
+        public var nodeID: NodeID
+        public var endpoint: String
+        public init(nodeID: NodeID, endpoint: String) { self.nodeID = nodeID; self.endpoint = endpoint }
+    }
+
+    /// The body of a HELLO.
+    public struct Hello: Sendable, Hashable {
+        /// flags bit 0.
+        public var leaf: Bool
+        /// The sender's LinkID of the link this HELLO is sent on (never 0).
+        public var token: UInt64
+        /// A token of the receiver's that the sender saw (0 = none).
+        public var echo: UInt64
+        /// The sender's advertised listen endpoint.
+        public var endpoint: String
+        public var peers: [PeerEntry]
+        public init(leaf: Bool, token: UInt64, echo: UInt64, endpoint: String, peers: [PeerEntry]) {
+            self.leaf = leaf; self.token = token; self.echo = echo; self.endpoint = endpoint; self.peers = peers
+        }
+    }
+
+    public enum Kind: Sendable {
+        /// `id` is BLAKE2b-128 of `envelope`, computed by the decoder (never on the wire).
+        case data(topic: Topic, envelope: [UInt8], id: MessageID)
+        case hello(Hello)
+        case heartbeat
+        case peers([PeerEntry])
+        case bye
+    }
+
+    public var kind: Kind
+    /// Hops this frame may still make, counting the hop it is on (DATA only; 0 for control).
+    public var ttl: UInt8
+    /// Hops already made before this one (DATA only; 0 for control).
+    public var hops: UInt8
+    /// The node that sent this frame on this link (previous hop).
+    public var from: NodeID
+
+    public init(kind: Kind, ttl: UInt8 = 0, hops: UInt8 = 0, from: NodeID) {
+        self.kind = kind; self.ttl = ttl; self.hops = hops; self.from = from
+    }
+
+    /// A DATA frame; computes the message id.
+    public static func data(topic: Topic, envelope: [UInt8], ttl: UInt8, hops: UInt8 = 0, from: NodeID) -> Frame {
+        Frame(kind: .data(topic: topic, envelope: envelope, id: MessageID(envelope: envelope)),
+              ttl: ttl, hops: hops, from: from)
+    }
+
+    public static let version: UInt8 = 1
+    public static let headerSize = 12
+    public static let maxPeers = 32
+    public static let maxEndpointBytes = 255
+
+    /// Wire type codes.
+    public enum TypeCode: UInt8, Sendable {
+        case data = 1, hello = 2, heartbeat = 3, peers = 4, bye = 5
+    }
+
+    public var typeCode: TypeCode {
+        switch kind {
+        case .data: .data
+        case .hello: .hello
+        case .heartbeat: .heartbeat
+        case .peers: .peers
+        case .bye: .bye
+        }
+    }
+}
+
+/// Why a frame could not be decoded.
+public enum FrameError: Error, Sendable, Hashable {
+    /// The topic part is not exactly 32 bytes.
+    case badTopicLength(Int)
+    /// The body is shorter than the 12-byte header.
+    case shortHeader(Int)
+    case unsupportedVersion(UInt8)
+    case unknownType(UInt8)
+    /// `from` is 0.
+    case zeroNodeID
+    /// A DATA frame with ttl 0.
+    case zeroTTL
+    /// A DATA frame on the control (all-zero) topic.
+    case dataOnControlTopic
+    /// A control frame on a non-zero topic.
+    case controlOnDataTopic
+    /// A control frame with ttl or hops ≠ 0.
+    case controlTTLOrHops
+    /// A DATA frame without envelope bytes.
+    case emptyEnvelope
+    /// A field runs past the end of the body.
+    case truncated
+    /// Bytes after a complete control frame.
+    case trailingBytes(Int)
+    /// An endpoint that is not valid UTF-8.
+    case invalidUTF8
+    /// An endpoint length outside 1…255.
+    case badEndpointLength(Int)
+    /// A peer list with more than 32 entries.
+    case tooManyPeers(Int)
+    /// A HELLO with token 0.
+    case zeroToken
+}

@@ -1,0 +1,134 @@
+// Links, bindings, neighbours coming up and going down, back-off.
+
+extension GossipEngine {
+    func isSeed(_ endpoint: String) -> Bool { seeds.contains { $0.endpoint == endpoint } }
+
+    func dialable(_ endpoint: String) -> Bool {
+        endpoint != config.endpoint && !selfEndpoints.contains(endpoint) && Frame.isEncodable(endpoint: endpoint)
+    }
+
+    /// Opens a link. `node` pre-binds it.
+    mutating func dial(_ endpoint: String, seed: Int?, node: NodeID?, now: UInt64, into actions: inout [Action]) -> LinkID {
+        let id = newLinkID()
+        var l = LinkState(id: id, endpoint: endpoint, since: now)
+        l.seed = seed
+        l.node = node
+        links.append(l)
+        generation &+= 1
+        actions.append(.connect(id, endpoint: endpoint))
+        return id
+    }
+
+    /// Binds link `li` to node `to` (a peer that sent us a HELLO). A different node bound
+    /// there before was an older incarnation (`.replaced`). If the node already has another
+    /// link, one of the two is closed.
+    mutating func bind(_ li: Int, to node: NodeID, now: UInt64, into actions: inout [Action]) {
+        let l = links[li].id
+        if let old = links[li].node, old != node, let opi = peerIndex(old) {
+            let p = peers[opi]
+            if p.up { actions.append(.peerDown(neighbour(p), reason: .replaced)) }
+            peers.remove(at: opi)
+            for s in seeds.indices where seeds[s].node == old { seeds[s].node = node }
+        }
+        guard let li = linkIndex(l), let pi = peerIndex(node) else { return }
+        links[li].node = node
+        generation &+= 1
+        if let s = links[li].seed { seeds[s].node = node }
+        guard let existing = peers[pi].link, existing != l, let ei = linkIndex(existing) else {
+            peers[pi].link = l
+            return
+        }
+        // Two links reach the same node: keep the existing one unless only the new one is ready.
+        let keepNew = links[li].ready && !links[ei].ready
+        let drop = keepNew ? existing : l
+        if keepNew { peers[pi].link = l }
+        if let di = linkIndex(drop) { links[di].node = nil }
+        closeLink(drop, reason: nil, failure: false, now: now, into: &actions)
+    }
+
+    /// Emits `.peerUp` once our link to `node` is ready and bound and its HELLO arrived.
+    mutating func updateUp(_ node: NodeID, now: UInt64, into actions: inout [Action]) {
+        guard let pi = peerIndex(node), !peers[pi].up, let l = peers[pi].link,
+              let li = linkIndex(l), links[li].ready else { return }
+        peers[pi].up = true
+        peers[pi].since = now
+        peers[pi].lastHeard = now
+        let endpoint = peers[pi].endpoint
+        if let s = links[li].seed { seeds[s].failures = 0 }
+        for s in seeds.indices where seeds[s].endpoint == endpoint { seeds[s].failures = 0 }
+        if let i = known.find(endpoint) { known[i].failures = 0; known[i].retryAt = 0 }
+        if let i = known.find(links[li].endpoint) { known[i].failures = 0; known[i].retryAt = 0 }
+        actions.append(.peerUp(neighbour(peers[pi])))
+    }
+
+    /// Closes a link without back-off bookkeeping.
+    mutating func closeLink(_ l: LinkID, reason: PeerDownReason?, failure: Bool, now: UInt64, into actions: inout [Action]) {
+        var rng = SeededGenerator(seed: l.raw ^ now)
+        closeLink(l, reason: reason, failure: failure, now: now, rng: &rng, into: &actions)
+    }
+
+    /// Closes a link. If it carries a neighbour, that neighbour is removed (`.peerDown(reason)`
+    /// if it was up). `failure` backs off its endpoint.
+    mutating func closeLink(
+        _ l: LinkID, reason: PeerDownReason?, failure: Bool, now: UInt64,
+        rng: inout some RandomNumberGenerator, into actions: inout [Action]
+    ) {
+        guard let li = linkIndex(l) else { return }
+        let link = links.remove(at: li)
+        generation &+= 1
+        actions.append(.disconnect(l))
+        var advertised: String? = nil
+        if let n = link.node, let pi = peerIndex(n), peers[pi].link == l {
+            let p = peers.remove(at: pi)
+            if p.up { actions.append(.peerDown(neighbour(p), reason: reason ?? .timeout)) }
+            advertised = p.endpoint
+        }
+        guard failure else { return }
+        if let s = link.seed {
+            seeds[s].failures &+= 1
+            seeds[s].retryAt = now &+ backoff(failures: seeds[s].failures, rng: &rng)
+        }
+        var endpoints = [link.endpoint]
+        if let a = advertised, a != link.endpoint { endpoints.append(a) }
+        for e in endpoints {
+            if let s = seeds.firstIndex(where: { $0.endpoint == e }), s != link.seed {
+                seeds[s].failures &+= 1
+                seeds[s].retryAt = now &+ backoff(failures: seeds[s].failures, rng: &rng)
+            }
+            if let i = known.find(e) {
+                known[i].failures &+= 1
+                known[i].retryAt = now &+ backoff(failures: known[i].failures, rng: &rng)
+            }
+        }
+    }
+
+    /// HELLO on link `l`.
+    mutating func sendHello(on l: LinkID, echo: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
+        let endpoint = Frame.isEncodable(endpoint: config.endpoint) ? config.endpoint : "-"
+        let hello = Frame.Hello(leaf: config.leaf, token: l.raw, echo: echo, endpoint: endpoint,
+                                peers: peerList(rng: &rng))
+        actions.append(.send([l], Frame(kind: .hello(hello), from: nodeID).encode()))
+        stats.framesOut &+= 1
+    }
+
+    /// Up to 32 entries: up non-leaf neighbours first, then random known endpoints.
+    func peerList(rng: inout some RandomNumberGenerator) -> [Frame.PeerEntry] {
+        var list = [Frame.PeerEntry]()
+        for p in peers where p.up && !p.leaf && Frame.isEncodable(endpoint: p.endpoint) {
+            list.append(Frame.PeerEntry(nodeID: p.id, endpoint: p.endpoint))
+            if list.count == Frame.maxPeers { return list }
+        }
+        let n = known.count
+        guard n > 0 else { return list }
+        let start = Int(rng.next(upperBound: UInt64(n)))
+        var scanned = 0
+        while scanned < n && scanned < 3 * Frame.maxPeers && list.count < Frame.maxPeers {
+            let e = known[(start + scanned) % n]
+            scanned += 1
+            guard e.node != 0, !e.blocked else { continue }
+            if list.contains(where: { $0.nodeID.raw == e.node || $0.endpoint == e.endpoint }) { continue }
+            list.append(Frame.PeerEntry(nodeID: NodeID(raw: e.node), endpoint: e.endpoint))
+        }
+        return list
+    }
+}

@@ -1,0 +1,124 @@
+// Periodic work: liveness, dial timeouts, heartbeats, peer exchange, seeds, degree.
+
+extension GossipEngine {
+    /// Runs everything that is due at `now`.
+    public mutating func tick(now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
+        guard active else { return }
+        seen.expire(now: now)
+
+        // Liveness of neighbours and timeouts of links that did not come up.
+        for l in links.map(\.id) {
+            guard let li = linkIndex(l) else { continue }
+            if linkIsUp(li) {
+                guard let n = links[li].node, let pi = peerIndex(n) else { continue }
+                let heard = peers[pi].lastHeard
+                if now >= heard && now - heard >= config.deadAfter {
+                    closeLink(l, reason: .timeout, failure: true, now: now, rng: &rng, into: &actions)
+                }
+            } else {
+                let since = links[li].since
+                if now >= since && now - since >= config.dialTimeout {
+                    closeLink(l, reason: .timeout, failure: true, now: now, rng: &rng, into: &actions)
+                }
+            }
+        }
+        // Peers that said HELLO but have no link (their endpoint is not dialable) are forgotten.
+        peers.removeAll { $0.link == nil && now >= $0.lastHeard && now - $0.lastHeard >= config.deadAfter }
+
+        if now >= heartbeatAt {
+            let targets = sendTargets(excluding: nil)
+            if !targets.isEmpty {
+                actions.append(.send(targets, Frame(kind: .heartbeat, from: nodeID).encode()))
+                stats.framesOut &+= UInt64(targets.count)
+            }
+            heartbeatAt = nextPeriod(heartbeatAt, config.heartbeatInterval, now)
+        }
+
+        if now >= exchangeAt {
+            let targets = links.indices.compactMap { linkIsUp($0) ? links[$0].id : nil }
+            if !targets.isEmpty {
+                let list = peerList(rng: &rng)
+                actions.append(.send(targets, Frame(kind: .peers(list), from: nodeID).encode()))
+                stats.framesOut &+= UInt64(targets.count)
+            }
+            exchangeAt = nextPeriod(exchangeAt, config.peerExchangeInterval, now)
+        }
+
+        for s in seeds.indices where !seedSatisfied(s) && now >= seeds[s].retryAt {
+            _ = dial(seeds[s].endpoint, seed: s, node: nil, now: now, into: &actions)
+        }
+
+        fillDegree(now: now, rng: &rng, into: &actions)
+        recomputeDeadline()
+    }
+
+    func nextPeriod(_ at: UInt64, _ interval: UInt64, _ now: UInt64) -> UInt64 {
+        let next = at &+ max(interval, 1)
+        return next > now ? next : now &+ max(interval, 1)
+    }
+
+    /// A seed is satisfied while a link to its endpoint exists, or the node it led to has a link.
+    func seedSatisfied(_ s: Int) -> Bool {
+        if seeds[s].disabled { return true }
+        if links.contains(where: { $0.endpoint == seeds[s].endpoint }) { return true }
+        if let n = seeds[s].node, let pi = peerIndex(n), peers[pi].link != nil { return true }
+        return false
+    }
+
+    /// Dials random known non-leaf endpoints while #up non-leaf neighbours + #pending links
+    /// is below `targetDegree`.
+    mutating func fillDegree(now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
+        guard config.targetDegree > 0, !known.isEmpty else { return }
+        var have = 0
+        for i in links.indices {
+            if linkIsUp(i) {
+                if let n = links[i].node, let pi = peerIndex(n), !peers[pi].leaf { have += 1 }
+            } else {
+                have += 1
+            }
+        }
+        while have < config.targetDegree {
+            guard let i = pickCandidate(now: now, rng: &rng) else { return }
+            let e = known[i]
+            _ = dial(e.endpoint, seed: nil, node: nil, now: now, into: &actions)
+            have += 1
+        }
+    }
+
+    func isCandidate(_ i: Int, now: UInt64) -> Bool {
+        let e = known[i]
+        guard !e.blocked, now >= e.retryAt, e.node != nodeID.raw, dialable(e.endpoint) else { return false }
+        if links.contains(where: { $0.endpoint == e.endpoint }) { return false }
+        if e.node != 0, let pi = peerIndex(NodeID(raw: e.node)), peers[pi].link != nil { return false }
+        return true
+    }
+
+    func pickCandidate(now: UInt64, rng: inout some RandomNumberGenerator) -> Int? {
+        let n = known.count
+        guard n > 0 else { return nil }
+        for _ in 0..<8 {
+            let i = Int(rng.next(upperBound: UInt64(n)))
+            if isCandidate(i, now: now) { return i }
+        }
+        let start = Int(rng.next(upperBound: UInt64(n)))
+        for k in 0..<n where isCandidate((start + k) % n, now: now) { return (start + k) % n }
+        return nil
+    }
+
+    /// Recomputed after every structural change. DATA and HEARTBEAT only move deadlines later,
+    /// so a stale (earlier) value just causes a harmless early tick.
+    mutating func recomputeDeadline() {
+        guard active else { cachedDeadline = nil; return }
+        var d = min(heartbeatAt, exchangeAt)
+        for i in links.indices {
+            if linkIsUp(i), let n = links[i].node, let pi = peerIndex(n) {
+                d = min(d, peers[pi].lastHeard &+ config.deadAfter)
+            } else {
+                d = min(d, links[i].since &+ config.dialTimeout)
+            }
+        }
+        for p in peers where p.link == nil { d = min(d, p.lastHeard &+ config.deadAfter) }
+        for s in seeds.indices where !seedSatisfied(s) { d = min(d, seeds[s].retryAt) }
+        cachedDeadline = d
+    }
+}

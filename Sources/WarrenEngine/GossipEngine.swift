@@ -1,0 +1,271 @@
+/// The sans-I/O gossip engine: frame handling, de-duplication, TTL, peer table,
+/// membership handshake, liveness, peer exchange. Owns no sockets, threads, clock or
+/// global randomness. Every input appends `Action`s to a caller-supplied buffer; the
+/// caller must call `tick` at `nextDeadline`. See docs/PROTOCOL.md.
+public struct GossipEngine: Sendable {
+    public let config: EngineConfig
+    public let nodeID: NodeID
+    public internal(set) var stats = EngineStats()
+
+    var seen: SeenCache
+    var links: [LinkState] = []
+    var peers: [PeerState] = []
+    var known: KnownTable
+    var seeds: [SeedState] = []
+    var localTopics: Set<Topic> = []
+    /// Endpoints found to lead back to this engine (HELLO from ourselves).
+    var selfEndpoints: Set<String> = []
+    var nextLinkRaw: UInt64
+    var started = false
+    var stopped = false
+    var heartbeatAt: UInt64 = 0
+    var exchangeAt: UInt64 = 0
+    var cachedDeadline: UInt64? = nil
+    /// Bumped whenever the set of ready links or their bindings changes (send-list caches).
+    var generation: UInt64 = 0
+    var allReadyCache: [LinkID] = []
+    var allReadyGeneration: UInt64 = .max
+
+    public init(config: EngineConfig, nodeID: NodeID) {
+        self.config = config
+        self.nodeID = nodeID
+        self.seen = SeenCache(capacity: config.seenCapacity, window: config.seenWindow)
+        self.known = KnownTable(limit: max(1, config.maxKnownEndpoints))
+        self.nextLinkRaw = mix64(nodeID.raw)
+    }
+
+    var active: Bool { started && !stopped }
+
+    // MARK: - Inputs
+
+    /// Subscribes the control topic (and everything, unless leaf) and dials the seeds.
+    public mutating func start(now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
+        guard !started else { return }
+        started = true
+        actions.append(.subscribe(Topic.control.bytes))
+        if !config.leaf { actions.append(.subscribe([])) }
+        heartbeatAt = now &+ config.heartbeatInterval
+        let half = config.peerExchangeInterval / 2
+        exchangeAt = now &+ half &+ rng.next(upperBound: half &+ 1)
+        for s in config.seeds where !seeds.contains(where: { $0.endpoint == s }) {
+            guard s != config.endpoint, Frame.isEncodable(endpoint: s) else { continue }
+            seeds.append(SeedState(endpoint: s))
+        }
+        for i in seeds.indices { _ = dial(seeds[i].endpoint, seed: i, node: nil, now: now, into: &actions) }
+        recomputeDeadline()
+    }
+
+    /// The remote SUB's subscription arrived on `link`: (re)send HELLO.
+    public mutating func linkReady(_ link: LinkID, now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
+        guard active, let li = linkIndex(link) else { return }
+        if !links[li].ready {
+            links[li].ready = true
+            links[li].since = now
+            generation &+= 1
+        }
+        var echo: UInt64 = 0
+        if let n = links[li].node, let pi = peerIndex(n) { echo = peers[pi].token }
+        sendHello(on: link, echo: echo, rng: &rng, into: &actions)
+        if let n = links[li].node { updateUp(n, now: now, into: &actions) }
+        recomputeDeadline()
+    }
+
+    /// Decodes and handles one inbound 2-part message. Malformed input is counted and dropped.
+    public mutating func receive(
+        topic: some Collection<UInt8>, body: some Collection<UInt8>,
+        now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]
+    ) {
+        guard active else { return }
+        stats.framesIn &+= 1
+        let frame: Frame
+        do { frame = try Frame.decode(topic: topic, body: body) } catch { stats.malformed &+= 1; return }
+        handle(frame, now: now, rng: &rng, into: &actions)
+    }
+
+    /// Handles one already decoded frame (e.g. decoded once and shared by a simulator).
+    public mutating func receive(_ frame: Frame, now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
+        guard active else { return }
+        stats.framesIn &+= 1
+        handle(frame, now: now, rng: &rng, into: &actions)
+    }
+
+    /// Publishes an envelope to `topic`. Refuses (counts `malformed`) the control topic and
+    /// empty envelopes. Content already in the seen cache is not sent again (`duplicates`).
+    /// ttl 0 delivers locally only.
+    public mutating func publish(
+        topic: Topic, envelope: [UInt8], ttl: UInt8?,
+        now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]
+    ) {
+        guard !stopped else { return }
+        guard !topic.isControl, !envelope.isEmpty else { stats.malformed &+= 1; return }
+        let id = MessageID(envelope: envelope)
+        guard seen.insert(id, now: now) else { stats.duplicates &+= 1; return }
+        stats.published &+= 1
+        if localTopics.contains(topic) {
+            actions.append(.deliver(topic: topic, envelope: envelope, hops: 0, id: id))
+            stats.delivered &+= 1
+        }
+        let ttl = min(ttl ?? config.defaultTTL, config.maxTTL)
+        guard ttl > 0, active else { return }
+        let targets = sendTargets(excluding: nil)
+        guard !targets.isEmpty else { return }
+        let body = Frame.encodeData(envelope: envelope, ttl: ttl, hops: 0, from: nodeID)
+        actions.append(.send(targets, OutFrame(topic: topic, body: body)))
+        stats.framesOut &+= UInt64(targets.count)
+    }
+
+    /// This node wants DATA for `topic`. A leaf also subscribes its SUB to the topic.
+    public mutating func subscribeLocal(_ topic: Topic, into actions: inout [Action]) {
+        guard !topic.isControl, localTopics.insert(topic).inserted else { return }
+        if config.leaf { actions.append(.subscribe(topic.bytes)) }
+    }
+
+    public mutating func unsubscribeLocal(_ topic: Topic, into actions: inout [Action]) {
+        guard localTopics.remove(topic) != nil else { return }
+        if config.leaf { actions.append(.unsubscribe(topic.bytes)) }
+    }
+
+    /// BYE to every ready link, disconnect all links, `.peerDown(.closed)` for each neighbour.
+    public mutating func stop(now: UInt64, into actions: inout [Action]) {
+        guard active else { stopped = true; return }
+        let targets = sendTargets(excluding: nil)
+        if !targets.isEmpty {
+            actions.append(.send(targets, Frame(kind: .bye, from: nodeID).encode()))
+            stats.framesOut &+= UInt64(targets.count)
+        }
+        for p in peers where p.up { actions.append(.peerDown(neighbour(p), reason: .closed)) }
+        for l in links { actions.append(.disconnect(l.id)) }
+        links.removeAll()
+        peers.removeAll()
+        generation &+= 1
+        stopped = true
+        cachedDeadline = nil
+    }
+
+    // MARK: - Queries
+
+    /// When `tick` must run next (nil before start and after stop). May be earlier than
+    /// strictly necessary; ticking early is harmless.
+    public var nextDeadline: UInt64? { cachedDeadline }
+
+    public var neighbours: [Neighbour] { peers.filter(\.up).map(neighbour) }
+
+    /// Endpoints learned via HELLO/PEERS (non-leaf nodes), excluding our own.
+    public var knownEndpoints: [String] { known.entries.map(\.endpoint) }
+
+    public var seenCount: Int { seen.count }
+
+    /// Local topics this engine delivers.
+    public var subscribedTopics: Set<Topic> { localTopics }
+
+    /// Current outbound links (for drivers and tests).
+    public var linkIDs: [LinkID] { links.map(\.id) }
+
+    /// Rough bytes of engine state.
+    public var approximateStateBytes: Int {
+        var n = MemoryLayout<GossipEngine>.size + seen.approximateBytes
+        n += links.capacity * MemoryLayout<LinkState>.stride
+        for l in links { n += l.endpoint.utf8.count }
+        n += peers.capacity * MemoryLayout<PeerState>.stride
+        for p in peers { n += p.endpoint.utf8.count + p.sendCache.capacity * 8 }
+        n += known.approximateBytes
+        n += localTopics.count * 48 + allReadyCache.capacity * 8
+        return n
+    }
+
+    // MARK: - Helpers
+
+    func neighbour(_ p: PeerState) -> Neighbour {
+        Neighbour(nodeID: p.id, endpoint: p.endpoint, leaf: p.leaf, link: p.link ?? LinkID(raw: 0), since: p.since)
+    }
+
+    func linkIndex(_ id: LinkID) -> Int? { links.firstIndex { $0.id == id } }
+    func linkIndex(raw: UInt64) -> Int? { links.firstIndex { $0.id.raw == raw } }
+    func peerIndex(_ id: NodeID) -> Int? { peers.firstIndex { $0.id == id } }
+
+    /// True if link `i` carries an up neighbour.
+    func linkIsUp(_ i: Int) -> Bool {
+        guard let n = links[i].node, let pi = peerIndex(n) else { return false }
+        return peers[pi].up && peers[pi].link == links[i].id
+    }
+
+    /// Ready links, except those bound to `from`. Cached per generation (no allocation per frame).
+    mutating func sendTargets(excluding from: NodeID?) -> [LinkID] {
+        if let from, let pi = peerIndex(from) {
+            if peers[pi].sendCacheGeneration != generation {
+                peers[pi].sendCache = links.compactMap { $0.ready && $0.node != from ? $0.id : nil }
+                peers[pi].sendCacheGeneration = generation
+            }
+            return peers[pi].sendCache
+        }
+        if allReadyGeneration != generation {
+            allReadyCache = links.compactMap { $0.ready ? $0.id : nil }
+            allReadyGeneration = generation
+        }
+        return allReadyCache
+    }
+
+    mutating func newLinkID() -> LinkID {
+        repeat { nextLinkRaw &+= 1 } while nextLinkRaw == 0
+        return LinkID(raw: nextLinkRaw)
+    }
+
+    /// Reconnect delay after `failures` consecutive failures (≥ 1): initial × 2^(failures−1),
+    /// capped, ±25 % jitter.
+    func backoff(failures: UInt32, rng: inout some RandomNumberGenerator) -> UInt64 {
+        var d = config.backoffInitial
+        var n = failures > 0 ? failures - 1 : 0
+        while n > 0 && d < config.backoffMax {
+            d = d > UInt64.max / 2 ? UInt64.max : d * 2
+            n -= 1
+        }
+        d = min(d, config.backoffMax)
+        let quarter = d / 4
+        return d - quarter + rng.next(upperBound: quarter * 2 + 1)
+    }
+}
+
+/// One outbound link.
+struct LinkState: Sendable {
+    var id: LinkID
+    /// The endpoint it was dialled at (may be an alias of the advertised one).
+    var endpoint: String
+    /// Dial time; reset to the ready time when it becomes ready (dial timeout base).
+    var since: UInt64
+    var ready = false
+    /// The node it is bound to (reaches).
+    var node: NodeID?
+    /// Index into `seeds` if dialled as a seed.
+    var seed: Int?
+}
+
+/// A remote node that sent us a HELLO (this incarnation).
+struct PeerState: Sendable {
+    var id: NodeID
+    var endpoint: String
+    var leaf: Bool
+    /// Its token (its LinkID of its link to us), from its last HELLO.
+    var token: UInt64 = 0
+    var lastHeard: UInt64
+    /// Our link bound to it.
+    var link: LinkID?
+    var up = false
+    var since: UInt64 = 0
+    var sendCache: [LinkID] = []
+    var sendCacheGeneration: UInt64 = .max
+
+    init(id: NodeID, endpoint: String, leaf: Bool, lastHeard: UInt64) {
+        self.id = id; self.endpoint = endpoint; self.leaf = leaf; self.lastHeard = lastHeard
+    }
+}
+
+struct SeedState: Sendable {
+    var endpoint: String
+    var failures: UInt32 = 0
+    var retryAt: UInt64 = 0
+    /// The node this seed leads to (also satisfies the seed when its link has another spelling).
+    var node: NodeID?
+    /// The seed turned out to be this engine itself.
+    var disabled = false
+    init(endpoint: String) { self.endpoint = endpoint }
+}

@@ -1,0 +1,122 @@
+/// The identity of one running engine. Drawn at random at every process start, so a
+/// restarted node (same endpoint) is a new *incarnation* with a new `NodeID`. Never 0.
+public struct NodeID: Hashable, Sendable, CustomStringConvertible {
+    public var raw: UInt64
+    public init(raw: UInt64) { self.raw = raw }
+
+    /// A random, non-zero node id.
+    public static func random(using rng: inout some RandomNumberGenerator) -> NodeID {
+        var r: UInt64 = 0
+        while r == 0 { r = rng.next() }
+        return NodeID(raw: r)
+    }
+
+    public var description: String { "node:" + hex64(raw) }
+}
+
+/// An engine-assigned handle for one outbound link (one XPUB connected to one neighbour).
+/// Never 0 (0 means "no token" on the wire). Unique per engine, and different engines
+/// (incarnations) start from different, node-id-derived values, so a stale echo from a
+/// previous incarnation does not match a fresh link.
+public struct LinkID: Hashable, Sendable, CustomStringConvertible {
+    public var raw: UInt64
+    public init(raw: UInt64) { self.raw = raw }
+    public var description: String { "link:" + hex64(raw) }
+}
+
+/// A 32-byte ZeroMQ topic: the recipient's Curve25519 public key, or 32 zero bytes for
+/// the control topic. Stored as four big-endian words (compact, cheap to hash).
+public struct Topic: Hashable, Sendable, CustomStringConvertible {
+    @usableFromInline var w0: UInt64, w1: UInt64, w2: UInt64, w3: UInt64
+
+    @inlinable init(w0: UInt64, w1: UInt64, w2: UInt64, w3: UInt64) {
+        self.w0 = w0; self.w1 = w1; self.w2 = w2; self.w3 = w3
+    }
+
+    /// Fails unless `bytes` has exactly 32 elements.
+    public init?(bytes: some Collection<UInt8>) {
+        guard bytes.count == 32 else { return nil }
+        var w: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+        var i = 0
+        for b in bytes {
+            let v = UInt64(b)
+            switch i >> 3 {
+            case 0: w.0 = (w.0 << 8) | v
+            case 1: w.1 = (w.1 << 8) | v
+            case 2: w.2 = (w.2 << 8) | v
+            default: w.3 = (w.3 << 8) | v
+            }
+            i += 1
+        }
+        self.init(w0: w.0, w1: w.1, w2: w.2, w3: w.3)
+    }
+
+    /// Reads 32 bytes from a buffer that is known to hold them.
+    init(unchecked p: UnsafeBufferPointer<UInt8>) {
+        func word(_ o: Int) -> UInt64 {
+            var v: UInt64 = 0
+            for k in 0..<8 { v = (v << 8) | UInt64(p[o + k]) }
+            return v
+        }
+        self.init(w0: word(0), w1: word(8), w2: word(16), w3: word(24))
+    }
+
+    /// The control topic: 32 zero bytes. Never a valid recipient.
+    public static let control = Topic(w0: 0, w1: 0, w2: 0, w3: 0)
+
+    public var isControl: Bool { (w0 | w1 | w2 | w3) == 0 }
+
+    /// The 32 bytes of the topic.
+    public var bytes: [UInt8] {
+        var out = [UInt8]()
+        out.reserveCapacity(32)
+        appendBytes(to: &out)
+        return out
+    }
+
+    /// Appends the 32 bytes of the topic to `out`.
+    public func appendBytes(to out: inout [UInt8]) {
+        appendBigEndian(w0, to: &out); appendBigEndian(w1, to: &out)
+        appendBigEndian(w2, to: &out); appendBigEndian(w3, to: &out)
+    }
+
+    /// True if the topic starts with `prefix` (ZeroMQ subscription matching).
+    public func hasPrefix(_ prefix: [UInt8]) -> Bool {
+        if prefix.isEmpty { return true }
+        if prefix.count > 32 { return false }
+        let b = bytes
+        for i in 0..<prefix.count where b[i] != prefix[i] { return false }
+        return true
+    }
+
+    public var description: String { hex64(w0) + hex64(w1) + hex64(w2) + hex64(w3) }
+}
+
+/// A message id: BLAKE2b-128 (libsodium `crypto_generichash`, no key) of the DATA envelope.
+/// `hi` is the first 8 output bytes read big-endian, `lo` the last 8.
+public struct MessageID: Hashable, Sendable, CustomStringConvertible {
+    public var hi: UInt64
+    public var lo: UInt64
+    public init(hi: UInt64, lo: UInt64) { self.hi = hi; self.lo = lo }
+    public var description: String { hex64(hi) + hex64(lo) }
+}
+
+@usableFromInline
+func hex64(_ v: UInt64) -> String {
+    let digits: [Character] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "a", "b", "c", "d", "e", "f"]
+    var s = ""
+    s.reserveCapacity(16)
+    var shift = 60
+    while shift >= 0 { s.append(digits[Int((v >> UInt64(shift)) & 0xF)]); shift -= 4 }
+    return s
+}
+
+@inline(__always)
+func appendBigEndian(_ v: UInt64, to out: inout [UInt8]) {
+    var s: UInt64 = 56
+    while true {
+        out.append(UInt8(truncatingIfNeeded: v >> s))
+        if s == 0 { break }
+        s -= 8
+    }
+}

@@ -1,0 +1,74 @@
+/// The bounded table of known (non-leaf) endpoints, learned from HELLO and PEERS.
+struct KnownTable: Sendable {
+    struct Entry: Sendable {
+        var endpoint: String
+        /// Last node id heard for this endpoint (0 = unknown).
+        var node: UInt64
+        var failures: UInt32 = 0
+        var retryAt: UInt64 = 0
+        /// Node id that said BYE here; the endpoint is not dialled while `node` equals it.
+        var blockedNode: UInt64 = 0
+        var blocked: Bool { blockedNode != 0 && blockedNode == node }
+    }
+
+    let limit: Int
+    private(set) var entries: [Entry] = []
+    private var index: [String: Int] = [:]
+
+    init(limit: Int) { self.limit = limit }
+
+    var count: Int { entries.count }
+    var isEmpty: Bool { entries.isEmpty }
+
+    subscript(i: Int) -> Entry {
+        get { entries[i] }
+        set { entries[i] = newValue }
+    }
+
+    func find(_ endpoint: String) -> Int? { index[endpoint] }
+
+    /// Inserts or updates. When full, replaces a random entry that `keep` does not protect.
+    mutating func upsert(
+        _ endpoint: String, node: UInt64, rng: inout some RandomNumberGenerator, keep: (String) -> Bool
+    ) -> Int? {
+        if let i = index[endpoint] {
+            if node != 0 && entries[i].node != node {
+                entries[i].node = node
+                entries[i].failures = 0
+                entries[i].retryAt = 0
+            }
+            return i
+        }
+        let e = Entry(endpoint: endpoint, node: node)
+        if entries.count < limit {
+            entries.append(e)
+            index[endpoint] = entries.count - 1
+            return entries.count - 1
+        }
+        for _ in 0..<8 {
+            let i = Int(rng.next(upperBound: UInt64(entries.count)))
+            if keep(entries[i].endpoint) { continue }
+            index[entries[i].endpoint] = nil
+            entries[i] = e
+            index[endpoint] = i
+            return i
+        }
+        return nil
+    }
+
+    mutating func remove(_ endpoint: String) {
+        guard let i = index.removeValue(forKey: endpoint) else { return }
+        let last = entries.count - 1
+        if i != last {
+            entries[i] = entries[last]
+            index[entries[i].endpoint] = i
+        }
+        entries.removeLast()
+    }
+
+    var approximateBytes: Int {
+        var n = entries.capacity * MemoryLayout<Entry>.stride + index.capacity * 24
+        for e in entries { n += e.endpoint.utf8.count }
+        return n
+    }
+}

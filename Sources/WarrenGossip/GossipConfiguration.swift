@@ -1,0 +1,105 @@
+import Foundation
+import WarrenEngine
+
+/// Everything that configures one gossip node: where it listens, whom it knows, and the engine's
+/// tuning. Two documented presets: `.local` (one machine, loopback; fast failure detection) and
+/// `.lan` (a local network; calmer timers). A `gossip://` URL is the same thing as a string.
+public struct GossipConfiguration: Sendable {
+    /// Where the node's SUB socket binds, `tcp://HOST:PORT`. Port `*` or `0` picks a free port.
+    public var listen: String
+    /// The endpoint other nodes should dial (defaults to the bound endpoint).
+    public var advertise: String?
+    /// Seed endpoints (`tcp://HOST:PORT`), kept connected with back-off.
+    public var peers: [String]
+    /// Engine tuning (the endpoint and seeds in it are filled from `listen`/`advertise`/`peers`).
+    public var engine: EngineConfig
+    /// Per-link send high-water mark (messages). Sized for bursts: 100,000 envelopes of ~300 B
+    /// is ~30 MB per link at most. When reached, the frame is refused, dropped and counted.
+    public var sendHighWaterMark: Int32 = 100_000
+    /// Receive high-water mark of the bound SUB; above it ZeroMQ stops reading the TCP stream,
+    /// which pushes back to the sender's send HWM (counted there).
+    public var receiveHighWaterMark: Int32 = 100_000
+    /// Seed for the engine's random generator (peer choice, jitter); nil = random.
+    public var randomSeed: UInt64?
+
+    public init(listen: String, peers: [String] = [], engine: EngineConfig) {
+        self.listen = listen
+        self.peers = peers
+        self.engine = engine
+    }
+
+    /// One machine: heartbeat 250 ms, dead after 1.5 s, back-off 100 ms … 2 s, degree 3, TTL 16.
+    public static func local(listen: String = "tcp://127.0.0.1:*", peers: [String] = []) -> GossipConfiguration {
+        GossipConfiguration(listen: listen, peers: peers, engine: .local(endpoint: listen, seeds: peers))
+    }
+
+    /// A LAN: heartbeat 1 s, dead after 5 s, back-off 500 ms … 30 s, degree 4, TTL 16.
+    public static func lan(listen: String, peers: [String] = []) -> GossipConfiguration {
+        GossipConfiguration(listen: listen, peers: peers, engine: .lan(endpoint: listen, seeds: peers))
+    }
+
+    public var ttl: UInt8 {
+        get { engine.defaultTTL }
+        set { engine.defaultTTL = newValue; engine.maxTTL = max(engine.maxTTL, newValue) }
+    }
+    public var leaf: Bool { get { engine.leaf } set { engine.leaf = newValue } }
+    public var degree: Int { get { engine.targetDegree } set { engine.targetDegree = newValue } }
+
+    /// Parses `gossip://HOST:PORT?peer=tcp://…&peer=…&ttl=N&leaf=true&degree=N&preset=local|lan&advertise=tcp://…`.
+    public init(url: URL) throws(GossipConfigurationError) {
+        guard url.scheme?.lowercased() == "gossip" else { throw .invalid("scheme must be gossip://") }
+        guard let comps = URLComponents(url: url, resolvingAgainstBaseURL: false),
+              let host = comps.host, !host.isEmpty else {
+            throw .invalid("expected gossip://HOST:PORT, e.g. gossip://127.0.0.1:7001")
+        }
+        let port = comps.port.map(String.init) ?? "*"
+        let h = host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host
+        let listen = "tcp://\(h):\(port)"
+        var preset = "local"
+        var peers: [String] = []
+        var ttl: UInt8?, leaf = false, degree: Int?, advertise: String?
+        for item in comps.queryItems ?? [] {
+            let v = item.value ?? ""
+            switch item.name {
+            case "peer":
+                try Self.checkEndpoint(v)
+                peers.append(v)
+            case "ttl":
+                guard let t = UInt8(v), t >= 1 else { throw .invalid("ttl must be 1…255, got \"\(v)\"") }
+                ttl = t
+            case "leaf":
+                guard let b = Bool(v) else { throw .invalid("leaf must be true or false, got \"\(v)\"") }
+                leaf = b
+            case "degree":
+                guard let d = Int(v), d >= 0, d <= 64 else { throw .invalid("degree must be 0…64, got \"\(v)\"") }
+                degree = d
+            case "preset":
+                guard v == "local" || v == "lan" else { throw .invalid("preset must be local or lan, got \"\(v)\"") }
+                preset = v
+            case "advertise":
+                try Self.checkEndpoint(v)
+                advertise = v
+            default:
+                throw .invalid("unknown option \"\(item.name)\" (known: peer, ttl, leaf, degree, preset, advertise)")
+            }
+        }
+        self = preset == "lan" ? .lan(listen: listen, peers: peers) : .local(listen: listen, peers: peers)
+        self.advertise = advertise
+        if let ttl { self.ttl = ttl }
+        if let degree { self.degree = degree }
+        self.leaf = leaf
+    }
+
+    /// A peer endpoint must be tcp://HOST:PORT with a numeric port.
+    public static func checkEndpoint(_ e: String) throws(GossipConfigurationError) {
+        guard e.hasPrefix("tcp://"), let colon = e.lastIndex(of: ":"), colon > e.index(e.startIndex, offsetBy: 6),
+              let port = Int(e[e.index(after: colon)...]), (1...65535).contains(port) else {
+            throw .invalid("peer endpoint must look like tcp://HOST:PORT, got \"\(e)\"")
+        }
+    }
+}
+
+public enum GossipConfigurationError: Error, Equatable, Sendable, CustomStringConvertible {
+    case invalid(String)
+    public var description: String { if case .invalid(let s) = self { return "invalid gossip configuration: \(s)" }; return "" }
+}

@@ -1,0 +1,406 @@
+import CZeroMQ
+import Foundation
+import Glibc
+import Logging
+import Synchronization
+import WarrenEngine
+
+/// What a node reports to its owner. Called on the node's driver thread: return quickly.
+public struct GossipNodeCallbacks: Sendable {
+    /// A first-seen envelope for a local topic.
+    public var deliver: @Sendable (_ topic: Topic, _ envelope: [UInt8], _ hops: UInt8, _ id: MessageID) -> Void
+    /// A neighbour came up (true) or went down (false).
+    public var peer: @Sendable (_ neighbour: Neighbour, _ up: Bool, _ reason: PeerDownReason?) -> Void
+
+    public init(deliver: @escaping @Sendable (Topic, [UInt8], UInt8, MessageID) -> Void = { _, _, _, _ in },
+                peer: @escaping @Sendable (Neighbour, Bool, PeerDownReason?) -> Void = { _, _, _ in }) {
+        self.deliver = deliver
+        self.peer = peer
+    }
+}
+
+/// Counters of the ZeroMQ driver, beside the engine's.
+public struct DriverStats: Sendable {
+    /// Frames refused by a link's send high-water mark (dropped, counted).
+    public var hwmDrops: UInt64 = 0
+    /// Inbound ZeroMQ messages that were not exactly 2 parts.
+    public var badMultipart: UInt64 = 0
+    public var engine = EngineStats()
+    public var neighbours: [Neighbour] = []
+    public var knownEndpoints: [String] = []
+    public var seenEntries = 0
+    public var links = 0
+    public init() {}
+}
+
+/// One overlay node: a bound SUB socket, one XPUB link per neighbour, and the sans-I/O
+/// `GossipEngine`, all owned by one driver thread that polls the sockets and runs the engine.
+/// The public API is thread-safe; commands are queued to the driver thread.
+public final class GossipNode: Sendable {
+    enum Command {
+        case publish(Topic, [UInt8], UInt8?)
+        case subscribe(Topic, CheckedContinuation<Void, Never>?)
+        case unsubscribe(Topic, CheckedContinuation<Void, Never>?)
+        case stats(CheckedContinuation<DriverStats, Never>)
+        case stop
+    }
+
+    private let queue = Mutex<[Command]>([])
+    private let wakePending = Atomic<Bool>(false)
+    private let wakeFD: Int32       // write end of the wake-up pipe
+    private let wakeReadFD: Int32   // read end, polled by the driver thread
+    private let finished = Mutex<[CheckedContinuation<Void, Never>]>([])
+    private let isFinished = Atomic<Bool>(false)
+    private let stopped = Atomic<Bool>(false)
+    /// The endpoint the SUB socket is bound to (the port resolved when `*` was asked for).
+    public let endpoint: String
+    public let nodeID: NodeID
+    let logger: Logger
+
+    /// Binds and starts the node. Throws if the endpoint cannot be bound.
+    public init(configuration: GossipConfiguration, context: ZMQContext = .shared,
+                callbacks: GossipNodeCallbacks, logger: Logger) throws {
+        self.logger = logger
+        var seedRNG = SystemRandomNumberGenerator()
+        nodeID = NodeID.random(using: &seedRNG)
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0 else { throw ZMQError("pipe", code: errno) }
+        for f in fds {
+            _ = fcntl(f, F_SETFL, fcntl(f, F_GETFL) | O_NONBLOCK)
+            _ = fcntl(f, F_SETFD, FD_CLOEXEC)
+        }
+        wakeFD = fds[1]
+        wakeReadFD = fds[0]
+
+        // The SUB socket is created and bound here, then handed to the driver thread, which is
+        // the only one to touch it afterwards (a hand-off, not sharing).
+        let sub = try ZMQSocket(context, type: ZMQ_SUB)
+        sub.set(ZMQ_RCVHWM, configuration.receiveHighWaterMark)
+        sub.set(ZMQ_LINGER, 0)
+        sub.set(ZMQ_HEARTBEAT_IVL, 1000)
+        sub.set(ZMQ_HEARTBEAT_TIMEOUT, 3000)
+        do { try sub.bind(configuration.listen) } catch { sub.close(); close(fds[0]); close(fds[1]); throw error }
+        let bound = sub.lastEndpoint
+        let advertised = configuration.advertise ?? Self.advertisable(bound)
+        endpoint = advertised
+
+        var engineConfig = configuration.engine
+        engineConfig.endpoint = advertised
+        engineConfig.seeds = configuration.peers.filter { $0 != advertised }
+        let loop = DriverLoop(sub: UnsafeSendable(sub), context: context, engine: GossipEngine(config: engineConfig, nodeID: nodeID),
+                              seed: configuration.randomSeed ?? UInt64.random(in: 1...UInt64.max),
+                              sendHWM: configuration.sendHighWaterMark, callbacks: callbacks, logger: logger)
+        let t = Thread { [self] in loop.run(node: self) }
+        t.name = "warren-node"
+        t.stackSize = 1 << 20
+        t.start()
+    }
+
+    /// `tcp://0.0.0.0:7001` is where we listen, not where others can dial: advertise loopback.
+    static func advertisable(_ bound: String) -> String {
+        bound.replacingOccurrences(of: "tcp://0.0.0.0:", with: "tcp://127.0.0.1:")
+             .replacingOccurrences(of: "tcp://[::]:", with: "tcp://[::1]:")
+    }
+
+    // MARK: Commands (any thread)
+
+    func enqueue(_ c: Command) {
+        queue.withLock { $0.append(c) }
+        if !wakePending.exchange(true, ordering: .acquiring) {
+            var one: UInt8 = 1
+            _ = write(wakeFD, &one, 1)
+        }
+    }
+
+    func drain() -> [Command] {
+        wakePending.store(false, ordering: .releasing)
+        var drained: [Command] = []
+        queue.withLock { swap(&$0, &drained) }
+        return drained
+    }
+
+    var wakeDescriptor: Int32 { wakeReadFD }
+
+    /// Floods an envelope (already sealed and serialized) to `topic` = the recipient's public key.
+    public func publish(topic: Topic, envelope: [UInt8], ttl: UInt8? = nil) {
+        guard !stopped.load(ordering: .relaxed) else { return }
+        enqueue(.publish(topic, envelope, ttl))
+    }
+
+    /// Starts delivering `topic` locally; returns once the engine has it.
+    public func subscribe(_ topic: Topic) async {
+        guard !stopped.load(ordering: .relaxed) else { return }
+        await withCheckedContinuation { enqueue(.subscribe(topic, $0)) }
+    }
+
+    public func unsubscribe(_ topic: Topic) async {
+        guard !stopped.load(ordering: .relaxed) else { return }
+        await withCheckedContinuation { enqueue(.unsubscribe(topic, $0)) }
+    }
+
+    /// A snapshot of counters, neighbours and known endpoints.
+    public func stats() async -> DriverStats {
+        if isFinished.load(ordering: .acquiring) { return DriverStats() }
+        return await withCheckedContinuation { enqueue(.stats($0)) }
+    }
+
+    /// Says BYE to the neighbours, closes every socket and ends the driver thread. Idempotent.
+    public func stop() async {
+        if !stopped.exchange(true, ordering: .relaxed) { enqueue(.stop) }
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let resumeNow = finished.withLock { list -> Bool in
+                if isFinished.load(ordering: .acquiring) { return true }
+                list.append(c)
+                return false
+            }
+            if resumeNow { c.resume() }
+        }
+    }
+
+    func didFinish() {
+        let waiters = finished.withLock { list -> [CheckedContinuation<Void, Never>] in
+            isFinished.store(true, ordering: .releasing)
+            defer { list.removeAll() }
+            return list
+        }
+        close(wakeFD)
+        close(wakeReadFD)
+        for w in waiters { w.resume() }
+    }
+
+    public var isRunning: Bool { !isFinished.load(ordering: .acquiring) }
+}
+
+struct UnsafeSendable<T>: @unchecked Sendable { var value: T; init(_ v: T) { value = v } }
+
+/// The driver thread's state. Everything here is touched by that thread only.
+final class DriverLoop: @unchecked Sendable {
+    let sub: ZMQSocket
+    let context: ZMQContext
+    var engine: GossipEngine
+    var rng: SeededGenerator
+    let sendHWM: Int32
+    let callbacks: GossipNodeCallbacks
+    let logger: Logger
+    var links: [LinkID: ZMQSocket] = [:]
+    var linkOrder: [LinkID] = []
+    var actions: [Action] = []
+    var hwmDrops: UInt64 = 0
+    var badMultipart: UInt64 = 0
+    var running = true
+    var pollItems: [zmq_pollitem_t] = []
+    var pollDirty = true
+
+    init(sub: UnsafeSendable<ZMQSocket>, context: ZMQContext, engine: GossipEngine, seed: UInt64,
+         sendHWM: Int32, callbacks: GossipNodeCallbacks, logger: Logger) {
+        self.sub = sub.value
+        self.context = context
+        self.engine = engine
+        self.rng = SeededGenerator(seed: seed)
+        self.sendHWM = sendHWM
+        self.callbacks = callbacks
+        self.logger = logger
+        actions.reserveCapacity(64)
+    }
+
+    func run(node: GossipNode) {
+        engine.start(now: monotonicNanos(), rng: &rng, into: &actions)
+        perform()
+        while running {
+            rebuildPollItems(node)
+            var timeoutMs: Int = -1
+            if let d = engine.nextDeadline {
+                let now = monotonicNanos()
+                timeoutMs = d <= now ? 0 : Int(min((d - now + 999_999) / 1_000_000, 60_000))
+            }
+            let rc = pollItems.withUnsafeMutableBufferPointer { zmq_poll($0.baseAddress, Int32($0.count), timeoutMs) }
+            if rc < 0 && zmq_errno() != EINTR {
+                logger.error("zmq_poll failed", metadata: ["error": "\(ZMQError("zmq_poll"))"])
+                break
+            }
+            if pollItems[0].revents != 0 {
+                var buf = (UInt64(0), UInt64(0))
+                _ = withUnsafeMutableBytes(of: &buf) { read(node.wakeDescriptor, $0.baseAddress, 16) }
+                for c in node.drain() { handle(c) }
+            }
+            if running && pollItems[1].revents & Int16(ZMQ_POLLIN) != 0 { receiveData() }
+            if running && pollItems.count > 2 {
+                for i in 2..<pollItems.count where pollItems[i].revents & Int16(ZMQ_POLLIN) != 0 {
+                    receiveSubscriptions(linkOrder[i - 2])
+                }
+            }
+            if running, let d = engine.nextDeadline, d <= monotonicNanos() {
+                engine.tick(now: monotonicNanos(), rng: &rng, into: &actions)
+                perform()
+            }
+        }
+        // Shut down: everything this thread opened is closed here.
+        for (_, s) in links { s.close() }
+        links.removeAll()
+        sub.close()
+        // Commands that raced with stop: answer them so no caller waits forever.
+        for c in node.drain() {
+            switch c {
+            case .subscribe(_, let k), .unsubscribe(_, let k): k?.resume()
+            case .stats(let k): k.resume(returning: snapshot())
+            case .publish, .stop: break
+            }
+        }
+        node.didFinish()
+    }
+
+    func rebuildPollItems(_ node: GossipNode) {
+        guard pollDirty else { return }
+        pollItems.removeAll(keepingCapacity: true)
+        pollItems.append(zmq_pollitem_t(socket: nil, fd: node.wakeDescriptor, events: Int16(ZMQ_POLLIN), revents: 0))
+        pollItems.append(zmq_pollitem_t(socket: sub.handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0))
+        for id in linkOrder {
+            pollItems.append(zmq_pollitem_t(socket: links[id]!.handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0))
+        }
+        pollDirty = false
+    }
+
+    func handle(_ c: GossipNode.Command) {
+        let now = monotonicNanos()
+        switch c {
+        case .publish(let topic, let env, let ttl):
+            engine.publish(topic: topic, envelope: env, ttl: ttl, now: now, rng: &rng, into: &actions)
+            perform()
+        case .subscribe(let t, let k):
+            engine.subscribeLocal(t, into: &actions)
+            perform()
+            k?.resume()
+        case .unsubscribe(let t, let k):
+            engine.unsubscribeLocal(t, into: &actions)
+            perform()
+            k?.resume()
+        case .stats(let k):
+            k.resume(returning: snapshot())
+        case .stop:
+            engine.stop(now: now, into: &actions)
+            perform()
+            running = false
+        }
+    }
+
+    func snapshot() -> DriverStats {
+        var s = DriverStats()
+        s.hwmDrops = hwmDrops
+        s.badMultipart = badMultipart
+        s.engine = engine.stats
+        s.neighbours = engine.neighbours
+        s.knownEndpoints = engine.knownEndpoints
+        s.seenEntries = engine.seenCount
+        s.links = links.count
+        return s
+    }
+
+    /// Reads every waiting message from the SUB socket (bounded per wake-up to stay fair).
+    func receiveData() {
+        var topic = zmq_msg_t(), body = zmq_msg_t()
+        for _ in 0..<4096 {
+            zmq_msg_init(&topic)
+            if zmq_msg_recv(&topic, sub.handle, ZMQ_DONTWAIT) < 0 { zmq_msg_close(&topic); break }
+            guard zmq_msg_more(&topic) != 0 else {
+                badMultipart &+= 1
+                zmq_msg_close(&topic)
+                continue
+            }
+            zmq_msg_init(&body)
+            _ = zmq_msg_recv(&body, sub.handle, ZMQ_DONTWAIT)
+            if zmq_msg_more(&body) != 0 {
+                // More than two parts: drop the whole message.
+                badMultipart &+= 1
+                var extra = zmq_msg_t()
+                repeat {
+                    zmq_msg_close(&extra); zmq_msg_init(&extra)
+                    _ = zmq_msg_recv(&extra, sub.handle, ZMQ_DONTWAIT)
+                } while zmq_msg_more(&extra) != 0
+                zmq_msg_close(&extra)
+            } else {
+                let t = UnsafeRawBufferPointer(start: zmq_msg_data(&topic), count: zmq_msg_size(&topic))
+                let b = UnsafeRawBufferPointer(start: zmq_msg_data(&body), count: zmq_msg_size(&body))
+                engine.receive(topic: t, body: b, now: monotonicNanos(), rng: &rng, into: &actions)
+            }
+            zmq_msg_close(&topic)
+            zmq_msg_close(&body)
+            if !actions.isEmpty { perform() }
+        }
+    }
+
+    /// An XPUB link receives the remote SUB's (un)subscriptions. A subscription means the remote
+    /// listens on this link: the engine may (re)send its HELLO.
+    func receiveSubscriptions(_ id: LinkID) {
+        guard let s = links[id] else { return }
+        var ready = false
+        var msg = zmq_msg_t()
+        while true {
+            zmq_msg_init(&msg)
+            if zmq_msg_recv(&msg, s.handle, ZMQ_DONTWAIT) < 0 { zmq_msg_close(&msg); break }
+            if zmq_msg_size(&msg) >= 1, zmq_msg_data(&msg).load(as: UInt8.self) == 1 { ready = true }
+            zmq_msg_close(&msg)
+        }
+        if ready {
+            engine.linkReady(id, now: monotonicNanos(), rng: &rng, into: &actions)
+            perform()
+        }
+    }
+
+    func perform() {
+        var i = 0
+        while i < actions.count {
+            let a = actions[i]
+            i += 1
+            switch a {
+            case .send(let ids, let frame):
+                let topicBytes = frame.topic.bytes
+                topicBytes.withUnsafeBytes { t in
+                    frame.body.withUnsafeBytes { b in
+                        for id in ids {
+                            guard let s = links[id] else { continue }
+                            if !s.send(topic: t, body: b) { hwmDrops &+= 1 }
+                        }
+                    }
+                }
+            case .deliver(let topic, let env, let hops, let id):
+                callbacks.deliver(topic, env, hops, id)
+            case .connect(let id, let endpoint):
+                do {
+                    let s = try ZMQSocket(context, type: ZMQ_XPUB)
+                    s.set(ZMQ_SNDHWM, sendHWM)
+                    s.set(ZMQ_XPUB_NODROP, 1)
+                    s.set(ZMQ_XPUB_VERBOSE, 1)
+                    s.set(ZMQ_LINGER, 0)
+                    s.set(ZMQ_RECONNECT_IVL, 100)
+                    s.set(ZMQ_RECONNECT_IVL_MAX, 2000)
+                    s.set(ZMQ_HEARTBEAT_IVL, 1000)
+                    s.set(ZMQ_HEARTBEAT_TIMEOUT, 3000)
+                    do { try s.connect(endpoint) } catch { s.close(); throw error }
+                    links[id] = s
+                    linkOrder.append(id)
+                    pollDirty = true
+                } catch {
+                    // The engine's dial timeout will back off and retry.
+                    logger.warning("cannot open link", metadata: ["endpoint": "\(endpoint)", "error": "\(error)"])
+                }
+            case .disconnect(let id):
+                if let s = links.removeValue(forKey: id) {
+                    s.close()
+                    linkOrder.removeAll { $0 == id }
+                    pollDirty = true
+                }
+            case .subscribe(let prefix):
+                sub.set(ZMQ_SUBSCRIBE, bytes: prefix)
+            case .unsubscribe(let prefix):
+                sub.set(ZMQ_UNSUBSCRIBE, bytes: prefix)
+            case .peerUp(let n):
+                logger.debug("peer up", metadata: ["peer": "\(n.endpoint)", "node": "\(n.nodeID)"])
+                callbacks.peer(n, true, nil)
+            case .peerDown(let n, let reason):
+                logger.debug("peer down", metadata: ["peer": "\(n.endpoint)", "reason": "\(reason)"])
+                callbacks.peer(n, false, reason)
+            }
+        }
+        actions.removeAll(keepingCapacity: true)
+    }
+}

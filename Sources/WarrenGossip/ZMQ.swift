@@ -1,0 +1,77 @@
+import CZeroMQ
+import Glibc
+
+/// A ZeroMQ context. Contexts are thread-safe (sockets are not): one is shared by every node of
+/// the process, so 32+ nodes run on a couple of I/O threads.
+public struct ZMQContext: @unchecked Sendable {
+    public let handle: UnsafeMutableRawPointer
+
+    /// The process-wide context (2 I/O threads, up to 16,384 sockets).
+    public static let shared: ZMQContext = {
+        let h = zmq_ctx_new()!
+        zmq_ctx_set(h, ZMQ_IO_THREADS, 2)
+        zmq_ctx_set(h, ZMQ_MAX_SOCKETS, 16_384)
+        return ZMQContext(handle: h)
+    }()
+
+    public init(handle: UnsafeMutableRawPointer) { self.handle = handle }
+}
+
+public struct ZMQError: Error, CustomStringConvertible, Sendable {
+    public var operation: String
+    public var code: Int32
+    public init(_ operation: String, code: Int32 = zmq_errno()) { self.operation = operation; self.code = code }
+    public var description: String { "\(operation): \(String(cString: zmq_strerror(code)))" }
+}
+
+/// A socket, used only on the thread that created it.
+struct ZMQSocket {
+    let handle: UnsafeMutableRawPointer
+
+    init(_ ctx: ZMQContext, type: Int32) throws {
+        guard let h = zmq_socket(ctx.handle, type) else { throw ZMQError("zmq_socket") }
+        handle = h
+    }
+
+    func set(_ option: Int32, _ value: Int32) {
+        var v = value
+        zmq_setsockopt(handle, option, &v, MemoryLayout<Int32>.size)
+    }
+
+    func set(_ option: Int32, bytes: [UInt8]) {
+        bytes.withUnsafeBytes { _ = zmq_setsockopt(handle, option, $0.baseAddress, $0.count) }
+    }
+
+    func bind(_ endpoint: String) throws {
+        guard zmq_bind(handle, endpoint) == 0 else { throw ZMQError("bind \(endpoint)") }
+    }
+
+    func connect(_ endpoint: String) throws {
+        guard zmq_connect(handle, endpoint) == 0 else { throw ZMQError("connect \(endpoint)") }
+    }
+
+    var lastEndpoint: String {
+        var buf = [CChar](repeating: 0, count: 512)
+        var len = buf.count
+        zmq_getsockopt(handle, ZMQ_LAST_ENDPOINT, &buf, &len)
+        return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    func close() { zmq_close(handle) }
+
+    /// Sends a 2-part message without blocking. Returns false if the high-water mark was reached
+    /// (with ZMQ_XPUB_NODROP the socket refuses instead of silently dropping).
+    func send(topic: UnsafeRawBufferPointer, body: UnsafeRawBufferPointer) -> Bool {
+        if zmq_send(handle, topic.baseAddress, topic.count, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 { return false }
+        // Multi-part messages are atomic: once the first part is queued the second is too.
+        return zmq_send(handle, body.baseAddress, body.count, ZMQ_DONTWAIT) >= 0
+    }
+}
+
+/// Monotonic nanoseconds.
+@inline(__always)
+func monotonicNanos() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+}

@@ -1,0 +1,162 @@
+import Testing
+import WarrenEngine
+
+@Suite struct FloodTests {
+    /// 10-node line: ttl 9 crosses 9 hops, ttl 8 does not reach the 10th node.
+    @Test func lineTTL() {
+        var net = InMemoryNetwork.build(n: 10, edges: { $0 == 0 ? [] : [$0 - 1] })
+        net.subscribe(9, topic(9))
+        #expect(net.run(until: 2 * second))
+        for i in 0..<9 { #expect(net.isUp(i, i + 1) && net.isUp(i + 1, i)) }
+        let a = net.publish(from: 0, topic: topic(9), envelope: [1, 2, 3], ttl: 9)
+        let b = net.publish(from: 0, topic: topic(9), envelope: [4, 5, 6], ttl: 8)
+        #expect(net.run(for: second))
+        #expect(net.deliveries(9, a).map(\.hops) == [9])
+        #expect(net.deliveries(9, b).isEmpty)
+        #expect(net.engine(8)!.stats.ttlExpired == 1)   // b reached node 8 (8 hops) with ttl 1
+        #expect(net.engine(9)!.stats.maxHops == 9)
+        // Default TTL 16 reaches.
+        let c = net.publish(from: 0, topic: topic(9), envelope: [7], ttl: nil)
+        #expect(net.run(for: second))
+        #expect(net.deliveries(9, c).count == 1)
+        #expect(!net.budgetExceeded)
+    }
+
+    func expectExactlyOnce(_ net: InMemoryNetwork, _ nodes: Range<Int>, _ id: MessageID,
+                           sourceLocation: SourceLocation = #_sourceLocation) {
+        for i in nodes { #expect(net.deliveries(i, id).count == 1, "node \(i)", sourceLocation: sourceLocation) }
+    }
+
+    @Test func ringDeliversOnceNoLoop() {
+        let n = 12
+        var net = InMemoryNetwork.build(n: n, edges: { [($0 + n - 1) % n] })
+        for i in 0..<n { net.subscribe(i, topic(1)) }   // community topic
+        #expect(net.run(until: 2 * second))
+        let id = net.publish(from: 3, topic: topic(1), envelope: [42], ttl: nil)
+        let sentBefore = net.nodes.map(\.dataFramesSent).reduce(0, +)
+        #expect(net.run(for: 2 * second))
+        expectExactlyOnce(net, 0..<n, id)
+        let sent = net.nodes.map(\.dataFramesSent).reduce(0, +) - sentBefore
+        // Each node forwards a message at most once (≤ 2 links each): no loop.
+        #expect(sent <= 2 * n)
+        let dups = (0..<n).map { net.engine($0)!.stats.duplicates }.reduce(0, +)
+        #expect(dups >= 1)
+    }
+
+    @Test func fullMeshDeliversOnce() {
+        let n = 8
+        var net = InMemoryNetwork.build(n: n, edges: { Array(0..<$0) })
+        for i in 0..<n { net.subscribe(i, topic(UInt8(i + 1))) }
+        #expect(net.run(until: 2 * second))
+        for i in 0..<n { #expect(net.neighbourIDs(i).count == n - 1) }
+        var ids: [(Int, MessageID)] = []
+        for s in 0..<n {
+            for r in 0..<n where r != s {
+                ids.append((r, net.publish(from: s, topic: topic(UInt8(r + 1)), envelope: [UInt8(s), UInt8(r)])))
+            }
+        }
+        #expect(net.run(for: second))
+        for (r, id) in ids {
+            #expect(net.deliveries(r, id).count == 1)
+            #expect(net.deliveries(r, id).first?.hops ?? 0 >= 1)
+        }
+        for i in 0..<n { #expect(net.nodes[i].deliveries.count == n - 1) }
+        // Every node relays each message once to n−2 links: n·(n−1) messages × ((n−1) + (n−1)(n−2)) link-sends.
+        #expect(!net.budgetExceeded)
+    }
+
+    /// Dense random graph, lossless but with jitter and duplication: many paths, reordering.
+    @Test func manyPathsReorderedDuplicatedDeliveredOnce() {
+        var o = InMemoryNetwork.Options()
+        o.latency = 1 * msNS...5 * msNS
+        o.jitter = 10 * msNS
+        o.duplication = 0.3
+        let n = 20
+        var net = InMemoryNetwork.build(n: n, seed: 5, options: o, edges: { i in
+            i == 0 ? [] : [(i * 7) % i, (i * 3 + 1) % i, i - 1].reduce(into: [Int]()) { if !$0.contains($1) { $0.append($1) } }
+        })
+        for i in 0..<n { net.subscribe(i, topic(7)) }
+        #expect(net.run(until: 3 * second))
+        var rng = SeededGenerator(seed: 11)
+        var ids: [MessageID] = []
+        for k in 0..<30 { ids.append(net.publish(from: k % n, topic: topic(7), envelope: envelope(&rng))) }
+        #expect(net.run(for: 2 * second))
+        for id in ids { expectExactlyOnce(net, 0..<n, id) }
+        let dups = (0..<n).map { net.engine($0)!.stats.duplicates }.reduce(0, +)
+        #expect(dups > 100)
+    }
+
+    /// Loss on a redundant mesh still reaches everyone (several paths).
+    @Test func lossyMeshStillDelivers() {
+        var o = InMemoryNetwork.Options()
+        o.loss = 0.1
+        let n = 10
+        var net = InMemoryNetwork.build(n: n, seed: 8, options: o, edges: { Array(0..<$0) })
+        for i in 0..<n { net.subscribe(i, topic(3)) }
+        #expect(net.run(until: 5 * second))
+        let id = net.publish(from: 0, topic: topic(3), envelope: [9, 9])
+        #expect(net.run(for: second))
+        for i in 1..<n { #expect(net.deliveries(i, id).count == 1) }
+    }
+
+    @Test func publishDeliversLocallyAndEchoIsDuplicate() {
+        var net = InMemoryNetwork.build(n: 3, edges: { $0 == 0 ? [] : Array(0..<$0) })
+        net.subscribe(0, topic(1))
+        net.subscribe(2, topic(1))
+        #expect(net.run(until: second))
+        let id = net.publish(from: 0, topic: topic(1), envelope: [1])
+        #expect(net.run(for: second))
+        #expect(net.deliveries(0, id).map(\.hops) == [0])
+        #expect(net.deliveries(2, id).map(\.hops) == [1])
+        let s0 = net.engine(0)!.stats
+        #expect(s0.published == 1 && s0.delivered == 1)
+        #expect(s0.duplicates >= 1)   // echoes from 1 and 2
+        // Publishing identical content again is a duplicate, not sent.
+        net.publish(from: 0, topic: topic(1), envelope: [1])
+        #expect(net.engine(0)!.stats.published == 1)
+    }
+
+    @Test func ttlIsClamped() {
+        var rng = SeededGenerator(seed: 2)
+        var c = cfg(0)
+        c.maxTTL = 4
+        var e = GossipEngine(config: c, nodeID: NodeID(raw: 77))
+        var a = [Action]()
+        e.start(now: 0, rng: &rng, into: &a)
+        e.linkReady(e.linkIDs.first ?? LinkID(raw: 1), now: 0, rng: &rng, into: &a)
+        e.subscribeLocal(topic(1), into: &a)
+        a.removeAll()
+        let body = Frame.encodeData(envelope: [5], ttl: 200, hops: 0, from: NodeID(raw: 3))
+        e.receive(topic: topic(1).bytes, body: body, now: 1, rng: &rng, into: &a)
+        #expect(e.stats.ttlClamped == 1)
+        #expect(e.stats.delivered == 1)
+        // Publish asks for more than maxTTL: clamped too.
+        var net = InMemoryNetwork(seed: 1)
+        var c0 = cfg(0); c0.maxTTL = 2
+        net.addNode(config: c0)
+        for i in 1..<4 { net.addNode(config: cfg(i, seeds: [i - 1])) }
+        net.subscribe(2, topic(2)); net.subscribe(3, topic(2))
+        #expect(net.run(until: second))
+        let id = net.publish(from: 0, topic: topic(2), envelope: [1], ttl: 100)
+        #expect(net.run(for: second))
+        #expect(net.deliveries(2, id).count == 1)
+        #expect(net.deliveries(3, id).isEmpty)
+    }
+
+    @Test func statsCounters() {
+        var net = InMemoryNetwork.build(n: 3, edges: { $0 == 0 ? [] : [$0 - 1] })   // line 0-1-2
+        net.subscribe(2, topic(2))
+        #expect(net.run(until: second))
+        let before = (0..<3).map { net.engine($0)!.stats }
+        net.publish(from: 0, topic: topic(2), envelope: [1, 2], ttl: 5)
+        #expect(net.run(for: 200 * msNS))
+        let s = (0..<3).map { net.engine($0)!.stats }
+        #expect(s[0].published == 1 && s[0].relayed == 0)
+        #expect(s[1].relayed - before[1].relayed == 1)         // to node 2 only
+        #expect(s[2].delivered == 1 && s[2].maxHops == 2)
+        #expect(s[2].relayed == before[2].relayed)             // no other links
+        #expect(s[0].duplicates == 0 && s[2].duplicates == 0)
+        #expect(s[1].framesIn > before[1].framesIn && s[1].framesOut > before[1].framesOut)
+        #expect(s[0].malformed == 0)
+    }
+}
