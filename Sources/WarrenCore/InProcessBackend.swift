@@ -39,11 +39,13 @@ public final class InProcessBackend: Backend {
         }
     }
 
+    @discardableResult
     public func subscribe(_ kp: KeyPair, _ handler: any MessageHandler) async throws -> Bool {
         try checkOpen()
         return Self.registry.subscribe(kp, handler).firstForKey
     }
 
+    @discardableResult
     public func unsubscribe(_ kp: KeyPair, _ handler: any MessageHandler) async throws -> Bool {
         try checkOpen()
         return try Self.registry.unsubscribe(kp, handler).lastForPair

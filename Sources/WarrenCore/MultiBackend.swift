@@ -17,12 +17,14 @@ public final class MultiBackend: Backend {
         if !ok, let firstError { throw firstError }
     }
 
+    @discardableResult
     public func subscribe(_ kp: KeyPair, _ handler: any MessageHandler) async throws -> Bool {
         var created = false
         for b in backends { if try await b.subscribe(kp, handler) { created = true } }
         return created
     }
 
+    @discardableResult
     public func unsubscribe(_ kp: KeyPair, _ handler: any MessageHandler) async throws -> Bool {
         var removed = false
         for b in backends { if try await b.unsubscribe(kp, handler) { removed = true } }

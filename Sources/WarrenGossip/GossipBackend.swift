@@ -22,7 +22,7 @@ extension Key {
 public final class GossipBackend: Backend {
     public let node: GossipNode
     public let configuration: GossipConfiguration
-    let registry = SubscriptionRegistry()
+    public let registry = SubscriptionRegistry()
     let codec: EnvelopeCodec
     let logger: Logger
     private let closed = Atomic<Bool>(false)
@@ -105,6 +105,7 @@ public final class GossipBackend: Backend {
         node.publish(topic: Topic(recipient), envelope: bytes, ttl: ttl)
     }
 
+    @discardableResult
     public func subscribe(_ kp: KeyPair, _ handler: any MessageHandler) async throws -> Bool {
         try checkOpen()
         let r = registry.subscribe(kp, handler)
@@ -112,6 +113,7 @@ public final class GossipBackend: Backend {
         return r.firstForKey
     }
 
+    @discardableResult
     public func unsubscribe(_ kp: KeyPair, _ handler: any MessageHandler) async throws -> Bool {
         try checkOpen()
         let r = try registry.unsubscribe(kp, handler)

@@ -168,9 +168,9 @@ enum Vectors {
         var decoded = 0
         for k in 0..<5000 {
             var b = seeds[k % seeds.count]
-            let edits = Int(rng.next(upperBound: 4))
+            let edits = Int(rng.next(upperBound: UInt64(4)))
             for _ in 0..<edits {
-                switch rng.next(upperBound: 3) {
+                switch rng.next(upperBound: UInt64(3)) {
                 case 0 where !b.isEmpty: b[Int(rng.next(upperBound: UInt64(b.count)))] = UInt8.random(in: 0...255, using: &rng)
                 case 1 where !b.isEmpty: b.removeLast(Int(rng.next(upperBound: UInt64(b.count))))
                 default: b.append(UInt8.random(in: 0...255, using: &rng))

@@ -1,0 +1,274 @@
+import ArgumentParser
+import CZeroMQ
+import Foundation
+import Synchronization
+import Warren
+
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure Warren against its baseline, in one run, on this machine.",
+        discussion: "Build with -c release for meaningful figures: swift run -c release warren bench crypto",
+        subcommands: [CryptoBench.self, RelayBench.self, LatencyBench.self])
+}
+
+func machineLine() -> String {
+    let cpu = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
+        .split(separator: "\n").first { $0.hasPrefix("model name") }
+        .map { $0.split(separator: ":", maxSplits: 1).last!.trimmingCharacters(in: .whitespaces) } ?? "unknown CPU"
+    return "\(cpu), \(ProcessInfo.processInfo.activeProcessorCount) cores"
+}
+
+func typicalCredentials() -> SignalingMessage {
+    var m = SignalingMessage()
+    m.credentials.ufrag = "Kq3nLpW2vXz9"
+    m.credentials.pwd = "rT7yHb2mQs8dFk4jWn6pZc1x"
+    m.credentials.needCreds = true
+    return m
+}
+
+struct CryptoBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "crypto",
+        abstract: "Seal+open round trips per second: shared-key cache vs X25519 per message.")
+    @Option(help: "Round trips with the cache.") var cached: Int = 300_000
+    @Option(help: "Round trips without the cache (what crypto_box_easy / Go's box.Seal do).") var uncached: Int = 5_000
+
+    func run() throws {
+        let a = PrivateKey.generate(), b = PrivateKey.generate()
+        let msg = typicalCredentials()
+        func measure(_ codec: EnvelopeCodec, _ n: Int) throws -> Double {
+            // warm-up
+            for _ in 0..<min(1000, n) { _ = try codec.open(try codec.sealBytes(msg, from: a, to: b.publicKey), with: b) }
+            let t0 = ContinuousClock.now
+            for _ in 0..<n {
+                let bytes = try codec.sealBytes(msg, from: a, to: b.publicKey)
+                let (_, m) = try codec.open(bytes, with: b)
+                precondition(m.credentials.needCreds)
+            }
+            return Double(n) / seconds(ContinuousClock.now - t0)
+        }
+        let envelopeSize = try EnvelopeCodec.shared.sealBytes(msg, from: a, to: b.publicKey).count
+        let fast = try measure(EnvelopeCodec(cachesSharedKeys: true), cached)
+        let slow = try measure(EnvelopeCodec(cachesSharedKeys: false), uncached)
+        print("warren bench crypto — \(machineLine())")
+        print("  message: credentials, envelope \(envelopeSize) bytes; seal + serialize + parse + open + decode per round trip")
+        print(String(format: "  cached shared key (crypto_box_beforenm once per pair): %10.0f round trips/s  (%.2f µs)", fast, 1e6 / fast))
+        print(String(format: "  X25519 per message (baseline, crypto_box_easy):         %10.0f round trips/s  (%.2f µs)", slow, 1e6 / slow))
+        print(String(format: "  speed-up: %.1f×   targets: ≥ 30× and ≥ 200,000/s → %@", fast / slow,
+                     (fast / slow >= 30 && fast >= 200_000) ? "met" : "NOT met"))
+    }
+}
+
+/// A counter the driver thread bumps and the bench thread reads.
+final class Counter: Sendable {
+    let value = Atomic<Int>(0)
+    let times = Mutex<[UInt64]>([])
+}
+
+struct RelayBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "relay",
+        abstract: "Envelopes/s through one relay (A → R → B, ZeroMQ on loopback) vs raw PUB→SUB.")
+    @Option(help: "Envelopes to send.") var count: Int = 200_000
+    @Option(help: "Most envelopes in flight at once (the sender waits below this).") var window: Int = 20_000
+
+    func run() async throws {
+        let a = PrivateKey.generate(), b = PrivateKey.generate()
+        // Distinct envelopes (fresh nonces), sealed up front: the bench measures the overlay.
+        let envelopes = try (0..<count).map { _ in try EnvelopeCodec.shared.sealBytes(typicalCredentials(), from: a, to: b.publicKey) }
+        let frameSize = 32 + 12 + envelopes[0].count
+
+        let raw = try rawPubSub(count: count, bodySize: frameSize - 32, window: window)
+
+        let got = Counter()
+        let topic = Topic(b.publicKey)
+        func cfg(_ peers: [String]) -> GossipConfiguration {
+            var c = GossipConfiguration.local(listen: "tcp://127.0.0.1:*", peers: peers); c.degree = 0; return c
+        }
+        let nodeB = try GossipNode(configuration: cfg([]), callbacks: GossipNodeCallbacks(deliver: { _, _, _, _ in
+            got.value.add(1, ordering: .relaxed)
+        }), logger: .init(label: "bench"))
+        let nodeR = try GossipNode(configuration: cfg([nodeB.endpoint]), callbacks: .init(), logger: .init(label: "bench"))
+        let nodeA = try GossipNode(configuration: cfg([nodeR.endpoint]), callbacks: .init(), logger: .init(label: "bench"))
+        await nodeB.subscribe(topic)
+        for n in [nodeA, nodeR, nodeB] {
+            while await n.stats().neighbours.count < (n === nodeR ? 2 : 1) { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        let t0 = ContinuousClock.now
+        var sent = 0
+        while sent < count {
+            while sent - got.value.load(ordering: .relaxed) >= window { try await Task.sleep(for: .microseconds(200)) }
+            let burst = min(window / 4, count - sent)
+            for i in sent..<(sent + burst) { nodeA.publish(topic: topic, envelope: envelopes[i]) }
+            sent += burst
+        }
+        let deadline = ContinuousClock.now.advanced(by: .seconds(30))
+        while got.value.load(ordering: .relaxed) < count && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .microseconds(200))
+        }
+        let elapsed = seconds(ContinuousClock.now - t0)
+        let delivered = got.value.load(ordering: .relaxed)
+        try await Task.sleep(for: .milliseconds(200))
+        let drops = await nodeA.stats().hwmDrops + nodeR.stats().hwmDrops
+        for n in [nodeA, nodeR, nodeB] { await n.stop() }
+        let rate = Double(delivered) / elapsed
+        print("warren bench relay — \(machineLine())")
+        print("  \(count) envelopes of \(envelopes[0].count) bytes (ZeroMQ message \(frameSize) bytes), window \(window)")
+        print(String(format: "  raw ZeroMQ PUB→SUB (baseline):  %10.0f msg/s   lost %d", raw.rate, raw.lost))
+        print(String(format: "  Warren A → R → B:               %10.0f env/s   lost %d   HWM drops %d   duplicates at B %d",
+                     rate, count - delivered, drops, max(0, got.value.load(ordering: .relaxed) - count)))
+        print(String(format: "  ratio %.2f× raw   target ≥ 0.5× with 0 lost → %@", rate / raw.rate,
+                     (rate / raw.rate >= 0.5 && delivered == count) ? "met" : "NOT met"))
+    }
+}
+
+/// Raw ZeroMQ PUB → SUB over loopback TCP in this process: the transport's own limit.
+func rawPubSub(count: Int, bodySize: Int, window: Int) throws -> (rate: Double, lost: Int) {
+    let ctx = ZMQContext.shared.handle
+    let pub = zmq_socket(ctx, ZMQ_PUB)!, sub = zmq_socket(ctx, ZMQ_SUB)!
+    var hwm: Int32 = 0
+    zmq_setsockopt(pub, ZMQ_SNDHWM, &hwm, 4); zmq_setsockopt(sub, ZMQ_RCVHWM, &hwm, 4)
+    zmq_bind(sub, "tcp://127.0.0.1:*")
+    var buf = [CChar](repeating: 0, count: 256); var len = 256
+    zmq_getsockopt(sub, ZMQ_LAST_ENDPOINT, &buf, &len)
+    zmq_setsockopt(sub, ZMQ_SUBSCRIBE, nil, 0)
+    zmq_connect(pub, String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+    usleep(300_000)
+    let topic = [UInt8](repeating: 7, count: 32), body = [UInt8](repeating: 1, count: bodySize)
+    var received = 0
+    var msg = zmq_msg_t()
+    func drain(block: Bool) {
+        while true {
+            zmq_msg_init(&msg)
+            if zmq_msg_recv(&msg, sub, block ? 0 : ZMQ_DONTWAIT) < 0 { zmq_msg_close(&msg); return }
+            if zmq_msg_more(&msg) == 0 { received += 1 }
+            zmq_msg_close(&msg)
+            if block { return }
+        }
+    }
+    let t0 = ContinuousClock.now
+    for _ in 0..<count {
+        zmq_send(pub, topic, 32, ZMQ_SNDMORE); zmq_send(pub, body, body.count, 0)
+        drain(block: false)
+    }
+    var rcvTimeout: Int32 = 5000
+    zmq_setsockopt(sub, ZMQ_RCVTIMEO, &rcvTimeout, 4)
+    while received < count {
+        let before = received
+        drain(block: true)
+        if received == before { break }
+    }
+    let rate = Double(received) / seconds(ContinuousClock.now - t0)
+    zmq_close(pub); zmq_close(sub)
+    return (rate, count - received)
+}
+
+struct LatencyBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "latency",
+        abstract: "Delivery latency over 1 hop and an 8-hop line vs raw ZeroMQ one-way (ping-pong / 2).")
+    @Option(help: "Samples per measurement.") var samples: Int = 2000
+
+    func run() async throws {
+        let raw = try rawOneWay(samples: samples)
+        let one = try await lineLatency(hops: 1, samples: samples)
+        let eight = try await lineLatency(hops: 8, samples: samples)
+        print("warren bench latency — \(machineLine())")
+        print("  \(samples) sequential messages each; times in µs")
+        func row(_ name: String, _ v: [Double]) {
+            let s = v.sorted()
+            func p(_ q: Double) -> Double { s[min(s.count - 1, Int(q * Double(s.count)))] }
+            print(String(format: "  %-34@ p50 %8.1f   p99 %8.1f   max %8.1f", name as NSString, p(0.5), p(0.99), s.last ?? 0))
+        }
+        row("raw ZeroMQ one-way (RTT/2)", raw)
+        row("Warren 1 hop", one)
+        row("Warren 8 hops (9-node line)", eight)
+        let rawP50 = raw.sorted()[raw.count / 2], oneP50 = one.sorted()[one.count / 2]
+        let eightP99 = eight.sorted()[min(eight.count - 1, Int(0.99 * Double(eight.count)))]
+        print(String(format: "  1-hop p50 = %.2f× raw one-way (target ≤ 2×) → %@;  8-hop p99 = %.2f ms (target < 5 ms) → %@",
+                     oneP50 / rawP50, oneP50 <= 2 * rawP50 ? "met" : "NOT met",
+                     eightP99 / 1000, eightP99 < 5000 ? "met" : "NOT met"))
+    }
+}
+
+/// Publishes one envelope at a time from node 0 of a line to node `hops`, timing each delivery.
+func lineLatency(hops: Int, samples: Int) async throws -> [Double] {
+    let a = PrivateKey.generate(), b = PrivateKey.generate()
+    let topic = Topic(b.publicKey)
+    let arrivals = Counter()
+    var nodes: [GossipNode] = []
+    for i in 0...hops {
+        var c = GossipConfiguration.local(listen: "tcp://127.0.0.1:*", peers: nodes.last.map { [$0.endpoint] } ?? [])
+        c.degree = 0
+        let cb = i == hops ? GossipNodeCallbacks(deliver: { _, _, _, _ in
+            let t = monotonicNow()
+            arrivals.times.withLock { $0.append(t) }
+            arrivals.value.add(1, ordering: .releasing)
+        }) : GossipNodeCallbacks()
+        nodes.append(try GossipNode(configuration: c, callbacks: cb, logger: .init(label: "bench")))
+    }
+    await nodes[hops].subscribe(topic)
+    for (i, n) in nodes.enumerated() {
+        let want = (i == 0 || i == hops) ? 1 : 2
+        while await n.stats().neighbours.count < want { try await Task.sleep(for: .milliseconds(10)) }
+    }
+    let envs = try (0..<(samples + 100)).map { _ in try EnvelopeCodec.shared.sealBytes(typicalCredentials(), from: a, to: b.publicKey) }
+    var lat: [Double] = []
+    for i in 0..<(samples + 100) {
+        let t0 = monotonicNow()
+        nodes[0].publish(topic: topic, envelope: envs[i])
+        while arrivals.value.load(ordering: .acquiring) <= i {
+            if monotonicNow() - t0 > 2_000_000_000 { break }
+        }
+        let t1 = arrivals.times.withLock { $0.last ?? t0 }
+        if i >= 100 { lat.append(Double(t1 &- t0) / 1000) }   // first 100: warm-up
+    }
+    for n in nodes { await n.stop() }
+    return lat
+}
+
+func monotonicNow() -> UInt64 {
+    var ts = timespec(); clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+/// Raw PUB/SUB ping-pong between two socket pairs in two threads; one-way = RTT / 2 (µs).
+func rawOneWay(samples: Int) throws -> [Double] {
+    let ctx = ZMQContext.shared.handle
+    func pair() -> (UnsafeMutableRawPointer, UnsafeMutableRawPointer) {
+        let pub = zmq_socket(ctx, ZMQ_PUB)!, sub = zmq_socket(ctx, ZMQ_SUB)!
+        zmq_bind(sub, "tcp://127.0.0.1:*")
+        var buf = [CChar](repeating: 0, count: 256); var len = 256
+        zmq_getsockopt(sub, ZMQ_LAST_ENDPOINT, &buf, &len)
+        zmq_setsockopt(sub, ZMQ_SUBSCRIBE, nil, 0)
+        zmq_connect(pub, String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        return (pub, sub)
+    }
+    let (pingPub, pingSub) = pair(), (pongPub, pongSub) = pair()
+    usleep(300_000)
+    let ponger = UnsafeSendable2((pingSub, pongPub))
+    let total = samples + 100
+    let t = Thread {
+        let (s, p) = ponger.value
+        var buf = [UInt8](repeating: 0, count: 512)
+        for _ in 0..<total {
+            let n = zmq_recv(s, &buf, 512, 0)
+            zmq_send(p, buf, Int(max(n, 0)), 0)
+        }
+    }
+    t.start()
+    let body = [UInt8](repeating: 1, count: 300)
+    var buf = [UInt8](repeating: 0, count: 512)
+    var out: [Double] = []
+    for i in 0..<total {
+        let t0 = monotonicNow()
+        zmq_send(pingPub, body, body.count, 0)
+        _ = zmq_recv(pongSub, &buf, 512, 0)
+        if i >= 100 { out.append(Double(monotonicNow() - t0) / 2000) }
+    }
+    usleep(50_000)
+    for s in [pingPub, pingSub, pongPub, pongSub] { zmq_close(s) }
+    return out
+}
+
+struct UnsafeSendable2<T>: @unchecked Sendable { let value: T; init(_ v: T) { value = v } }

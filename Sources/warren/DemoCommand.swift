@@ -1,0 +1,124 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Synchronization
+import Warren
+import WarrenConformance
+
+struct Demo: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run cunīcu's conformance exchange on a local overlay and print a summary.",
+        discussion: """
+        With no arguments: 16 gossip nodes on loopback in this process (random connected topology \
+        of degree 3), every peer sends one message to every other, plus one community broadcast. \
+        Exits 1 if any message is missing or delivered twice.
+        """)
+
+    enum BackendKind: String, ExpressibleByArgument, CaseIterable { case gossip, inprocess }
+
+    @Option(name: .long, help: "Number of peers.") var nodes: Int = 16
+    @Option(name: .long, help: "Minimum neighbours per node in the random topology.") var degree: Int = 3
+    @Option(name: .long, help: "Backend: gossip or inprocess.") var backend: BackendKind = .gossip
+    @Option(name: .long, help: "Topology seed (same seed, same topology).") var seed: UInt64 = 1
+    @Option(name: .long, help: "Seconds to wait for all messages.") var timeout: Int = 30
+
+    func validate() throws {
+        guard (2...256).contains(nodes) else { throw ValidationError("--nodes must be 2…256") }
+        guard (1...16).contains(degree) else { throw ValidationError("--degree must be 1…16") }
+    }
+
+    func run() async throws {
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label); h.logLevel = .warning; return h
+        }
+        setvbuf(stdout, nil, _IOLBF, 0)
+        let clock = ContinuousClock()
+        let start = clock.now
+        print("warren demo: \(nodes) peers over the \(backend.rawValue) backend")
+        var backends: [any Backend] = []
+        var overlay: GossipOverlay?
+        switch backend {
+        case .inprocess:
+            for _ in 0..<nodes { backends.append(try await Backends.make(url: "inprocess:")) }
+        case .gossip:
+            let edges = GossipOverlay.randomTopology(nodes: nodes, degree: degree, seed: seed)
+            print("  topology: \(edges.count) links, degree ≥ \(min(degree, nodes - 1)), seed \(seed)")
+            let o = try await GossipOverlay.start(nodes: nodes, edges: edges)
+            overlay = o
+            backends = o.backends
+            let formed = await o.waitFormed(timeout: .seconds(timeout)) { done, total in
+                progressLine("  forming overlay: \(done)/\(total) nodes have all their neighbours")
+            }
+            endProgress()
+            guard formed else {
+                print("FAIL: the overlay did not form within \(timeout) s")
+                await o.close()
+                throw ExitCode(1)
+            }
+        }
+        let formedAt = clock.now
+
+        let report = try await Conformance.referenceExchange(
+            backends: backends, timeout: .seconds(timeout), settle: .milliseconds(300),
+            progress: { done, total in progressLine("  exchanging: \(done)/\(total) handler deliveries") })
+        endProgress()
+
+        // One community broadcast: every member (the sender included) receives it exactly once.
+        let community = try PrivateKey.community(passphrase: "warren-demo")
+        let members = RecordingHandler(name: "community")
+        for b in backends { try await b.subscribe(KeyPair(ours: community, theirs: .zero), members) }
+        let sender = PrivateKey.generate()
+        var msg = SignalingMessage()
+        msg.peer.name = "demo-broadcast"
+        try await backends[0].publish(KeyPair(ours: sender, theirs: community.publicKey), msg)
+        let expectedBroadcast = backend == .inprocess ? 1 : backends.count
+        _ = await Conformance.eventually(timeout: .seconds(timeout)) { members.count >= expectedBroadcast }
+        try await Task.sleep(for: .milliseconds(300))
+        let broadcastOK = members.count == expectedBroadcast
+
+        var dupSuppressed: UInt64 = 0, maxHops: UInt64 = 0, relayed: UInt64 = 0, hwm: UInt64 = 0
+        if let overlay {
+            for b in overlay.backends {
+                let s = await b.stats()
+                dupSuppressed += s.engine.duplicates; maxHops = max(maxHops, s.engine.maxHops)
+                relayed += s.engine.relayed; hwm += s.hwmDrops
+            }
+        }
+        let total = clock.now - start
+        let ok = report.passed && broadcastOK
+        print("")
+        print(ok ? "PASS" : "FAIL")
+        print("  direct messages    delivered \(report.delivered) / \(report.expected) handler calls (\(report.peers)×\(report.peers - 1) messages × 4 handlers)")
+        print("  missing / doubled  \(report.missing) / \(report.duplicates)   wrong content: \(report.wrongContent)")
+        print("  community          delivered \(members.count) / \(expectedBroadcast) members")
+        if overlay != nil {
+            print("  duplicates suppressed  \(dupSuppressed)   frames relayed \(relayed)   HWM drops \(hwm)")
+            print("  largest hop count      \(maxHops)")
+        }
+        if let p50 = report.latencyPercentile(50), let p99 = report.latencyPercentile(99) {
+            print(String(format: "  delivery latency   p50 %.2f ms   p99 %.2f ms", p50 * 1000, p99 * 1000))
+        }
+        print(String(format: "  time               %.2f s total (overlay formed in %.2f s)",
+                     seconds(total), seconds(formedAt - start)))
+        for f in report.failures.prefix(10) { print("  ! \(f)") }
+        if !broadcastOK { print("  ! community broadcast reached \(members.count) of \(expectedBroadcast)") }
+        await overlay?.close()
+        if !ok { throw ExitCode(1) }
+    }
+}
+
+func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+
+private let progressIsTTY = isatty(STDERR_FILENO) != 0
+private let lastProgress = Mutex<(String, ContinuousClock.Instant?)>(("", nil))
+/// Progress on stderr: rewritten in place on a terminal, otherwise a line at most every 0.5 s.
+func progressLine(_ s: String) {
+    if progressIsTTY { FileHandle.standardError.write(Data("\r\u{1B}[K\(s)".utf8)); return }
+    let now = ContinuousClock.now
+    let show = lastProgress.withLock { last -> Bool in
+        guard s != last.0, last.1.map({ now - $0 > .milliseconds(500) }) ?? true else { return false }
+        last = (s, now); return true
+    }
+    if show { FileHandle.standardError.write(Data((s + "\n").utf8)) }
+}
+func endProgress() { if progressIsTTY { FileHandle.standardError.write(Data("\n".utf8)) } }

@@ -1,0 +1,109 @@
+import ArgumentParser
+import Foundation
+import Warren
+
+struct GenKey: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "genkey", abstract: "Print a new random private key (base64).",
+        discussion: "Store it with restricted permissions: umask 077; warren genkey > node.key")
+    func run() throws { Output.line(PrivateKey.generate().base64) }
+}
+
+struct PubKey: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pubkey", abstract: "Read a private key on stdin and print its public key.",
+        discussion: "Example: warren genkey | warren pubkey")
+    func run() throws {
+        var input = ""
+        while let l = readLine(strippingNewline: false) { input += l }
+        do { Output.line(try PrivateKey(base64: input).publicKey.base64) } catch {
+            throw ValidationError("stdin: \(error)")
+        }
+    }
+}
+
+struct CommunityKeyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "community-key",
+        abstract: "Print the community private key derived from a passphrase (cunīcu-compatible).",
+        discussion: "Argon2id(passphrase, salt \"w1c3c0nn3cts3veryb0dy\", t=1, m=64 MiB, p=4), clamped. Members subscribe to it from any sender; publishing to its public key reaches all of them.")
+    @Argument(help: "The community passphrase.") var passphrase: String
+    @Flag(name: .long, help: "Print the public key instead of the private key.") var `public` = false
+    func run() throws {
+        let k: PrivateKey
+        do { k = try PrivateKey.community(passphrase: passphrase) } catch { throw ValidationError("\(error)") }
+        Output.line(`public` ? k.publicKey.base64 : k.base64)
+    }
+}
+
+struct Seal: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Seal Messages (one canonical-JSON object per line) into base64 Envelopes.",
+        discussion: """
+        Each stdin line is a cunicu.signaling.Message in protobuf's canonical JSON, e.g.
+          {"credentials":{"ufrag":"a","pwd":"b","needCreds":true}}
+        and becomes one base64 Envelope line on stdout. A bad line is reported on stderr with its \
+        number; the others are still sealed; the exit status is 1 if any line failed.
+        """)
+    @Option(name: .long, help: "File holding our private key (base64).") var keyFile: String
+    @Option(name: .long, help: "Recipient public key (base64).") var to: String
+
+    func run() throws {
+        let ours = PrivateKey(try readKeyFile(keyFile))
+        let recipient = try parseKeyArgument(to, name: "--to")
+        var failed = false
+        var n = 0
+        while let line = readLine() {
+            n += 1
+            if line.trimmingCharacters(in: .whitespaces).isEmpty { continue }
+            do {
+                let msg = try SignalingMessage(jsonString: line)
+                let bytes = try EnvelopeCodec.shared.sealBytes(msg, from: ours, to: recipient)
+                Output.line(Data(bytes).base64EncodedString())
+            } catch {
+                failed = true
+                Output.error("line \(n): \(error)")
+            }
+        }
+        if failed { throw ExitCode(1) }
+    }
+}
+
+struct Open: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Open base64 Envelopes (one per line) and print them as JSON lines.",
+        discussion: """
+        Output per line: {"sender": B64, "recipient": B64, "message": {…canonical JSON…}}. A bad \
+        line (not base64, not an envelope, not for our key, tampered) is reported on stderr with \
+        its number and reason; the rest are still processed; the exit status is 1 if any failed.
+        """)
+    @Option(name: .long, help: "File holding our private key (base64).") var keyFile: String
+
+    func run() throws {
+        let ours = PrivateKey(try readKeyFile(keyFile))
+        var failed = false
+        var n = 0
+        while let line = readLine() {
+            n += 1
+            let t = line.trimmingCharacters(in: .whitespaces)
+            if t.isEmpty { continue }
+            guard let data = Data(base64Encoded: t) else {
+                failed = true
+                Output.error("line \(n): not valid base64")
+                continue
+            }
+            do {
+                let (pair, msg) = try EnvelopeCodec.shared.open(Array(data), with: ours)
+                Output.line(try jsonLine(sender: pair.theirs, recipient: pair.ours, message: msg))
+            } catch {
+                failed = true
+                Output.error("line \(n): \(error)")
+            }
+        }
+        if failed { throw ExitCode(1) }
+    }
+}
+
+func jsonLine(sender: Key, recipient: Key, message: SignalingMessage) throws -> String {
+    "{\"sender\":\"\(sender.base64)\",\"recipient\":\"\(recipient.base64)\",\"message\":\(try message.jsonString())}"
+}

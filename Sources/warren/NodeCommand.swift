@@ -1,0 +1,157 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ServiceLifecycle
+import Warren
+
+struct Node: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run one overlay node: JSON lines in (publish), JSON lines out (events, messages).",
+        discussion: """
+        The node subscribes to its own key from any sender (and to the community key when \
+        --community is given). stdout carries one JSON object per line:
+          {"event":"ready","endpoint":…,"public_key":…}           once it listens
+          {"event":"peer-up"|"peer-down","peer":…,"node":…}       as neighbours come and go
+          {"sender":B64,"recipient":B64,"message":{…}}             each delivered message, once
+        stdin takes one JSON object per line and publishes it:
+          {"to":"<base64 public key>"|"community","message":{…canonical JSON…}}
+        A bad line gets an error on stderr and the node keeps running; end of stdin does not stop \
+        it. SIGTERM or SIGINT stops it gracefully (exit 0). Logs go to stderr.
+
+        Three terminals on one machine:
+          warren genkey > a.key; warren genkey > b.key; warren genkey > c.key
+          warren node --key-file a.key --listen tcp://127.0.0.1:7001
+          warren node --key-file b.key --listen tcp://127.0.0.1:7002 --peer tcp://127.0.0.1:7001
+          warren node --key-file c.key --listen tcp://127.0.0.1:7003 --peer tcp://127.0.0.1:7002
+        """)
+
+    @Option(name: .long, help: "File holding this node's private key (base64).") var keyFile: String
+    @Option(name: .long, help: "Endpoint to listen on, tcp://HOST:PORT.") var listen: String
+    @Option(name: .long, help: "A peer's endpoint, tcp://HOST:PORT (repeatable).") var peer: [String] = []
+    @Option(name: .long, help: "Join the community derived from this passphrase.") var community: String?
+    @Option(name: .long, help: "Hop limit of published messages (1…255).") var ttl: UInt8?
+    @Option(name: .long, help: "Neighbours to keep beyond the given peers (default: preset's).") var degree: Int?
+    @Flag(name: .long, help: "Leaf mode: receive only our own keys' topics and forward nothing.") var leaf = false
+    @Option(name: .long, help: "Timer preset: local (one machine) or lan.") var preset: String = "local"
+    @Option(name: .long, help: "Endpoint other nodes should dial, if not the listen endpoint.") var advertise: String?
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String = "info"
+
+    func validate() throws {
+        guard listen.hasPrefix("tcp://") else { throw ValidationError("--listen must be tcp://HOST:PORT, got \"\(listen)\"") }
+        for p in peer {
+            do { try GossipConfiguration.checkEndpoint(p) } catch { throw ValidationError("--peer: \(error)") }
+        }
+        if let ttl, ttl == 0 { throw ValidationError("--ttl must be at least 1") }
+        guard preset == "local" || preset == "lan" else { throw ValidationError("--preset must be local or lan") }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level: unknown level \"\(logLevel)\"") }
+    }
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        let logger = Logger(label: "warren.node")
+        let key = PrivateKey(try readKeyFile(keyFile))
+        let communityKey: PrivateKey?
+        if let community {
+            do { communityKey = try PrivateKey.community(passphrase: community) } catch { throw ValidationError("--community: \(error)") }
+        } else { communityKey = nil }
+
+        var cfg = preset == "lan" ? GossipConfiguration.lan(listen: listen, peers: peer)
+                                  : GossipConfiguration.local(listen: listen, peers: peer)
+        if let ttl { cfg.ttl = ttl }
+        if let degree { cfg.degree = degree }
+        cfg.leaf = leaf
+        cfg.advertise = advertise
+        let backend: GossipBackend
+        do { backend = try await GossipBackend.start(cfg, logger: logger) } catch {
+            throw ValidationError("cannot listen on \(listen): \(error)")
+        }
+        backend.addPeerListener { n, up, reason in
+            var s = "{\"event\":\"\(up ? "peer-up" : "peer-down")\",\"peer\":\(jsonString(n.endpoint)),\"node\":\"\(n.nodeID)\""
+            if let reason { s += ",\"reason\":\"\(reason)\"" }
+            Output.line(s + "}")
+        }
+        let printer = ClosureMessageHandler { pair, msg in
+            if let line = try? jsonLine(sender: pair.theirs, recipient: pair.ours, message: msg) { Output.line(line) }
+        }
+        try await backend.subscribe(KeyPair(ours: key, theirs: .zero), printer)
+        if let communityKey { try await backend.subscribe(KeyPair(ours: communityKey, theirs: .zero), printer) }
+        var ready = "{\"event\":\"ready\",\"endpoint\":\(jsonString(backend.endpoint)),\"public_key\":\"\(key.publicKey.base64)\""
+        if let communityKey { ready += ",\"community_key\":\"\(communityKey.publicKey.base64)\"" }
+        Output.line(ready + "}")
+
+        let service = NodeService(backend: backend, key: key, community: communityKey, logger: logger)
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: service)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+        try await group.run()
+    }
+}
+
+func jsonString(_ s: String) -> String {
+    let data = (try? JSONSerialization.data(withJSONObject: [s], options: [.fragmentsAllowed])) ?? Data("[\"\"]".utf8)
+    let arr = String(decoding: data, as: UTF8.self)
+    return String(arr.dropFirst().dropLast())
+}
+
+/// Reads stdin lines on a dedicated thread (blocking reads stay off the cooperative pool).
+func stdinLines() -> AsyncStream<String> {
+    AsyncStream { continuation in
+        let t = Thread {
+            while let l = readLine() { continuation.yield(l) }
+            continuation.finish()
+        }
+        t.name = "warren-stdin"
+        t.start()
+    }
+}
+
+/// Publishes stdin lines until graceful shutdown, then closes the backend.
+struct NodeService: Service {
+    let backend: GossipBackend
+    let key: PrivateKey
+    let community: PrivateKey?
+    let logger: Logger
+
+    func run() async throws {
+        await withGracefulShutdownHandler {
+            var n = 0
+            for await line in stdinLines().cancelOnGracefulShutdown() {
+                n += 1
+                if line.trimmingCharacters(in: .whitespaces).isEmpty { continue }
+                do { try await publish(line) } catch { Output.error("stdin line \(n): \(error)") }
+            }
+            // End of stdin: keep running until asked to stop.
+            try? await gracefulShutdown()
+        } onGracefulShutdown: {
+            logger.info("shutting down")
+        }
+        try? await backend.close()
+    }
+
+    func publish(_ line: String) async throws {
+        guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
+            throw ValidationError("not a JSON object")
+        }
+        guard let to = obj["to"] as? String else { throw ValidationError("missing \"to\" (a base64 public key or \"community\")") }
+        guard let m = obj["message"], JSONSerialization.isValidJSONObject(m) else {
+            throw ValidationError("missing \"message\" object")
+        }
+        let recipient: Key
+        if to == "community" {
+            guard let community else { throw ValidationError("\"to\":\"community\" needs --community") }
+            recipient = community.publicKey
+        } else {
+            do { recipient = try Key(base64: to) } catch { throw ValidationError("\"to\": \(error)") }
+        }
+        let msgData = try JSONSerialization.data(withJSONObject: m)
+        let msg: SignalingMessage
+        do { msg = try SignalingMessage(jsonUTF8Data: msgData) } catch { throw ValidationError("\"message\": \(error)") }
+        try await backend.publish(KeyPair(ours: key, theirs: recipient), msg)
+    }
+}

@@ -1,0 +1,51 @@
+import Foundation
+import Testing
+import Warren
+import WarrenConformance
+
+/// The conformance suite over real ZeroMQ sockets on loopback.
+@Suite(.serialized) struct GossipConformanceTests {
+    @Test(arguments: [(10, UInt64(1)), (32, UInt64(2))])
+    func referenceExchangeRandomDegree3(n: Int, seed: UInt64) async throws {
+        let edges = GossipOverlay.randomTopology(nodes: n, degree: 3, seed: seed)
+        let overlay = try await GossipOverlay.start(nodes: n, edges: edges)
+        #expect(await overlay.waitFormed(), "overlay did not form")
+        let report = try await Conformance.referenceExchange(backends: overlay.backends, timeout: .seconds(30), settle: .milliseconds(500))
+        #expect(report.passed, "\(report)")
+        await overlay.close()
+    }
+
+    @Test func suiteOnTwoLinkedNodes() async throws {
+        let overlay = try await GossipOverlay.start(nodes: 3, edges: GossipOverlay.line(3))
+        #expect(await overlay.waitFormed())
+        let a = overlay.backends[0], b = overlay.backends[2]
+        try await Conformance.unsubscribeStopsDelivery(a: a, b: b)
+        try await Conformance.specificAndWildcard(a: a, b: b)
+        try await Conformance.unknownRecipientDropped(a: a, b: b)
+        try await Conformance.tamperedNeverDelivered(receiver: b)
+        try await Conformance.concurrentPublishers(publisherBackends: [a, overlay.backends[1]], receiver: b)
+        await overlay.close()
+    }
+
+    @Test func urlFactoryMakesGossipBackend() async throws {
+        let b1 = try await Backends.make(url: "gossip://127.0.0.1:0?preset=local&degree=2&ttl=8")
+        let g1 = try #require(b1 as? GossipBackend)
+        #expect(g1.type == .gossip)
+        let b2 = try await Backends.make(url: "gossip://127.0.0.1:0?peer=\(g1.endpoint)")
+        let g2 = try #require(b2 as? GossipBackend)
+        #expect(await g2.waitForNeighbours(1))
+        #expect(await g1.waitForNeighbours(1))
+        try await b1.close(); try await b2.close()
+    }
+
+    @Test func badURLsAreClearErrors() async throws {
+        for (url, needle) in [("gossip://127.0.0.1:7001?peer=udp://x", "tcp://HOST:PORT"),
+                              ("gossip://127.0.0.1:7001?ttl=0", "ttl"),
+                              ("gossip://127.0.0.1:7001?bogus=1", "unknown option"),
+                              ("gossip://127.0.0.1:7001?leaf=maybe", "leaf")] {
+            do { _ = try await Backends.make(url: url); Issue.record("accepted \(url)") } catch {
+                #expect("\(error)".contains(needle), "\(url): \(error)")
+            }
+        }
+    }
+}
