@@ -86,18 +86,18 @@ extension GossipEngine {
         guard failure else { return }
         if let s = link.seed {
             seeds[s].failures &+= 1
-            seeds[s].retryAt = now &+ backoff(failures: seeds[s].failures, rng: &rng)
+            seeds[s].retryAt = satAdd(now, backoff(failures: seeds[s].failures, rng: &rng))
         }
         var endpoints = [link.endpoint]
         if let a = advertised, a != link.endpoint { endpoints.append(a) }
         for e in endpoints {
             if let s = seeds.firstIndex(where: { $0.endpoint == e }), s != link.seed {
                 seeds[s].failures &+= 1
-                seeds[s].retryAt = now &+ backoff(failures: seeds[s].failures, rng: &rng)
+                seeds[s].retryAt = satAdd(now, backoff(failures: seeds[s].failures, rng: &rng))
             }
             if let i = known.find(e) {
                 known[i].failures &+= 1
-                known[i].retryAt = now &+ backoff(failures: known[i].failures, rng: &rng)
+                known[i].retryAt = satAdd(now, backoff(failures: known[i].failures, rng: &rng))
             }
         }
     }

@@ -53,8 +53,8 @@ extension GossipEngine {
     }
 
     func nextPeriod(_ at: UInt64, _ interval: UInt64, _ now: UInt64) -> UInt64 {
-        let next = at &+ max(interval, 1)
-        return next > now ? next : now &+ max(interval, 1)
+        let next = satAdd(at, max(interval, 1))
+        return next > now ? next : satAdd(now, max(interval, 1))
     }
 
     /// A seed is satisfied while a link to its endpoint exists, or the node it led to has a link.
@@ -112,12 +112,12 @@ extension GossipEngine {
         var d = min(heartbeatAt, exchangeAt)
         for i in links.indices {
             if linkIsUp(i), let n = links[i].node, let pi = peerIndex(n) {
-                d = min(d, peers[pi].lastHeard &+ config.deadAfter)
+                d = min(d, satAdd(peers[pi].lastHeard, config.deadAfter))
             } else {
-                d = min(d, links[i].since &+ config.dialTimeout)
+                d = min(d, satAdd(links[i].since, config.dialTimeout))
             }
         }
-        for p in peers where p.link == nil { d = min(d, p.lastHeard &+ config.deadAfter) }
+        for p in peers where p.link == nil { d = min(d, satAdd(p.lastHeard, config.deadAfter)) }
         for s in seeds.indices where !seedSatisfied(s) { d = min(d, seeds[s].retryAt) }
         cachedDeadline = d
     }

@@ -29,7 +29,7 @@ public struct GossipEngine: Sendable {
     public init(config: EngineConfig, nodeID: NodeID) {
         self.config = config
         self.nodeID = nodeID
-        self.seen = SeenCache(capacity: config.seenCapacity, window: config.seenWindow)
+        self.seen = SeenCache(capacity: config.seenCapacity, window: config.seenWindow, seed: mix64(~nodeID.raw))
         self.known = KnownTable(limit: max(1, config.maxKnownEndpoints))
         self.nextLinkRaw = mix64(nodeID.raw)
     }
@@ -44,9 +44,9 @@ public struct GossipEngine: Sendable {
         started = true
         actions.append(.subscribe(Topic.control.bytes))
         if !config.leaf { actions.append(.subscribe([])) }
-        heartbeatAt = now &+ config.heartbeatInterval
+        heartbeatAt = satAdd(now, config.heartbeatInterval)
         let half = config.peerExchangeInterval / 2
-        exchangeAt = now &+ half &+ rng.next(upperBound: half &+ 1)
+        exchangeAt = satAdd(satAdd(now, half), rng.next(upperBound: half &+ 1))
         for s in config.seeds where !seeds.contains(where: { $0.endpoint == s }) {
             guard s != config.endpoint, Frame.isEncodable(endpoint: s) else { continue }
             seeds.append(SeedState(endpoint: s))
@@ -221,7 +221,7 @@ public struct GossipEngine: Sendable {
         }
         d = min(d, config.backoffMax)
         let quarter = d / 4
-        return d - quarter + rng.next(upperBound: quarter * 2 + 1)
+        return satAdd(d - quarter, rng.next(upperBound: quarter * 2 + 1))
     }
 }
 
@@ -268,4 +268,11 @@ struct SeedState: Sendable {
     /// The seed turned out to be this engine itself.
     var disabled = false
     init(endpoint: String) { self.endpoint = endpoint }
+}
+
+/// Saturating addition (deadlines never wrap around).
+@inline(__always)
+func satAdd(_ a: UInt64, _ b: UInt64) -> UInt64 {
+    let (r, o) = a.addingReportingOverflow(b)
+    return o ? .max : r
 }

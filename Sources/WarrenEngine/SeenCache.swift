@@ -19,7 +19,11 @@ public struct SeenCache: Sendable {
     private var table: [UInt32]
     private var mask: Int
 
-    public init(capacity: Int, window: UInt64) {
+    /// Hash seed (per engine, so ids cannot be chosen to collide in every node's index).
+    private let seed: UInt64
+
+    public init(capacity: Int, window: UInt64, seed: UInt64 = 0) {
+        self.seed = seed
         self.capacity = max(1, min(capacity, Int(UInt32.max - 1)))
         self.window = window
         let initial = SeenCache.tableSize(for: min(self.capacity, 32))
@@ -35,7 +39,7 @@ public struct SeenCache: Sendable {
 
     @inline(__always)
     private func home(_ h: UInt64, _ l: UInt64) -> Int {
-        Int(truncatingIfNeeded: mix64(h ^ (l &* 0x9E37_79B9_7F4A_7C15))) & mask
+        Int(truncatingIfNeeded: mix64(h ^ mix64(l ^ seed))) & mask
     }
 
     /// True if `id` was seen within the window (expired entries are dropped first).
@@ -79,7 +83,7 @@ public struct SeenCache: Sendable {
 
     /// Forgets everything.
     public mutating func removeAll() {
-        self = SeenCache(capacity: capacity, window: window)
+        self = SeenCache(capacity: capacity, window: window, seed: seed)
     }
 
     /// Rough bytes held.

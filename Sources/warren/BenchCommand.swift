@@ -50,11 +50,11 @@ struct CryptoBench: ParsableCommand {
         let envelopeSize = try EnvelopeCodec.shared.sealBytes(msg, from: a, to: b.publicKey).count
         let fast = try measure(EnvelopeCodec(cachesSharedKeys: true), cached)
         let slow = try measure(EnvelopeCodec(cachesSharedKeys: false), uncached)
-        print("warren bench crypto — \(machineLine())")
-        print("  message: credentials, envelope \(envelopeSize) bytes; seal + serialize + parse + open + decode per round trip")
-        print(String(format: "  cached shared key (crypto_box_beforenm once per pair): %10.0f round trips/s  (%.2f µs)", fast, 1e6 / fast))
-        print(String(format: "  X25519 per message (baseline, crypto_box_easy):         %10.0f round trips/s  (%.2f µs)", slow, 1e6 / slow))
-        print(String(format: "  speed-up: %.1f×   targets: ≥ 30× and ≥ 200,000/s → %@", fast / slow,
+        Output.line("warren bench crypto — \(machineLine())")
+        Output.line("  message: credentials, envelope \(envelopeSize) bytes; seal + serialize + parse + open + decode per round trip")
+        Output.line(String(format: "  cached shared key (crypto_box_beforenm once per pair): %10.0f round trips/s  (%.2f µs)", fast, 1e6 / fast))
+        Output.line(String(format: "  X25519 per message (baseline, crypto_box_easy):         %10.0f round trips/s  (%.2f µs)", slow, 1e6 / slow))
+        Output.line(String(format: "  speed-up: %.1f×   targets: ≥ 30× and ≥ 200,000/s → %@", fast / slow,
                      (fast / slow >= 30 && fast >= 200_000) ? "met" : "NOT met"))
     }
 }
@@ -112,12 +112,12 @@ struct RelayBench: AsyncParsableCommand {
         let drops = await nodeA.stats().hwmDrops + nodeR.stats().hwmDrops
         for n in [nodeA, nodeR, nodeB] { await n.stop() }
         let rate = Double(delivered) / elapsed
-        print("warren bench relay — \(machineLine())")
-        print("  \(count) envelopes of \(envelopes[0].count) bytes (ZeroMQ message \(frameSize) bytes), window \(window)")
-        print(String(format: "  raw ZeroMQ PUB→SUB (baseline):  %10.0f msg/s   lost %d", raw.rate, raw.lost))
-        print(String(format: "  Warren A → R → B:               %10.0f env/s   lost %d   HWM drops %d   duplicates at B %d",
+        Output.line("warren bench relay — \(machineLine())")
+        Output.line("  \(count) envelopes of \(envelopes[0].count) bytes (ZeroMQ message \(frameSize) bytes), window \(window)")
+        Output.line(String(format: "  raw ZeroMQ PUB→SUB (baseline):  %10.0f msg/s   lost %d", raw.rate, raw.lost))
+        Output.line(String(format: "  Warren A → R → B:               %10.0f env/s   lost %d   HWM drops %d   duplicates at B %d",
                      rate, count - delivered, drops, max(0, got.value.load(ordering: .relaxed) - count)))
-        print(String(format: "  ratio %.2f× raw   target ≥ 0.5× with 0 lost → %@", rate / raw.rate,
+        Output.line(String(format: "  ratio %.2f× raw   target ≥ 0.5× with 0 lost → %@", rate / raw.rate,
                      (rate / raw.rate >= 0.5 && delivered == count) ? "met" : "NOT met"))
     }
 }
@@ -173,19 +173,19 @@ struct LatencyBench: AsyncParsableCommand {
         let raw = try rawOneWay(samples: samples)
         let one = try await lineLatency(hops: 1, samples: samples)
         let eight = try await lineLatency(hops: 8, samples: samples)
-        print("warren bench latency — \(machineLine())")
-        print("  \(samples) sequential messages each; times in µs")
+        Output.line("warren bench latency — \(machineLine())")
+        Output.line("  \(samples) sequential messages each; times in µs")
         func row(_ name: String, _ v: [Double]) {
             let s = v.sorted()
             func p(_ q: Double) -> Double { s[min(s.count - 1, Int(q * Double(s.count)))] }
-            print(String(format: "  %-34@ p50 %8.1f   p99 %8.1f   max %8.1f", name as NSString, p(0.5), p(0.99), s.last ?? 0))
+            Output.line(String(format: "  %-34@ p50 %8.1f   p99 %8.1f   max %8.1f", name as NSString, p(0.5), p(0.99), s.last ?? 0))
         }
         row("raw ZeroMQ one-way (RTT/2)", raw)
         row("Warren 1 hop", one)
         row("Warren 8 hops (9-node line)", eight)
         let rawP50 = raw.sorted()[raw.count / 2], oneP50 = one.sorted()[one.count / 2]
         let eightP99 = eight.sorted()[min(eight.count - 1, Int(0.99 * Double(eight.count)))]
-        print(String(format: "  1-hop p50 = %.2f× raw one-way (target ≤ 2×) → %@;  8-hop p99 = %.2f ms (target < 5 ms) → %@",
+        Output.line(String(format: "  1-hop p50 = %.2f× raw one-way (target ≤ 2×) → %@;  8-hop p99 = %.2f ms (target < 5 ms) → %@",
                      oneP50 / rawP50, oneP50 <= 2 * rawP50 ? "met" : "NOT met",
                      eightP99 / 1000, eightP99 < 5000 ? "met" : "NOT met"))
     }

@@ -31,10 +31,9 @@ struct Demo: AsyncParsableCommand {
         LoggingSystem.bootstrap { label in
             var h = StreamLogHandler.standardError(label: label); h.logLevel = .warning; return h
         }
-        setvbuf(stdout, nil, _IOLBF, 0)
         let clock = ContinuousClock()
         let start = clock.now
-        print("warren demo: \(nodes) peers over the \(backend.rawValue) backend")
+        Output.line("warren demo: \(nodes) peers over the \(backend.rawValue) backend")
         var backends: [any Backend] = []
         var overlay: GossipOverlay?
         switch backend {
@@ -42,7 +41,7 @@ struct Demo: AsyncParsableCommand {
             for _ in 0..<nodes { backends.append(try await Backends.make(url: "inprocess:")) }
         case .gossip:
             let edges = GossipOverlay.randomTopology(nodes: nodes, degree: degree, seed: seed)
-            print("  topology: \(edges.count) links, degree ≥ \(min(degree, nodes - 1)), seed \(seed)")
+            Output.line("  topology: \(edges.count) links, degree ≥ \(min(degree, nodes - 1)), seed \(seed)")
             let o = try await GossipOverlay.start(nodes: nodes, edges: edges)
             overlay = o
             backends = o.backends
@@ -51,7 +50,7 @@ struct Demo: AsyncParsableCommand {
             }
             endProgress()
             guard formed else {
-                print("FAIL: the overlay did not form within \(timeout) s")
+                Output.line("FAIL: the overlay did not form within \(timeout) s")
                 await o.close()
                 throw ExitCode(1)
             }
@@ -86,19 +85,19 @@ struct Demo: AsyncParsableCommand {
         }
         let total = clock.now - start
         let ok = report.passed && broadcastOK
-        print("")
-        print(ok ? "PASS" : "FAIL")
-        print("  direct messages    delivered \(report.delivered) / \(report.expected) handler calls (\(report.peers)×\(report.peers - 1) messages × 4 handlers)")
-        print("  missing / doubled  \(report.missing) / \(report.duplicates)   wrong content: \(report.wrongContent)")
-        print("  community          delivered \(members.count) / \(expectedBroadcast) members")
+        Output.line("")
+        Output.line(ok ? "PASS" : "FAIL")
+        Output.line("  direct messages    delivered \(report.delivered) / \(report.expected) handler calls (\(report.peers)×\(report.peers - 1) messages × 4 handlers)")
+        Output.line("  missing / doubled  \(report.missing) / \(report.duplicates)   wrong content: \(report.wrongContent)")
+        Output.line("  community          delivered \(members.count) / \(expectedBroadcast) members")
         if overlay != nil {
-            print("  duplicates suppressed  \(dupSuppressed)   frames relayed \(relayed)   HWM drops \(hwm)")
-            print("  largest hop count      \(maxHops)")
+            Output.line("  duplicates suppressed  \(dupSuppressed)   frames relayed \(relayed)   HWM drops \(hwm)")
+            Output.line("  largest hop count      \(maxHops)")
         }
         if let p50 = report.latencyPercentile(50), let p99 = report.latencyPercentile(99) {
-            print(String(format: "  delivery latency   p50 %.2f ms   p99 %.2f ms", p50 * 1000, p99 * 1000))
+            Output.line(String(format: "  delivery latency   p50 %.2f ms   p99 %.2f ms", p50 * 1000, p99 * 1000))
         }
-        print(String(format: "  time               %.2f s total (overlay formed in %.2f s)",
+        Output.line(String(format: "  time               %.2f s total (overlay formed in %.2f s)",
                      seconds(total), seconds(formedAt - start)))
         for f in report.failures.prefix(10) { print("  ! \(f)") }
         if !broadcastOK { print("  ! community broadcast reached \(members.count) of \(expectedBroadcast)") }

@@ -110,7 +110,8 @@ import WarrenEngine
         #expect(net.deliveries(2, id).map(\.hops) == [1])
         let s0 = net.engine(0)!.stats
         #expect(s0.published == 1 && s0.delivered == 1)
-        #expect(s0.duplicates >= 1)   // echoes from 1 and 2
+        #expect(s0.duplicates == 0)   // never sent back to the node it came from
+        #expect(net.engine(1)!.stats.duplicates == 1 && net.engine(2)!.stats.duplicates == 1)  // 1↔2 cross
         // Publishing identical content again is a duplicate, not sent.
         net.publish(from: 0, topic: topic(1), envelope: [1])
         #expect(net.engine(0)!.stats.published == 1)
@@ -158,5 +159,40 @@ import WarrenEngine
         #expect(s[0].duplicates == 0 && s[2].duplicates == 0)
         #expect(s[1].framesIn > before[1].framesIn && s[1].framesOut > before[1].framesOut)
         #expect(s[0].malformed == 0)
+    }
+}
+
+@Suite struct ReplayTests {
+    /// A replay inside the window is a duplicate; older than the window (or evicted by the
+    /// bound) it is treated as new.
+    @Test func replayAfterWindowOrEvictionIsNew() {
+        var rng = SeededGenerator(seed: 1)
+        var c = cfg(0)
+        c.seenWindow = 10 * second
+        c.seenCapacity = 4
+        var e = GossipEngine(config: c, nodeID: NodeID(raw: 1))
+        var a = [Action]()
+        e.start(now: 0, rng: &rng, into: &a)
+        e.subscribeLocal(topic(1), into: &a)
+        let frame = Frame.data(topic: topic(1), envelope: [1, 2, 3], ttl: 3, hops: 2, from: NodeID(raw: 2)).encode()
+        func feed(_ f: OutFrame, at t: UInt64) {
+            e.receive(topic: f.topic.bytes, body: f.body, now: t, rng: &rng, into: &a)
+        }
+        feed(frame, at: 1)
+        feed(frame, at: 9 * second)
+        #expect(e.stats.delivered == 1 && e.stats.duplicates == 1)
+        #expect(e.seenCount == 1)
+        feed(frame, at: 1 + 10 * second)               // window passed
+        #expect(e.stats.delivered == 2)
+        // Bound: 4 other ids evict it.
+        for k in 0..<4 {
+            feed(Frame.data(topic: topic(1), envelope: [UInt8(k)], ttl: 3, from: NodeID(raw: 2)).encode(), at: 11 * second)
+        }
+        #expect(e.seenCount == 4)
+        feed(frame, at: 11 * second)
+        #expect(e.stats.delivered == 7)
+        var hops: [UInt8] = []
+        for x in a { if case .deliver(_, _, let h, _) = x { hops.append(h) } }
+        #expect(hops.first == 3)
     }
 }

@@ -1,0 +1,17 @@
+import Foundation
+import Testing
+
+/// The hex vectors checked in FrameTests are the ones printed in docs/PROTOCOL.md.
+@Suite struct ProtocolDocTests {
+    @Test func vectorsAppearInProtocolDoc() throws {
+        let here = URL(fileURLWithPath: #filePath)
+        let doc = here.deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("docs/PROTOCOL.md")
+        let text = try String(contentsOf: doc, encoding: .utf8).filter { !$0.isWhitespace }
+        for v in [Vectors.data, Vectors.dataID, Vectors.dataForwarded, Vectors.hello, Vectors.helloLeaf,
+                  Vectors.heartbeat, Vectors.peers, Vectors.bye,
+                  "cae66941d9efbd404e4d88758ea67670", "c2472c0ac37a8dbdb25f05ada0d82643"] {
+            #expect(text.contains(v.filter { !$0.isWhitespace }), "missing vector \(v)")
+        }
+    }
+}
