@@ -150,6 +150,10 @@ public final class EnvelopeCodec: Sendable {
         let recipient = try! Key(bytes: envelope.recipient)
         guard recipient == ours.publicKey else { throw .wrongRecipient(expected: ours.publicKey, got: recipient) }
         let sender = try! Key(bytes: envelope.sender)
+        // X25519 ignores the top bit of a public key, so a sender key with bit 255 set is a second
+        // spelling of another key: it would authenticate while naming a different sender.
+        // crypto_scalarmult_base never produces one, so refuse it.
+        guard sender.storage[31] & 0x80 == 0 else { throw .nonCanonicalKey(field: "sender") }
         let nonce = envelope.contents.nonce
         guard nonce.count == Self.nonceLength else { throw .invalidNonceLength(nonce.count) }
         let body = envelope.contents.body
@@ -193,6 +197,8 @@ public enum EnvelopeError: Error, Equatable, Sendable, CustomStringConvertible {
     case malformedMessage(String)
     /// `sender` or `recipient` is not 32 bytes.
     case invalidKeyLength(field: String, length: Int)
+    /// The key has its top bit set: X25519 would treat it as another key (an alias), so it is refused.
+    case nonCanonicalKey(field: String)
 
     public var description: String {
         switch self {
@@ -202,6 +208,7 @@ public enum EnvelopeError: Error, Equatable, Sendable, CustomStringConvertible {
         case .malformedEnvelope(let m): return "malformed envelope: \(m)"
         case .malformedMessage(let m): return "malformed message: \(m)"
         case .invalidKeyLength(let f, let n): return "\(f) key must be 32 bytes, got \(n)"
+        case .nonCanonicalKey(let f): return "\(f) key is not a canonical Curve25519 public key (top bit set)"
         }
     }
 }

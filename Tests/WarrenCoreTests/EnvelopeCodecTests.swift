@@ -74,7 +74,9 @@ import Testing
             var t = env; t.contents.nonce[t.contents.nonce.startIndex + i] ^= 0x80
             #expect(throws: EnvelopeError.authenticationFailed) { try codec.open(t, with: b) }
         }
-        var t = env; t.sender = PrivateKey.generate().publicKey.data
+        var t = env; t.sender[t.sender.startIndex + 31] ^= 0x80
+        #expect(throws: EnvelopeError.nonCanonicalKey(field: "sender")) { try codec.open(t, with: b) }
+        t = env; t.sender = PrivateKey.generate().publicKey.data
         #expect(throws: EnvelopeError.authenticationFailed) { try codec.open(t, with: b) }
         t = env; t.contents.body = Data(count: 5)
         #expect(throws: EnvelopeError.authenticationFailed) { try codec.open(t, with: b) }
