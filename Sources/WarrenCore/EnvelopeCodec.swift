@@ -28,6 +28,7 @@ public final class EnvelopeCodec: Sendable {
         var misses: UInt64 = 0
     }
     private let cache = Mutex(Cache())
+    private let nonces = NonceGenerator()
     /// Most shared keys kept; the oldest computed is evicted first.
     public let cacheCapacity: Int
     /// When false, every message recomputes the shared key (what `crypto_box_easy` does).
@@ -93,7 +94,7 @@ public final class EnvelopeCodec: Sendable {
             guard nonce.count == Self.nonceLength else { throw .invalidNonceLength(nonce.count) }
             n = nonce
         } else {
-            n.withUnsafeMutableBytes { randombytes_buf($0.baseAddress!, Self.nonceLength) }
+            nonces.fill(&n)
         }
         let k = sharedKey(ours: ours, theirs: recipient)
         var body = Data(count: plain.count + Self.macLength)
@@ -121,8 +122,16 @@ public final class EnvelopeCodec: Sendable {
     /// Seals and serializes: the bytes that travel.
     public func sealBytes(_ message: SignalingMessage, from ours: PrivateKey, to recipient: Key,
                           nonce: [UInt8]? = nil) throws(EnvelopeError) -> [UInt8] {
-        let env = try seal(message, from: ours, to: recipient, nonce: nonce)
-        do { return try env.serializedBytes() } catch { throw .malformedEnvelope("\(error)") }
+        let plain: [UInt8]
+        do { plain = try message.serializedBytes() } catch { throw .malformedMessage("\(error)") }
+        var n = [UInt8](repeating: 0, count: Self.nonceLength)
+        if let nonce {
+            guard nonce.count == Self.nonceLength else { throw .invalidNonceLength(nonce.count) }
+            n = nonce
+        } else {
+            nonces.fill(&n)
+        }
+        return sealWire(plain: plain, ours: ours, recipient: recipient, nonce: n)
     }
 
     // MARK: Open
@@ -137,8 +146,17 @@ public final class EnvelopeCodec: Sendable {
     }
 
     /// Opens serialized envelope bytes addressed to `ours`.
+    public func open(_ bytes: [UInt8], with ours: PrivateKey) throws(EnvelopeError) -> (PublicKeyPair, SignalingMessage) {
+        let fast: Result<(PublicKeyPair, SignalingMessage)?, EnvelopeError> = bytes.withUnsafeBufferPointer { p in
+            do throws(EnvelopeError) { return .success(try openWire(p, with: ours)) } catch { return .failure(error) }
+        }
+        if let r = try fast.get() { return r }
+        return try open(try parse(bytes), with: ours)
+    }
+
+    /// Opens serialized envelope bytes addressed to `ours`.
     public func open(_ bytes: some Collection<UInt8>, with ours: PrivateKey) throws(EnvelopeError) -> (PublicKeyPair, SignalingMessage) {
-        try open(try parse(bytes), with: ours)
+        try open(Array(bytes), with: ours)
     }
 
     /// Opens `envelope` with our private key: checks the key lengths, that it is addressed to us,

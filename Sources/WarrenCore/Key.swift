@@ -17,8 +17,13 @@ public struct Key: Hashable, Sendable, CustomStringConvertible {
     public init(bytes: some Collection<UInt8>) throws(KeyError) {
         guard bytes.count == Key.length else { throw .wrongLength(bytes.count) }
         var s = SIMD32<UInt8>(repeating: 0)
-        var i = 0
-        for b in bytes { s[i] = b; i += 1 }
+        let copied: Void? = bytes.withContiguousStorageIfAvailable { src in
+            Swift.withUnsafeMutableBytes(of: &s) { $0.copyMemory(from: UnsafeRawBufferPointer(src)) }
+        }
+        if copied == nil {
+            var i = 0
+            for b in bytes { s[i] = b; i += 1 }
+        }
         storage = s
     }
 
@@ -36,6 +41,14 @@ public struct Key: Hashable, Sendable, CustomStringConvertible {
     public var base64: String { data.base64EncodedString() }
     public var description: String { base64 }
     public var isZero: Bool { self == .zero }
+
+    /// Hashes the 32 bytes as four words (the synthesized SIMD hash combines 32 single bytes).
+    public func hash(into hasher: inout Hasher) {
+        let w = unsafeBitCast(storage, to: SIMD4<UInt64>.self)
+        hasher.combine(w[0]); hasher.combine(w[1]); hasher.combine(w[2]); hasher.combine(w[3])
+    }
+
+    public static func == (a: Key, b: Key) -> Bool { a.storage == b.storage }
 
     /// Runs `body` with a pointer to the 32 bytes.
     @inlinable

@@ -1,0 +1,146 @@
+import CSodium
+import Foundation
+
+/// A fast path for the Envelope's protobuf wire form. An Envelope is three length-delimited
+/// fields (sender = 1, recipient = 2, contents = 3 holding body = 1 and nonce = 2); the canonical
+/// encoding that swift-protobuf, Go and Python all produce writes them in field order, each once.
+/// This reads and writes exactly that form without building intermediate messages; any other
+/// (valid) layout — unknown fields, repeated or reordered fields — falls back to swift-protobuf,
+/// so the accepted language is unchanged.
+extension EnvelopeCodec {
+    struct WireEnvelope {
+        var sender: Range<Int>
+        var recipient: Range<Int>
+        var body: Range<Int>
+        var nonce: Range<Int>
+    }
+
+    /// A cursor over wire bytes.
+    struct WireReader {
+        let p: UnsafeBufferPointer<UInt8>
+        var i = 0
+        init(_ p: UnsafeBufferPointer<UInt8>) { self.p = p }
+
+        mutating func varint(limit: Int) -> Int? {
+            var v = 0, shift = 0
+            while i < limit, shift < 35 {
+                let b = p[i]
+                i += 1
+                v |= Int(b & 0x7F) << shift
+                if b & 0x80 == 0 { return v }
+                shift += 7
+            }
+            return nil
+        }
+
+        enum Field { case absent, present(Range<Int>), invalid }
+
+        /// Reads length-delimited field `tag` if it comes next.
+        mutating func field(_ tag: UInt8, limit: Int) -> Field {
+            guard i < limit, p[i] == tag else { return .absent }
+            i += 1
+            guard let n = varint(limit: limit), n <= limit - i else { return .invalid }
+            let r = i..<(i + n)
+            i += n
+            return .present(r)
+        }
+    }
+
+    /// Parses the canonical layout; nil means "not canonical, use the general parser".
+    static func parseCanonical(_ p: UnsafeBufferPointer<UInt8>) -> WireEnvelope? {
+        var r = WireReader(p)
+        let end = p.count
+        func range(_ f: WireReader.Field, empty: Int) -> Range<Int>? {
+            switch f {
+            case .absent: return empty..<empty
+            case .present(let x): return x
+            case .invalid: return nil
+            }
+        }
+        guard let sender = range(r.field(0x0A, limit: end), empty: 0),
+              let recipient = range(r.field(0x12, limit: end), empty: 0) else { return nil }
+        var body = 0..<0, nonce = 0..<0
+        if r.i < end {
+            guard p[r.i] == 0x1A else { return nil }
+            r.i += 1
+            guard let n = r.varint(limit: end), n <= end - r.i else { return nil }
+            let cend = r.i + n
+            guard let b = range(r.field(0x0A, limit: cend), empty: cend),
+                  let nn = range(r.field(0x12, limit: cend), empty: cend), r.i == cend else { return nil }
+            body = b
+            nonce = nn
+        }
+        guard r.i == end else { return nil }
+        return WireEnvelope(sender: sender, recipient: recipient, body: body, nonce: nonce)
+    }
+
+    static func appendVarint(_ v: Int, to out: inout [UInt8]) {
+        var v = UInt(v)
+        while v >= 0x80 { out.append(UInt8(v & 0x7F) | 0x80); v >>= 7 }
+        out.append(UInt8(v))
+    }
+
+    static func varintSize(_ v: Int) -> Int {
+        var v = UInt(v), n = 1
+        while v >= 0x80 { v >>= 7; n += 1 }
+        return n
+    }
+
+    /// Seals straight into the canonical wire form (the same bytes swift-protobuf would write).
+    func sealWire(plain: [UInt8], ours: PrivateKey, recipient: Key, nonce: [UInt8]) -> [UInt8] {
+        let bodyLen = plain.count + Self.macLength
+        let contentsLen = 1 + Self.varintSize(bodyLen) + bodyLen + 1 + 1 + Self.nonceLength
+        var out = [UInt8]()
+        out.reserveCapacity(2 * 34 + 1 + Self.varintSize(contentsLen) + contentsLen)
+        out.append(0x0A); out.append(32); out.append(contentsOf: ours.publicKey.bytes)
+        out.append(0x12); out.append(32); out.append(contentsOf: recipient.bytes)
+        out.append(0x1A); Self.appendVarint(contentsLen, to: &out)
+        out.append(0x0A); Self.appendVarint(bodyLen, to: &out)
+        let bodyStart = out.count
+        out.append(contentsOf: repeatElement(0, count: bodyLen))
+        out.append(0x12); out.append(UInt8(Self.nonceLength)); out.append(contentsOf: nonce)
+        let k = sharedKey(ours: ours, theirs: recipient)
+        out.withUnsafeMutableBufferPointer { o in
+            plain.withUnsafeBufferPointer { m in
+                nonce.withUnsafeBufferPointer { n in
+                    k.withUnsafeBytes { kk in
+                        _ = crypto_box_easy_afternm(o.baseAddress! + bodyStart, m.baseAddress, UInt64(m.count), n.baseAddress!,
+                                                    kk.baseAddress!.assumingMemoryBound(to: UInt8.self))
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    /// Opens a canonical wire envelope; nil if the layout is not canonical.
+    func openWire(_ p: UnsafeBufferPointer<UInt8>, with ours: PrivateKey) throws(EnvelopeError) -> (PublicKeyPair, SignalingMessage)? {
+        guard let w = Self.parseCanonical(p) else { return nil }
+        guard w.sender.count == Key.length else { throw .invalidKeyLength(field: "sender", length: w.sender.count) }
+        guard w.recipient.count == Key.length else { throw .invalidKeyLength(field: "recipient", length: w.recipient.count) }
+        let recipient = try! Key(bytes: UnsafeBufferPointer(rebasing: p[w.recipient]))
+        guard recipient == ours.publicKey else { throw .wrongRecipient(expected: ours.publicKey, got: recipient) }
+        let sender = try! Key(bytes: UnsafeBufferPointer(rebasing: p[w.sender]))
+        guard sender.storage[31] & 0x80 == 0 else { throw .nonCanonicalKey(field: "sender") }
+        guard w.nonce.count == Self.nonceLength else { throw .invalidNonceLength(w.nonce.count) }
+        guard w.body.count >= Self.macLength else { throw .authenticationFailed }
+        let k = sharedKey(ours: ours, theirs: sender)
+        let plainCount = w.body.count - Self.macLength
+        var plain = [UInt8](repeating: 0, count: plainCount)
+        let rc = plain.withUnsafeMutableBufferPointer { m in
+            k.withUnsafeBytes { kk in
+                crypto_box_open_easy_afternm(m.baseAddress ?? UnsafeMutablePointer(bitPattern: 1)!,
+                                             p.baseAddress! + w.body.lowerBound, UInt64(w.body.count),
+                                             p.baseAddress! + w.nonce.lowerBound,
+                                             kk.baseAddress!.assumingMemoryBound(to: UInt8.self))
+            }
+        }
+        guard rc == 0 else { throw .authenticationFailed }
+        do {
+            let msg = try SignalingMessage(serializedBytes: plain)
+            return (PublicKeyPair(ours: ours.publicKey, theirs: sender), msg)
+        } catch {
+            throw .malformedMessage("\(error)")
+        }
+    }
+}
