@@ -87,10 +87,13 @@ public final class GossipNode: Sendable {
         var engineConfig = configuration.engine
         engineConfig.endpoint = advertised
         engineConfig.seeds = configuration.peers.filter { $0 != advertised }
-        let loop = DriverLoop(sub: UnsafeSendable(sub), context: context, engine: GossipEngine(config: engineConfig, nodeID: nodeID),
+        let loop = UnsafeSendable(DriverLoop(sub: UnsafeSendable(sub), context: context, engine: GossipEngine(config: engineConfig, nodeID: nodeID),
                               seed: configuration.randomSeed ?? UInt64.random(in: 1...UInt64.max),
-                              sendHWM: configuration.sendHighWaterMark, callbacks: callbacks, logger: logger)
-        let t = Thread { [self] in loop.run(node: self) }
+                              sendHWM: configuration.sendHighWaterMark, callbacks: callbacks, logger: logger))
+        let t = Thread { [self] in
+            var l = loop.value
+            l.run(node: self)
+        }
         t.name = "warren-node"
         t.stackSize = 1 << 20
         t.start()
@@ -173,8 +176,9 @@ public final class GossipNode: Sendable {
 
 struct UnsafeSendable<T>: @unchecked Sendable { var value: T; init(_ v: T) { value = v } }
 
-/// The driver thread's state. Everything here is touched by that thread only.
-final class DriverLoop: @unchecked Sendable {
+/// The driver thread's state. Everything here is touched by that thread only. A struct run
+/// in place by its thread, so its hot paths carry no dynamic exclusivity checks.
+struct DriverLoop {
     let sub: ZMQSocket
     let context: ZMQContext
     var engine: GossipEngine
@@ -190,6 +194,7 @@ final class DriverLoop: @unchecked Sendable {
     var running = true
     var pollItems: [zmq_pollitem_t] = []
     var pollDirty = true
+    var topicScratch: [UInt8] = { var a = [UInt8](); a.reserveCapacity(32); return a }()
 
     init(sub: UnsafeSendable<ZMQSocket>, context: ZMQContext, engine: GossipEngine, seed: UInt64,
          sendHWM: Int32, callbacks: GossipNodeCallbacks, logger: Logger) {
@@ -203,7 +208,7 @@ final class DriverLoop: @unchecked Sendable {
         actions.reserveCapacity(64)
     }
 
-    func run(node: GossipNode) {
+    mutating func run(node: GossipNode) {
         engine.start(now: monotonicNanos(), rng: &rng, into: &actions)
         perform()
         while running {
@@ -249,7 +254,7 @@ final class DriverLoop: @unchecked Sendable {
         node.didFinish()
     }
 
-    func rebuildPollItems(_ node: GossipNode) {
+    mutating func rebuildPollItems(_ node: GossipNode) {
         guard pollDirty else { return }
         pollItems.removeAll(keepingCapacity: true)
         pollItems.append(zmq_pollitem_t(socket: nil, fd: node.wakeDescriptor, events: Int16(ZMQ_POLLIN), revents: 0))
@@ -260,7 +265,7 @@ final class DriverLoop: @unchecked Sendable {
         pollDirty = false
     }
 
-    func handle(_ c: GossipNode.Command) {
+    mutating func handle(_ c: GossipNode.Command) {
         let now = monotonicNanos()
         switch c {
         case .publish(let topic, let env, let ttl):
@@ -296,7 +301,7 @@ final class DriverLoop: @unchecked Sendable {
     }
 
     /// Reads every waiting message from the SUB socket (bounded per wake-up to stay fair).
-    func receiveData() {
+    mutating func receiveData() {
         var topic = zmq_msg_t(), body = zmq_msg_t()
         for _ in 0..<4096 {
             zmq_msg_init(&topic)
@@ -330,7 +335,7 @@ final class DriverLoop: @unchecked Sendable {
 
     /// An XPUB link receives the remote SUB's (un)subscriptions. A subscription means the remote
     /// listens on this link: the engine may (re)send its HELLO.
-    func receiveSubscriptions(_ id: LinkID) {
+    mutating func receiveSubscriptions(_ id: LinkID) {
         guard let s = links[id] else { return }
         var ready = false
         var msg = zmq_msg_t()
@@ -346,14 +351,18 @@ final class DriverLoop: @unchecked Sendable {
         }
     }
 
-    func perform() {
+    mutating func perform() {
         var i = 0
         while i < actions.count {
             let a = actions[i]
             i += 1
             switch a {
             case .send(let ids, let frame):
-                let topicBytes = frame.topic.bytes
+                var topicBytes: [UInt8] = []
+                swap(&topicBytes, &topicScratch)
+                defer { swap(&topicBytes, &topicScratch) }
+                topicBytes.removeAll(keepingCapacity: true)
+                frame.topic.appendBytes(to: &topicBytes)
                 topicBytes.withUnsafeBytes { t in
                     frame.body.withUnsafeBytes { b in
                         for id in ids {

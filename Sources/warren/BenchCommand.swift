@@ -122,18 +122,36 @@ struct RelayBench: AsyncParsableCommand {
     }
 }
 
-/// Raw ZeroMQ PUB → SUB over loopback TCP in this process: the transport's own limit.
-func rawPubSub(count: Int, bodySize: Int, window: Int) throws -> (rate: Double, lost: Int) {
-    let ctx = ZMQContext.shared.handle
+/// Connects a PUB to a freshly bound SUB (subscribed to everything) and waits until a probe
+/// gets through, so no measured message is lost to the connection still forming.
+func rawConnectedPair(_ ctx: UnsafeMutableRawPointer, hwm: Int32) -> (pub: UnsafeMutableRawPointer, sub: UnsafeMutableRawPointer) {
     let pub = zmq_socket(ctx, ZMQ_PUB)!, sub = zmq_socket(ctx, ZMQ_SUB)!
-    var hwm: Int32 = 0
-    zmq_setsockopt(pub, ZMQ_SNDHWM, &hwm, 4); zmq_setsockopt(sub, ZMQ_RCVHWM, &hwm, 4)
+    var h = hwm
+    zmq_setsockopt(pub, ZMQ_SNDHWM, &h, 4); zmq_setsockopt(sub, ZMQ_RCVHWM, &h, 4)
+    var linger: Int32 = 0
+    zmq_setsockopt(pub, ZMQ_LINGER, &linger, 4); zmq_setsockopt(sub, ZMQ_LINGER, &linger, 4)
     zmq_bind(sub, "tcp://127.0.0.1:*")
     var buf = [CChar](repeating: 0, count: 256); var len = 256
     zmq_getsockopt(sub, ZMQ_LAST_ENDPOINT, &buf, &len)
     zmq_setsockopt(sub, ZMQ_SUBSCRIBE, nil, 0)
     zmq_connect(pub, String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
-    usleep(300_000)
+    var t: Int32 = 20
+    zmq_setsockopt(sub, ZMQ_RCVTIMEO, &t, 4)
+    var probe: UInt8 = 0
+    var scratch = [UInt8](repeating: 0, count: 512)
+    for _ in 0..<500 {
+        zmq_send(pub, &probe, 1, 0)
+        if zmq_recv(sub, &scratch, 512, 0) >= 0 { break }
+    }
+    while zmq_recv(sub, &scratch, 512, 0) >= 0 {}   // drain late probes (20 ms of quiet)
+    t = -1
+    zmq_setsockopt(sub, ZMQ_RCVTIMEO, &t, 4)
+    return (pub, sub)
+}
+
+/// Raw ZeroMQ PUB → SUB over loopback TCP in this process: the transport's own limit.
+func rawPubSub(count: Int, bodySize: Int, window: Int) throws -> (rate: Double, lost: Int) {
+    let (pub, sub) = rawConnectedPair(ZMQContext.shared.handle, hwm: 0)
     let topic = [UInt8](repeating: 7, count: 32), body = [UInt8](repeating: 1, count: bodySize)
     var received = 0
     var msg = zmq_msg_t()
@@ -178,7 +196,8 @@ struct LatencyBench: AsyncParsableCommand {
         func row(_ name: String, _ v: [Double]) {
             let s = v.sorted()
             func p(_ q: Double) -> Double { s[min(s.count - 1, Int(q * Double(s.count)))] }
-            Output.line(String(format: "  %-34@ p50 %8.1f   p99 %8.1f   max %8.1f", name as NSString, p(0.5), p(0.99), s.last ?? 0))
+            let padded = name.padding(toLength: 30, withPad: " ", startingAt: 0)
+            Output.line(padded + String(format: " p50 %8.1f   p99 %8.1f   max %8.1f", p(0.5), p(0.99), s.last ?? 0))
         }
         row("raw ZeroMQ one-way (RTT/2)", raw)
         row("Warren 1 hop", one)
@@ -235,37 +254,34 @@ func monotonicNow() -> UInt64 {
 /// Raw PUB/SUB ping-pong between two socket pairs in two threads; one-way = RTT / 2 (µs).
 func rawOneWay(samples: Int) throws -> [Double] {
     let ctx = ZMQContext.shared.handle
-    func pair() -> (UnsafeMutableRawPointer, UnsafeMutableRawPointer) {
-        let pub = zmq_socket(ctx, ZMQ_PUB)!, sub = zmq_socket(ctx, ZMQ_SUB)!
-        zmq_bind(sub, "tcp://127.0.0.1:*")
-        var buf = [CChar](repeating: 0, count: 256); var len = 256
-        zmq_getsockopt(sub, ZMQ_LAST_ENDPOINT, &buf, &len)
-        zmq_setsockopt(sub, ZMQ_SUBSCRIBE, nil, 0)
-        zmq_connect(pub, String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
-        return (pub, sub)
-    }
-    let (pingPub, pingSub) = pair(), (pongPub, pongSub) = pair()
-    usleep(300_000)
+    let (pingPub, pingSub) = rawConnectedPair(ctx, hwm: 1000), (pongPub, pongSub) = rawConnectedPair(ctx, hwm: 1000)
     let ponger = UnsafeSendable2((pingSub, pongPub))
     let total = samples + 100
     let t = Thread {
         let (s, p) = ponger.value
+        var tmo: Int32 = 3000
+        zmq_setsockopt(s, ZMQ_RCVTIMEO, &tmo, 4)
         var buf = [UInt8](repeating: 0, count: 512)
-        for _ in 0..<total {
+        while true {
             let n = zmq_recv(s, &buf, 512, 0)
-            zmq_send(p, buf, Int(max(n, 0)), 0)
+            if n <= 1 { break }   // timeout or the 1-byte stop message
+            zmq_send(p, buf, Int(n), 0)
         }
     }
     t.start()
     let body = [UInt8](repeating: 1, count: 300)
     var buf = [UInt8](repeating: 0, count: 512)
+    var tmo: Int32 = 1000
+    zmq_setsockopt(pongSub, ZMQ_RCVTIMEO, &tmo, 4)
     var out: [Double] = []
     for i in 0..<total {
         let t0 = monotonicNow()
         zmq_send(pingPub, body, body.count, 0)
-        _ = zmq_recv(pongSub, &buf, 512, 0)
+        if zmq_recv(pongSub, &buf, 512, 0) < 0 { continue }
         if i >= 100 { out.append(Double(monotonicNow() - t0) / 2000) }
     }
+    var stop: UInt8 = 0
+    zmq_send(pingPub, &stop, 1, 0)
     usleep(50_000)
     for s in [pingPub, pingSub, pongPub, pongSub] { zmq_close(s) }
     return out
