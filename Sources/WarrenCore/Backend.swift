@@ -57,6 +57,12 @@ public enum BackendError: Error, Equatable, Sendable, CustomStringConvertible {
     case invalidURL(String, reason: String)
     case envelope(EnvelopeError)
 
+    /// An `EnvelopeError` as `.envelope`; anything else unchanged.
+    public static func wrapping(_ error: any Error) -> any Error {
+        if let e = error as? EnvelopeError { return BackendError.envelope(e) }
+        return error
+    }
+
     public var description: String {
         switch self {
         case .closed: return "backend is closed"

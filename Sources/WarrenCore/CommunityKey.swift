@@ -8,8 +8,8 @@ extension PrivateKey {
 
     /// Argon2id(passphrase, salt "w1c3c0nn3cts3veryb0dy", t = 1, m = 64 MiB, p = 4, 32 bytes), clamped.
     /// Costs about 64 MiB and tens of milliseconds: derive once and keep the result.
-    public static func community(passphrase: String) throws(CommunityKeyError) -> PrivateKey {
-        guard !passphrase.isEmpty else { throw .emptyPassphrase }
+    public static func community(passphrase: String) throws -> PrivateKey {
+        guard !passphrase.isEmpty else { throw CommunityKeyError.emptyPassphrase }
         var out = [UInt8](repeating: 0, count: 32)
         let pwd = Array(passphrase.utf8)
         let salt = communitySalt
@@ -22,7 +22,7 @@ extension PrivateKey {
             }
         }
         guard rc == Int32(ARGON2_OK.rawValue) else {
-            throw .argon2(String(cString: argon2_error_message(rc)))
+            throw CommunityKeyError.argon2(String(cString: argon2_error_message(rc)))
         }
         return PrivateKey(try! Key(bytes: out))
     }

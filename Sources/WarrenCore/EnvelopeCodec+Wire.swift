@@ -114,16 +114,16 @@ extension EnvelopeCodec {
     }
 
     /// Opens a canonical wire envelope; nil if the layout is not canonical.
-    func openWire(_ p: UnsafeBufferPointer<UInt8>, with ours: PrivateKey) throws(EnvelopeError) -> (PublicKeyPair, SignalingMessage)? {
+    func openWire(_ p: UnsafeBufferPointer<UInt8>, with ours: PrivateKey) throws -> (PublicKeyPair, SignalingMessage)? {
         guard let w = Self.parseCanonical(p) else { return nil }
-        guard w.sender.count == Key.length else { throw .invalidKeyLength(field: "sender", length: w.sender.count) }
-        guard w.recipient.count == Key.length else { throw .invalidKeyLength(field: "recipient", length: w.recipient.count) }
+        guard w.sender.count == Key.length else { throw EnvelopeError.invalidKeyLength(field: "sender", length: w.sender.count) }
+        guard w.recipient.count == Key.length else { throw EnvelopeError.invalidKeyLength(field: "recipient", length: w.recipient.count) }
         let recipient = try! Key(bytes: UnsafeBufferPointer(rebasing: p[w.recipient]))
-        guard recipient == ours.publicKey else { throw .wrongRecipient(expected: ours.publicKey, got: recipient) }
+        guard recipient == ours.publicKey else { throw EnvelopeError.wrongRecipient(expected: ours.publicKey, got: recipient) }
         let sender = try! Key(bytes: UnsafeBufferPointer(rebasing: p[w.sender]))
-        guard sender.storage[31] & 0x80 == 0 else { throw .nonCanonicalKey(field: "sender") }
-        guard w.nonce.count == Self.nonceLength else { throw .invalidNonceLength(w.nonce.count) }
-        guard w.body.count >= Self.macLength else { throw .authenticationFailed }
+        guard sender.storage[31] & 0x80 == 0 else { throw EnvelopeError.nonCanonicalKey(field: "sender") }
+        guard w.nonce.count == Self.nonceLength else { throw EnvelopeError.invalidNonceLength(w.nonce.count) }
+        guard w.body.count >= Self.macLength else { throw EnvelopeError.authenticationFailed }
         let k = sharedKey(ours: ours, theirs: sender)
         let plainCount = w.body.count - Self.macLength
         var plain = [UInt8](repeating: 0, count: plainCount)
@@ -135,12 +135,12 @@ extension EnvelopeCodec {
                                              kk.baseAddress!.assumingMemoryBound(to: UInt8.self))
             }
         }
-        guard rc == 0 else { throw .authenticationFailed }
+        guard rc == 0 else { throw EnvelopeError.authenticationFailed }
         do {
             let msg = try SignalingMessage(serializedBytes: plain)
             return (PublicKeyPair(ours: ours.publicKey, theirs: sender), msg)
         } catch {
-            throw .malformedMessage("\(error)")
+            throw EnvelopeError.malformedMessage("\(error)")
         }
     }
 }

@@ -86,12 +86,12 @@ public final class EnvelopeCodec: Sendable {
     /// Seals `message` from `ours` to `recipient`. `nonce` is for test vectors only: pass nil
     /// (the default) to get a fresh random nonce, which is what every real message must use.
     public func seal(_ message: SignalingMessage, from ours: PrivateKey, to recipient: Key,
-                     nonce: [UInt8]? = nil) throws(EnvelopeError) -> Envelope {
+                     nonce: [UInt8]? = nil) throws -> Envelope {
         let plain: [UInt8]
-        do { plain = try message.serializedBytes() } catch { throw .malformedMessage("\(error)") }
+        do { plain = try message.serializedBytes() } catch { throw EnvelopeError.malformedMessage("\(error)") }
         var n = [UInt8](repeating: 0, count: Self.nonceLength)
         if let nonce {
-            guard nonce.count == Self.nonceLength else { throw .invalidNonceLength(nonce.count) }
+            guard nonce.count == Self.nonceLength else { throw EnvelopeError.invalidNonceLength(nonce.count) }
             n = nonce
         } else {
             nonces.fill(&n)
@@ -121,12 +121,12 @@ public final class EnvelopeCodec: Sendable {
 
     /// Seals and serializes: the bytes that travel.
     public func sealBytes(_ message: SignalingMessage, from ours: PrivateKey, to recipient: Key,
-                          nonce: [UInt8]? = nil) throws(EnvelopeError) -> [UInt8] {
+                          nonce: [UInt8]? = nil) throws -> [UInt8] {
         let plain: [UInt8]
-        do { plain = try message.serializedBytes() } catch { throw .malformedMessage("\(error)") }
+        do { plain = try message.serializedBytes() } catch { throw EnvelopeError.malformedMessage("\(error)") }
         var n = [UInt8](repeating: 0, count: Self.nonceLength)
         if let nonce {
-            guard nonce.count == Self.nonceLength else { throw .invalidNonceLength(nonce.count) }
+            guard nonce.count == Self.nonceLength else { throw EnvelopeError.invalidNonceLength(nonce.count) }
             n = nonce
         } else {
             nonces.fill(&n)
@@ -137,45 +137,45 @@ public final class EnvelopeCodec: Sendable {
     // MARK: Open
 
     /// Parses serialized envelope bytes (no decryption).
-    public func parse(_ bytes: some Collection<UInt8>) throws(EnvelopeError) -> Envelope {
+    public func parse(_ bytes: some Collection<UInt8>) throws -> Envelope {
         do {
             return try Envelope(serializedBytes: Array(bytes))
         } catch {
-            throw .malformedEnvelope("\(error)")
+            throw EnvelopeError.malformedEnvelope("\(error)")
         }
     }
 
     /// Opens serialized envelope bytes addressed to `ours`.
-    public func open(_ bytes: [UInt8], with ours: PrivateKey) throws(EnvelopeError) -> (PublicKeyPair, SignalingMessage) {
-        let fast: Result<(PublicKeyPair, SignalingMessage)?, EnvelopeError> = bytes.withUnsafeBufferPointer { p in
-            do throws(EnvelopeError) { return .success(try openWire(p, with: ours)) } catch { return .failure(error) }
+    public func open(_ bytes: [UInt8], with ours: PrivateKey) throws -> (PublicKeyPair, SignalingMessage) {
+        let fast: Result<(PublicKeyPair, SignalingMessage)?, any Error> = bytes.withUnsafeBufferPointer { p in
+            do { return .success(try openWire(p, with: ours)) } catch { return .failure(error) }
         }
         if let r = try fast.get() { return r }
         return try open(try parse(bytes), with: ours)
     }
 
     /// Opens serialized envelope bytes addressed to `ours`.
-    public func open(_ bytes: some Collection<UInt8>, with ours: PrivateKey) throws(EnvelopeError) -> (PublicKeyPair, SignalingMessage) {
+    public func open(_ bytes: some Collection<UInt8>, with ours: PrivateKey) throws -> (PublicKeyPair, SignalingMessage) {
         try open(Array(bytes), with: ours)
     }
 
     /// Opens `envelope` with our private key: checks the key lengths, that it is addressed to us,
     /// the nonce length, authenticates and decrypts the body, and parses the `Message`.
     /// Nothing that fails any of these checks is returned.
-    public func open(_ envelope: Envelope, with ours: PrivateKey) throws(EnvelopeError) -> (PublicKeyPair, SignalingMessage) {
-        guard envelope.sender.count == Key.length else { throw .invalidKeyLength(field: "sender", length: envelope.sender.count) }
-        guard envelope.recipient.count == Key.length else { throw .invalidKeyLength(field: "recipient", length: envelope.recipient.count) }
+    public func open(_ envelope: Envelope, with ours: PrivateKey) throws -> (PublicKeyPair, SignalingMessage) {
+        guard envelope.sender.count == Key.length else { throw EnvelopeError.invalidKeyLength(field: "sender", length: envelope.sender.count) }
+        guard envelope.recipient.count == Key.length else { throw EnvelopeError.invalidKeyLength(field: "recipient", length: envelope.recipient.count) }
         let recipient = try! Key(bytes: envelope.recipient)
-        guard recipient == ours.publicKey else { throw .wrongRecipient(expected: ours.publicKey, got: recipient) }
+        guard recipient == ours.publicKey else { throw EnvelopeError.wrongRecipient(expected: ours.publicKey, got: recipient) }
         let sender = try! Key(bytes: envelope.sender)
         // X25519 ignores the top bit of a public key, so a sender key with bit 255 set is a second
         // spelling of another key: it would authenticate while naming a different sender.
         // crypto_scalarmult_base never produces one, so refuse it.
-        guard sender.storage[31] & 0x80 == 0 else { throw .nonCanonicalKey(field: "sender") }
+        guard sender.storage[31] & 0x80 == 0 else { throw EnvelopeError.nonCanonicalKey(field: "sender") }
         let nonce = envelope.contents.nonce
-        guard nonce.count == Self.nonceLength else { throw .invalidNonceLength(nonce.count) }
+        guard nonce.count == Self.nonceLength else { throw EnvelopeError.invalidNonceLength(nonce.count) }
         let body = envelope.contents.body
-        guard body.count >= Self.macLength else { throw .authenticationFailed }
+        guard body.count >= Self.macLength else { throw EnvelopeError.authenticationFailed }
         let k = sharedKey(ours: ours, theirs: sender)
         var plain = [UInt8](repeating: 0, count: body.count - Self.macLength)
         let rc = plain.withUnsafeMutableBytes { m in
@@ -191,12 +191,12 @@ public final class EnvelopeCodec: Sendable {
                 }
             }
         }
-        guard rc == 0 else { throw .authenticationFailed }
+        guard rc == 0 else { throw EnvelopeError.authenticationFailed }
         do {
             let msg = try SignalingMessage(serializedBytes: plain)
             return (PublicKeyPair(ours: ours.publicKey, theirs: sender), msg)
         } catch {
-            throw .malformedMessage("\(error)")
+            throw EnvelopeError.malformedMessage("\(error)")
         }
     }
 }

@@ -24,7 +24,7 @@ public final class InProcessBackend: Backend {
     public func publish(_ kp: KeyPair, _ message: SignalingMessage) async throws {
         try checkOpen()
         let bytes: [UInt8]
-        do { bytes = try codec.sealBytes(message, from: kp.ours, to: kp.theirs) } catch { throw BackendError.envelope(error) }
+        do { bytes = try codec.sealBytes(message, from: kp.ours, to: kp.theirs) } catch { throw BackendError.wrapping(error) }
         try deliver(bytes)
     }
 
@@ -35,7 +35,7 @@ public final class InProcessBackend: Backend {
             try Self.registry.dispatch(env, codec: codec)
         } catch {
             logger.debug("dropped envelope", metadata: ["reason": "\(error)"])
-            throw BackendError.envelope(error)
+            throw BackendError.wrapping(error)
         }
     }
 

@@ -14,8 +14,8 @@ public struct Key: Hashable, Sendable, CustomStringConvertible {
     public init(storage: SIMD32<UInt8>) { self.storage = storage }
 
     /// Creates a key from exactly 32 bytes.
-    public init(bytes: some Collection<UInt8>) throws(KeyError) {
-        guard bytes.count == Key.length else { throw .wrongLength(bytes.count) }
+    public init(bytes: some Collection<UInt8>) throws {
+        guard bytes.count == Key.length else { throw KeyError.wrongLength(bytes.count) }
         var s = SIMD32<UInt8>(repeating: 0)
         let copied: Void? = bytes.withContiguousStorageIfAvailable { src in
             Swift.withUnsafeMutableBytes(of: &s) { $0.copyMemory(from: UnsafeRawBufferPointer(src)) }
@@ -28,11 +28,11 @@ public struct Key: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// Parses a standard base64 key (WireGuard format). Surrounding whitespace is ignored.
-    public init(base64 text: some StringProtocol) throws(KeyError) {
+    public init(base64 text: some StringProtocol) throws {
         let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard !trimmed.isEmpty else { throw .empty }
-        guard let data = Data(base64Encoded: trimmed) else { throw .invalidBase64(String(trimmed.prefix(60))) }
-        guard data.count == Key.length else { throw .wrongLength(data.count) }
+        guard !trimmed.isEmpty else { throw KeyError.empty }
+        guard let data = Data(base64Encoded: trimmed) else { throw KeyError.invalidBase64(String(trimmed.prefix(60))) }
+        guard data.count == Key.length else { throw KeyError.wrongLength(data.count) }
         try self.init(bytes: data)
     }
 
@@ -100,7 +100,7 @@ public struct PrivateKey: Hashable, Sendable, CustomStringConvertible {
         publicKey = Key(storage: pub)
     }
 
-    public init(base64 text: some StringProtocol) throws(KeyError) { self.init(try Key(base64: text)) }
+    public init(base64 text: some StringProtocol) throws { self.init(try Key(base64: text)) }
 
     /// 32 random bytes from libsodium's CSPRNG, clamped.
     public static func generate() -> PrivateKey {

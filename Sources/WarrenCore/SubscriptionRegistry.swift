@@ -40,10 +40,10 @@ public final class SubscriptionRegistry: Sendable {
         public var lastForKey: Bool
     }
 
-    public func unsubscribe(_ kp: KeyPair, _ handler: any MessageHandler) throws(BackendError) -> UnsubscribeResult {
-        try state.withLock { subs throws(BackendError) in
+    public func unsubscribe(_ kp: KeyPair, _ handler: any MessageHandler) throws -> UnsubscribeResult {
+        try state.withLock { subs throws in
             let pub = kp.ours.publicKey
-            guard var entry = subs[pub] else { throw .notSubscribed(pub) }
+            guard var entry = subs[pub] else { throw BackendError.notSubscribed(pub) }
             var list = entry.handlers[kp.theirs] ?? []
             guard let idx = list.firstIndex(where: { $0 === handler }) else {
                 return UnsubscribeResult(lastForPair: false, lastForKey: false)
@@ -79,9 +79,9 @@ public final class SubscriptionRegistry: Sendable {
     /// lock. Returns the number of handler calls; throws if the envelope is refused (then no
     /// handler is called). Envelopes for keys nobody subscribed are dropped: returns 0.
     @discardableResult
-    public func dispatch(_ envelope: Envelope, codec: EnvelopeCodec) throws(EnvelopeError) -> Int {
+    public func dispatch(_ envelope: Envelope, codec: EnvelopeCodec) throws -> Int {
         guard envelope.recipient.count == Key.length else {
-            throw .invalidKeyLength(field: "recipient", length: envelope.recipient.count)
+            throw EnvelopeError.invalidKeyLength(field: "recipient", length: envelope.recipient.count)
         }
         let recipient = try! Key(bytes: envelope.recipient)
         guard let sk = privateKey(for: recipient) else { return 0 }

@@ -95,7 +95,7 @@ public final class GossipBackend: Backend {
     public func publish(_ kp: KeyPair, _ message: SignalingMessage) async throws {
         try checkOpen()
         let bytes: [UInt8]
-        do { bytes = try codec.sealBytes(message, from: kp.ours, to: kp.theirs) } catch { throw BackendError.envelope(error) }
+        do { bytes = try codec.sealBytes(message, from: kp.ours, to: kp.theirs) } catch { throw BackendError.wrapping(error) }
         node.publish(topic: Topic(kp.theirs), envelope: bytes)
     }
 

@@ -46,11 +46,11 @@ public struct GossipConfiguration: Sendable {
     public var degree: Int { get { engine.targetDegree } set { engine.targetDegree = newValue } }
 
     /// Parses `gossip://HOST:PORT?peer=tcp://…&peer=…&ttl=N&leaf=true&degree=N&preset=local|lan&advertise=tcp://…`.
-    public init(url: URL) throws(GossipConfigurationError) {
-        guard url.scheme?.lowercased() == "gossip" else { throw .invalid("scheme must be gossip://") }
+    public init(url: URL) throws {
+        guard url.scheme?.lowercased() == "gossip" else { throw GossipConfigurationError.invalid("scheme must be gossip://") }
         guard let comps = URLComponents(url: url, resolvingAgainstBaseURL: false),
               let host = comps.host, !host.isEmpty else {
-            throw .invalid("expected gossip://HOST:PORT, e.g. gossip://127.0.0.1:7001")
+            throw GossipConfigurationError.invalid("expected gossip://HOST:PORT, e.g. gossip://127.0.0.1:7001")
         }
         let port = comps.port.map(String.init) ?? "*"
         let h = host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host
@@ -65,22 +65,22 @@ public struct GossipConfiguration: Sendable {
                 try Self.checkEndpoint(v)
                 peers.append(v)
             case "ttl":
-                guard let t = UInt8(v), t >= 1 else { throw .invalid("ttl must be 1…255, got \"\(v)\"") }
+                guard let t = UInt8(v), t >= 1 else { throw GossipConfigurationError.invalid("ttl must be 1…255, got \"\(v)\"") }
                 ttl = t
             case "leaf":
-                guard let b = Bool(v) else { throw .invalid("leaf must be true or false, got \"\(v)\"") }
+                guard let b = Bool(v) else { throw GossipConfigurationError.invalid("leaf must be true or false, got \"\(v)\"") }
                 leaf = b
             case "degree":
-                guard let d = Int(v), d >= 0, d <= 64 else { throw .invalid("degree must be 0…64, got \"\(v)\"") }
+                guard let d = Int(v), d >= 0, d <= 64 else { throw GossipConfigurationError.invalid("degree must be 0…64, got \"\(v)\"") }
                 degree = d
             case "preset":
-                guard v == "local" || v == "lan" else { throw .invalid("preset must be local or lan, got \"\(v)\"") }
+                guard v == "local" || v == "lan" else { throw GossipConfigurationError.invalid("preset must be local or lan, got \"\(v)\"") }
                 preset = v
             case "advertise":
                 try Self.checkEndpoint(v)
                 advertise = v
             default:
-                throw .invalid("unknown option \"\(item.name)\" (known: peer, ttl, leaf, degree, preset, advertise)")
+                throw GossipConfigurationError.invalid("unknown option \"\(item.name)\" (known: peer, ttl, leaf, degree, preset, advertise)")
             }
         }
         self = preset == "lan" ? .lan(listen: listen, peers: peers) : .local(listen: listen, peers: peers)
@@ -91,10 +91,10 @@ public struct GossipConfiguration: Sendable {
     }
 
     /// A peer endpoint must be tcp://HOST:PORT with a numeric port.
-    public static func checkEndpoint(_ e: String) throws(GossipConfigurationError) {
+    public static func checkEndpoint(_ e: String) throws {
         guard e.hasPrefix("tcp://"), let colon = e.lastIndex(of: ":"), colon > e.index(e.startIndex, offsetBy: 6),
               let port = Int(e[e.index(after: colon)...]), (1...65535).contains(port) else {
-            throw .invalid("peer endpoint must look like tcp://HOST:PORT, got \"\(e)\"")
+            throw GossipConfigurationError.invalid("peer endpoint must look like tcp://HOST:PORT, got \"\(e)\"")
         }
     }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import ServiceLifecycle
+import Synchronization
 import Warren
 
 struct Node: AsyncParsableCommand {
@@ -70,19 +71,21 @@ struct Node: AsyncParsableCommand {
         do { backend = try await GossipBackend.start(cfg, logger: logger) } catch {
             throw ValidationError("cannot listen on \(listen): \(error)")
         }
+        // Events can happen while we subscribe; hold them until the ready line is out.
+        let gate = StdoutGate()
         backend.addPeerListener { n, up, reason in
             var s = "{\"event\":\"\(up ? "peer-up" : "peer-down")\",\"peer\":\(jsonString(n.endpoint)),\"node\":\"\(n.nodeID)\""
             if let reason { s += ",\"reason\":\"\(reason)\"" }
-            Output.line(s + "}")
+            gate.line(s + "}")
         }
         let printer = ClosureMessageHandler { pair, msg in
-            if let line = try? jsonLine(sender: pair.theirs, recipient: pair.ours, message: msg) { Output.line(line) }
+            if let line = try? jsonLine(sender: pair.theirs, recipient: pair.ours, message: msg) { gate.line(line) }
         }
         try await backend.subscribe(KeyPair(ours: key, theirs: .zero), printer)
         if let communityKey { try await backend.subscribe(KeyPair(ours: communityKey, theirs: .zero), printer) }
         var ready = "{\"event\":\"ready\",\"endpoint\":\(jsonString(backend.endpoint)),\"public_key\":\"\(key.publicKey.base64)\""
         if let communityKey { ready += ",\"community_key\":\"\(communityKey.publicKey.base64)\"" }
-        Output.line(ready + "}")
+        gate.open(first: ready + "}")
 
         let service = NodeService(backend: backend, key: key, community: communityKey, logger: logger)
         let group = ServiceGroup(configuration: .init(
@@ -90,6 +93,21 @@ struct Node: AsyncParsableCommand {
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
         try await group.run()
+    }
+}
+
+/// Holds stdout lines back until `open` prints the first line, then passes them through in order.
+final class StdoutGate: Sendable {
+    private let pending = Mutex<[String]?>([])
+    func line(_ s: String) {
+        pending.withLock { q in if q == nil { Output.line(s) } else { q!.append(s) } }
+    }
+    func open(first: String) {
+        pending.withLock { q in
+            Output.line(first)
+            for s in q ?? [] { Output.line(s) }
+            q = nil
+        }
     }
 }
 

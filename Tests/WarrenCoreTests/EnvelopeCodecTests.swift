@@ -84,7 +84,7 @@ import Testing
 
     @Test func malformedBytes() throws {
         do { _ = try codec.open([0xFF, 0xFF, 0xFF], with: b); Issue.record("accepted garbage") } catch {
-            guard case .malformedEnvelope = error else { Issue.record("wrong error \(error)"); return }
+            guard case .malformedEnvelope? = error as? EnvelopeError else { Issue.record("wrong error \(error)"); return }
         }
     }
 
@@ -103,7 +103,7 @@ import Testing
         env.sender = a.publicKey.data; env.recipient = b.publicKey.data
         env.contents.body = Data(body); env.contents.nonce = Data(nonce)
         do { _ = try codec.open(env, with: b); Issue.record("accepted garbage message") } catch {
-            guard case .malformedMessage = error else { Issue.record("wrong error \(error)"); return }
+            guard case .malformedMessage? = error as? EnvelopeError else { Issue.record("wrong error \(error)"); return }
         }
     }
 }
