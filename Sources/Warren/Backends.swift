@@ -18,11 +18,17 @@ public enum Backends {
         case "inprocess":
             return InProcessBackend(config: config)
         case "gossip":
-            let gossip = try GossipConfiguration(url: config.url)
-            return try await GossipBackend.start(gossip, onReady: config.onReady, logger: config.logger)
+            let b = try makeGossip(config)
+            for h in config.onReady { h.onSignalingBackendReady(b) }
+            return b
         default:
             throw BackendError.unknownScheme(scheme.isEmpty ? config.url.absoluteString : scheme, known: schemes)
         }
+    }
+
+    /// Synchronous, so the configuration never lives in an async frame.
+    static func makeGossip(_ config: BackendConfig) throws -> GossipBackend {
+        try GossipBackend(try GossipConfiguration(url: config.url), logger: config.logger)
     }
 
     /// Parses `url` and creates its backend.

@@ -52,13 +52,20 @@ public final class GossipOverlay: Sendable {
     public static func start(nodes n: Int, edges: [(Int, Int)],
                              configure: (Int, inout GossipConfiguration) -> Void = { _, _ in },
                              logger: Logger = Logger(label: "warren.overlay")) async throws -> GossipOverlay {
+        try startSync(nodes: n, edges: edges, configure: configure, logger: logger)
+    }
+
+    /// Synchronous, so no configuration value lives in an async frame.
+    static func startSync(nodes n: Int, edges: [(Int, Int)],
+                          configure: (Int, inout GossipConfiguration) -> Void,
+                          logger: Logger) throws -> GossipOverlay {
         var backends: [GossipBackend] = []
         for i in 0..<n {
             var cfg = GossipConfiguration.local(listen: "tcp://127.0.0.1:*")
             cfg.peers = edges.filter { $0.1 == i }.map { backends[$0.0].endpoint }
             cfg.degree = 0
             configure(i, &cfg)
-            backends.append(try await GossipBackend.start(cfg, logger: logger))
+            backends.append(try GossipBackend(cfg, logger: logger))
         }
         return GossipOverlay(backends: backends, edges: edges)
     }

@@ -121,7 +121,7 @@ extension EnvelopeCodec {
         let recipient = try! Key(bytes: UnsafeBufferPointer(rebasing: p[w.recipient]))
         guard recipient == ours.publicKey else { throw EnvelopeError.wrongRecipient(expected: ours.publicKey, got: recipient) }
         let sender = try! Key(bytes: UnsafeBufferPointer(rebasing: p[w.sender]))
-        guard sender.storage[31] & 0x80 == 0 else { throw EnvelopeError.nonCanonicalKey(field: "sender") }
+        guard sender[byte: 31] & 0x80 == 0 else { throw EnvelopeError.nonCanonicalKey(field: "sender") }
         guard w.nonce.count == Self.nonceLength else { throw EnvelopeError.invalidNonceLength(w.nonce.count) }
         guard w.body.count >= Self.macLength else { throw EnvelopeError.authenticationFailed }
         let k = sharedKey(ours: ours, theirs: sender)

@@ -52,8 +52,7 @@ public final class EnvelopeCodec: Sendable {
             if let k = c.map[pk] { c.hits &+= 1; return k }
             return nil
         }) { return k }
-        var shared = SIMD32<UInt8>(repeating: 0)
-        withUnsafeMutableBytes(of: &shared) { out in
+        let key = Key { out in
             theirs.withUnsafeBytes { pub in
                 ours.key.withUnsafeBytes { sec in
                     // Fails only for low-order public keys; the resulting all-zero key then
@@ -64,7 +63,6 @@ public final class EnvelopeCodec: Sendable {
                 }
             }
         }
-        let key = Key(storage: shared)
         guard cachesSharedKeys else { return key }
         cache.withLock { c in
             c.misses &+= 1
@@ -171,7 +169,7 @@ public final class EnvelopeCodec: Sendable {
         // X25519 ignores the top bit of a public key, so a sender key with bit 255 set is a second
         // spelling of another key: it would authenticate while naming a different sender.
         // crypto_scalarmult_base never produces one, so refuse it.
-        guard sender.storage[31] & 0x80 == 0 else { throw EnvelopeError.nonCanonicalKey(field: "sender") }
+        guard sender[byte: 31] & 0x80 == 0 else { throw EnvelopeError.nonCanonicalKey(field: "sender") }
         let nonce = envelope.contents.nonce
         guard nonce.count == Self.nonceLength else { throw EnvelopeError.invalidNonceLength(nonce.count) }
         let body = envelope.contents.body

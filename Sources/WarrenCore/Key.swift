@@ -4,27 +4,33 @@ import Foundation
 /// A 32-byte Curve25519 key (public, private or shared), printed as standard base64
 /// exactly like WireGuard keys (44 characters). The all-zero key means "any peer".
 public struct Key: Hashable, Sendable, CustomStringConvertible {
-    /// The 32 bytes, stored inline.
-    public var storage: SIMD32<UInt8>
+    /// The 32 bytes in memory order, held as four words. (Deliberately not a SIMD vector: its
+    /// 16/32-byte alignment is not honoured in async frames by this toolchain, which corrupts
+    /// memory; a tuple of UInt64 has plain 8-byte alignment and a guaranteed contiguous layout.)
+    public typealias Storage = (UInt64, UInt64, UInt64, UInt64)
+    public var storage: Storage
 
     public static let length = 32
     /// The all-zero key: in a subscription it stands for "any sender".
-    public static let zero = Key(storage: SIMD32<UInt8>(repeating: 0))
+    public static let zero = Key(storage: (0, 0, 0, 0))
 
-    public init(storage: SIMD32<UInt8>) { self.storage = storage }
+    public init(storage: Storage) { self.storage = storage }
+
+    /// Builds a key by letting `body` write the 32 bytes.
+    @inlinable
+    public init(writing body: (UnsafeMutableRawBufferPointer) throws -> Void) rethrows {
+        var s: Storage = (0, 0, 0, 0)
+        try Swift.withUnsafeMutableBytes(of: &s, body)
+        storage = s
+    }
 
     /// Creates a key from exactly 32 bytes.
     public init(bytes: some Collection<UInt8>) throws {
         guard bytes.count == Key.length else { throw KeyError.wrongLength(bytes.count) }
-        var s = SIMD32<UInt8>(repeating: 0)
-        let copied: Void? = bytes.withContiguousStorageIfAvailable { src in
-            Swift.withUnsafeMutableBytes(of: &s) { $0.copyMemory(from: UnsafeRawBufferPointer(src)) }
+        self.init { out in
+            let copied: Void? = bytes.withContiguousStorageIfAvailable { out.copyMemory(from: UnsafeRawBufferPointer($0)) }
+            if copied == nil { for (i, b) in bytes.enumerated() { out[i] = b } }
         }
-        if copied == nil {
-            var i = 0
-            for b in bytes { s[i] = b; i += 1 }
-        }
-        storage = s
     }
 
     /// Parses a standard base64 key (WireGuard format). Surrounding whitespace is ignored.
@@ -36,19 +42,22 @@ public struct Key: Hashable, Sendable, CustomStringConvertible {
         try self.init(bytes: data)
     }
 
-    public var bytes: [UInt8] { Swift.withUnsafeBytes(of: storage) { Array($0) } }
-    public var data: Data { Swift.withUnsafeBytes(of: storage) { Data($0) } }
+    /// Byte `i` (0…31).
+    public subscript(byte i: Int) -> UInt8 { withUnsafeBytes { $0[i] } }
+
+    public var bytes: [UInt8] { withUnsafeBytes { Array($0) } }
+    public var data: Data { withUnsafeBytes { Data($0) } }
     public var base64: String { data.base64EncodedString() }
     public var description: String { base64 }
     public var isZero: Bool { self == .zero }
 
-    /// Hashes the 32 bytes as four words (the synthesized SIMD hash combines 32 single bytes).
     public func hash(into hasher: inout Hasher) {
-        let w = unsafeBitCast(storage, to: SIMD4<UInt64>.self)
-        hasher.combine(w[0]); hasher.combine(w[1]); hasher.combine(w[2]); hasher.combine(w[3])
+        hasher.combine(storage.0); hasher.combine(storage.1); hasher.combine(storage.2); hasher.combine(storage.3)
     }
 
-    public static func == (a: Key, b: Key) -> Bool { a.storage == b.storage }
+    public static func == (a: Key, b: Key) -> Bool {
+        a.storage.0 == b.storage.0 && a.storage.1 == b.storage.1 && a.storage.2 == b.storage.2 && a.storage.3 == b.storage.3
+    }
 
     /// Runs `body` with a pointer to the 32 bytes.
     @inlinable
@@ -59,7 +68,7 @@ public struct Key: Hashable, Sendable, CustomStringConvertible {
     /// Compares two keys as 32-byte big-endian integers (used to pick the controlling ICE agent:
     /// the smaller public key controls).
     public static func isBigEndianLess(_ a: Key, _ b: Key) -> Bool {
-        for i in 0..<32 where a.storage[i] != b.storage[i] { return a.storage[i] < b.storage[i] }
+        for i in 0..<32 where a[byte: i] != b[byte: i] { return a[byte: i] < b[byte: i] }
         return false
     }
 }
@@ -87,17 +96,17 @@ public struct PrivateKey: Hashable, Sendable, CustomStringConvertible {
     /// Wraps a private key; clamps it as WireGuard does and derives the public key.
     public init(_ raw: Key) {
         Sodium.ensureInitialised()
-        var s = raw.storage
-        s[0] &= 248; s[31] &= 127; s[31] |= 64
-        key = Key(storage: s)
-        var pub = SIMD32<UInt8>(repeating: 0)
-        Swift.withUnsafeMutableBytes(of: &pub) { out in
-            Swift.withUnsafeBytes(of: s) { sk in
+        let clamped = Key { out in
+            raw.withUnsafeBytes { out.copyMemory(from: $0) }
+            out[0] &= 248; out[31] &= 127; out[31] |= 64
+        }
+        key = clamped
+        publicKey = Key { out in
+            clamped.withUnsafeBytes { sk in
                 _ = crypto_scalarmult_base(out.baseAddress!.assumingMemoryBound(to: UInt8.self),
                                            sk.baseAddress!.assumingMemoryBound(to: UInt8.self))
             }
         }
-        publicKey = Key(storage: pub)
     }
 
     public init(base64 text: some StringProtocol) throws { self.init(try Key(base64: text)) }
@@ -105,9 +114,7 @@ public struct PrivateKey: Hashable, Sendable, CustomStringConvertible {
     /// 32 random bytes from libsodium's CSPRNG, clamped.
     public static func generate() -> PrivateKey {
         Sodium.ensureInitialised()
-        var s = SIMD32<UInt8>(repeating: 0)
-        Swift.withUnsafeMutableBytes(of: &s) { randombytes_buf($0.baseAddress!, 32) }
-        return PrivateKey(Key(storage: s))
+        return PrivateKey(Key { randombytes_buf($0.baseAddress!, 32) })
     }
 
     public var base64: String { key.base64 }

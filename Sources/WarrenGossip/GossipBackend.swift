@@ -42,6 +42,13 @@ public final class GossipBackend: Backend {
     public static func start(_ configuration: GossipConfiguration, onReady: [any BackendReadyHandler] = [],
                              codec: EnvelopeCodec = .shared,
                              logger: Logger = Logger(label: "warren.gossip")) async throws -> GossipBackend {
+        try startSync(configuration, onReady: onReady, codec: codec, logger: logger)
+    }
+
+    /// The synchronous form of `start` (creating a node never waits).
+    public static func startSync(_ configuration: GossipConfiguration, onReady: [any BackendReadyHandler] = [],
+                                 codec: EnvelopeCodec = .shared,
+                                 logger: Logger = Logger(label: "warren.gossip")) throws -> GossipBackend {
         let b = try GossipBackend(configuration, codec: codec, logger: logger)
         for h in onReady { h.onSignalingBackendReady(b) }
         return b

@@ -1,4 +1,5 @@
 import Foundation
+import WarrenCore
 import WarrenEngine
 
 /// Everything that configures one gossip node: where it listens, whom it knows, and the engine's
@@ -21,6 +22,16 @@ public struct GossipConfiguration: Sendable {
     public var receiveHighWaterMark: Int32 = 100_000
     /// Seed for the engine's random generator (peer choice, jitter); nil = random.
     public var randomSeed: UInt64?
+    /// The node's own key pair for CurveZMQ (a Curve25519 key, like the signaling keys:
+    /// `warren node` uses its signaling key). Required when `allowedKeys` is set.
+    public var nodeKey: PrivateKey?
+    /// A closed overlay: only nodes whose public key is listed may connect to this node. Every
+    /// link is then encrypted and authenticated with CurveZMQ, and peers must be given as
+    /// `KEY@tcp://HOST:PORT`. nil (the default) is an open overlay.
+    public var allowedKeys: Set<Key>?
+
+    /// True when links use CurveZMQ with an allow-list.
+    public var isClosed: Bool { allowedKeys != nil }
 
     public init(listen: String, peers: [String] = [], engine: EngineConfig) {
         self.listen = listen
@@ -58,11 +69,12 @@ public struct GossipConfiguration: Sendable {
         var preset = "local"
         var peers: [String] = []
         var ttl: UInt8?, leaf = false, degree: Int?, advertise: String?
+        var allowFile: String?, keyFile: String?
         for item in comps.queryItems ?? [] {
             let v = item.value ?? ""
             switch item.name {
             case "peer":
-                try Self.checkEndpoint(v)
+                _ = try PeerAddress(parsing: v)
                 peers.append(v)
             case "ttl":
                 guard let t = UInt8(v), t >= 1 else { throw GossipConfigurationError.invalid("ttl must be 1…255, got \"\(v)\"") }
@@ -79,8 +91,12 @@ public struct GossipConfiguration: Sendable {
             case "advertise":
                 try Self.checkEndpoint(v)
                 advertise = v
+            case "allow":
+                allowFile = v
+            case "key":
+                keyFile = v
             default:
-                throw GossipConfigurationError.invalid("unknown option \"\(item.name)\" (known: peer, ttl, leaf, degree, preset, advertise)")
+                throw GossipConfigurationError.invalid("unknown option \"\(item.name)\" (known: peer, ttl, leaf, degree, preset, advertise, allow, key)")
             }
         }
         self = preset == "lan" ? .lan(listen: listen, peers: peers) : .local(listen: listen, peers: peers)
@@ -88,6 +104,46 @@ public struct GossipConfiguration: Sendable {
         if let ttl { self.ttl = ttl }
         if let degree { self.degree = degree }
         self.leaf = leaf
+        if let allowFile { self.allowedKeys = try Self.readAllowList(path: allowFile) }
+        if let keyFile {
+            guard let text = try? String(contentsOfFile: keyFile, encoding: .utf8) else {
+                throw GossipConfigurationError.invalid("cannot read key file \(keyFile)")
+            }
+            do { self.nodeKey = try PrivateKey(base64: text) } catch {
+                throw GossipConfigurationError.invalid("key file \(keyFile): \(error)")
+            }
+        }
+        try validate()
+    }
+
+    /// Checks that a closed overlay has a node key and keys for all its peers.
+    public func validate() throws {
+        for p in peers {
+            let a = try PeerAddress(parsing: p)
+            if isClosed && a.key == nil {
+                throw GossipConfigurationError.invalid("a closed overlay (allow-list) needs each peer as KEY@tcp://HOST:PORT, got \"\(p)\"")
+            }
+        }
+        if isClosed && nodeKey == nil {
+            throw GossipConfigurationError.invalid("a closed overlay (allow-list) needs the node's key (key=FILE)")
+        }
+    }
+
+    /// Reads an allow-list: one base64 public key per line; blank lines and `#` comments ignored.
+    public static func readAllowList(path: String) throws -> Set<Key> {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw GossipConfigurationError.invalid("cannot read allow-list \(path)")
+        }
+        var keys = Set<Key>()
+        for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init)?
+                .trimmingCharacters(in: .whitespaces) ?? ""
+            if line.isEmpty { continue }
+            do { keys.insert(try Key(base64: line)) } catch {
+                throw GossipConfigurationError.invalid("allow-list \(path) line \(n + 1): \(error)")
+            }
+        }
+        return keys
     }
 
     /// A peer endpoint must be tcp://HOST:PORT with a numeric port.

@@ -25,6 +25,8 @@ public struct DriverStats: Sendable {
     public var hwmDrops: UInt64 = 0
     /// Inbound ZeroMQ messages that were not exactly 2 parts.
     public var badMultipart: UInt64 = 0
+    /// Closed overlay: handshakes refused because the client key is not on the allow-list.
+    public var refused: UInt64 = 0
     public var engine = EngineStats()
     public var neighbours: [Neighbour] = []
     public var knownEndpoints: [String] = []
@@ -61,6 +63,7 @@ public final class GossipNode: Sendable {
     public init(configuration: GossipConfiguration, context: ZMQContext = .shared,
                 callbacks: GossipNodeCallbacks, logger: Logger) throws {
         self.logger = logger
+        try configuration.validate()
         var seedRNG = SystemRandomNumberGenerator()
         nodeID = NodeID.random(using: &seedRNG)
         var fds: [Int32] = [-1, -1]
@@ -72,6 +75,11 @@ public final class GossipNode: Sendable {
         wakeFD = fds[1]
         wakeReadFD = fds[0]
 
+        let zapDomain = "warren-" + String(nodeID.raw, radix: 16)
+        if configuration.isClosed {
+            do { try ZAPService.shared.start() } catch { close(fds[0]); close(fds[1]); throw error }
+        }
+
         // The SUB socket is created and bound here, then handed to the driver thread, which is
         // the only one to touch it afterwards (a hand-off, not sharing).
         let sub = try ZMQSocket(context, type: ZMQ_SUB)
@@ -79,17 +87,36 @@ public final class GossipNode: Sendable {
         sub.set(ZMQ_LINGER, 0)
         sub.set(ZMQ_HEARTBEAT_IVL, 1000)
         sub.set(ZMQ_HEARTBEAT_TIMEOUT, 3000)
-        do { try sub.bind(configuration.listen) } catch { sub.close(); close(fds[0]); close(fds[1]); throw error }
+        var curve: CurveKeys?
+        if configuration.isClosed, let nodeKey = configuration.nodeKey {
+            // CurveZMQ server: every inbound link is encrypted, and the ZAP handler admits only
+            // the allow-listed client keys (per this node's ZAP domain).
+            ZAPService.shared.register(domain: zapDomain, allowed: configuration.allowedKeys ?? [], logger: logger)
+            sub.set(ZMQ_CURVE_SERVER, 1)
+            sub.set(ZMQ_CURVE_SECRETKEY, bytes: nodeKey.key.bytes)
+            sub.set(ZMQ_ZAP_DOMAIN, bytes: Array(zapDomain.utf8))
+            curve = CurveKeys(secret: nodeKey.key.bytes, public: nodeKey.publicKey.bytes)
+        }
+        do { try sub.bind(configuration.listen) } catch {
+            sub.close(); close(fds[0]); close(fds[1])
+            if configuration.isClosed { ZAPService.shared.unregister(domain: zapDomain) }
+            throw error
+        }
         let bound = sub.lastEndpoint
-        let advertised = configuration.advertise ?? Self.advertisable(bound)
+        var advertised = configuration.advertise ?? Self.advertisable(bound)
+        if let k = configuration.nodeKey, configuration.isClosed, !advertised.contains("@") {
+            advertised = k.publicKey.base64 + "@" + advertised
+        }
         endpoint = advertised
 
         var engineConfig = configuration.engine
         engineConfig.endpoint = advertised
-        engineConfig.seeds = configuration.peers.filter { $0 != advertised }
+        let ownEndpoint = (try? PeerAddress(parsing: advertised))?.endpoint ?? advertised
+        engineConfig.seeds = configuration.peers.filter { ((try? PeerAddress(parsing: $0))?.endpoint ?? $0) != ownEndpoint }
         let loop = UnsafeSendable(DriverLoop(sub: UnsafeSendable(sub), context: context, engine: GossipEngine(config: engineConfig, nodeID: nodeID),
                               seed: configuration.randomSeed ?? UInt64.random(in: 1...UInt64.max),
-                              sendHWM: configuration.sendHighWaterMark, callbacks: callbacks, logger: logger))
+                              sendHWM: configuration.sendHighWaterMark, callbacks: callbacks, logger: logger,
+                              curve: curve, zapDomain: configuration.isClosed ? zapDomain : nil))
         let t = Thread { [self] in
             var l = loop.value
             l.run(node: self)
@@ -176,6 +203,9 @@ public final class GossipNode: Sendable {
 
 struct UnsafeSendable<T>: @unchecked Sendable { var value: T; init(_ v: T) { value = v } }
 
+/// This node's CurveZMQ key pair (binary, 32 bytes each).
+struct CurveKeys { var secret: [UInt8]; var `public`: [UInt8] }
+
 /// The driver thread's state. Everything here is touched by that thread only. A struct run
 /// in place by its thread, so its hot paths carry no dynamic exclusivity checks.
 struct DriverLoop {
@@ -196,8 +226,13 @@ struct DriverLoop {
     var pollDirty = true
     var topicScratch: [UInt8] = { var a = [UInt8](); a.reserveCapacity(32); return a }()
 
+    let curve: CurveKeys?
+    let zapDomain: String?
+
     init(sub: UnsafeSendable<ZMQSocket>, context: ZMQContext, engine: GossipEngine, seed: UInt64,
-         sendHWM: Int32, callbacks: GossipNodeCallbacks, logger: Logger) {
+         sendHWM: Int32, callbacks: GossipNodeCallbacks, logger: Logger, curve: CurveKeys?, zapDomain: String?) {
+        self.curve = curve
+        self.zapDomain = zapDomain
         self.sub = sub.value
         self.context = context
         self.engine = engine
@@ -243,6 +278,7 @@ struct DriverLoop {
         for (_, s) in links { s.close() }
         links.removeAll()
         sub.close()
+        if let zapDomain { ZAPService.shared.unregister(domain: zapDomain) }
         // Commands that raced with stop: answer them so no caller waits forever.
         for c in node.drain() {
             switch c {
@@ -297,6 +333,7 @@ struct DriverLoop {
         s.knownEndpoints = engine.knownEndpoints
         s.seenEntries = engine.seenCount
         s.links = links.count
+        if let zapDomain { s.refused = ZAPService.shared.refusals(domain: zapDomain) }
         return s
     }
 
@@ -373,9 +410,21 @@ struct DriverLoop {
                 }
             case .deliver(let topic, let env, let hops, let id):
                 callbacks.deliver(topic, env, hops, id)
-            case .connect(let id, let endpoint):
+            case .connect(let id, let name):
                 do {
+                    // Endpoints of a closed overlay are "KEY@tcp://…": the key authenticates the server.
+                    let address = try PeerAddress(parsing: name)
+                    let endpoint = address.endpoint
+                    if curve != nil && address.key == nil {
+                        logger.warning("closed overlay: cannot dial a peer without its key", metadata: ["endpoint": "\(name)"])
+                        continue
+                    }
                     let s = try ZMQSocket(context, type: ZMQ_XPUB)
+                    if let curve, let serverKey = address.key {
+                        s.set(ZMQ_CURVE_SERVERKEY, bytes: serverKey.bytes)
+                        s.set(ZMQ_CURVE_PUBLICKEY, bytes: curve.public)
+                        s.set(ZMQ_CURVE_SECRETKEY, bytes: curve.secret)
+                    }
                     s.set(ZMQ_SNDHWM, sendHWM)
                     s.set(ZMQ_XPUB_NODROP, 1)
                     s.set(ZMQ_XPUB_VERBOSE, 1)
@@ -390,7 +439,7 @@ struct DriverLoop {
                     pollDirty = true
                 } catch {
                     // The engine's dial timeout will back off and retry.
-                    logger.warning("cannot open link", metadata: ["endpoint": "\(endpoint)", "error": "\(error)"])
+                    logger.warning("cannot open link", metadata: ["endpoint": "\(name)", "error": "\(error)"])
                 }
             case .disconnect(let id):
                 if let s = links.removeValue(forKey: id) {

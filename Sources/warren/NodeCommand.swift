@@ -24,11 +24,16 @@ struct Node: AsyncParsableCommand {
           warren node --key-file a.key --listen tcp://127.0.0.1:7001
           warren node --key-file b.key --listen tcp://127.0.0.1:7002 --peer tcp://127.0.0.1:7001
           warren node --key-file c.key --listen tcp://127.0.0.1:7003 --peer tcp://127.0.0.1:7002
+
+        A closed overlay: list the members' public keys in a file and name peers with their key:
+          warren node --key-file b.key --listen tcp://127.0.0.1:7002 --allow members.txt \\
+                      --peer "$(warren pubkey < a.key)@tcp://127.0.0.1:7001"
         """)
 
     @Option(name: .long, help: "File holding this node's private key (base64).") var keyFile: String
     @Option(name: .long, help: "Endpoint to listen on, tcp://HOST:PORT.") var listen: String
-    @Option(name: .long, help: "A peer's endpoint, tcp://HOST:PORT (repeatable).") var peer: [String] = []
+    @Option(name: .long, help: "A peer's endpoint, tcp://HOST:PORT, or KEY@tcp://HOST:PORT in a closed overlay (repeatable).") var peer: [String] = []
+    @Option(name: .long, help: ArgumentHelp("Closed overlay: file of node public keys (one base64 key per line) allowed to connect.", discussion: "Links then use CurveZMQ with this node's key (--key-file) as its node key; peers must be given as KEY@tcp://HOST:PORT.")) var allow: String?
     @Option(name: .long, help: "Join the community derived from this passphrase.") var community: String?
     @Option(name: .long, help: "Hop limit of published messages (1…255).") var ttl: UInt8?
     @Option(name: .long, help: "Neighbours to keep beyond the given peers (default: preset's).") var degree: Int?
@@ -40,7 +45,11 @@ struct Node: AsyncParsableCommand {
     func validate() throws {
         guard listen.hasPrefix("tcp://") else { throw ValidationError("--listen must be tcp://HOST:PORT, got \"\(listen)\"") }
         for p in peer {
-            do { try GossipConfiguration.checkEndpoint(p) } catch { throw ValidationError("--peer: \(error)") }
+            let a: PeerAddress
+            do { a = try PeerAddress(parsing: p) } catch { throw ValidationError("--peer: \(error)") }
+            if allow != nil && a.key == nil {
+                throw ValidationError("--peer \(p): with --allow every peer must be given as KEY@tcp://HOST:PORT")
+            }
         }
         if let ttl, ttl == 0 { throw ValidationError("--ttl must be at least 1") }
         guard preset == "local" || preset == "lan" else { throw ValidationError("--preset must be local or lan") }
@@ -55,22 +64,10 @@ struct Node: AsyncParsableCommand {
             return h
         }
         let logger = Logger(label: "warren.node")
-        let key = PrivateKey(try readKeyFile(keyFile))
-        let communityKey: PrivateKey?
-        if let community {
-            do { communityKey = try PrivateKey.community(passphrase: community) } catch { throw ValidationError("--community: \(error)") }
-        } else { communityKey = nil }
-
-        var cfg = preset == "lan" ? GossipConfiguration.lan(listen: listen, peers: peer)
-                                  : GossipConfiguration.local(listen: listen, peers: peer)
-        if let ttl { cfg.ttl = ttl }
-        if let degree { cfg.degree = degree }
-        cfg.leaf = leaf
-        cfg.advertise = advertise
-        let backend: GossipBackend
-        do { backend = try await GossipBackend.start(cfg, logger: logger) } catch {
-            throw ValidationError("cannot listen on \(listen): \(error)")
-        }
+        // Setup is synchronous on purpose: large values (the configuration, keys) then never
+        // live in an async frame (this toolchain has mis-sized such frames in debug builds).
+        let setup = try makeBackend(logger: logger)
+        let backend = setup.backend, key = setup.key, communityKey = setup.community
         // Events can happen while we subscribe; hold them until the ready line is out.
         let gate = StdoutGate()
         backend.addPeerListener { n, up, reason in
@@ -96,6 +93,41 @@ struct Node: AsyncParsableCommand {
     }
 }
 
+extension Node {
+    final class Setup: Sendable {
+        let backend: GossipBackend
+        let key: PrivateKey
+        let community: PrivateKey?
+        init(backend: GossipBackend, key: PrivateKey, community: PrivateKey?) {
+            self.backend = backend; self.key = key; self.community = community
+        }
+    }
+
+    /// Reads the keys, builds the configuration and starts the node.
+    func makeBackend(logger: Logger) throws -> Setup {
+        let key = PrivateKey(try readKeyFile(keyFile))
+        var communityKey: PrivateKey?
+        if let community {
+            do { communityKey = try PrivateKey.community(passphrase: community) } catch { throw ValidationError("--community: \(error)") }
+        }
+        var cfg = preset == "lan" ? GossipConfiguration.lan(listen: listen, peers: peer)
+                                  : GossipConfiguration.local(listen: listen, peers: peer)
+        if let ttl { cfg.ttl = ttl }
+        if let degree { cfg.degree = degree }
+        cfg.leaf = leaf
+        cfg.advertise = advertise
+        if let allow {
+            do { cfg.allowedKeys = try GossipConfiguration.readAllowList(path: allow) } catch { throw ValidationError("--allow: \(error)") }
+            cfg.nodeKey = key
+        }
+        do {
+            return Setup(backend: try GossipBackend(cfg, logger: logger), key: key, community: communityKey)
+        } catch {
+            throw ValidationError("cannot listen on \(listen): \(error)")
+        }
+    }
+}
+
 /// Holds stdout lines back until `open` prints the first line, then passes them through in order.
 final class StdoutGate: Sendable {
     private let pending = Mutex<[String]?>([])
@@ -112,7 +144,7 @@ final class StdoutGate: Sendable {
 }
 
 func jsonString(_ s: String) -> String {
-    let data = (try? JSONSerialization.data(withJSONObject: [s], options: [.fragmentsAllowed])) ?? Data("[\"\"]".utf8)
+    let data = (try? JSONSerialization.data(withJSONObject: [s], options: [.fragmentsAllowed, .withoutEscapingSlashes])) ?? Data("[\"\"]".utf8)
     let arr = String(decoding: data, as: UTF8.self)
     return String(arr.dropFirst().dropLast())
 }
