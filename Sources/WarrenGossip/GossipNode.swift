@@ -27,6 +27,8 @@ public struct DriverStats: Sendable {
     public var badMultipart: UInt64 = 0
     /// Closed overlay: handshakes refused because the client key is not on the allow-list.
     public var refused: UInt64 = 0
+    /// Inbound frames dropped because their neighbour exceeded its rate limit.
+    public var rateLimited: UInt64 = 0
     public var engine = EngineStats()
     public var neighbours: [Neighbour] = []
     public var knownEndpoints: [String] = []
@@ -228,11 +230,14 @@ struct DriverLoop {
 
     let curve: CurveKeys?
     let zapDomain: String?
+    var metrics: NodeMetrics
+    var metricsAt: UInt64 = 0
 
     init(sub: UnsafeSendable<ZMQSocket>, context: ZMQContext, engine: GossipEngine, seed: UInt64,
          sendHWM: Int32, callbacks: GossipNodeCallbacks, logger: Logger, curve: CurveKeys?, zapDomain: String?) {
         self.curve = curve
         self.zapDomain = zapDomain
+        self.metrics = NodeMetrics(node: engine.config.endpoint)
         self.sub = sub.value
         self.context = context
         self.engine = engine
@@ -273,7 +278,13 @@ struct DriverLoop {
                 engine.tick(now: monotonicNanos(), rng: &rng, into: &actions)
                 perform()
             }
+            let now = monotonicNanos()
+            if now &- metricsAt >= 1_000_000_000 {
+                metricsAt = now
+                metrics.report(snapshot())
+            }
         }
+        metrics.report(snapshot())
         // Shut down: everything this thread opened is closed here.
         for (_, s) in links { s.close() }
         links.removeAll()

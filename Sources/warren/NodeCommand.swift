@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import Logging
+import Metrics
+import Prometheus
 import ServiceLifecycle
 import Synchronization
 import Warren
@@ -41,6 +43,7 @@ struct Node: AsyncParsableCommand {
     @Option(name: .long, help: "Timer preset: local (one machine) or lan.") var preset: String = "local"
     @Option(name: .long, help: "Endpoint other nodes should dial, if not the listen endpoint.") var advertise: String?
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String = "info"
+    @Option(name: .long, help: ArgumentHelp("Serve Prometheus metrics at http://ADDR/metrics and the neighbour table at /status.", valueName: "HOST:PORT")) var metrics: String?
 
     func validate() throws {
         guard listen.hasPrefix("tcp://") else { throw ValidationError("--listen must be tcp://HOST:PORT, got \"\(listen)\"") }
@@ -64,10 +67,19 @@ struct Node: AsyncParsableCommand {
             return h
         }
         let logger = Logger(label: "warren.node")
+        let registry = PrometheusCollectorRegistry()
+        if metrics != nil { MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry)) }
         // Setup is synchronous on purpose: large values (the configuration, keys) then never
         // live in an async frame (this toolchain has mis-sized such frames in debug builds).
         let setup = try makeBackend(logger: logger)
         let backend = setup.backend, key = setup.key, communityKey = setup.community
+        var metricsAddress: String?
+        if let metrics {
+            do {
+                let server = try MetricsServer(bind: metrics, registry: registry) { statusJSON(backend) }
+                metricsAddress = server.address
+            } catch { try? await backend.close(); throw ValidationError("\(error)") }
+        }
         // Events can happen while we subscribe; hold them until the ready line is out.
         let gate = StdoutGate()
         backend.addPeerListener { n, up, reason in
@@ -82,6 +94,7 @@ struct Node: AsyncParsableCommand {
         if let communityKey { try await backend.subscribe(KeyPair(ours: communityKey, theirs: .zero), printer) }
         var ready = "{\"event\":\"ready\",\"endpoint\":\(jsonString(backend.endpoint)),\"public_key\":\"\(key.publicKey.base64)\""
         if let communityKey { ready += ",\"community_key\":\"\(communityKey.publicKey.base64)\"" }
+        if let metricsAddress { ready += ",\"metrics\":\"\(metricsAddress)\"" }
         gate.open(first: ready + "}")
 
         let service = NodeService(backend: backend, key: key, community: communityKey, logger: logger)
@@ -126,6 +139,40 @@ extension Node {
             throw ValidationError("cannot listen on \(listen): \(error)")
         }
     }
+}
+
+/// The node's status as JSON (called on the metrics server's own thread, which may block).
+func statusJSON(_ backend: GossipBackend) -> String {
+    let box = StatsBox()
+    let done = DispatchSemaphore(value: 0)
+    Task { box.set(await backend.stats()); done.signal() }
+    guard done.wait(timeout: .now() + 2) == .success, let s = box.get() else { return "{\"error\":\"node not responding\"}" }
+    let uptimeBase = monotonicNanos()   // the clock the engine runs on
+    var obj: [String: Any] = [
+        "endpoint": backend.endpoint,
+        "node": "\(backend.node.nodeID)",
+        "known_endpoints": s.knownEndpoints,
+        "dedup_entries": s.seenEntries,
+        "links": s.links,
+    ]
+    obj["neighbours"] = s.neighbours.map { n -> [String: Any] in
+        ["node": "\(n.nodeID)", "endpoint": n.endpoint, "leaf": n.leaf,
+         "up_seconds": Double(uptimeBase &- min(uptimeBase, n.since)) / 1e9]
+    }
+    let e = s.engine
+    obj["counters"] = ["published": e.published, "delivered": e.delivered, "relayed": e.relayed,
+                       "duplicates": e.duplicates, "ttl_expired": e.ttlExpired, "ttl_clamped": e.ttlClamped,
+                       "malformed": e.malformed &+ s.badMultipart, "refused": s.refused,
+                       "rate_limited": s.rateLimited, "hwm_drops": s.hwmDrops, "max_hops": e.maxHops]
+    let data = (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
+    return String(decoding: data, as: UTF8.self)
+}
+
+final class StatsBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: DriverStats?
+    func set(_ v: DriverStats) { lock.lock(); value = v; lock.unlock() }
+    func get() -> DriverStats? { lock.lock(); defer { lock.unlock() }; return value }
 }
 
 /// Holds stdout lines back until `open` prints the first line, then passes them through in order.

@@ -1,0 +1,45 @@
+import Metrics
+import WarrenEngine
+
+/// A node's counters and gauges through swift-metrics (labelled `node=<endpoint>`). The library
+/// only reports; the application chooses the backend (e.g. Prometheus) by bootstrapping
+/// `MetricsSystem`. Reported from the node's thread about once a second, as deltas of the
+/// engine's and driver's own counters.
+struct NodeMetrics {
+    let published, delivered, relayed, duplicates, ttlExpired, malformed, refused, rateLimited, hwmDrops: Counter
+    let neighbours, dedupEntries: Gauge
+    var last = DriverStats()
+
+    init(node: String) {
+        let d = [("node", node)]
+        published = Counter(label: "warren_published_total", dimensions: d)
+        delivered = Counter(label: "warren_delivered_total", dimensions: d)
+        relayed = Counter(label: "warren_relayed_total", dimensions: d)
+        duplicates = Counter(label: "warren_duplicates_total", dimensions: d)
+        ttlExpired = Counter(label: "warren_ttl_expired_total", dimensions: d)
+        malformed = Counter(label: "warren_malformed_total", dimensions: d)
+        refused = Counter(label: "warren_refused_total", dimensions: d)
+        rateLimited = Counter(label: "warren_rate_limited_total", dimensions: d)
+        hwmDrops = Counter(label: "warren_hwm_drops_total", dimensions: d)
+        neighbours = Gauge(label: "warren_neighbours", dimensions: d)
+        dedupEntries = Gauge(label: "warren_dedup_entries", dimensions: d)
+    }
+
+    mutating func report(_ s: DriverStats) {
+        func add(_ c: Counter, _ now: UInt64, _ before: UInt64) {
+            if now > before { c.increment(by: Int64(clamping: now - before)) }
+        }
+        add(published, s.engine.published, last.engine.published)
+        add(delivered, s.engine.delivered, last.engine.delivered)
+        add(relayed, s.engine.relayed, last.engine.relayed)
+        add(duplicates, s.engine.duplicates, last.engine.duplicates)
+        add(ttlExpired, s.engine.ttlExpired, last.engine.ttlExpired)
+        add(malformed, s.engine.malformed &+ s.badMultipart, last.engine.malformed &+ last.badMultipart)
+        add(refused, s.refused, last.refused)
+        add(rateLimited, s.rateLimited, last.rateLimited)
+        add(hwmDrops, s.hwmDrops, last.hwmDrops)
+        neighbours.record(Double(s.neighbours.count))
+        dedupEntries.record(Double(s.seenEntries))
+        last = s
+    }
+}
