@@ -72,5 +72,7 @@ public struct EngineStats: Sendable, Hashable {
     public var framesOut: UInt64 = 0
     /// Largest hop count delivered.
     public var maxHops: UInt64 = 0
+    /// Inbound frames dropped because their sender exceeded `rateLimit`.
+    public var rateLimited: UInt64 = 0
     public init() {}
 }

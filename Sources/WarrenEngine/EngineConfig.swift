@@ -30,6 +30,12 @@ public struct EngineConfig: Sendable {
     public var leaf: Bool
     /// Bound of the known-endpoint table.
     public var maxKnownEndpoints: Int
+    /// Inbound frames per second accepted from one neighbour (a token bucket per neighbour,
+    /// keyed by the frame's `from`; frames from node ids that are not neighbours share one
+    /// bucket). Excess frames are dropped and counted in `rateLimited`. 0 = unlimited.
+    public var rateLimit: Double = 200_000
+    /// Bucket size: how many frames a neighbour may send in a burst above the rate.
+    public var rateBurst: Double = 400_000
 
     public init(
         endpoint: String, seeds: [String] = [], targetDegree: Int = 3,

@@ -7,7 +7,13 @@ extension GossipEngine {
             if case .hello(let h) = frame.kind { handleSelfHello(h, now: now, into: &actions) }
             return
         }
-        if let pi = peerIndex(from), peers[pi].lastHeard < now { peers[pi].lastHeard = now }
+        let pi = peerIndex(from)
+        if config.rateLimit > 0 {
+            let ok = pi.map { peerKeys[$0].bucket.take(now: now, rate: config.rateLimit, burst: config.rateBurst) }
+                ?? strangerBucket.take(now: now, rate: config.rateLimit, burst: config.rateBurst)
+            guard ok else { stats.rateLimited &+= 1; return }
+        }
+        if let pi, peerKeys[pi].lastHeard < now { peerKeys[pi].lastHeard = now }
         switch frame.kind {
         case .data(let topic, let envelope, let id):
             guard frame.ttl != 0, !topic.isControl, !envelope.isEmpty, from.raw != 0 else {
@@ -34,8 +40,8 @@ extension GossipEngine {
         from: NodeID, now: UInt64, into actions: inout [Action]
     ) {
         var ttl = ttl
-        if ttl > config.maxTTL {
-            ttl = config.maxTTL
+        if ttl > maxTTL {
+            ttl = maxTTL
             stats.ttlClamped &+= 1
         }
         guard seen.insert(id, now: now) else {
@@ -48,7 +54,7 @@ extension GossipEngine {
             stats.delivered &+= 1
             if UInt64(h) > stats.maxHops { stats.maxHops = UInt64(h) }
         }
-        guard !config.leaf else { return }
+        guard !isLeaf else { return }
         guard ttl > 1 else {
             stats.ttlExpired &+= 1
             return
@@ -78,9 +84,9 @@ extension GossipEngine {
             peers[pi].leaf = h.leaf
             peers[pi].token = h.token
         } else {
-            var p = PeerState(id: from, endpoint: h.endpoint, leaf: h.leaf, lastHeard: now)
+            var p = PeerState(id: from, endpoint: h.endpoint, leaf: h.leaf)
             p.token = h.token
-            peers.append(p)
+            appendPeer(p, lastHeard: now)
         }
 
         // (1) the echo names one of our links: it reaches the sender.
@@ -125,7 +131,7 @@ extension GossipEngine {
         if let l = p.link {
             closeLink(l, reason: .bye, failure: true, now: now, rng: &rng, into: &actions)
         } else {
-            peers.remove(at: pi)
+            removePeer(at: pi)
         }
     }
 

@@ -27,7 +27,7 @@ extension GossipEngine {
         if let old = links[li].node, old != node, let opi = peerIndex(old) {
             let p = peers[opi]
             if p.up { actions.append(.peerDown(neighbour(p), reason: .replaced)) }
-            peers.remove(at: opi)
+            removePeer(at: opi)
             for s in seeds.indices where seeds[s].node == old { seeds[s].node = node }
         }
         guard let li = linkIndex(l), let pi = peerIndex(node) else { return }
@@ -52,7 +52,7 @@ extension GossipEngine {
               let li = linkIndex(l), links[li].ready else { return }
         peers[pi].up = true
         peers[pi].since = now
-        peers[pi].lastHeard = now
+        peerKeys[pi].lastHeard = now
         let endpoint = peers[pi].endpoint
         if let s = links[li].seed { seeds[s].failures = 0 }
         for s in seeds.indices where seeds[s].endpoint == endpoint { seeds[s].failures = 0 }
@@ -79,7 +79,7 @@ extension GossipEngine {
         actions.append(.disconnect(l))
         var advertised: String? = nil
         if let n = link.node, let pi = peerIndex(n), peers[pi].link == l {
-            let p = peers.remove(at: pi)
+            let p = removePeer(at: pi)
             if p.up { actions.append(.peerDown(neighbour(p), reason: reason ?? .timeout)) }
             advertised = p.endpoint
         }

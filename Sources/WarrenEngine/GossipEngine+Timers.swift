@@ -11,7 +11,7 @@ extension GossipEngine {
             guard let li = linkIndex(l) else { continue }
             if linkIsUp(li) {
                 guard let n = links[li].node, let pi = peerIndex(n) else { continue }
-                let heard = peers[pi].lastHeard
+                let heard = peerKeys[pi].lastHeard
                 if now >= heard && now - heard >= config.deadAfter {
                     closeLink(l, reason: .timeout, failure: true, now: now, rng: &rng, into: &actions)
                 }
@@ -23,7 +23,11 @@ extension GossipEngine {
             }
         }
         // Peers that said HELLO but have no link (their endpoint is not dialable) are forgotten.
-        peers.removeAll { $0.link == nil && now >= $0.lastHeard && now - $0.lastHeard >= config.deadAfter }
+        var k = 0
+        while k < peers.count {
+            let heard = peerKeys[k].lastHeard
+            if peers[k].link == nil && now >= heard && now - heard >= config.deadAfter { removePeer(at: k) } else { k += 1 }
+        }
 
         if now >= heartbeatAt {
             let targets = sendTargets(excluding: nil)
@@ -112,12 +116,12 @@ extension GossipEngine {
         var d = min(heartbeatAt, exchangeAt)
         for i in links.indices {
             if linkIsUp(i), let n = links[i].node, let pi = peerIndex(n) {
-                d = min(d, satAdd(peers[pi].lastHeard, config.deadAfter))
+                d = min(d, satAdd(peerKeys[pi].lastHeard, config.deadAfter))
             } else {
                 d = min(d, satAdd(links[i].since, config.dialTimeout))
             }
         }
-        for p in peers where p.link == nil { d = min(d, satAdd(p.lastHeard, config.deadAfter)) }
+        for k in peers.indices where peers[k].link == nil { d = min(d, satAdd(peerKeys[k].lastHeard, config.deadAfter)) }
         for s in seeds.indices where !seedSatisfied(s) { d = min(d, seeds[s].retryAt) }
         cachedDeadline = d
     }

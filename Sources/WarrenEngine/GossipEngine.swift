@@ -3,32 +3,45 @@
 /// global randomness. Every input appends `Action`s to a caller-supplied buffer; the
 /// caller must call `tick` at `nextDeadline`. See docs/PROTOCOL.md.
 public struct GossipEngine: Sendable {
-    public let config: EngineConfig
+    // Stored properties are ordered so that what a DATA frame touches (the duplicate path of a
+    // flood: activity, sender lookup, seen cache, counters) shares as few cache lines as possible;
+    // a simulator of 10,000 engines is bound by memory latency.
     public let nodeID: NodeID
-    public internal(set) var stats = EngineStats()
-
-    var seen: SeenCache
-    var links: [LinkState] = []
-    var peers: [PeerState] = []
-    var known: KnownTable
-    var seeds: [SeedState] = []
-    var localTopics: Set<Topic> = []
-    /// Endpoints found to lead back to this engine (HELLO from ourselves).
-    var selfEndpoints: Set<String> = []
-    var nextLinkRaw: UInt64
     var started = false
     var stopped = false
-    var heartbeatAt: UInt64 = 0
-    var exchangeAt: UInt64 = 0
+    /// Hot copies of `config.maxTTL` and `config.leaf`.
+    let maxTTL: UInt8
+    let isLeaf: Bool
     var cachedDeadline: UInt64? = nil
+    /// `peers[i]`'s node id and the time it was last heard from, kept in step with `peers`: the
+    /// compact part of the peer table that every inbound frame reads and writes.
+    var peerKeys: [PeerKey] = []
+    /// Shared bucket for frames whose `from` is not a neighbour.
+    var strangerBucket = TokenBucket()
+    var peers: [PeerState] = []
+    var seen: SeenCache
+    public internal(set) var stats = EngineStats()
+    var localTopics: Set<Topic> = []
     /// Bumped whenever the set of ready links or their bindings changes (send-list caches).
     var generation: UInt64 = 0
     var allReadyCache: [LinkID] = []
     var allReadyGeneration: UInt64 = .max
+    var links: [LinkState] = []
+
+    public let config: EngineConfig
+    var known: KnownTable
+    var seeds: [SeedState] = []
+    /// Endpoints found to lead back to this engine (HELLO from ourselves).
+    var selfEndpoints: Set<String> = []
+    var nextLinkRaw: UInt64
+    var heartbeatAt: UInt64 = 0
+    var exchangeAt: UInt64 = 0
 
     public init(config: EngineConfig, nodeID: NodeID) {
         self.config = config
         self.nodeID = nodeID
+        self.maxTTL = config.maxTTL
+        self.isLeaf = config.leaf
         self.seen = SeenCache(capacity: config.seenCapacity, window: config.seenWindow, seed: mix64(~nodeID.raw))
         self.known = KnownTable(limit: max(1, config.maxKnownEndpoints))
         self.nextLinkRaw = mix64(nodeID.raw)
@@ -137,6 +150,7 @@ public struct GossipEngine: Sendable {
         for l in links { actions.append(.disconnect(l.id)) }
         links.removeAll()
         peers.removeAll()
+        peerKeys.removeAll()
         generation &+= 1
         stopped = true
         cachedDeadline = nil
@@ -162,14 +176,20 @@ public struct GossipEngine: Sendable {
     public var linkIDs: [LinkID] { links.map(\.id) }
 
     /// Rough bytes of engine state.
-    public var approximateStateBytes: Int {
-        var n = MemoryLayout<GossipEngine>.size + seen.approximateBytes
-        n += links.capacity * MemoryLayout<LinkState>.stride
+    public var approximateStateBytes: Int { stateBytes(reserved: true) }
+
+    /// Rough bytes of engine state: with `reserved`, arrays count their capacity (which on Linux
+    /// follows `malloc_usable_size`, so it varies slightly from run to run); without, their
+    /// element counts (reproducible, used by the simulator's report).
+    func stateBytes(reserved: Bool) -> Int {
+        func size<T>(_ a: [T]) -> Int { (reserved ? a.capacity : a.count) * MemoryLayout<T>.stride }
+        var n = MemoryLayout<GossipEngine>.size + seen.bytes(reserved: reserved)
+        n += size(links)
         for l in links { n += l.endpoint.utf8.count }
-        n += peers.capacity * MemoryLayout<PeerState>.stride
-        for p in peers { n += p.endpoint.utf8.count + p.sendCache.capacity * 8 }
-        n += known.approximateBytes
-        n += localTopics.count * 48 + allReadyCache.capacity * 8
+        n += size(peers) + size(peerKeys)
+        for p in peers { n += p.endpoint.utf8.count + size(p.sendCache) }
+        n += known.bytes(reserved: reserved)
+        n += localTopics.count * 48 + size(allReadyCache)
         return n
     }
 
@@ -181,7 +201,25 @@ public struct GossipEngine: Sendable {
 
     func linkIndex(_ id: LinkID) -> Int? { links.firstIndex { $0.id == id } }
     func linkIndex(raw: UInt64) -> Int? { links.firstIndex { $0.id.raw == raw } }
-    func peerIndex(_ id: NodeID) -> Int? { peers.firstIndex { $0.id == id } }
+    @inline(__always)
+    func peerIndex(_ id: NodeID) -> Int? {
+        let raw = id.raw
+        return peerKeys.withUnsafeBufferPointer { b in
+            for k in b.indices where b[k].id == raw { return k }
+            return nil
+        }
+    }
+
+    mutating func appendPeer(_ p: PeerState, lastHeard: UInt64) {
+        peers.append(p)
+        peerKeys.append(PeerKey(id: p.id.raw, lastHeard: lastHeard))
+    }
+
+    @discardableResult
+    mutating func removePeer(at i: Int) -> PeerState {
+        peerKeys.remove(at: i)
+        return peers.remove(at: i)
+    }
 
     /// True if link `i` carries an up neighbour.
     func linkIsUp(_ i: Int) -> Bool {
@@ -246,7 +284,6 @@ struct PeerState: Sendable {
     var leaf: Bool
     /// Its token (its LinkID of its link to us), from its last HELLO.
     var token: UInt64 = 0
-    var lastHeard: UInt64
     /// Our link bound to it.
     var link: LinkID?
     var up = false
@@ -254,8 +291,32 @@ struct PeerState: Sendable {
     var sendCache: [LinkID] = []
     var sendCacheGeneration: UInt64 = .max
 
-    init(id: NodeID, endpoint: String, leaf: Bool, lastHeard: UInt64) {
-        self.id = id; self.endpoint = endpoint; self.leaf = leaf; self.lastHeard = lastHeard
+    init(id: NodeID, endpoint: String, leaf: Bool) {
+        self.id = id; self.endpoint = endpoint; self.leaf = leaf
+    }
+}
+
+/// The per-frame part of a peer: its node id and when any frame from it last arrived.
+struct PeerKey: Sendable {
+    var id: UInt64
+    var lastHeard: UInt64
+    var bucket = TokenBucket()
+}
+
+/// A token bucket: `rate` tokens per second up to `burst`; one token per frame.
+struct TokenBucket: Sendable {
+    var tokens: Double = -1   // < 0: not yet used (starts full)
+    var at: UInt64 = 0
+
+    mutating func take(now: UInt64, rate: Double, burst: Double) -> Bool {
+        if tokens < 0 { tokens = burst; at = now }
+        if now > at {
+            tokens = min(burst, tokens + Double(now - at) * rate / 1e9)
+            at = now
+        }
+        guard tokens >= 1 else { return false }
+        tokens -= 1
+        return true
     }
 }
 

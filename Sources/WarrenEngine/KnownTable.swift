@@ -66,8 +66,11 @@ struct KnownTable: Sendable {
         entries.removeLast()
     }
 
-    var approximateBytes: Int {
-        var n = entries.capacity * MemoryLayout<Entry>.stride + index.capacity * 24
+    var approximateBytes: Int { bytes(reserved: true) }
+
+    func bytes(reserved: Bool) -> Int {
+        var n = (reserved ? entries.capacity : entries.count) * MemoryLayout<Entry>.stride
+        n += (reserved ? index.capacity : index.count) * 24
         for e in entries { n += e.endpoint.utf8.count }
         return n
     }

@@ -9,9 +9,9 @@ public struct SeenCache: Sendable {
     public let capacity: Int
     public let window: UInt64
 
-    private var hi: [UInt64] = []
-    private var lo: [UInt64] = []
-    private var time: [UInt64] = []
+    /// The ring: (id, first-seen time), one 24-byte entry per id (one cache line per lookup).
+    private var ring: [Entry] = []
+    private struct Entry { var hi: UInt64; var lo: UInt64; var time: UInt64 }
     /// Index of the oldest entry in the ring.
     private var head = 0
     public private(set) var count = 0
@@ -55,15 +55,15 @@ public struct SeenCache: Sendable {
         if find(id) != nil { return false }
         if count == capacity { evictOldest() }
         let slot: Int
-        if hi.count < capacity && count == hi.count {
+        if ring.count < capacity && count == ring.count {
             // Still growing: make the ring contiguous from slot 0, then append.
             if head != 0 { rotateToZero() }
-            slot = hi.count
-            hi.append(id.hi); lo.append(id.lo); time.append(now)
-            if hi.count * 2 > table.count { rehash(size: SeenCache.tableSize(for: min(capacity, hi.count * 2))) }
+            slot = ring.count
+            ring.append(Entry(hi: id.hi, lo: id.lo, time: now))
+            if ring.count * 2 > table.count { rehash(size: SeenCache.tableSize(for: min(capacity, ring.count * 2))) }
         } else {
-            slot = (head + count) % hi.count
-            hi[slot] = id.hi; lo[slot] = id.lo; time[slot] = now
+            slot = (head + count) % ring.count
+            ring[slot] = Entry(hi: id.hi, lo: id.lo, time: now)
         }
         count += 1
         var i = home(id.hi, id.lo)
@@ -75,7 +75,7 @@ public struct SeenCache: Sendable {
     /// Drops entries older than the window.
     public mutating func expire(now: UInt64) {
         while count > 0 {
-            let t = time[head]
+            let t = ring[head].time
             guard now >= t, now - t >= window else { return }
             evictOldest()
         }
@@ -87,7 +87,9 @@ public struct SeenCache: Sendable {
     }
 
     /// Rough bytes held.
-    public var approximateBytes: Int { hi.capacity * 24 + table.count * 4 + 64 }
+    public var approximateBytes: Int { bytes(reserved: true) }
+
+    func bytes(reserved: Bool) -> Int { (reserved ? ring.capacity : ring.count) * 24 + table.count * 4 + 64 }
 
     private func find(_ id: MessageID) -> Int? {
         var i = home(id.hi, id.lo)
@@ -95,7 +97,8 @@ public struct SeenCache: Sendable {
             let e = table[i]
             if e == 0 { return nil }
             let s = Int(e) - 1
-            if hi[s] == id.hi && lo[s] == id.lo { return i }
+            let r = ring[s]
+            if r.hi == id.hi && r.lo == id.lo { return i }
             i = (i + 1) & mask
         }
     }
@@ -103,15 +106,15 @@ public struct SeenCache: Sendable {
     private mutating func evictOldest() {
         guard count > 0 else { return }
         let s = head
-        var i = home(hi[s], lo[s])
+        var i = home(ring[s].hi, ring[s].lo)
         while table[i] != UInt32(s + 1) {
             if table[i] == 0 { break }  // not indexed (cannot happen); just drop the ring entry
             i = (i + 1) & mask
         }
         if table[i] == UInt32(s + 1) { removeIndex(at: i) }
-        head = (head + 1) % hi.count
+        head = (head + 1) % ring.count
         count -= 1
-        if count == 0 { head = 0; if hi.count < capacity { hi.removeAll(keepingCapacity: true); lo.removeAll(keepingCapacity: true); time.removeAll(keepingCapacity: true) } }
+        if count == 0 { head = 0; if ring.count < capacity { ring.removeAll(keepingCapacity: true) } }
     }
 
     /// Backward-shift deletion for linear probing.
@@ -122,7 +125,7 @@ public struct SeenCache: Sendable {
             let e = table[j]
             if e == 0 { break }
             let s = Int(e) - 1
-            let k = home(hi[s], lo[s])
+            let k = home(ring[s].hi, ring[s].lo)
             let stays = i <= j ? (i < k && k <= j) : (i < k || k <= j)
             if !stays { table[i] = e; i = j }
         }
@@ -130,9 +133,7 @@ public struct SeenCache: Sendable {
     }
 
     private mutating func rotateToZero() {
-        hi = Array(hi[head...] + hi[..<head])
-        lo = Array(lo[head...] + lo[..<head])
-        time = Array(time[head...] + time[..<head])
+        ring = Array(ring[head...] + ring[..<head])
         head = 0
         rehash(size: table.count, force: true)
     }
@@ -142,8 +143,8 @@ public struct SeenCache: Sendable {
         table = [UInt32](repeating: 0, count: size)
         mask = size - 1
         for n in 0..<count {
-            let s = (head + n) % hi.count
-            var i = home(hi[s], lo[s])
+            let s = (head + n) % ring.count
+            var i = home(ring[s].hi, ring[s].lo)
             while table[i] != 0 { i = (i + 1) & mask }
             table[i] = UInt32(s + 1)
         }

@@ -344,6 +344,7 @@ struct DriverLoop {
         s.knownEndpoints = engine.knownEndpoints
         s.seenEntries = engine.seenCount
         s.links = links.count
+        s.rateLimited = engine.stats.rateLimited
         if let zapDomain { s.refused = ZAPService.shared.refusals(domain: zapDomain) }
         return s
     }

@@ -83,7 +83,8 @@ struct RelayBench: AsyncParsableCommand {
         let got = Counter()
         let topic = Topic(b.publicKey)
         func cfg(_ peers: [String]) -> GossipConfiguration {
-            var c = GossipConfiguration.local(listen: "tcp://127.0.0.1:*", peers: peers); c.degree = 0; return c
+            // Unlimited per-neighbour rate: the bench measures the transport, not the limiter.
+            var c = GossipConfiguration.local(listen: "tcp://127.0.0.1:*", peers: peers); c.degree = 0; c.engine.rateLimit = 0; return c
         }
         let nodeB = try GossipNode(configuration: cfg([]), callbacks: GossipNodeCallbacks(deliver: { _, _, _, _ in
             got.value.add(1, ordering: .relaxed)

@@ -16,7 +16,7 @@ struct WarrenCommand: AsyncParsableCommand {
             | warren open --key-file b.key
         """,
         subcommands: [GenKey.self, PubKey.self, CommunityKeyCommand.self, Seal.self, Open.self,
-                      Node.self, Status.self, Demo.self, Bench.self]
+                      Node.self, Status.self, Demo.self, Soak.self, Bench.self, Simulate.self]
     )
 }
 

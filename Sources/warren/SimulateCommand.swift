@@ -1,0 +1,154 @@
+import ArgumentParser
+import Foundation
+import Warren
+
+/// `warren simulate`: thousands of nodes running the real `GossipEngine` in virtual time.
+struct Simulate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "simulate",
+        abstract: "Simulate an overlay of N nodes (the real engine, virtual time, seeded) and report delivery, hops, RMR, latency and state.",
+        discussion: """
+        The overlay is built by the engine's own membership logic: node i starts with 1–2 random \
+        earlier nodes as seeds and dials more through peer exchange until it has --degree \
+        neighbours. Then a stream of --messages messages between random pairs and one community \
+        broadcast. The same seed gives the same report. Build with -c release:
+
+          swift build -c release --product warren
+          .build/release/warren simulate --nodes 10000 --messages 1000 --seed 1
+          .build/release/warren simulate --sweep --out docs/plots      # CSV for tools/sim/plot.sh
+        """)
+
+    @Option(help: "Number of nodes.") var nodes: Int = 1_000
+    @Option(help: "Target degree of every node (EngineConfig.targetDegree).") var degree: Int = 4
+    @Option(help: "Point-to-point messages between random pairs.") var messages: Int = 1_000
+    @Flag(help: "Leave out the community broadcast.") var noBroadcast = false
+    @Option(help: "Seed of everything random.") var seed: UInt64 = 1
+    @Option(help: "Median one-way link latency (ms), log-normal.") var latencyMs: Double = 1
+    @Option(help: "Sigma of the log-normal latency (0 = every link has the median).") var latencySigma: Double = 0.5
+    @Option(help: "Per-frame loss probability (0…1).") var loss: Double = 0
+    @Option(help: "Percent of nodes replaced per simulated minute during the stream.") var churn: Double = 0
+    @Option(help: "Virtual time between two messages (ms).") var intervalMs: Double = 20
+    @Option(help: "Engine timers: lan or local.") var preset: String = "lan"
+    @Option(help: "TTL of every message (and maxTTL).") var ttl: UInt8 = 16
+    @Option(help: "Seen-cache capacity per engine.") var seenCapacity: Int = 4_096
+    @Option(help: "Envelope size in bytes.") var envelopeSize: Int = 200
+    @Option(help: "Append the report as a CSV row to this file (header if new).") var csv: String?
+
+    @Flag(help: "Run the sweep (N × degree, then loss and churn) and write CSV files to --out.") var sweep = false
+    @Option(help: "Sweep: directory for sweep.csv and faults.csv.") var out: String = "docs/plots"
+    @Option(help: "Sweep: node counts, comma-separated.") var sweepNodes: String = "100,300,1000,3000,10000"
+    @Option(help: "Sweep: degrees, comma-separated.") var sweepDegrees: String = "3,4,5,6,7,8"
+    @Option(help: "Sweep: messages per run.") var sweepMessages: Int = 200
+    @Option(help: "Sweep: node counts of the loss/churn runs, comma-separated.") var faultNodes: String = "1000,10000"
+    @Option(help: "Sweep: run only 'grid' (N × degree) or only 'faults' (loss, churn).") var sweepOnly: String?
+
+    func validate() throws {
+        guard nodes >= 1 else { throw ValidationError("--nodes must be ≥ 1") }
+        guard degree >= 0 && degree <= 64 else { throw ValidationError("--degree must be 0…64") }
+        guard messages >= 0 else { throw ValidationError("--messages must be ≥ 0") }
+        guard (0...1).contains(loss) else { throw ValidationError("--loss must be in 0…1") }
+        guard churn >= 0 && churn < 100 else { throw ValidationError("--churn must be in 0…100") }
+        guard latencyMs > 0, latencySigma >= 0 else { throw ValidationError("--latency-ms must be > 0, --latency-sigma ≥ 0") }
+        guard intervalMs >= 0 else { throw ValidationError("--interval-ms must be ≥ 0") }
+        guard SimulationConfig.Preset(rawValue: preset) != nil else { throw ValidationError("--preset must be lan or local") }
+        guard ttl >= 1 else { throw ValidationError("--ttl must be ≥ 1") }
+        guard seenCapacity >= 1, envelopeSize >= 1 else { throw ValidationError("--seen-capacity and --envelope-size must be ≥ 1") }
+    }
+
+    var baseConfig: SimulationConfig {
+        var c = SimulationConfig()
+        c.nodes = nodes
+        c.degree = degree
+        c.messages = messages
+        c.broadcast = !noBroadcast
+        c.seed = seed
+        let median = UInt64(latencyMs * 1e6)
+        c.latency = latencySigma == 0 ? .fixed(median) : .logNormal(median: median, sigma: latencySigma)
+        c.loss = loss
+        c.churnPercentPerMinute = churn
+        c.messageInterval = UInt64(intervalMs * 1e6)
+        c.preset = SimulationConfig.Preset(rawValue: preset) ?? .lan
+        c.ttl = ttl
+        c.seenCapacity = seenCapacity
+        c.envelopeSize = envelopeSize
+        return c
+    }
+
+    func run() async throws {
+        if sweep { try runSweep(); return }
+        let (report, wall) = Self.measure(baseConfig)
+        Output.line("warren simulate — \(machineLine())")
+        Output.line(report.text)
+        Output.line("real time: \(formatFixed(wall, 2)) s")
+        if let csv { try Self.appendCSV(csv, report, wall) }
+    }
+
+    static func measure(_ c: SimulationConfig) -> (SimulationReport, Double) {
+        let t0 = ContinuousClock.now
+        let r = Simulation.run(c)
+        return (r, seconds(ContinuousClock.now - t0))
+    }
+
+    static func appendCSV(_ path: String, _ r: SimulationReport, _ wall: Double) throws {
+        let fm = FileManager.default
+        var text = ""
+        if !fm.fileExists(atPath: path) { text += SimulationReport.csvHeader + ",wall_s\n" }
+        text += r.csvRow + "," + formatFixed(wall, 2) + "\n"
+        if let h = FileHandle(forWritingAtPath: path) {
+            h.seekToEndOfFile()
+            h.write(Data(text.utf8))
+            try h.close()
+        } else {
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+        }
+    }
+
+    static func list(_ s: String, _ name: String) throws -> [Int] {
+        let v = s.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !v.isEmpty, v.allSatisfy({ ($0 ?? 0) >= 1 }) else { throw ValidationError("\(name): comma-separated positive integers") }
+        return v.map { $0! }
+    }
+
+    func runSweep() throws {
+        let ns = try Self.list(sweepNodes, "--sweep-nodes")
+        let ds = try Self.list(sweepDegrees, "--sweep-degrees")
+        let fns = try Self.list(faultNodes, "--fault-nodes")
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        guard sweepOnly == nil || sweepOnly == "grid" || sweepOnly == "faults" else {
+            throw ValidationError("--sweep-only must be grid or faults")
+        }
+        let grid = sweepOnly != "faults", faultRuns = sweepOnly != "grid"
+        let sweepPath = out + "/sweep.csv", faultPath = out + "/faults.csv"
+        for (p, on) in [(sweepPath, grid), (faultPath, faultRuns)] where on && FileManager.default.fileExists(atPath: p) {
+            try FileManager.default.removeItem(atPath: p)
+        }
+        Output.line("warren simulate --sweep — \(machineLine())")
+        if grid { Output.line("N × degree (\(sweepMessages) messages each) → \(sweepPath)") }
+        for n in grid ? ns : [] {
+            for d in ds {
+                var c = baseConfig
+                c.nodes = n; c.degree = d; c.messages = sweepMessages
+                c.loss = 0; c.churnPercentPerMinute = 0
+                let (r, wall) = Self.measure(c)
+                try Self.appendCSV(sweepPath, r, wall)
+                Output.line("  N \(n) D \(d): ratio \(formatFixed(r.deliveryRatio, 4)), bcast last hop \(r.broadcastLastHop), RMR \(formatFixed(r.rmr, 3)), state \(r.stateBytesMean) B, \(formatFixed(wall, 1)) s")
+            }
+        }
+        guard faultRuns else { return }
+        Output.line("loss and churn (degree \(degree), \(sweepMessages) messages) → \(faultPath)")
+        let faults: [(loss: Double, churn: Double)] = [(0, 0), (0.01, 0), (0.05, 0), (0.10, 0), (0.20, 0), (0.30, 0),
+                                                      (0.40, 0), (0.50, 0), (0, 5), (0.01, 5), (0.10, 5)]
+        for n in fns {
+            for f in faults {
+                var c = baseConfig
+                c.nodes = n; c.messages = sweepMessages
+                c.loss = f.loss; c.churnPercentPerMinute = f.churn
+                // Churn needs simulated minutes: stretch the stream to 2 minutes.
+                if f.churn > 0 { c.messageInterval = 120_000_000_000 / UInt64(max(1, sweepMessages)) }
+                let (r, wall) = Self.measure(c)
+                try Self.appendCSV(faultPath, r, wall)
+                Output.line("  N \(n) loss \(formatFixed(f.loss * 100, 0)) % churn \(formatFixed(f.churn, 0)) %/min: ratio \(formatFixed(r.deliveryRatio, 4)), bcast \(formatFixed(r.broadcastRatio, 4)), violations \(r.exactlyOnceViolations), \(formatFixed(wall, 1)) s")
+            }
+        }
+    }
+}
