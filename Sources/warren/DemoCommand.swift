@@ -21,6 +21,7 @@ struct Demo: AsyncParsableCommand {
     @Option(name: .long, help: "Backend: gossip or inprocess.") var backend: BackendKind = .gossip
     @Option(name: .long, help: "Topology seed (same seed, same topology).") var seed: UInt64 = 1
     @Option(name: .long, help: "Seconds to wait for all messages.") var timeout: Int = 30
+    @Option(name: .long, help: ArgumentHelp("Write the overlay's topology (its live neighbour links) as Graphviz to FILE.", valueName: "FILE")) var dot: String?
 
     func validate() throws {
         guard (2...256).contains(nodes) else { throw ValidationError("--nodes must be 2…256") }
@@ -82,6 +83,23 @@ struct Demo: AsyncParsableCommand {
                 dupSuppressed += s.engine.duplicates; maxHops = max(maxHops, s.engine.maxHops)
                 relayed += s.engine.relayed; hwm += s.hwmDrops
             }
+        }
+        if let dot, let overlay {
+            var lines = ["graph warren {", "  layout=neato; overlap=false; node [shape=circle, fontsize=10];"]
+            let index = Dictionary(uniqueKeysWithValues: overlay.backends.enumerated().map { ($0.element.node.nodeID, $0.offset) })
+            var seen = Set<[Int]>()
+            for (i, b) in overlay.backends.enumerated() {
+                lines.append("  n\(i) [label=\"\(i)\", tooltip=\"\(b.endpoint)\"];")
+                for n in await b.stats().neighbours {
+                    guard let j = index[n.nodeID], seen.insert([min(i, j), max(i, j)]).inserted else { continue }
+                    lines.append("  n\(min(i, j)) -- n\(max(i, j));")
+                }
+            }
+            lines.append("}")
+            do { try (lines.joined(separator: "\n") + "\n").write(toFile: dot, atomically: true, encoding: .utf8) } catch {
+                Output.error("cannot write \(dot): \(error.localizedDescription)")
+            }
+            Output.line("  topology written to \(dot) (\(seen.count) links; render: dot -Tpng -Kneato \(dot) -o overlay.png)")
         }
         let total = clock.now - start
         let ok = report.passed && broadcastOK
