@@ -90,27 +90,36 @@ extension EnvelopeCodec {
     func sealWire(plain: [UInt8], ours: PrivateKey, recipient: Key, nonce: [UInt8]) -> [UInt8] {
         let bodyLen = plain.count + Self.macLength
         let contentsLen = 1 + Self.varintSize(bodyLen) + bodyLen + 1 + 1 + Self.nonceLength
-        var out = [UInt8]()
-        out.reserveCapacity(2 * 34 + 1 + Self.varintSize(contentsLen) + contentsLen)
-        out.append(0x0A); out.append(32); out.append(contentsOf: ours.publicKey.bytes)
-        out.append(0x12); out.append(32); out.append(contentsOf: recipient.bytes)
-        out.append(0x1A); Self.appendVarint(contentsLen, to: &out)
-        out.append(0x0A); Self.appendVarint(bodyLen, to: &out)
-        let bodyStart = out.count
-        out.append(contentsOf: repeatElement(0, count: bodyLen))
-        out.append(0x12); out.append(UInt8(Self.nonceLength)); out.append(contentsOf: nonce)
+        let total = 2 * 34 + 1 + Self.varintSize(contentsLen) + contentsLen
         let k = sharedKey(ours: ours, theirs: recipient)
-        out.withUnsafeMutableBufferPointer { o in
+        return [UInt8](unsafeUninitializedCapacity: total) { out, count in
+            var i = 0
+            func put(_ b: UInt8) { out[i] = b; i += 1 }
+            func put(_ key: Key) { key.withUnsafeBytes { src in for j in 0..<32 { out[i + j] = src[j] } }; i += 32 }
+            func putVarint(_ v: Int) {
+                var v = UInt(v)
+                while v >= 0x80 { put(UInt8(v & 0x7F) | 0x80); v >>= 7 }
+                put(UInt8(v))
+            }
+            put(0x0A); put(32); put(ours.publicKey)
+            put(0x12); put(32); put(recipient)
+            put(0x1A); putVarint(contentsLen)
+            put(0x0A); putVarint(bodyLen)
+            let bodyStart = i
+            i += bodyLen
+            put(0x12); put(UInt8(Self.nonceLength))
+            for j in 0..<Self.nonceLength { out[i + j] = nonce[j] }
+            i += Self.nonceLength
             plain.withUnsafeBufferPointer { m in
                 nonce.withUnsafeBufferPointer { n in
                     k.withUnsafeBytes { kk in
-                        _ = crypto_box_easy_afternm(o.baseAddress! + bodyStart, m.baseAddress, UInt64(m.count), n.baseAddress!,
+                        _ = crypto_box_easy_afternm(out.baseAddress! + bodyStart, m.baseAddress, UInt64(m.count), n.baseAddress!,
                                                     kk.baseAddress!.assumingMemoryBound(to: UInt8.self))
                     }
                 }
             }
+            count = i
         }
-        return out
     }
 
     /// Opens a canonical wire envelope; nil if the layout is not canonical.
@@ -126,14 +135,15 @@ extension EnvelopeCodec {
         guard w.body.count >= Self.macLength else { throw EnvelopeError.authenticationFailed }
         let k = sharedKey(ours: ours, theirs: sender)
         let plainCount = w.body.count - Self.macLength
-        var plain = [UInt8](repeating: 0, count: plainCount)
-        let rc = plain.withUnsafeMutableBufferPointer { m in
-            k.withUnsafeBytes { kk in
-                crypto_box_open_easy_afternm(m.baseAddress ?? UnsafeMutablePointer(bitPattern: 1)!,
+        var rc: Int32 = -1
+        let plain = [UInt8](unsafeUninitializedCapacity: max(plainCount, 1)) { m, count in
+            rc = k.withUnsafeBytes { kk in
+                crypto_box_open_easy_afternm(m.baseAddress!,
                                              p.baseAddress! + w.body.lowerBound, UInt64(w.body.count),
                                              p.baseAddress! + w.nonce.lowerBound,
                                              kk.baseAddress!.assumingMemoryBound(to: UInt8.self))
             }
+            count = rc == 0 ? plainCount : 0
         }
         guard rc == 0 else { throw EnvelopeError.authenticationFailed }
         do {

@@ -19,7 +19,13 @@ public final class EnvelopeCodec: Sendable {
     /// The process-wide codec used by the backends.
     public static let shared = EnvelopeCodec()
 
-    private struct PairKey: Hashable { var ours: Key; var theirs: Key }
+    private struct PairKey: Hashable {
+        var ours: Key
+        var theirs: Key
+        /// Keys are uniformly random: two words are plenty for the hash (equality checks all 64 bytes).
+        func hash(into h: inout Hasher) { h.combine(ours.storage.0 ^ theirs.storage.1); h.combine(theirs.storage.0) }
+        static func == (a: PairKey, b: PairKey) -> Bool { a.ours == b.ours && a.theirs == b.theirs }
+    }
     private struct Cache {
         var map: [PairKey: Key] = [:]
         var order: [PairKey] = []   // FIFO ring for eviction
