@@ -166,13 +166,16 @@ func rawPubSub(count: Int, bodySize: Int, window: Int) throws -> (rate: Double, 
     let topic = [UInt8](repeating: 7, count: 32), body = [UInt8](repeating: 1, count: bodySize)
     var received = 0
     var msg = zmq_msg_t()
-    func drain(block: Bool) {
+    /// Receives what is waiting (or, blocking, one whole message); false on timeout.
+    @discardableResult
+    func drain(block: Bool) -> Bool {
         while true {
             zmq_msg_init(&msg)
-            if zmq_msg_recv(&msg, sub, block ? 0 : ZMQ_DONTWAIT) < 0 { zmq_msg_close(&msg); return }
-            if zmq_msg_more(&msg) == 0 { received += 1 }
+            if zmq_msg_recv(&msg, sub, block ? 0 : ZMQ_DONTWAIT) < 0 { zmq_msg_close(&msg); return false }
+            let last = zmq_msg_more(&msg) == 0
+            if last { received += 1 }
             zmq_msg_close(&msg)
-            if block { return }
+            if block && last { return true }
         }
     }
     let t0 = ContinuousClock.now
@@ -183,9 +186,7 @@ func rawPubSub(count: Int, bodySize: Int, window: Int) throws -> (rate: Double, 
     var rcvTimeout: Int32 = 5000
     zmq_setsockopt(sub, ZMQ_RCVTIMEO, &rcvTimeout, 4)
     while received < count {
-        let before = received
-        drain(block: true)
-        if received == before { break }
+        if !drain(block: true) { break }
     }
     let rate = Double(received) / seconds(ContinuousClock.now - t0)
     zmq_close(pub); zmq_close(sub)
