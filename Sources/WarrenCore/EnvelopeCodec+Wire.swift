@@ -87,7 +87,7 @@ extension EnvelopeCodec {
     }
 
     /// Seals straight into the canonical wire form (the same bytes swift-protobuf would write).
-    func sealWire(plain: [UInt8], ours: PrivateKey, recipient: Key, nonce: [UInt8]) -> [UInt8] {
+    func sealWire(plain: [UInt8], ours: PrivateKey, recipient: Key, nonce: UnsafeRawBufferPointer) -> [UInt8] {
         let bodyLen = plain.count + Self.macLength
         let contentsLen = 1 + Self.varintSize(bodyLen) + bodyLen + 1 + 1 + Self.nonceLength
         let total = 2 * 34 + 1 + Self.varintSize(contentsLen) + contentsLen
@@ -111,11 +111,10 @@ extension EnvelopeCodec {
             for j in 0..<Self.nonceLength { out[i + j] = nonce[j] }
             i += Self.nonceLength
             plain.withUnsafeBufferPointer { m in
-                nonce.withUnsafeBufferPointer { n in
-                    k.withUnsafeBytes { kk in
-                        _ = crypto_box_easy_afternm(out.baseAddress! + bodyStart, m.baseAddress, UInt64(m.count), n.baseAddress!,
-                                                    kk.baseAddress!.assumingMemoryBound(to: UInt8.self))
-                    }
+                k.withUnsafeBytes { kk in
+                    _ = crypto_box_easy_afternm(out.baseAddress! + bodyStart, m.baseAddress, UInt64(m.count),
+                                                nonce.baseAddress!.assumingMemoryBound(to: UInt8.self),
+                                                kk.baseAddress!.assumingMemoryBound(to: UInt8.self))
                 }
             }
             count = i

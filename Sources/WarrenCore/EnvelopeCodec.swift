@@ -128,14 +128,14 @@ public final class EnvelopeCodec: Sendable {
                           nonce: [UInt8]? = nil) throws -> [UInt8] {
         let plain: [UInt8]
         do { plain = try message.serializedBytes() } catch { throw EnvelopeError.malformedMessage("\(error)") }
-        var n = [UInt8](repeating: 0, count: Self.nonceLength)
+        var n: (UInt64, UInt64, UInt64) = (0, 0, 0)   // 24 bytes on the stack
         if let nonce {
             guard nonce.count == Self.nonceLength else { throw EnvelopeError.invalidNonceLength(nonce.count) }
-            n = nonce
+            withUnsafeMutableBytes(of: &n) { $0.copyBytes(from: nonce) }
         } else {
-            nonces.fill(&n)
+            withUnsafeMutableBytes(of: &n) { nonces.fill($0) }
         }
-        return sealWire(plain: plain, ours: ours, recipient: recipient, nonce: n)
+        return withUnsafeBytes(of: &n) { sealWire(plain: plain, ours: ours, recipient: recipient, nonce: $0) }
     }
 
     // MARK: Open

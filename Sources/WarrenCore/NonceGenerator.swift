@@ -25,6 +25,12 @@ final class NonceGenerator: Sendable {
 
     func fill(_ out: inout [UInt8]) {
         precondition(out.count == EnvelopeCodec.nonceLength)
+        out.withUnsafeMutableBytes { fill($0) }
+    }
+
+    /// Writes one nonce into the first 24 bytes of `out`.
+    func fill(_ out: UnsafeMutableRawBufferPointer) {
+        precondition(out.count >= EnvelopeCodec.nonceLength)
         state.withLock { s in
             if s.used == Self.batch {
                 if s.counter == UInt64(UInt32.max) {
@@ -45,8 +51,8 @@ final class NonceGenerator: Sendable {
                 s.used = 0
             }
             let off = s.used * 24
-            s.buffer.withUnsafeBufferPointer { b in
-                out.withUnsafeMutableBufferPointer { o in o.baseAddress!.update(from: b.baseAddress! + off, count: 24) }
+            s.buffer.withUnsafeBytes { b in
+                out.baseAddress!.copyMemory(from: b.baseAddress! + off, byteCount: 24)
             }
             s.used += 1
         }

@@ -372,8 +372,9 @@ struct DriverLoop {
                 } while zmq_msg_more(&extra) != 0
                 zmq_msg_close(&extra)
             } else {
-                let t = UnsafeRawBufferPointer(start: zmq_msg_data(&topic), count: zmq_msg_size(&topic))
-                let b = UnsafeRawBufferPointer(start: zmq_msg_data(&body), count: zmq_msg_size(&body))
+                // Typed buffers: the decoder reads them in place (raw buffers would be copied first).
+                let t = UnsafeBufferPointer(start: zmq_msg_data(&topic).assumingMemoryBound(to: UInt8.self), count: zmq_msg_size(&topic))
+                let b = UnsafeBufferPointer(start: zmq_msg_data(&body).assumingMemoryBound(to: UInt8.self), count: zmq_msg_size(&body))
                 engine.receive(topic: t, body: b, now: monotonicNanos(), rng: &rng, into: &actions)
             }
             zmq_msg_close(&topic)
