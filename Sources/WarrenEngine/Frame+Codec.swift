@@ -19,6 +19,7 @@ extension Frame {
     static func decode(topic: UnsafeBufferPointer<UInt8>, body: UnsafeBufferPointer<UInt8>) -> Result<Frame, FrameError> {
         guard topic.count == 32 else { return .failure(.badTopicLength(topic.count)) }
         guard body.count >= headerSize else { return .failure(.shortHeader(body.count)) }
+        guard body.count <= maxBodyBytes else { return .failure(.oversized(body.count)) }
         guard body[0] == version else { return .failure(.unsupportedVersion(body[0])) }
         guard let type = TypeCode(rawValue: body[1]) else { return .failure(.unknownType(body[1])) }
         let ttl = body[2], hops = body[3]

@@ -54,6 +54,9 @@ public struct Frame: Sendable {
     public static let headerSize = 12
     public static let maxPeers = 32
     public static let maxEndpointBytes = 255
+    /// Largest body accepted (header + envelope): signaling envelopes are a few hundred bytes;
+    /// 64 KiB leaves room for large peer descriptions. Larger bodies are malformed.
+    public static let maxBodyBytes = 65_536
 
     /// Wire type codes.
     public enum TypeCode: UInt8, Sendable {
@@ -103,4 +106,6 @@ public enum FrameError: Error, Sendable, Hashable {
     case tooManyPeers(Int)
     /// A HELLO with token 0.
     case zeroToken
+    /// A body larger than `Frame.maxBodyBytes`.
+    case oversized(Int)
 }

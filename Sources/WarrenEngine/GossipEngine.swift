@@ -110,7 +110,10 @@ public struct GossipEngine: Sendable {
         now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]
     ) {
         guard !stopped else { return }
-        guard !topic.isControl, !envelope.isEmpty else { stats.malformed &+= 1; return }
+        guard !topic.isControl, !envelope.isEmpty, envelope.count <= Frame.maxBodyBytes - Frame.headerSize else {
+            stats.malformed &+= 1
+            return
+        }
         let id = MessageID(envelope: envelope)
         guard seen.insert(id, now: now) else { stats.duplicates &+= 1; return }
         stats.published &+= 1

@@ -86,6 +86,10 @@ public final class GossipNode: Sendable {
         // the only one to touch it afterwards (a hand-off, not sharing).
         let sub = try ZMQSocket(context, type: ZMQ_SUB)
         sub.set(ZMQ_RCVHWM, configuration.receiveHighWaterMark)
+        // ZeroMQ drops a connection that sends a message over 1 MiB (the engine refuses bodies
+        // over 64 KiB and counts them; this bounds memory before decoding).
+        var maxMsg: Int64 = 1 << 20
+        zmq_setsockopt(sub.handle, ZMQ_MAXMSGSIZE, &maxMsg, MemoryLayout<Int64>.size)
         sub.set(ZMQ_LINGER, 0)
         sub.set(ZMQ_HEARTBEAT_IVL, 1000)
         sub.set(ZMQ_HEARTBEAT_TIMEOUT, 3000)

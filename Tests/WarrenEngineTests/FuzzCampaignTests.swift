@@ -92,3 +92,22 @@ import Testing
         #expect(actions.contains { if case .deliver(_, let e, _, _) = $0 { return e == env }; return false })
     }
 }
+
+@Suite struct OversizedFrameTests {
+    @Test func oversizedBodiesAreMalformedAndCounted() {
+        let big = Frame.encodeData(envelope: [UInt8](repeating: 7, count: Frame.maxBodyBytes), ttl: 2, hops: 0, from: NodeID(raw: 9))
+        #expect(throws: FrameError.oversized(big.count)) { try Frame.decode(topic: topic(1).bytes, body: big) }
+        var rng = SeededGenerator(seed: 1)
+        var e = GossipEngine(config: cfg(0), nodeID: NodeID(raw: 1))
+        var actions = [Action]()
+        e.start(now: 0, rng: &rng, into: &actions)
+        e.subscribeLocal(topic(1), into: &actions)
+        e.receive(topic: topic(1).bytes, body: big, now: 1, rng: &rng, into: &actions)
+        #expect(e.stats.malformed == 1 && e.stats.delivered == 0)
+        e.publish(topic: topic(1), envelope: [UInt8](repeating: 1, count: Frame.maxBodyBytes), ttl: nil, now: 2, rng: &rng, into: &actions)
+        #expect(e.stats.malformed == 2 && e.stats.published == 0)
+        // the largest allowed envelope still passes
+        let ok = Frame.encodeData(envelope: [UInt8](repeating: 3, count: Frame.maxBodyBytes - Frame.headerSize), ttl: 2, hops: 0, from: NodeID(raw: 9))
+        #expect((try? Frame.decode(topic: topic(1).bytes, body: ok)) != nil)
+    }
+}
