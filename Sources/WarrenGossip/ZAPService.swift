@@ -20,24 +20,26 @@ final class ZAPService: Sendable {
 
     private let policies = Mutex<[String: Policy]>([:])
     private let started = Atomic<Bool>(false)
+    private let startLock = Mutex<Void>(())
     private let context: ZMQContext
 
     init(context: ZMQContext) { self.context = context }
 
     /// Starts the handler (once); returns when it is bound.
     func start() throws {
-        guard !started.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        let rep = try ZMQSocket(context, type: ZMQ_REP)
-        rep.set(ZMQ_LINGER, 0)
-        do { try rep.bind("inproc://zeromq.zap.01") } catch {
-            rep.close()
-            started.store(false, ordering: .releasing)
-            throw error
+        // Under a lock, so no caller returns before the handler is bound: a CURVE server socket
+        // must never handshake while no ZAP handler listens.
+        try startLock.withLock { _ throws in
+            guard !started.load(ordering: .acquiring) else { return }
+            let rep = try ZMQSocket(context, type: ZMQ_REP)
+            rep.set(ZMQ_LINGER, 0)
+            do { try rep.bind("inproc://zeromq.zap.01") } catch { rep.close(); throw error }
+            let socket = UnsafeSendable(rep)
+            let t = Thread { [self] in serve(socket.value) }
+            t.name = "warren-zap"
+            t.start()
+            started.store(true, ordering: .releasing)
         }
-        let socket = UnsafeSendable(rep)
-        let t = Thread { [self] in serve(socket.value) }
-        t.name = "warren-zap"
-        t.start()
     }
 
     func register(domain: String, allowed: Set<Key>, logger: Logger) {
