@@ -124,22 +124,37 @@ extension EnvelopeCodec {
     /// Opens a canonical wire envelope; nil if the layout is not canonical.
     func openWire(_ p: UnsafeBufferPointer<UInt8>, with ours: PrivateKey) throws -> (PublicKeyPair, SignalingMessage)? {
         guard let w = Self.parseCanonical(p) else { return nil }
-        guard w.sender.count == Key.length else { throw EnvelopeError.invalidKeyLength(field: "sender", length: w.sender.count) }
-        guard w.recipient.count == Key.length else { throw EnvelopeError.invalidKeyLength(field: "recipient", length: w.recipient.count) }
-        let recipient = try! Key(bytes: UnsafeBufferPointer(rebasing: p[w.recipient]))
+        let raw = UnsafeRawBufferPointer(p)
+        return try openFields(sender: UnsafeRawBufferPointer(rebasing: raw[w.sender]),
+                              recipient: UnsafeRawBufferPointer(rebasing: raw[w.recipient]),
+                              body: UnsafeRawBufferPointer(rebasing: raw[w.body]),
+                              nonce: UnsafeRawBufferPointer(rebasing: raw[w.nonce]), with: ours)
+    }
+
+    /// The checks and decryption shared by every way of opening: key lengths, recipient,
+    /// canonical sender key, nonce length, authentication, then the `Message`.
+    func openFields(sender s: UnsafeRawBufferPointer, recipient r: UnsafeRawBufferPointer,
+                    body: UnsafeRawBufferPointer, nonce: UnsafeRawBufferPointer,
+                    with ours: PrivateKey) throws -> (PublicKeyPair, SignalingMessage) {
+        guard s.count == Key.length else { throw EnvelopeError.invalidKeyLength(field: "sender", length: s.count) }
+        guard r.count == Key.length else { throw EnvelopeError.invalidKeyLength(field: "recipient", length: r.count) }
+        let recipient = try Key(bytes: r)
         guard recipient == ours.publicKey else { throw EnvelopeError.wrongRecipient(expected: ours.publicKey, got: recipient) }
-        let sender = try! Key(bytes: UnsafeBufferPointer(rebasing: p[w.sender]))
+        let sender = try Key(bytes: s)
+        // X25519 ignores the top bit of a public key, so a sender key with bit 255 set is a second
+        // spelling of another key: it would authenticate while naming a different sender.
+        // crypto_scalarmult_base never produces one, so refuse it.
         guard sender[byte: 31] & 0x80 == 0 else { throw EnvelopeError.nonCanonicalKey(field: "sender") }
-        guard w.nonce.count == Self.nonceLength else { throw EnvelopeError.invalidNonceLength(w.nonce.count) }
-        guard w.body.count >= Self.macLength else { throw EnvelopeError.authenticationFailed }
+        guard nonce.count == Self.nonceLength else { throw EnvelopeError.invalidNonceLength(nonce.count) }
+        guard body.count >= Self.macLength else { throw EnvelopeError.authenticationFailed }
         let k = sharedKey(ours: ours, theirs: sender)
-        let plainCount = w.body.count - Self.macLength
+        let plainCount = body.count - Self.macLength
         var rc: Int32 = -1
         let plain = [UInt8](unsafeUninitializedCapacity: max(plainCount, 1)) { m, count in
             rc = k.withUnsafeBytes { kk in
                 crypto_box_open_easy_afternm(m.baseAddress!,
-                                             p.baseAddress! + w.body.lowerBound, UInt64(w.body.count),
-                                             p.baseAddress! + w.nonce.lowerBound,
+                                             body.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt64(body.count),
+                                             nonce.baseAddress!.assumingMemoryBound(to: UInt8.self),
                                              kk.baseAddress!.assumingMemoryBound(to: UInt8.self))
             }
             count = rc == 0 ? plainCount : 0

@@ -167,40 +167,14 @@ public final class EnvelopeCodec: Sendable {
     /// the nonce length, authenticates and decrypts the body, and parses the `Message`.
     /// Nothing that fails any of these checks is returned.
     public func open(_ envelope: Envelope, with ours: PrivateKey) throws -> (PublicKeyPair, SignalingMessage) {
-        guard envelope.sender.count == Key.length else { throw EnvelopeError.invalidKeyLength(field: "sender", length: envelope.sender.count) }
-        guard envelope.recipient.count == Key.length else { throw EnvelopeError.invalidKeyLength(field: "recipient", length: envelope.recipient.count) }
-        let recipient = try! Key(bytes: envelope.recipient)
-        guard recipient == ours.publicKey else { throw EnvelopeError.wrongRecipient(expected: ours.publicKey, got: recipient) }
-        let sender = try! Key(bytes: envelope.sender)
-        // X25519 ignores the top bit of a public key, so a sender key with bit 255 set is a second
-        // spelling of another key: it would authenticate while naming a different sender.
-        // crypto_scalarmult_base never produces one, so refuse it.
-        guard sender[byte: 31] & 0x80 == 0 else { throw EnvelopeError.nonCanonicalKey(field: "sender") }
-        let nonce = envelope.contents.nonce
-        guard nonce.count == Self.nonceLength else { throw EnvelopeError.invalidNonceLength(nonce.count) }
-        let body = envelope.contents.body
-        guard body.count >= Self.macLength else { throw EnvelopeError.authenticationFailed }
-        let k = sharedKey(ours: ours, theirs: sender)
-        var plain = [UInt8](repeating: 0, count: body.count - Self.macLength)
-        let rc = plain.withUnsafeMutableBytes { m in
-            body.withUnsafeBytes { c in
-                nonce.withUnsafeBytes { nn in
-                    k.withUnsafeBytes { kk in
-                        crypto_box_open_easy_afternm(m.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? UnsafeMutablePointer(bitPattern: 1)!,
-                                                     c.baseAddress!.assumingMemoryBound(to: UInt8.self),
-                                                     UInt64(body.count),
-                                                     nn.baseAddress!.assumingMemoryBound(to: UInt8.self),
-                                                     kk.baseAddress!.assumingMemoryBound(to: UInt8.self))
+        try envelope.sender.withUnsafeBytes { sender in
+            try envelope.recipient.withUnsafeBytes { recipient in
+                try envelope.contents.body.withUnsafeBytes { body in
+                    try envelope.contents.nonce.withUnsafeBytes { nonce in
+                        try openFields(sender: sender, recipient: recipient, body: body, nonce: nonce, with: ours)
                     }
                 }
             }
-        }
-        guard rc == 0 else { throw EnvelopeError.authenticationFailed }
-        do {
-            let msg = try SignalingMessage(serializedBytes: plain)
-            return (PublicKeyPair(ours: ours.publicKey, theirs: sender), msg)
-        } catch {
-            throw EnvelopeError.malformedMessage("\(error)")
         }
     }
 }
