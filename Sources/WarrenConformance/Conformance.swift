@@ -2,6 +2,9 @@ import Foundation
 import Synchronization
 import Warren
 
+/// A duration in seconds.
+public func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+
 /// A backend that can take raw serialized envelope bytes, as if they had arrived from the
 /// network. The conformance suite uses it to prove that tampered envelopes never reach a handler.
 public protocol EnvelopeInjecting: Backend {
@@ -153,7 +156,7 @@ public enum Conformance {
                         }
                         if hi == 0, let t0 = sentAt[pair] {
                             let d = rs[0].at - t0
-                            latencies.append(Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18)
+                            latencies.append(seconds(d))
                         }
                     }
                 }

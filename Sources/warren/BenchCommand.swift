@@ -3,6 +3,7 @@ import CZeroMQ
 import Foundation
 import Synchronization
 import Warren
+import WarrenConformance
 
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -17,6 +18,8 @@ func machineLine() -> String {
         .map { $0.split(separator: ":", maxSplits: 1).last!.trimmingCharacters(in: .whitespaces) } ?? "unknown CPU"
     return "\(cpu), \(ProcessInfo.processInfo.activeProcessorCount) cores"
 }
+
+func median(_ v: [Double]) -> Double { let s = v.sorted(); return s[s.count / 2] }
 
 func typicalCredentials() -> SignalingMessage {
     var m = SignalingMessage()
@@ -54,7 +57,6 @@ struct CryptoBench: ParsableCommand {
             fast.append(try measure(fastCodec, cached))
             slow.append(try measure(slowCodec, uncached))
         }
-        func median(_ v: [Double]) -> Double { let s = v.sorted(); return s[s.count / 2] }
         let f = median(fast), sl = median(slow)
         let envelopeSize = try EnvelopeCodec.shared.sealBytes(msg, from: a, to: b.publicKey).count
         Output.line("warren bench crypto — \(machineLine())")
@@ -133,7 +135,6 @@ struct RelayBench: AsyncParsableCommand {
         let drops = await nodeA.stats().hwmDrops + nodeR.stats().hwmDrops
         let duplicates = got.value.load(ordering: .relaxed) - (total - lost)
         for n in [nodeA, nodeR, nodeB] { await n.stop() }
-        func median(_ v: [Double]) -> Double { let s = v.sorted(); return s[s.count / 2] }
         let rate = median(warrens), rawRate = median(raws)
         Output.line("warren bench relay — \(machineLine())")
         Output.line("  \(rounds) interleaved rounds of \(count) envelopes of \(envelopes[0].count) bytes (ZeroMQ message \(frameSize) bytes), window \(window); medians (min … max)")
@@ -244,7 +245,7 @@ func lineLatency(hops: Int, samples: Int) async throws -> [Double] {
         var c = GossipConfiguration.local(listen: "tcp://127.0.0.1:*", peers: nodes.last.map { [$0.endpoint] } ?? [])
         c.degree = 0
         let cb = i == hops ? GossipNodeCallbacks(deliver: { _, _, _, _ in
-            let t = monotonicNow()
+            let t = monotonicNanos()
             arrivals.times.withLock { $0.append(t) }
             arrivals.value.add(1, ordering: .releasing)
         }) : GossipNodeCallbacks()
@@ -258,10 +259,10 @@ func lineLatency(hops: Int, samples: Int) async throws -> [Double] {
     let envs = try (0..<(samples + 100)).map { _ in try EnvelopeCodec.shared.sealBytes(typicalCredentials(), from: a, to: b.publicKey) }
     var lat: [Double] = []
     for i in 0..<(samples + 100) {
-        let t0 = monotonicNow()
+        let t0 = monotonicNanos()
         nodes[0].publish(topic: topic, envelope: envs[i])
         while arrivals.value.load(ordering: .acquiring) <= i {
-            if monotonicNow() - t0 > 2_000_000_000 { break }
+            if monotonicNanos() - t0 > 2_000_000_000 { break }
         }
         let t1 = arrivals.times.withLock { $0.last ?? t0 }
         if i >= 100 { lat.append(Double(t1 &- t0) / 1000) }   // first 100: warm-up
@@ -270,10 +271,6 @@ func lineLatency(hops: Int, samples: Int) async throws -> [Double] {
     return lat
 }
 
-func monotonicNow() -> UInt64 {
-    var ts = timespec(); clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-}
 
 /// Raw PUB/SUB ping-pong between two socket pairs in two threads; one-way = RTT / 2 (µs).
 func rawOneWay(samples: Int) throws -> [Double] {
@@ -299,10 +296,10 @@ func rawOneWay(samples: Int) throws -> [Double] {
     zmq_setsockopt(pongSub, ZMQ_RCVTIMEO, &tmo, 4)
     var out: [Double] = []
     for i in 0..<total {
-        let t0 = monotonicNow()
+        let t0 = monotonicNanos()
         zmq_send(pingPub, body, body.count, 0)
         if zmq_recv(pongSub, &buf, 512, 0) < 0 { continue }
-        if i >= 100 { out.append(Double(monotonicNow() - t0) / 2000) }
+        if i >= 100 { out.append(Double(monotonicNanos() - t0) / 2000) }
     }
     var stop: UInt8 = 0
     zmq_send(pingPub, &stop, 1, 0)

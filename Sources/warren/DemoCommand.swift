@@ -124,7 +124,6 @@ struct Demo: AsyncParsableCommand {
     }
 }
 
-func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
 
 private let progressIsTTY = isatty(STDERR_FILENO) != 0
 private let lastProgress = Mutex<(String, ContinuousClock.Instant?)>(("", nil))

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Warren
+import WarrenConformance
 
 /// `warren simulate`: thousands of nodes running the real `GossipEngine` in virtual time.
 struct Simulate: AsyncParsableCommand {

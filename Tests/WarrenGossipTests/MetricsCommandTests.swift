@@ -71,7 +71,7 @@ import Testing
         // Counters appear in Prometheus text format (reported about once a second).
         var prom = ""
         for _ in 0..<60 {
-            prom = (try? httpBody(metrics, "/metrics")) ?? ""
+            prom = (try? rawGet(metrics, "/metrics")) ?? ""
             if prom.contains("warren_neighbours{node=\"\(endpoint)\"} 1") { break }
             try await Task.sleep(for: .milliseconds(100))
         }
@@ -87,7 +87,6 @@ import Testing
         a.terminate(); b.terminate()
     }
 
-    func httpBody(_ addr: String, _ path: String) throws -> String { try rawGet(addr, path) }
 
     func rawGet(_ addr: String, _ path: String) throws -> String {
         let parts = addr.split(separator: ":")
