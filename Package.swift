@@ -16,6 +16,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
     ],
     targets: [
         // System libraries (Debian: libzmq3-dev, libsodium-dev, libargon2-dev; see ./bootstrap).
@@ -45,11 +48,24 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
+        // cunīcu's gRPC signaling service: the bridge a node serves and the grpc:// client backend.
+        .target(
+            name: "WarrenGRPC",
+            dependencies: [
+                "WarrenCore", "WarrenGossip",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         // Umbrella: backend factory by URL, re-exports.
         .target(
             name: "Warren",
             dependencies: [
-                "WarrenCore", "WarrenEngine", "WarrenGossip",
+                "WarrenCore", "WarrenEngine", "WarrenGossip", "WarrenGRPC",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -71,6 +87,11 @@ let package = Package(
                     resources: [.copy("Vectors")]),
         .testTarget(name: "WarrenEngineTests", dependencies: ["WarrenEngine"]),
         .testTarget(name: "WarrenGossipTests", dependencies: ["Warren", "WarrenGossip", "WarrenConformance"]),
+        .testTarget(name: "WarrenGRPCTests", dependencies: [
+            "Warren", "WarrenGRPC", "WarrenConformance",
+            .product(name: "GRPCCore", package: "grpc-swift-2"),
+            .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+        ]),
     ],
     swiftLanguageModes: [.v6]
 )

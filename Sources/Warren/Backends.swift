@@ -2,14 +2,17 @@ import Foundation
 import Logging
 import WarrenCore
 import WarrenGossip
+import WarrenGRPC
 
 /// Creates backends from URLs, like cunīcu: the scheme picks the implementation.
 ///
 /// - `inprocess:` — all instances in this process share one registry.
 /// - `gossip://HOST:PORT?peer=tcp://…&peer=…&ttl=…&leaf=true&preset=local|lan` — a node of the
 ///   ZeroMQ gossip overlay listening on tcp://HOST:PORT (see `GossipConfiguration`).
+/// - `grpc://HOST:PORT?insecure=true` — a client of cunīcu's gRPC signaling service, served by a
+///   Warren node's bridge or by `cunicu signal` (see `GRPCConfiguration`).
 public enum Backends {
-    public static let schemes = ["inprocess", "gossip"]
+    public static let schemes = ["inprocess", "gossip", "grpc"]
 
     /// Creates the backend `config.url` names.
     public static func make(_ config: BackendConfig) async throws -> any Backend {
@@ -19,6 +22,10 @@ public enum Backends {
             return InProcessBackend(config: config)
         case "gossip":
             let b = try makeGossip(config)
+            for h in config.onReady { h.onSignalingBackendReady(b) }
+            return b
+        case "grpc":
+            let b = try GRPCBackend(url: config.url, logger: config.logger)
             for h in config.onReady { h.onSignalingBackendReady(b) }
             return b
         default:

@@ -1,3 +1,4 @@
 @_exported import WarrenCore
 @_exported import WarrenEngine
 @_exported import WarrenGossip
+@_exported import WarrenGRPC

@@ -76,7 +76,8 @@ public enum ConformanceError: Error, CustomStringConvertible {
 /// cunīcu's backend conformance suite (its `test/backend.go`) plus Warren's additions, usable
 /// with any backend.
 public enum Conformance {
-    static func candidateMessage(id: Int32) -> SignalingMessage {
+    /// A message carrying `id` in `candidate.port`, as the reference exchange sends.
+    public static func candidate(id: Int32) -> SignalingMessage {
         var m = SignalingMessage()
         m.candidate.port = id
         return m
@@ -118,7 +119,7 @@ public enum Conformance {
         for (i, b) in backends.enumerated() {
             for (j, o) in keys.enumerated() where j != i {
                 sentAt[PublicKeyPair(ours: o.publicKey, theirs: keys[i].publicKey)] = clock.now
-                try await b.publish(KeyPair(ours: keys[i], theirs: o.publicKey), candidateMessage(id: ids[i]))
+                try await b.publish(KeyPair(ours: keys[i], theirs: o.publicKey), candidate(id: ids[i]))
             }
         }
 
@@ -193,16 +194,16 @@ public enum Conformance {
         try check(!(try await b.subscribe(pair, h1)), "subscribing the same handler again must return false")
         try check(!(try await b.subscribe(pair, h2)), "second handler for the same key must return false")
         let send = KeyPair(ours: ka, theirs: kb.publicKey)
-        try await a.publish(send, candidateMessage(id: 1))
+        try await a.publish(send, candidate(id: 1))
         try check(await eventually { h1.count == 1 && h2.count == 1 }, "both handlers must receive the first message (got \(h1.count), \(h2.count))")
         try check(!(try await b.unsubscribe(pair, h1)), "removing one of two handlers must return false")
         try check(!(try await b.unsubscribe(pair, h1)), "removing a handler that is not registered must return false")
-        try await a.publish(send, candidateMessage(id: 2))
+        try await a.publish(send, candidate(id: 2))
         try check(await eventually { h2.count == 2 }, "remaining handler must receive the second message")
         try await Task.sleep(for: wait)
         try check(h1.count == 1, "unsubscribed handler must not receive (got \(h1.count))")
         try check(try await b.unsubscribe(pair, h2), "removing the last handler of a pair must return true")
-        try await a.publish(send, candidateMessage(id: 3))
+        try await a.publish(send, candidate(id: 3))
         try await Task.sleep(for: wait)
         try check(h2.count == 2, "after the last unsubscribe nothing may be delivered (got \(h2.count))")
         try check(try await b.subscribe(pair, h1), "subscribing again after the last handler left must return true")
@@ -215,8 +216,8 @@ public enum Conformance {
         let specific = RecordingHandler(), wildcard = RecordingHandler()
         try await b.subscribe(KeyPair(ours: kb, theirs: ka.publicKey), specific)
         try await b.subscribe(KeyPair(ours: kb, theirs: .zero), wildcard)
-        try await a.publish(KeyPair(ours: ka, theirs: kb.publicKey), candidateMessage(id: 7))
-        try await a.publish(KeyPair(ours: kc, theirs: kb.publicKey), candidateMessage(id: 8))
+        try await a.publish(KeyPair(ours: ka, theirs: kb.publicKey), candidate(id: 7))
+        try await a.publish(KeyPair(ours: kc, theirs: kb.publicKey), candidate(id: 8))
         try check(await eventually { specific.count >= 1 && wildcard.count >= 2 }, "specific \(specific.count)/1, wildcard \(wildcard.count)/2")
         try await Task.sleep(for: .milliseconds(200))
         try check(specific.count == 1, "specific handler must see only its sender's message (got \(specific.count))")
@@ -232,8 +233,8 @@ public enum Conformance {
         let ka = PrivateKey.generate(), kb = PrivateKey.generate(), nobody = PrivateKey.generate()
         let h = RecordingHandler()
         try await b.subscribe(KeyPair(ours: kb, theirs: .zero), h)
-        try await a.publish(KeyPair(ours: ka, theirs: nobody.publicKey), candidateMessage(id: 9))
-        try await a.publish(KeyPair(ours: ka, theirs: kb.publicKey), candidateMessage(id: 10))
+        try await a.publish(KeyPair(ours: ka, theirs: nobody.publicKey), candidate(id: 9))
+        try await a.publish(KeyPair(ours: ka, theirs: kb.publicKey), candidate(id: 10))
         try check(await eventually { h.count >= 1 }, "subscribed recipient must still receive")
         try await Task.sleep(for: .milliseconds(200))
         try check(h.count == 1 && h.all.values.flatMap { $0 }.allSatisfy { $0.id == 10 }, "only the addressed message may arrive")
@@ -280,7 +281,7 @@ public enum Conformance {
                 g.addTask {
                     for m in 0..<perPublisher {
                         try await backend.publish(KeyPair(ours: key, theirs: kr.publicKey),
-                                                  candidateMessage(id: Int32(p * 100_000 + m)))
+                                                  candidate(id: Int32(p * 100_000 + m)))
                     }
                 }
             }

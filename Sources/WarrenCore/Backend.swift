@@ -56,6 +56,7 @@ public enum BackendError: Error, Equatable, Sendable, CustomStringConvertible {
     case unknownScheme(String, known: [String])
     case invalidURL(String, reason: String)
     case envelope(EnvelopeError)
+    case envelopeTooLarge(Int, limit: Int)
 
     /// An `EnvelopeError` as `.envelope`; anything else unchanged.
     public static func wrapping(_ error: any Error) -> any Error {
@@ -71,6 +72,7 @@ public enum BackendError: Error, Equatable, Sendable, CustomStringConvertible {
             return "unknown backend scheme \"\(s)\" (known: \(known.map { $0 + ":" }.joined(separator: ", ")))"
         case .invalidURL(let u, let r): return "invalid backend URL \"\(u)\": \(r)"
         case .envelope(let e): return e.description
+        case .envelopeTooLarge(let n, let limit): return "envelope is \(n) bytes; this backend carries at most \(limit)"
         }
     }
 }

@@ -28,6 +28,23 @@ public final class GossipBackend: Backend {
     private let closed = Atomic<Bool>(false)
     private let counterState = Mutex(Counters())
     private let listeners = Mutex<[UInt64: @Sendable (Neighbour, Bool, PeerDownReason?) -> Void]>([:])
+    /// Who holds each recipient key's topic: the handler registry (one reference while it has
+    /// handlers for the key) and every envelope tap. The node subscribes the topic on the first
+    /// reference and unsubscribes it when the last goes; changes are queued to the node under
+    /// this lock, so they reach it in the order they were decided.
+    private let topics = Mutex(TopicHolders())
+
+    struct TopicHolders {
+        var references: [Key: Int] = [:]
+        var taps: [Key: [UInt64: @Sendable ([UInt8]) -> Void]] = [:]
+        var nextTap: UInt64 = 1
+    }
+
+    /// A raw-envelope listener registered with `addTap`.
+    public struct Tap: Hashable, Sendable {
+        public let key: Key
+        let id: UInt64
+    }
 
     public struct Counters: Sendable {
         /// Envelopes delivered to at least one handler.
@@ -61,7 +78,7 @@ public final class GossipBackend: Backend {
         self.logger = logger
         let box = WeakBox()
         node = try GossipNode(configuration: configuration, callbacks: GossipNodeCallbacks(
-            deliver: { _, env, _, _ in box.backend?.deliver(env) },
+            deliver: { topic, env, _, _ in box.backend?.deliver(topic, env) },
             peer: { n, up, reason in box.backend?.peerChanged(n, up, reason) }
         ), logger: logger)
         box.backend = self
@@ -88,7 +105,11 @@ public final class GossipBackend: Backend {
         for f in listeners.withLock({ Array($0.values) }) { f(n, up, reason) }
     }
 
-    func deliver(_ bytes: [UInt8]) {
+    func deliver(_ topic: Topic, _ bytes: [UInt8]) {
+        let key = Key(topic)
+        let taps = topics.withLock { $0.taps[key].map { Array($0.values) } ?? [] }
+        for f in taps { f(bytes) }
+        if !taps.isEmpty && registry.privateKey(for: key) == nil { return }
         do {
             let env = try codec.parse(bytes)
             let calls = try registry.dispatch(env, codec: codec)
@@ -99,33 +120,91 @@ public final class GossipBackend: Backend {
         }
     }
 
+    /// The largest envelope one overlay frame carries.
+    public static let maxEnvelopeBytes = Frame.maxBodyBytes - Frame.headerSize
+
     public func publish(_ kp: KeyPair, _ message: SignalingMessage) async throws {
         try checkOpen()
         let bytes: [UInt8]
         do { bytes = try codec.sealBytes(message, from: kp.ours, to: kp.theirs) } catch { throw BackendError.wrapping(error) }
-        node.publish(topic: Topic(kp.theirs), envelope: bytes)
+        try publish(envelope: bytes, to: kp.theirs)
     }
 
-    /// Floods already-serialized envelope bytes to `recipient` (no sealing).
+    /// Floods already-serialized envelope bytes to `recipient` (no sealing). Throws
+    /// `BackendError.envelopeTooLarge` beyond `maxEnvelopeBytes`.
     public func publish(envelope bytes: [UInt8], to recipient: Key, ttl: UInt8? = nil) throws {
         try checkOpen()
+        guard bytes.count <= Self.maxEnvelopeBytes else {
+            throw BackendError.envelopeTooLarge(bytes.count, limit: Self.maxEnvelopeBytes)
+        }
         node.publish(topic: Topic(recipient), envelope: bytes, ttl: ttl)
     }
 
     @discardableResult
     public func subscribe(_ kp: KeyPair, _ handler: any MessageHandler) async throws -> Bool {
         try checkOpen()
-        let r = registry.subscribe(kp, handler)
-        if r.firstForKey { await node.subscribe(Topic(kp.ours.publicKey)) }
-        return r.firstForKey
+        return await changeTopic(kp.ours.publicKey) { _ in
+            let r = registry.subscribe(kp, handler)
+            return (r.firstForKey, r.firstForKey ? 1 : 0)
+        }
     }
 
     @discardableResult
     public func unsubscribe(_ kp: KeyPair, _ handler: any MessageHandler) async throws -> Bool {
         try checkOpen()
-        let r = try registry.unsubscribe(kp, handler)
-        if r.lastForKey { await node.unsubscribe(Topic(kp.ours.publicKey)) }
+        let r = try await changeTopic(kp.ours.publicKey) { _ in
+            let r = Result { try registry.unsubscribe(kp, handler) }
+            return (r, (try? r.get())?.lastForKey == true ? -1 : 0)
+        }.get()
         return r.lastForPair
+    }
+
+    /// Calls `body` with every envelope addressed to `key` that this node delivers (exactly once
+    /// per envelope, as the serialized bytes that travelled), on the node's thread: return quickly.
+    /// The node subscribes the key's topic (leaf nodes included) before this returns. Used by the
+    /// gRPC bridge, which forwards envelopes it cannot open.
+    public func addTap(for key: Key, _ body: @escaping @Sendable ([UInt8]) -> Void) async throws -> Tap {
+        try checkOpen()
+        return await changeTopic(key) { h in
+            let id = h.nextTap
+            h.nextTap &+= 1
+            h.taps[key, default: [:]][id] = body
+            return (Tap(key: key, id: id), 1)
+        }
+    }
+
+    /// Removes a tap; the last holder of a topic unsubscribes it. Removing twice is a no-op.
+    public func removeTap(_ tap: Tap) async {
+        await changeTopic(tap.key) { h in
+            guard h.taps[tap.key]?.removeValue(forKey: tap.id) != nil else { return ((), 0) }
+            if h.taps[tap.key]?.isEmpty == true { h.taps[tap.key] = nil }
+            return ((), -1)
+        }
+    }
+
+    /// Number of taps for `key` (for tests and the bridge's status).
+    public func tapCount(for key: Key) -> Int { topics.withLock { $0.taps[key]?.count ?? 0 } }
+
+    /// Runs `body` under the topic lock; it returns a result and a change (+1, −1, 0) to the key's
+    /// references. Crossing zero queues the node's (un)subscription; waits until the node has it.
+    private func changeTopic<R>(_ key: Key, _ body: (inout TopicHolders) -> (R, Int)) async -> R {
+        var result: R?
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            topics.withLock { h in
+                let (r, delta) = body(&h)
+                result = r
+                let before = h.references[key, default: 0], after = before + delta
+                h.references[key] = after > 0 ? after : nil
+                if before == 0 && after > 0 {
+                    node.requestSubscription(Topic(key), subscribe: true, done: done)
+                } else if before > 0 && after == 0 {
+                    node.requestSubscription(Topic(key), subscribe: false, done: done)
+                } else {
+                    done.resume()
+                }
+            }
+        }
+        return result!
     }
 
     /// Says goodbye to the neighbours, closes every socket and stops the node's thread.

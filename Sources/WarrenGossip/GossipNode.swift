@@ -174,6 +174,13 @@ public final class GossipNode: Sendable {
         await withCheckedContinuation { enqueue(.unsubscribe(topic, $0)) }
     }
 
+    /// Queues a (un)subscription without waiting: `done` is resumed once the engine has it (or
+    /// at once if the node has stopped). Lets a caller order it with its own bookkeeping.
+    func requestSubscription(_ topic: Topic, subscribe: Bool, done: CheckedContinuation<Void, Never>) {
+        guard !stopped.load(ordering: .relaxed) else { return done.resume() }
+        enqueue(subscribe ? .subscribe(topic, done) : .unsubscribe(topic, done))
+    }
+
     /// A snapshot of counters, neighbours and known endpoints.
     public func stats() async -> DriverStats {
         if isFinished.load(ordering: .acquiring) { return DriverStats() }

@@ -27,6 +27,9 @@ struct Node: AsyncParsableCommand {
           warren node --key-file b.key --listen tcp://127.0.0.1:7002 --peer tcp://127.0.0.1:7001
           warren node --key-file c.key --listen tcp://127.0.0.1:7003 --peer tcp://127.0.0.1:7002
 
+        Serve cunīcu's gRPC signaling API on loopback (cunīcu: grpc://127.0.0.1:8080?insecure=true):
+          warren node --key-file a.key --listen tcp://127.0.0.1:7001 --grpc 127.0.0.1:8080
+
         A closed overlay: list the members' public keys in a file and name peers with their key:
           warren node --key-file b.key --listen tcp://127.0.0.1:7002 --allow members.txt \\
                       --peer "$(warren pubkey < a.key)@tcp://127.0.0.1:7001"
@@ -44,6 +47,10 @@ struct Node: AsyncParsableCommand {
     @Option(name: .long, help: "Endpoint other nodes should dial, if not the listen endpoint.") var advertise: String?
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String = "info"
     @Option(name: .long, help: ArgumentHelp("Serve Prometheus metrics at http://ADDR/metrics and the neighbour table at /status.", valueName: "HOST:PORT")) var metrics: String?
+    @Option(name: .long, help: ArgumentHelp("Serve cunīcu's gRPC signaling API (cunicu.signaling.Signaling) at HOST:PORT, so cunīcu daemons use the overlay with grpc://HOST:PORT?insecure=true.", discussion: "Plain text, so loopback only unless --grpc-tls is given.", valueName: "HOST:PORT")) var grpc: String?
+    @Option(name: .long, parsing: .upToNextOption, help: ArgumentHelp("Serve the gRPC API over TLS with this PEM certificate chain and private key.", valueName: "CERT KEY")) var grpcTls: [String] = []
+    @Option(name: .long, help: "Envelopes a gRPC subscriber stream may fall behind before it is closed with RESOURCE_EXHAUSTED.") var grpcQueue: Int = SignalingBridge.defaultQueueBound
+    @Flag(name: .long, help: "Allow a plain-text gRPC API on a non-loopback address (unsafe: anyone reaching it can read any key's ciphertext and publish).") var grpcAllowPlaintext = false
 
     func validate() throws {
         guard listen.hasPrefix("tcp://") else { throw ValidationError("--listen must be tcp://HOST:PORT, got \"\(listen)\"") }
@@ -57,6 +64,25 @@ struct Node: AsyncParsableCommand {
         if let ttl, ttl == 0 { throw ValidationError("--ttl must be at least 1") }
         guard preset == "local" || preset == "lan" else { throw ValidationError("--preset must be local or lan") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level: unknown level \"\(logLevel)\"") }
+        if !grpcTls.isEmpty && grpcTls.count != 2 { throw ValidationError("--grpc-tls takes two files: CERT KEY") }
+        if grpc == nil && (!grpcTls.isEmpty || grpcAllowPlaintext) { throw ValidationError("--grpc-tls and --grpc-allow-plaintext need --grpc HOST:PORT") }
+        if grpcQueue < 1 { throw ValidationError("--grpc-queue must be at least 1") }
+        if grpc != nil { _ = try bridgeConfiguration() }
+    }
+
+    /// The gRPC bridge's configuration from the flags (validated: address, TLS files, plain text).
+    func bridgeConfiguration() throws -> GRPCBridgeConfiguration? {
+        guard let grpc else { return nil }
+        do {
+            var c = try GRPCBridgeConfiguration(address: grpc)
+            if grpcTls.count == 2 { c.tls = .init(certificateChain: grpcTls[0], privateKey: grpcTls[1]) }
+            c.queueBound = grpcQueue
+            c.allowPlaintextAnywhere = grpcAllowPlaintext
+            try c.validate()
+            return c
+        } catch {
+            throw ValidationError("--grpc: \(error)")
+        }
     }
 
     func run() async throws {
@@ -73,13 +99,6 @@ struct Node: AsyncParsableCommand {
         // live in an async frame (this toolchain has mis-sized such frames in debug builds).
         let setup = try makeBackend(logger: logger)
         let backend = setup.backend, key = setup.key, communityKey = setup.community
-        var metricsAddress: String?
-        if let metrics {
-            do {
-                let server = try MetricsServer(bind: metrics, registry: registry) { statusJSON(backend) }
-                metricsAddress = server.address
-            } catch { try? await backend.close(); throw ValidationError("\(error)") }
-        }
         // Events can happen while we subscribe; hold them until the ready line is out.
         let gate = StdoutGate()
         backend.addPeerListener { n, up, reason in
@@ -90,14 +109,42 @@ struct Node: AsyncParsableCommand {
         let printer = ClosureMessageHandler { pair, msg in
             if let line = try? jsonLine(sender: pair.theirs, recipient: pair.ours, message: msg) { gate.line(line) }
         }
+        // The bridge starts after the listeners are in place: no peer event can slip past them.
+        var bridgeServer: SignalingServer?
+        var bridgeTask: Task<Void, any Error>?
+        var grpcAddress: String?
+        if let bridge = try bridgeConfiguration() {
+            do {
+                let server = try SignalingServer(backend: backend, configuration: bridge,
+                                                 logger: Logger(label: "warren.grpc"))
+                let task = Task { try await server.run() }
+                bridgeServer = server; bridgeTask = task
+                grpcAddress = try await server.listeningAddress()
+            } catch {
+                bridgeTask?.cancel()
+                try? await backend.close()
+                throw ValidationError("--grpc \(grpc ?? ""): cannot serve: \(error)")
+            }
+        }
+        var metricsAddress: String?
+        if let metrics {
+            do {
+                let server = try MetricsServer(bind: metrics, registry: registry) { [bridgeServer] in
+                    statusJSON(backend, bridge: bridgeServer?.bridge)
+                }
+                metricsAddress = server.address
+            } catch { bridgeServer?.shutdown(); _ = await bridgeTask?.result; try? await backend.close(); throw ValidationError("\(error)") }
+        }
         try await backend.subscribe(KeyPair(ours: key, theirs: .zero), printer)
         if let communityKey { try await backend.subscribe(KeyPair(ours: communityKey, theirs: .zero), printer) }
         var ready = "{\"event\":\"ready\",\"endpoint\":\(jsonString(backend.endpoint)),\"public_key\":\"\(key.publicKey.base64)\""
         if let communityKey { ready += ",\"community_key\":\"\(communityKey.publicKey.base64)\"" }
         if let metricsAddress { ready += ",\"metrics\":\"\(metricsAddress)\"" }
+        if let grpcAddress { ready += ",\"grpc\":\"\(grpcAddress)\"" }
         gate.open(first: ready + "}")
 
-        let service = NodeService(backend: backend, key: key, community: communityKey, logger: logger)
+        let service = NodeService(backend: backend, key: key, community: communityKey,
+                                  bridge: bridgeServer, bridgeTask: bridgeTask, logger: logger)
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: service)],
             gracefulShutdownSignals: [.sigterm, .sigint],
@@ -142,7 +189,7 @@ extension Node {
 }
 
 /// The node's status as JSON (called on the metrics server's own thread, which may block).
-func statusJSON(_ backend: GossipBackend) -> String {
+func statusJSON(_ backend: GossipBackend, bridge: SignalingBridge? = nil) -> String {
     let box = StatsBox()
     let done = DispatchSemaphore(value: 0)
     Task { box.set(await backend.stats()); done.signal() }
@@ -164,6 +211,11 @@ func statusJSON(_ backend: GossipBackend) -> String {
                        "duplicates": e.duplicates, "ttl_expired": e.ttlExpired, "ttl_clamped": e.ttlClamped,
                        "malformed": e.malformed &+ s.badMultipart, "refused": s.refused,
                        "rate_limited": s.rateLimited, "hwm_drops": s.hwmDrops, "max_hops": e.maxHops]
+    if let bridge {
+        let g = bridge.counters
+        obj["grpc"] = ["published": g.published, "rejected": g.rejected, "streamed": g.streamed,
+                       "overflows": g.overflows, "open_streams": g.openStreams, "queue_bound": bridge.queueBound]
+    }
     let data = (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
     return String(decoding: data, as: UTF8.self)
 }
@@ -213,6 +265,8 @@ struct NodeService: Service {
     let backend: GossipBackend
     let key: PrivateKey
     let community: PrivateKey?
+    let bridge: SignalingServer?
+    let bridgeTask: Task<Void, any Error>?
     let logger: Logger
 
     func run() async throws {
@@ -228,6 +282,9 @@ struct NodeService: Service {
         } onGracefulShutdown: {
             logger.info("shutting down")
         }
+        // The gRPC bridge first (it ends its streams), then the overlay node.
+        bridge?.shutdown()
+        _ = await bridgeTask?.result
         try? await backend.close()
     }
 

@@ -34,5 +34,10 @@ struct Status: ParsableCommand {
             let order = ["published", "delivered", "relayed", "duplicates", "ttl_expired", "ttl_clamped", "malformed", "refused", "rate_limited", "hwm_drops", "max_hops"]
             print("  " + order.map { "\($0.replacingOccurrences(of: "_", with: "-")) \(c[$0] ?? 0)" }.joined(separator: "  "))
         }
+        if let g = obj["grpc"] as? [String: Any] {
+            print("")
+            let order = ["open_streams", "published", "rejected", "streamed", "overflows", "queue_bound"]
+            print("  gRPC bridge: " + order.map { "\($0.replacingOccurrences(of: "_", with: "-")) \(g[$0] ?? 0)" }.joined(separator: "  "))
+        }
     }
 }

@@ -15,6 +15,7 @@ struct WarrenCommand: AsyncParsableCommand {
           echo '{"credentials":{"ufrag":"a","pwd":"b"}}' | warren seal --key-file a.key --to "$(cat b.pub)" \\
             | warren open --key-file b.key
         """,
+        version: WarrenVersion.string,
         subcommands: [GenKey.self, PubKey.self, CommunityKeyCommand.self, Seal.self, Open.self,
                       Node.self, Status.self, Demo.self, Soak.self, Bench.self, Simulate.self]
     )

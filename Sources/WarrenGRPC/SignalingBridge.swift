@@ -1,0 +1,225 @@
+import Foundation
+import GRPCCore
+import Logging
+import Metrics
+import Synchronization
+import WarrenCore
+import WarrenGossip
+
+/// cunīcu's gRPC service `cunicu.signaling.Signaling`, served by one gossip node.
+///
+/// The bridge never holds a private key: `Publish` injects an envelope that the client already
+/// sealed, unchanged, into the overlay; `Subscribe(key)` streams every envelope addressed to
+/// `key` that reaches this node. Streams follow the node's topics: the first stream for a key
+/// subscribes its topic, the last one leaving unsubscribes it.
+///
+/// Each stream has a bounded queue (`queueBound` envelopes) between the node's thread and the
+/// HTTP/2 stream. The node's thread never waits for a client: when a stream's queue is full
+/// (the client stopped reading, or reads slower than envelopes arrive) the envelope is not
+/// queued, the overflow is counted and logged, and the stream is closed with
+/// `RESOURCE_EXHAUSTED`, so the client subscribes again.
+public final class SignalingBridge: Cunicu_Signaling_Signaling.SimpleServiceProtocol, Sendable {
+    /// The default bound of each stream's queue, in envelopes.
+    public static let defaultQueueBound = 1024
+
+    public let backend: GossipBackend
+    public let queueBound: Int
+    let logger: Logger
+    private let state = Mutex(Counters())
+    private let open = Mutex<(queues: [ObjectIdentifier: StreamQueue], closing: Bool)>(([:], false))
+    private let metrics = BridgeMetrics()
+
+    /// What the bridge did, for tests and `warren node`'s status.
+    public struct Counters: Sendable, Equatable {
+        /// Envelopes accepted by `Publish` and flooded.
+        public var published: UInt64 = 0
+        /// `Publish` calls refused with `INVALID_ARGUMENT`.
+        public var rejected: UInt64 = 0
+        /// Envelopes written to subscriber streams.
+        public var streamed: UInt64 = 0
+        /// Streams closed because their queue overflowed.
+        public var overflows: UInt64 = 0
+        /// Subscriber streams open now.
+        public var openStreams: Int = 0
+    }
+
+    public init(backend: GossipBackend, queueBound: Int = SignalingBridge.defaultQueueBound,
+                logger: Logger = Logger(label: "warren.grpc")) {
+        self.backend = backend
+        self.queueBound = max(1, queueBound)
+        self.logger = logger
+    }
+
+    public var counters: Counters { state.withLock { $0 } }
+
+    /// Ends every subscriber stream (with status OK, after what is queued) and refuses new ones,
+    /// so that a graceful server shutdown is not held up by streams that never end by themselves.
+    public func closeStreams() {
+        let queues = open.withLock { o -> [StreamQueue] in
+            o.closing = true
+            return Array(o.queues.values)
+        }
+        for q in queues { q.close() }
+    }
+
+    // MARK: GetBuildInfo
+
+    public func getBuildInfo(request: Cunicu_Empty, context: ServerContext) async throws -> Cunicu_BuildInfo {
+        BuildInfo.current
+    }
+
+    // MARK: Publish
+
+    public func publish(request: Envelope, context: ServerContext) async throws -> Cunicu_Empty {
+        let recipient: Key, bytes: [UInt8]
+        do {
+            recipient = try Self.validate(request)
+            bytes = try request.serializedBytes()
+            guard bytes.count <= Self.maxEnvelopeBytes else {
+                throw RPCError(code: .invalidArgument,
+                               message: "envelope is \(bytes.count) bytes; the overlay carries at most \(Self.maxEnvelopeBytes)")
+            }
+        } catch {
+            state.withLock { $0.rejected &+= 1 }
+            metrics.rejected.increment()
+            throw (error as? RPCError) ?? RPCError(code: .invalidArgument, message: "envelope cannot be serialized: \(error)")
+        }
+        do {
+            try backend.publish(envelope: bytes, to: recipient)
+        } catch {
+            throw RPCError(code: .unavailable, message: "this node is shutting down")
+        }
+        state.withLock { $0.published &+= 1 }
+        metrics.published.increment()
+        return Cunicu_Empty()
+    }
+
+    /// The recipient of an envelope the bridge may inject, or `INVALID_ARGUMENT` saying why not.
+    /// Keys must be 32 bytes, the nonce 24, the box at least its 16-byte MAC, and the whole
+    /// envelope must fit in one overlay frame.
+    static func validate(_ env: Envelope) throws -> Key {
+        func invalid(_ why: String) -> RPCError { RPCError(code: .invalidArgument, message: why) }
+        guard env.sender.count == Key.length else {
+            throw invalid("sender must be a 32-byte public key, got \(env.sender.count) bytes")
+        }
+        guard env.recipient.count == Key.length, let recipient = try? Key(bytes: env.recipient) else {
+            throw invalid("recipient must be a 32-byte public key, got \(env.recipient.count) bytes")
+        }
+        guard env.contents.nonce.count == EnvelopeCodec.nonceLength else {
+            throw invalid("contents.nonce must be \(EnvelopeCodec.nonceLength) bytes, got \(env.contents.nonce.count)")
+        }
+        guard env.contents.body.count >= EnvelopeCodec.macLength else {
+            throw invalid("contents.body is shorter than its \(EnvelopeCodec.macLength)-byte MAC")
+        }
+        return recipient
+    }
+
+    /// The largest envelope one overlay frame carries.
+    public static var maxEnvelopeBytes: Int { GossipBackend.maxEnvelopeBytes }
+
+    // MARK: Subscribe
+
+    public func subscribe(request: Cunicu_Signaling_SubscribeParams, response: RPCWriter<Envelope>,
+                          context: ServerContext) async throws {
+        guard request.key.count == Key.length, let key = try? Key(bytes: request.key) else {
+            throw RPCError(code: .invalidArgument,
+                           message: "key must be a 32-byte public key, got \(request.key.count) bytes")
+        }
+        let queue = StreamQueue(bound: queueBound)
+        let accepted = open.withLock { o -> Bool in
+            if o.closing { return false }
+            o.queues[ObjectIdentifier(queue)] = queue
+            return true
+        }
+        guard accepted else { throw RPCError(code: .unavailable, message: "this node is shutting down") }
+        defer { _ = open.withLock { $0.queues.removeValue(forKey: ObjectIdentifier(queue)) } }
+        let tap: GossipBackend.Tap
+        do {
+            tap = try await backend.addTap(for: key) { queue.push($0) }
+        } catch {
+            throw RPCError(code: .unavailable, message: "this node is shutting down")
+        }
+        state.withLock { $0.openStreams += 1 }
+        metrics.streams.increment()
+        logger.debug("stream opened", metadata: ["key": "\(key.base64)", "peer": "\(context.remotePeer)"])
+
+        // The writer runs as its own task so that an overflow can cancel a write that waits for
+        // a client which stopped reading; this handler then returns at once.
+        let writer = Task { [self] in
+            try await response.write(Envelope())   // "live": cunīcu's client waits for this
+            for await bytes in queue.stream {
+                try await response.write(try Envelope(serializedBytes: bytes))
+                state.withLock { $0.streamed &+= 1 }
+            }
+        }
+        queue.onOverflow { writer.cancel() }
+        // The client going away cancels the RPC (not necessarily this task): either ends the writer.
+        let outcome = await withRPCCancellationHandler {
+            await withTaskCancellationHandler { await writer.result } onCancel: { writer.cancel() }
+        } onCancelRPC: {
+            writer.cancel()
+        }
+        queue.close()
+        await backend.removeTap(tap)
+        state.withLock { $0.openStreams -= 1 }
+        metrics.streams.decrement()
+
+        if queue.overflowed {
+            state.withLock { $0.overflows &+= 1 }
+            metrics.overflows.increment()
+            logger.warning("closing a subscriber stream that fell \(queueBound) envelopes behind",
+                           metadata: ["key": "\(key.base64)", "peer": "\(context.remotePeer)"])
+            throw RPCError(code: .resourceExhausted,
+                           message: "stream fell more than \(queueBound) envelopes behind; subscribe again")
+        }
+        if case .failure(let error) = outcome, !(error is CancellationError) { throw error }
+        logger.debug("stream closed", metadata: ["key": "\(key.base64)"])
+    }
+}
+
+/// The bounded hand-off from the node's thread to one subscriber stream.
+final class StreamQueue: Sendable {
+    let stream: AsyncStream<[UInt8]>
+    private let continuation: AsyncStream<[UInt8]>.Continuation
+    private let overflow = Mutex<(happened: Bool, action: (@Sendable () -> Void)?)>((false, nil))
+
+    init(bound: Int) {
+        (stream, continuation) = AsyncStream.makeStream(of: [UInt8].self, bufferingPolicy: .bufferingOldest(bound))
+    }
+
+    /// Queues an envelope; never waits. A full queue ends the stream.
+    func push(_ bytes: [UInt8]) {
+        guard case .dropped = continuation.yield(bytes) else { return }
+        let action: (@Sendable () -> Void)? = overflow.withLock { o in
+            if o.happened { return nil }
+            o.happened = true
+            return o.action ?? {}
+        }
+        if let action {
+            continuation.finish()
+            action()
+        }
+    }
+
+    /// Runs `action` on overflow (at once if it already happened).
+    func onOverflow(_ action: @escaping @Sendable () -> Void) {
+        let now = overflow.withLock { o -> Bool in
+            if o.happened { return true }
+            o.action = action
+            return false
+        }
+        if now { action() }
+    }
+
+    var overflowed: Bool { overflow.withLock { $0.happened } }
+
+    func close() { continuation.finish() }
+}
+
+/// swift-metrics instruments of the bridge (exported by `warren node --metrics`).
+struct BridgeMetrics: Sendable {
+    let published = Counter(label: "warren_grpc_published_total")
+    let rejected = Counter(label: "warren_grpc_rejected_total")
+    let overflows = Counter(label: "warren_grpc_stream_overflows_total")
+    let streams = Meter(label: "warren_grpc_streams")
+}

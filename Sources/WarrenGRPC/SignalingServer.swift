@@ -1,0 +1,156 @@
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import Logging
+import ServiceLifecycle
+import Synchronization
+import WarrenCore
+import WarrenGossip
+
+/// How a node serves cunīcu's signaling API.
+///
+/// Plain text is allowed on loopback only: a plain-text bridge on a reachable address lets anyone
+/// who can reach it subscribe to any key's ciphertext (traffic analysis: who signals whom, when)
+/// and publish into the overlay (envelopes stay end-to-end encrypted, but the overlay carries
+/// whatever they inject). Bind it elsewhere with TLS (`tls`), or say `allowPlaintextAnywhere`.
+public struct GRPCBridgeConfiguration: Sendable, Equatable {
+    public var host: String
+    public var port: Int
+    /// PEM certificate chain and private key files for TLS; nil for plain text.
+    public var tls: TLSFiles?
+    /// Bound of each subscriber stream's queue, in envelopes.
+    public var queueBound: Int
+    /// Permit plain text on a non-loopback address.
+    public var allowPlaintextAnywhere: Bool
+
+    public struct TLSFiles: Sendable, Equatable {
+        public var certificateChain: String
+        public var privateKey: String
+        public init(certificateChain: String, privateKey: String) {
+            self.certificateChain = certificateChain
+            self.privateKey = privateKey
+        }
+    }
+
+    public init(host: String = "127.0.0.1", port: Int = 8080, tls: TLSFiles? = nil,
+                queueBound: Int = SignalingBridge.defaultQueueBound, allowPlaintextAnywhere: Bool = false) {
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.queueBound = queueBound
+        self.allowPlaintextAnywhere = allowPlaintextAnywhere
+    }
+
+    /// Parses `HOST:PORT` (IPv6 as `[ADDR]:PORT`); port 0 picks a free one.
+    public init(address: String) throws {
+        self.init()
+        let (h, p) = try Self.split(address)
+        host = h
+        port = p
+    }
+
+    static func split(_ address: String) throws -> (String, Int) {
+        var text = address
+        if text.hasPrefix("grpc://") { text.removeFirst("grpc://".count) }
+        guard let colon = text.lastIndex(of: ":") else {
+            throw GRPCBridgeError.badAddress(address, "expected HOST:PORT, e.g. 127.0.0.1:8080")
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else { throw GRPCBridgeError.badAddress(address, "missing host") }
+        guard let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
+            throw GRPCBridgeError.badAddress(address, "port must be 0–65535")
+        }
+        return (host, port)
+    }
+
+    /// True for 127.0.0.0/8, ::1 and localhost.
+    public var isLoopback: Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    }
+
+    /// Throws if this configuration would serve plain text on a reachable address.
+    public func validate() throws {
+        if tls == nil && !isLoopback && !allowPlaintextAnywhere {
+            throw GRPCBridgeError.plaintextOnPublicAddress(host)
+        }
+        if let tls {
+            for f in [tls.certificateChain, tls.privateKey] where !FileManager.default.isReadableFile(atPath: f) {
+                throw GRPCBridgeError.unreadable(f)
+            }
+        }
+        guard queueBound >= 1 else { throw GRPCBridgeError.badAddress("queue bound \(queueBound)", "must be at least 1") }
+    }
+}
+
+public enum GRPCBridgeError: Error, CustomStringConvertible, Sendable {
+    case badAddress(String, String)
+    case plaintextOnPublicAddress(String)
+    case unreadable(String)
+    case notListening(String)
+
+    public var description: String {
+        switch self {
+        case .badAddress(let a, let why): return "invalid gRPC address \"\(a)\": \(why)"
+        case .plaintextOnPublicAddress(let h):
+            return "refusing to serve plain-text gRPC on \(h): anyone who reaches it could read any key's "
+                + "ciphertext stream and publish into the overlay. Bind to 127.0.0.1, or give --grpc-tls CERT KEY"
+        case .unreadable(let f): return "cannot read \(f)"
+        case .notListening(let why): return "gRPC bridge did not start: \(why)"
+        }
+    }
+}
+
+/// A gRPC server running a `SignalingBridge` for one gossip backend. A `Service`, so a
+/// `ServiceGroup` can run it and stop it gracefully.
+public final class SignalingServer: Service, Sendable {
+    public let bridge: SignalingBridge
+    public let configuration: GRPCBridgeConfiguration
+    private let server: GRPCServer<HTTP2ServerTransport.Posix>
+    private let logger: Logger
+
+    public init(backend: GossipBackend, configuration: GRPCBridgeConfiguration,
+                logger: Logger = Logger(label: "warren.grpc")) throws {
+        try configuration.validate()
+        self.configuration = configuration
+        self.logger = logger
+        bridge = SignalingBridge(backend: backend, queueBound: configuration.queueBound, logger: logger)
+        let security: HTTP2ServerTransport.Posix.TransportSecurity
+        if let tls = configuration.tls {
+            security = .tls(certificateChain: [.file(path: tls.certificateChain, format: .pem)],
+                            privateKey: .file(path: tls.privateKey, format: .pem))
+        } else {
+            security = .plaintext
+        }
+        let address: GRPCNIOTransportCore.SocketAddress = configuration.host.contains(":")
+            ? .ipv6(host: configuration.host, port: configuration.port)
+            : .ipv4(host: configuration.host == "localhost" ? "127.0.0.1" : configuration.host, port: configuration.port)
+        server = GRPCServer(transport: .http2NIOPosix(address: address, transportSecurity: security),
+                            services: [bridge])
+    }
+
+    /// Serves until `shutdown()` or task cancellation.
+    public func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await server.serve()
+        } onGracefulShutdown: {
+            self.shutdown()
+        }
+    }
+
+    /// Waits until the server listens and returns its `HOST:PORT` (with the port it picked for 0).
+    public func listeningAddress() async throws -> String {
+        guard let address = try await server.listeningAddress else {
+            throw GRPCBridgeError.notListening("the server stopped before it listened")
+        }
+        if let v4 = address.ipv4 { return "\(v4.host):\(v4.port)" }
+        if let v6 = address.ipv6 { return "[\(v6.host)]:\(v6.port)" }
+        return "\(address)"
+    }
+
+    /// Stops accepting calls, lets open calls finish, then `run()` returns.
+    public func shutdown() {
+        server.beginGracefulShutdown()
+        bridge.closeStreams()
+    }
+}

@@ -1,0 +1,318 @@
+import Foundation
+import GRPCCore
+import Synchronization
+import Testing
+import Warren
+import WarrenConformance
+
+/// cunīcu's gRPC signaling API served by gossip nodes, and the grpc:// client backend.
+@Suite(.serialized) struct BridgeTests {
+    /// The reference exchange with every peer on its own grpc:// backend, spread over 4 nodes'
+    /// bridges: envelopes cross the overlay between bridges, and stay local within one.
+    @Test(arguments: [10, 16]) func conformanceAcrossFourBridges(peers: Int) async throws {
+        let cluster = try await BridgeCluster.start(nodes: 4)
+        var clients: [GRPCBackend] = []
+        for i in 0..<peers { clients.append(try await cluster.client(i % 4)) }
+        let report = try await Conformance.referenceExchange(backends: clients, timeout: .seconds(20))
+        #expect(report.passed, "\(report)")
+        #expect(report.delivered == report.expected)
+        for c in clients {
+            #expect(c.counters.refused == 0)
+            try await c.close()
+        }
+        // Every stream went away with its client: the nodes hold no taps.
+        let cleaned = await Conformance.eventually {
+            cluster.servers.allSatisfy { $0.bridge.counters.openStreams == 0 }
+        }
+        #expect(cleaned)
+        await cluster.close()
+    }
+
+    @Test func bridgeAndNativeGossipReachEachOther() async throws {
+        let cluster = try await BridgeCluster.start(nodes: 3, edges: GossipOverlay.line(3))
+        let native = cluster.overlay.backends[2]
+        let a = PrivateKey.generate(), n = PrivateKey.generate()
+
+        // grpc:// client on node 0 → native gossip:// subscriber on node 2.
+        let atNative = RecordingHandler()
+        try await native.subscribe(KeyPair(ours: n, theirs: .zero), atNative)
+        let client = try await cluster.client(0)
+        try await client.publish(KeyPair(ours: a, theirs: n.publicKey), Conformance.candidate(id: 7))
+        #expect(await Conformance.eventually { atNative.count == 1 })
+
+        // native gossip:// publisher on node 2 → grpc:// subscriber on node 0.
+        let atClient = RecordingHandler()
+        try await client.subscribe(KeyPair(ours: a, theirs: .zero), atClient)
+        try await native.publish(KeyPair(ours: n, theirs: a.publicKey), Conformance.candidate(id: 8))
+        #expect(await Conformance.eventually { atClient.count == 1 })
+        #expect(atClient.receipts(PublicKeyPair(ours: a.publicKey, theirs: n.publicKey)).map(\.id) == [8])
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(atNative.count == 1 && atClient.count == 1, "exactly once")
+        try await client.close()
+        await cluster.close()
+    }
+
+    @Test func malformedEnvelopesAreRejectedAndReachNobody() async throws {
+        let cluster = try await BridgeCluster.start(nodes: 2, edges: GossipOverlay.line(2))
+        let a = PrivateKey.generate(), b = PrivateKey.generate()
+        let listener = RecordingHandler()
+        let client = try await cluster.client(1)
+        try await client.subscribe(KeyPair(ours: b, theirs: .zero), listener)
+
+        let good = try sealed(from: a, to: b.publicKey, id: 1)
+        var shortSender = good; shortSender.sender = Data(good.sender.prefix(31))
+        var longRecipient = good; longRecipient.recipient = good.recipient + Data([0])
+        var noRecipient = good; noRecipient.recipient = Data()
+        var badNonce = good; badNonce.contents.nonce = Data(good.contents.nonce.prefix(8))
+        var huge = good; huge.contents.body = Data(count: 70_000)
+        let malformed = [shortSender, longRecipient, noRecipient, badNonce, huge]
+        let codes = try await withRawClient(cluster.addresses[0]) { raw -> [RPCError.Code?] in
+            var codes: [RPCError.Code?] = []
+            for env in malformed {
+                do { _ = try await raw.publish(env); codes.append(nil) } catch let e as RPCError { codes.append(e.code) }
+            }
+            return codes
+        }
+        #expect(codes == [RPCError.Code?](repeating: .invalidArgument, count: 5))
+        #expect(cluster.servers[0].bridge.counters.rejected == 5)
+        #expect(cluster.servers[0].bridge.counters.published == 0)
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(listener.count == 0)
+        #expect(client.counters.received == 0, "nothing malformed was streamed")
+
+        // The good one still goes through afterwards.
+        try await client.publish(envelope: good)
+        #expect(await Conformance.eventually { listener.count == 1 })
+        try await client.close()
+        await cluster.close()
+    }
+
+    @Test func buildInfoAndBadSubscribeKey() async throws {
+        let cluster = try await BridgeCluster.start(nodes: 1, edges: [])
+        let (info, code) = try await withRawClient(cluster.addresses[0]) { raw -> (Cunicu_BuildInfo, RPCError.Code?) in
+            let info = try await raw.getBuildInfo(Cunicu_Empty())
+            var params = Cunicu_Signaling_SubscribeParams()
+            params.key = Data(repeating: 1, count: 5)
+            do {
+                try await raw.subscribe(params) { r in for try await _ in r.messages {} }
+                return (info, nil)
+            } catch let e as RPCError { return (info, e.code) }
+        }
+        #expect(info.version == WarrenVersion.string)
+        #expect(code == .invalidArgument)
+        await cluster.close()
+    }
+
+    /// The first stream for a key subscribes the node's topic, the last one leaving unsubscribes;
+    /// several streams for one key each get every envelope (group delivery).
+    @Test func streamsFollowTopicsAndShareKeys() async throws {
+        let cluster = try await BridgeCluster.start(nodes: 2, edges: GossipOverlay.line(2))
+        let node = cluster.overlay.backends[1]
+        let a = PrivateKey.generate(), b = PrivateKey.generate()
+        let c1 = try await cluster.client(1), c2 = try await cluster.client(1)
+        let h1 = RecordingHandler(), h2 = RecordingHandler()
+        try await c1.subscribe(KeyPair(ours: b, theirs: .zero), h1)
+        try await c2.subscribe(KeyPair(ours: b, theirs: .zero), h2)
+        #expect(node.tapCount(for: b.publicKey) == 2)
+        let sender = try await cluster.client(0)
+        try await sender.publish(KeyPair(ours: a, theirs: b.publicKey), Conformance.candidate(id: 1))
+        #expect(await Conformance.eventually { h1.count == 1 && h2.count == 1 })
+
+        try await c1.close()
+        #expect(await Conformance.eventually { node.tapCount(for: b.publicKey) == 1 })
+        try await c2.close()
+        #expect(await Conformance.eventually { node.tapCount(for: b.publicKey) == 0 })
+        // With no stream left the node no longer delivers the key: nothing reaches it.
+        let delivered = await node.stats().engine.delivered
+        try await sender.publish(KeyPair(ours: a, theirs: b.publicKey), Conformance.candidate(id: 2))
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(await node.stats().engine.delivered == delivered)
+        try await sender.close()
+        await cluster.close()
+    }
+
+    /// A stream whose client stops reading is closed with RESOURCE_EXHAUSTED once its queue
+    /// overflows; another stream on the same bridge keeps receiving everything meanwhile.
+    @Test func stalledStreamIsClosedWithoutStallingOthers() async throws {
+        let bound = 32
+        let cluster = try await BridgeCluster.start(nodes: 1, edges: [], queueBound: bound)
+        let bridge = cluster.servers[0].bridge
+        let slowKey = PrivateKey.generate(), fastKey = PrivateKey.generate(), a = PrivateKey.generate()
+        let fast = try await cluster.client(0)
+        let h = RecordingHandler()
+        try await fast.subscribe(KeyPair(ours: fastKey, theirs: .zero), h)
+
+        let release = Mutex<CheckedContinuation<Void, Never>?>(nil)
+        let stalled = Task { () -> RPCError.Code? in
+            try await withRawClient(cluster.addresses[0]) { raw -> RPCError.Code? in
+                var params = Cunicu_Signaling_SubscribeParams()
+                params.key = slowKey.publicKey.data
+                do {
+                    try await raw.subscribe(params) { r in
+                        var it = r.messages.makeAsyncIterator()
+                        _ = try await it.next()   // the "live" envelope
+                        // Stop reading until the test says so.
+                        await withCheckedContinuation { k in release.withLock { $0 = k } }
+                        while try await it.next() != nil {}
+                    }
+                    return nil
+                } catch let e as RPCError { return e.code }
+            }
+        }
+        #expect(await Conformance.eventually { bridge.counters.openStreams == 2 })
+        let slowEnv = try sealed(from: a, to: slowKey.publicKey, id: 0)
+        let publisher = try await cluster.client(0)
+        // Publish to the stalled key (200 calls at a time) until its queue overflows — HTTP/2 flow
+        // control and the client's buffers absorb some first — with a message to the reading
+        // stream every 40.
+        var sentFast = 0, sent = 0
+        while bridge.counters.overflows == 0 && sent < 20_000 {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for i in sent..<(sent + 200) {
+                    let env = slowEnv.withFreshNonce(i)
+                    group.addTask { try await publisher.publish(envelope: env) }
+                }
+                try await group.waitForAll()
+            }
+            for i in stride(from: sent, to: sent + 200, by: 40) {
+                try await publisher.publish(KeyPair(ours: a, theirs: fastKey.publicKey), Conformance.candidate(id: Int32(i)))
+                sentFast += 1
+            }
+            sent += 200
+        }
+        #expect(await Conformance.eventually { bridge.counters.overflows == 1 }, "after \(sent) envelopes")
+        #expect(await Conformance.eventually { h.count == sentFast }, "the other stream got all \(sentFast): \(h.count)")
+        // Let the stalled client read: it drains what was in flight and gets RESOURCE_EXHAUSTED.
+        #expect(await Conformance.eventually { release.withLock { $0 != nil } })
+        release.withLock { $0?.resume(); $0 = nil }
+        let code = try await stalled.value
+        #expect(code == .resourceExhausted)
+        #expect(await Conformance.eventually { bridge.counters.openStreams == 1 })
+        try await fast.close()
+        try await publisher.close()
+        await cluster.close()
+    }
+
+    /// When the server goes away and comes back, the client subscribes again by itself.
+    @Test func clientResubscribesAfterServerRestart() async throws {
+        let overlay = try await GossipOverlay.start(nodes: 1, edges: [])
+        let node = overlay.backends[0]
+        var server = try SignalingServer(backend: node, configuration: GRPCBridgeConfiguration(host: "127.0.0.1", port: 0))
+        var task = Task { [server] in try await server.run() }
+        let address = try await server.listeningAddress()
+        let port = Int(address.split(separator: ":")[1])!
+        let client = try await Backends.make(url: "grpc://\(address)?insecure=true") as! GRPCBackend
+        let me = PrivateKey.generate(), other = PrivateKey.generate()
+        let h = RecordingHandler()
+        try await client.subscribe(KeyPair(ours: me, theirs: .zero), h)
+
+        server.shutdown()
+        _ = await task.result
+        server = try SignalingServer(backend: node, configuration: GRPCBridgeConfiguration(host: "127.0.0.1", port: port))
+        task = Task { [server] in try await server.run() }
+        _ = try await server.listeningAddress()
+        #expect(await Conformance.eventually(timeout: .seconds(15)) { server.bridge.counters.openStreams == 1 })
+        #expect(client.counters.resubscribed >= 1)
+        try await node.publish(KeyPair(ours: other, theirs: me.publicKey), Conformance.candidate(id: 3))
+        #expect(await Conformance.eventually { h.count == 1 })
+
+        try await client.close()
+        await #expect(throws: BackendError.closed) { try await client.publish(KeyPair(ours: me, theirs: other.publicKey), SignalingMessage()) }
+        server.shutdown()
+        _ = await task.result
+        await overlay.close()
+    }
+
+    @Test func subscribeFailsClearlyWhenNobodyServes() async throws {
+        // A port nobody listens on (bound and closed again).
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in(); addr.sin_family = sa_family_t(AF_INET); addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        close(fd)
+        let port = Int(UInt16(bigEndian: addr.sin_port))
+        let client = try await Backends.make(url: "grpc://127.0.0.1:\(port)?insecure=true&timeout=1") as! GRPCBackend
+        let k = PrivateKey.generate()
+        await #expect(throws: GRPCBackendError.self) { try await client.subscribe(KeyPair(ours: k, theirs: .zero), RecordingHandler()) }
+        #expect(client.registry.isEmpty, "a subscription that never went live is taken back")
+        try await client.close()
+    }
+
+    /// `--grpc-tls`: the bridge over TLS with a self-signed certificate; a client that trusts it
+    /// (`ca=`) exchanges messages, a plain-text client does not get through.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/openssl"), "needs /usr/bin/openssl (Debian: openssl)"))
+    func tlsBridge() async throws {
+        let dir = FileManager.default.temporaryDirectory.appending(path: "warren-tls-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let cert = dir.appending(path: "cert.pem").path, key = dir.appending(path: "key.pem").path
+        let openssl = Process()
+        openssl.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+        openssl.arguments = ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                             "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=warren-test",
+                             "-addext", "subjectAltName=IP:127.0.0.1"]
+        openssl.standardError = FileHandle.nullDevice
+        try openssl.run()
+        openssl.waitUntilExit()
+        try #require(openssl.terminationStatus == 0)
+
+        let overlay = try await GossipOverlay.start(nodes: 1, edges: [])
+        let config = GRPCBridgeConfiguration(host: "127.0.0.1", port: 0, tls: .init(certificateChain: cert, privateKey: key))
+        let server = try SignalingServer(backend: overlay.backends[0], configuration: config)
+        let task = Task { try await server.run() }
+        let address = try await server.listeningAddress()
+
+        let client = try await Backends.make(url: "grpc://\(address)?ca=\(cert)&timeout=5")
+        let me = PrivateKey.generate(), other = PrivateKey.generate()
+        let h = RecordingHandler()
+        try await client.subscribe(KeyPair(ours: me, theirs: .zero), h)
+        try await client.publish(KeyPair(ours: other, theirs: me.publicKey), Conformance.candidate(id: 5))
+        #expect(await Conformance.eventually { h.count == 1 })
+        try await client.close()
+
+        let plain = try await Backends.make(url: "grpc://\(address)?insecure=true&timeout=1")
+        await #expect(throws: (any Error).self) {
+            try await plain.publish(KeyPair(ours: other, theirs: me.publicKey), Conformance.candidate(id: 6))
+        }
+        try await plain.close()
+        // TLS against the system's trust roots: the self-signed certificate is not trusted.
+        let untrusting = try await Backends.make(url: "grpc://\(address)?timeout=1")
+        await #expect(throws: (any Error).self) {
+            try await untrusting.publish(KeyPair(ours: other, theirs: me.publicKey), Conformance.candidate(id: 7))
+        }
+        try await untrusting.close()
+        #expect(h.count == 1)
+        server.shutdown()
+        _ = await task.result
+        await overlay.close()
+    }
+
+    @Test func urlsAndAddresses() throws {
+        let ok = try GRPCConfiguration(url: URL(string: "grpc://127.0.0.1:8080?insecure=true")!)
+        #expect(ok.host == "127.0.0.1" && ok.port == 8080 && ok.insecure)
+        #expect(try GRPCConfiguration(url: URL(string: "grpc://example.org:443")!).insecure == false)
+        for bad in ["grpc://127.0.0.1", "grpc://:80", "grpc://h:80?insecure=yes", "grpc://h:80?color=red",
+                    "grpc://h:80?timeout=-1", "grpc://h:80?insecure=true&ca=/etc/hostname"] {
+            #expect(throws: BackendError.self, "\(bad)") { try GRPCConfiguration(url: URL(string: bad)!) }
+        }
+        #expect(try GRPCBridgeConfiguration(address: "127.0.0.1:0").isLoopback)
+        #expect(try GRPCBridgeConfiguration(address: "[::1]:80").host == "::1")
+        #expect(throws: GRPCBridgeError.self) { try GRPCBridgeConfiguration(address: "127.0.0.1") }
+        #expect(throws: GRPCBridgeError.self) { try GRPCBridgeConfiguration(address: "0.0.0.0:8080").validate() }
+        var tls = try GRPCBridgeConfiguration(address: "0.0.0.0:8080")
+        tls.allowPlaintextAnywhere = true
+        try tls.validate()
+    }
+}
+
+extension Envelope {
+    /// The same envelope under another (invalid, but distinct) nonce: a distinct message id.
+    func withFreshNonce(_ i: Int) -> Envelope {
+        var e = self
+        var n = [UInt8](contents.nonce)
+        withUnsafeBytes(of: UInt64(i).littleEndian) { for (j, b) in $0.enumerated() { n[j] = b } }
+        e.contents.nonce = Data(n)
+        return e
+    }
+}
