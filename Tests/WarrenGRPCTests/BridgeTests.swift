@@ -131,6 +131,27 @@ import WarrenConformance
         await cluster.close()
     }
 
+    /// A leaf node subscribes a stream's topic at its neighbour like its own keys' topics.
+    @Test func leafNodeBridge() async throws {
+        let overlay = try await GossipOverlay.start(nodes: 2, edges: GossipOverlay.line(2)) { i, c in c.leaf = (i == 1) }
+        _ = await overlay.waitFormed()
+        let leaf = overlay.backends[1]
+        let server = try SignalingServer(backend: leaf, configuration: GRPCBridgeConfiguration(host: "127.0.0.1", port: 0))
+        let task = Task { try await server.run() }
+        let address = try await server.listeningAddress()
+        let client = try await Backends.make(url: "grpc://\(address)?insecure=true")
+        let me = PrivateKey.generate(), other = PrivateKey.generate()
+        let h = RecordingHandler()
+        try await client.subscribe(KeyPair(ours: me, theirs: .zero), h)
+        try await Task.sleep(for: .milliseconds(200))   // the leaf's subscription reaches its neighbour
+        try await overlay.backends[0].publish(KeyPair(ours: other, theirs: me.publicKey), Conformance.candidate(id: 9))
+        #expect(await Conformance.eventually { h.count == 1 })
+        try await client.close()
+        server.shutdown()
+        _ = await task.result
+        await overlay.close()
+    }
+
     /// A stream whose client stops reading is closed with RESOURCE_EXHAUSTED once its queue
     /// overflows; another stream on the same bridge keeps receiving everything meanwhile.
     @Test func stalledStreamIsClosedWithoutStallingOthers() async throws {
