@@ -1,0 +1,200 @@
+import ArgumentParser
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+import Warren
+
+extension CompareBench {
+    /// Polls the children's states until `pred(index, state)` holds for all, or fails clearly
+    /// (a child exited, or `timeout` seconds passed).
+    func waitUntil(_ what: String, children: [LineChild], timeout: Double, _ pred: (Int, ChildState) -> Bool) throws {
+        let start = monotonicNanos()
+        while true {
+            let done = children.enumerated().filter { i, c in c.state.withLock { pred(i, $0) } }.count
+            if done == children.count { endProgress(); return }
+            if let dead = children.first(where: { $0.exited }) {
+                endProgress()
+                throw CompareError("\(dead.name) exited while waiting until \(what):\n\(logTail(dead.logPath))")
+            }
+            if Double(monotonicNanos() - start) / 1e9 > timeout {
+                endProgress()
+                let late = children.enumerated().filter { i, c in !c.state.withLock { pred(i, $0) } }.map(\.element.name)
+                throw CompareError("timed out after \(Int(timeout)) s waiting until \(what): \(late.joined(separator: ", ")) not there yet")
+            }
+            progressLine("  waiting until \(what): \(done)/\(children.count)")
+            usleep(20_000)
+        }
+    }
+
+    /// Waits until nats-server accepts connections on `port`.
+    func waitForNATS(port: UInt16, pid: pid_t, log: String, timeout: Double = 10) throws {
+        let start = monotonicNanos()
+        while true {
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid {
+                ChildRegistry.live.withLock { _ = $0.removeValue(forKey: pid) }
+                throw CompareError("nats-server exited at start:\n\(logTail(log))")
+            }
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_port = port.bigEndian
+            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let ok = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+            }
+            close(fd)
+            if ok { return }
+            if Double(monotonicNanos() - start) / 1e9 > timeout {
+                throw CompareError("nats-server did not accept connections on 127.0.0.1:\(port) within \(Int(timeout)) s:\n\(logTail(log))")
+            }
+            usleep(20_000)
+        }
+    }
+
+    /// Sizes on the wire of the exchange's first credentials and first candidate: sealed
+    /// envelope (Warren, NATS) and sender key + protobuf (raw ZeroMQ).
+    func envelopeSizes(_ w: CompareWorkload) throws -> (credentials: Int, candidate: Int, rawCredentials: Int, rawCandidate: Int) {
+        func size(_ candidate: Bool) throws -> (Int, Int) {
+            var m = typicalCredentials()
+            if candidate {
+                m = SignalingMessage()
+                m.candidate.type = .host; m.candidate.networkType = .udp4; m.candidate.foundation = "f1200"
+                m.candidate.component = 1; m.candidate.priority = 2_130_706_431; m.candidate.address = "10.0.1.1"; m.candidate.port = 40_000
+            }
+            let sealed = try EnvelopeCodec.shared.sealBytes(m, from: w.keys[0], to: w.keys[1].publicKey).count
+            return (sealed, 32 + (try m.serializedBytes() as [UInt8]).count)
+        }
+        let (c, rc) = try size(false), (k, rk) = try size(true)
+        return (c, k, rc, rk)
+    }
+
+    func printReport(_ results: [(System, SystemOutcome)], sizes: (credentials: Int, candidate: Int, rawCredentials: Int, rawCandidate: Int),
+                     natsVersion: String?) {
+        let exchangeCount = peers * (peers - 1) * (1 + candidates)
+        Output.line("warren bench compare — \(machineLine())")
+        Output.line("  \(peers) peers, one process each; exchange: every ordered pair sends 1 credentials + \(candidates) candidates (\(exchangeCount) messages); flood: \(flood) candidates")
+        Output.line("  message sizes: sealed envelope \(sizes.credentials) B (credentials) / \(sizes.candidate) B (candidate) on Warren and NATS; raw ZeroMQ sends sender key + plain protobuf, \(sizes.rawCredentials) / \(sizes.rawCandidate) B")
+        for (sys, o) in results {
+            switch sys {
+            case .warren: Output.line("  Warren: \(peers) × `warren node --degree 0`, fixed random topology (\(o.note)), flooding with de-dup and TTL")
+            case .nats: Output.line("  NATS: nats-server \(natsVersion ?? "") + \(peers) × `warren bench peer --system nats` (a subject per recipient, sealed envelopes)")
+            case .zmq: Output.line("  raw ZeroMQ: \(peers) × `warren bench peer --system zmq` (every SUB connected to every XPUB, topic = recipient key)")
+            }
+        }
+        Output.line("")
+        func cell(_ s: String, _ w: Int) -> String { s.count >= w ? s + " " : s.padding(toLength: w, withPad: " ", startingAt: 0) }
+        func num(_ v: Double, _ f: String) -> String { v.isNaN ? "–" : String(format: f, v) }
+        Output.line(cell("", 24) + cell("exchange", 11) + cell("latency (µs)", 20) + cell("flood", 10) + cell("CPU µs / delivered", 21) + "delivered once")
+        Output.line(cell("system", 24) + cell("time", 11) + cell("p50", 10) + cell("p99", 10) + cell("msg/s", 10) + cell("exchange", 10) + cell("flood", 11) + "exchange, flood")
+        var failures: [String] = []
+        for (sys, o) in results {
+            guard let e = o.exchange, let f = o.flood else {
+                Output.line(cell(sys.title, 24) + "did not run: \(o.error ?? "unknown error")")
+                failures.append("\(sys.title): \(o.error ?? "did not run")")
+                continue
+            }
+            Output.line(cell(sys.title, 24) + cell(num(e.elapsed * 1000, "%.1f ms"), 11)
+                        + cell(num(e.percentile(0.5), "%.0f"), 10) + cell(num(e.percentile(0.99), "%.0f"), 10)
+                        + cell(num(f.rate, "%.0f"), 10)
+                        + cell(num(e.cpuPerMessage * 1e6, "%.1f"), 10) + cell(num(f.cpuPerMessage * 1e6, "%.1f"), 11)
+                        + "\(e.delivered)/\(e.expected), \(f.delivered)/\(f.expected)")
+            for p in [e, f] where !p.exactlyOnce {
+                failures.append("\(sys.title) \(p.name): missing \(p.missing), duplicates \(p.duplicates), misrouted \(p.misrouted)"
+                                + (p.stopReason.map { " — \($0)" } ?? ""))
+            }
+        }
+        Output.line("")
+        Output.line("  exchange time: first write to a sender's stdin → last delivery read; latency: each message's write → its delivery line read")
+        Output.line("  (both through the peers' JSON stdin/stdout, the same for every system); CPU: utime+stime of the system's processes")
+        Output.line("  (incl. nats-server) during the phase, from /proc/PID/stat (10 ms ticks per process), not the driver's")
+        Output.line("")
+        if failures.isEmpty {
+            Output.line("PASS: every system delivered every message exactly once")
+        } else {
+            Output.line("FAIL:")
+            for f in failures { Output.line("  ! \(f)") }
+        }
+    }
+
+    func writeCSV(_ results: [(System, SystemOutcome)], workload: CompareWorkload, dir: String) throws {
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        var summary = "system,phase,expected,delivered,missing,duplicates,misrouted,elapsed_s,msg_per_s,p50_us,p99_us,cpu_s,cpu_us_per_msg\n"
+        for (sys, o) in results {
+            for p in o.phases {
+                summary += [sys.rawValue, p.name, "\(p.expected)", "\(p.delivered)", "\(p.missing)", "\(p.duplicates)", "\(p.misrouted)",
+                            String(format: "%.6f", p.elapsed), String(format: "%.1f", p.rate),
+                            String(format: "%.1f", p.percentile(0.5)), String(format: "%.1f", p.percentile(0.99)),
+                            String(format: "%.3f", p.cpu), String(format: "%.2f", p.cpuPerMessage * 1e6)].joined(separator: ",") + "\n"
+            }
+            if let e = o.exchange {
+                var samples = "id,from,to,kind,latency_us\n"
+                for (id, l) in zip(e.latencyIDs, e.latenciesUs) {
+                    samples += "\(id),\(workload.from[id]),\(workload.to[id]),\(workload.kinds[id] == 0 ? "credentials" : "candidate"),\(String(format: "%.1f", l))\n"
+                }
+                try samples.write(toFile: "\(dir)/latency-\(sys.rawValue).csv", atomically: true, encoding: .utf8)
+                let sorted = e.latenciesUs.sorted()
+                var cdf = "latency_us,fraction\n"
+                for (k, l) in sorted.enumerated() { cdf += String(format: "%.1f,%.5f\n", l, Double(k + 1) / Double(sorted.count)) }
+                try cdf.write(toFile: "\(dir)/cdf-\(sys.rawValue).csv", atomically: true, encoding: .utf8)
+            }
+        }
+        try summary.write(toFile: "\(dir)/summary.csv", atomically: true, encoding: .utf8)
+        Output.error("compare: wrote \(dir)/summary.csv, latency-*.csv, cdf-*.csv")
+    }
+
+    /// The exchange latency CDF of every system, log-scale x, as a PNG via gnuplot.
+    func plotCDF(_ results: [(System, SystemOutcome)], dataDir: String, file: String, workload: CompareWorkload) throws {
+        if csv == nil { try writeCSV(results, workload: workload, dir: dataDir) }
+        let url = URL(fileURLWithPath: file)
+        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+        var plots: [String] = []
+        for (sys, o) in results {
+            guard let e = o.exchange, !e.latenciesUs.isEmpty else { continue }
+            let title = String(format: "%@ (p50 %.0f µs, p99 %.0f µs)", sys.title, e.percentile(0.5), e.percentile(0.99))
+            plots.append("\"\(dataDir)/cdf-\(sys.rawValue).csv\" using 1:2 every ::1 with lines linewidth 2 title \"\(title)\"")
+        }
+        guard !plots.isEmpty else { throw CompareError("nothing to plot: no system completed the exchange") }
+        let n = peers * (peers - 1) * (1 + candidates)
+        let script = """
+        set datafile separator ","
+        set terminal pngcairo size 900,540 noenhanced font "sans,11"
+        set output "\(url.path)"
+        set title "Delivery latency, \(peers) peers exchanging credentials + \(candidates) candidates per ordered pair (\(n) messages)"
+        set xlabel "publish → delivery (µs, log scale)"
+        set ylabel "fraction of messages delivered"
+        set logscale x
+        set yrange [0:1.02]
+        set grid
+        set key bottom right
+        plot \(plots.joined(separator: ", \\\n     "))
+
+        """
+        let scriptPath = "\(dataDir)/compare-cdf.gp"
+        try script.write(toFile: scriptPath, atomically: true, encoding: .utf8)
+        let log = "\(dataDir)/gnuplot.log"
+        let pid = try spawn(findExecutable("gnuplot")!, [scriptPath], stdin: nil, stdout: nil, errPath: log)
+        var status: Int32 = 0
+        let start = monotonicNanos()
+        while waitpid(pid, &status, WNOHANG) != pid {
+            if Double(monotonicNanos() - start) / 1e9 > 30 { kill(pid, SIGKILL); waitpid(pid, &status, 0); throw CompareError("gnuplot did not finish within 30 s") }
+            usleep(20_000)
+        }
+        guard status == 0 else { throw CompareError("gnuplot failed (status \(status)):\n\(logTail(log))") }
+        Output.error("compare: wrote \(url.path)")
+    }
+}
+
+/// `nats-server --version`, e.g. "v2.9.10".
+func natsServerVersion(_ path: String) -> String? {
+    let out = FileManager.default.temporaryDirectory.appending(path: "warren-nats-version-\(getpid())").path
+    defer { unlink(out) }
+    let fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    guard let pid = try? spawn(path, ["--version"], stdin: nil, stdout: fd, errPath: "/dev/null") else { return nil }
+    ChildRegistry.reap([pid], grace: .seconds(5))
+    let s = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
+    return s.split(separator: " ").last.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+}
