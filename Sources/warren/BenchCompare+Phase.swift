@@ -17,12 +17,14 @@ struct PhaseOutcome: Sendable {
     var latencyIDs: [Int] = []
     var elapsed = 0.0        // first write → last first arrival, seconds
     var cpu = 0.0            // CPU seconds of the system's processes during the phase
+    var serverCPU = 0.0      // of which the central server's (nats-server)
     var stopReason: String?  // why the driver stopped waiting, if not everything arrived
 
     var missing: Int { expected - delivered }
     var exactlyOnce: Bool { missing == 0 && duplicates == 0 && misrouted == 0 }
     var rate: Double { elapsed > 0 ? Double(delivered) / elapsed : 0 }
     var cpuPerMessage: Double { delivered > 0 ? cpu / Double(delivered) : .nan }
+    var serverCPUPerMessage: Double { delivered > 0 ? serverCPU / Double(delivered) : .nan }
     func percentile(_ q: Double) -> Double {
         guard !latenciesUs.isEmpty else { return .nan }
         let s = latenciesUs.sorted()
@@ -33,7 +35,7 @@ struct PhaseOutcome: Sendable {
 /// Runs one phase on running children: writes every sender's lines (stamping each chunk just
 /// before its write), waits until every message has arrived, or `timeout` passes, or nothing
 /// arrives for `stall` seconds, or a child dies; then waits `settle` for late duplicates.
-func runPhase(_ phase: CompareWorkload.Phase, workload: CompareWorkload, children: [LineChild], cpuPids: [pid_t],
+func runPhase(_ phase: CompareWorkload.Phase, workload: CompareWorkload, children: [LineChild], cpuPids: [pid_t], serverPids: [pid_t] = [],
               counter: PhaseCounter, timeout: Double, stall: Double = 15, settle: Duration = .milliseconds(300),
               label: String) -> PhaseOutcome {
     var out = PhaseOutcome(name: phase.name)
@@ -43,7 +45,7 @@ func runPhase(_ phase: CompareWorkload.Phase, workload: CompareWorkload, childre
     let sent = SendStamps(count: phase.ids.count)
     let base = phase.ids.lowerBound
     let writersDone = DispatchSemaphore(value: 0)
-    let cpu0 = cpuSeconds(cpuPids)
+    let cpu0 = cpuSeconds(cpuPids), server0 = cpuSeconds(serverPids)
     for (i, c) in children.enumerated() {
         let chunks = UnsafeSendable2(phase.chunks[i])
         let t = Thread {
@@ -79,6 +81,7 @@ func runPhase(_ phase: CompareWorkload.Phase, workload: CompareWorkload, childre
         usleep(1000)
     }
     out.cpu = cpuSeconds(cpuPids) - cpu0
+    out.serverCPU = cpuSeconds(serverPids) - server0
     endProgress()
     usleep(UInt32(seconds(settle) * 1e6))
     for _ in children { _ = writersDone.wait(timeout: .now() + 5) }

@@ -8,7 +8,8 @@ import Warren
 extension CompareBench {
     /// Polls the children's states until `pred(index, state)` holds for all, or fails clearly
     /// (a child exited, or `timeout` seconds passed).
-    func waitUntil(_ what: String, children: [LineChild], timeout: Double, _ pred: (Int, ChildState) -> Bool) throws {
+    func waitUntil(_ what: String, children: [LineChild], timeout: Double,
+                   describe: (Int, ChildState) -> String = { _, _ in "" }, _ pred: (Int, ChildState) -> Bool) throws {
         let start = monotonicNanos()
         while true {
             let done = children.enumerated().filter { i, c in c.state.withLock { pred(i, $0) } }.count
@@ -19,7 +20,9 @@ extension CompareBench {
             }
             if Double(monotonicNanos() - start) / 1e9 > timeout {
                 endProgress()
-                let late = children.enumerated().filter { i, c in !c.state.withLock { pred(i, $0) } }.map(\.element.name)
+                let late = children.enumerated().compactMap { i, c in
+                    c.state.withLock { pred(i, $0) ? nil : c.name + describe(i, $0) }
+                }
                 throw CompareError("timed out after \(Int(timeout)) s waiting until \(what): \(late.joined(separator: ", ")) not there yet")
             }
             progressLine("  waiting until \(what): \(done)/\(children.count)")
@@ -105,6 +108,16 @@ extension CompareBench {
                                 + (p.stopReason.map { " — \($0)" } ?? ""))
             }
         }
+        for (sys, o) in results where sys == .nats {
+            if let e = o.exchange, let f = o.flood {
+                Output.line(String(format: "  of which nats-server itself: %.1f µs (exchange), %.1f µs (flood) CPU per delivered message",
+                                   e.serverCPUPerMessage * 1e6, f.serverCPUPerMessage * 1e6))
+            }
+        }
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        let driverCPU = Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+        Output.line(String(format: "  the driver (this process: writing and reading every line, not counted above) used %.1f s CPU in all", driverCPU))
         Output.line("")
         Output.line("  exchange time: first write to a sender's stdin → last delivery read; latency: each message's write → its delivery line read")
         Output.line("  (both through the peers' JSON stdin/stdout, the same for every system); CPU: utime+stime of the system's processes")
@@ -120,13 +133,14 @@ extension CompareBench {
 
     func writeCSV(_ results: [(System, SystemOutcome)], workload: CompareWorkload, dir: String) throws {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        var summary = "system,phase,expected,delivered,missing,duplicates,misrouted,elapsed_s,msg_per_s,p50_us,p99_us,cpu_s,cpu_us_per_msg\n"
+        var summary = "system,phase,expected,delivered,missing,duplicates,misrouted,elapsed_s,msg_per_s,p50_us,p99_us,cpu_s,cpu_us_per_msg,server_cpu_s\n"
         for (sys, o) in results {
             for p in o.phases {
                 summary += [sys.rawValue, p.name, "\(p.expected)", "\(p.delivered)", "\(p.missing)", "\(p.duplicates)", "\(p.misrouted)",
                             String(format: "%.6f", p.elapsed), String(format: "%.1f", p.rate),
                             String(format: "%.1f", p.percentile(0.5)), String(format: "%.1f", p.percentile(0.99)),
-                            String(format: "%.3f", p.cpu), String(format: "%.2f", p.cpuPerMessage * 1e6)].joined(separator: ",") + "\n"
+                            String(format: "%.3f", p.cpu), String(format: "%.2f", p.cpuPerMessage * 1e6),
+                            String(format: "%.3f", p.serverCPU)].joined(separator: ",") + "\n"
             }
             if let e = o.exchange {
                 var samples = "id,from,to,kind,latency_us\n"

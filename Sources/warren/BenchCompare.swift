@@ -179,7 +179,8 @@ struct CompareBench: ParsableCommand {
             }
             try waitUntil("every process is ready", children: children, timeout: 30) { _, s in s.ready != nil }
             if let want = expectedNeighbours {
-                try waitUntil("the overlay has formed (every node has its neighbours)", children: children, timeout: 30) { i, s in
+                try waitUntil("the overlay has formed (every node has its neighbours)", children: children, timeout: 60,
+                              describe: { i, s in " (\(s.peersUp) of \(want[i]) neighbours up)" }) { i, s in
                     s.peersUp >= want[i]
                 }
             }
@@ -196,7 +197,8 @@ struct CompareBench: ParsableCommand {
             guard warmed else { throw CompareError("no warm-up round delivered every message; not measuring") }
 
             for phase in [exchange, flood] {
-                let o = runPhase(phase, workload: workload, children: children, cpuPids: pids, counter: counter,
+                let o = runPhase(phase, workload: workload, children: children, cpuPids: pids, serverPids: server.map { [$0] } ?? [],
+                                 counter: counter,
                                  timeout: timeout, label: "\(sys.rawValue) \(phase.name)")
                 if let r = o.stopReason { Output.error("compare: \(sys.title) \(phase.name): \(r)") }
                 outcome.phases.append(o)
