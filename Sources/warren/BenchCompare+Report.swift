@@ -77,7 +77,7 @@ extension CompareBench {
                      natsVersion: String?) {
         let exchangeCount = peers * (peers - 1) * (1 + candidates)
         Output.line("warren bench compare — \(machineLine())")
-        Output.line("  \(peers) peers, one process each; exchange: every ordered pair sends 1 credentials + \(candidates) candidates (\(exchangeCount) messages); flood: \(flood) candidates")
+        Output.line("  \(peers) peers, one process each; exchange: every ordered pair sends 1 credentials + \(candidates) candidates (\(exchangeCount) messages), \(rounds) rounds; flood: \(flood) candidates, \(floodRounds) rounds; rounds alternate between systems")
         Output.line("  message sizes: sealed envelope \(sizes.credentials) B (credentials) / \(sizes.candidate) B (candidate) on Warren and NATS; raw ZeroMQ sends sender key + plain protobuf, \(sizes.rawCredentials) / \(sizes.rawCandidate) B")
         for (sys, o) in results {
             switch sys {
@@ -93,35 +93,39 @@ extension CompareBench {
         Output.line(cell("system", 24) + cell("time", 11) + cell("p50", 10) + cell("p99", 10) + cell("msg/s", 10) + cell("exchange", 10) + cell("flood", 11) + "exchange, flood")
         var failures: [String] = []
         for (sys, o) in results {
-            guard let e = o.exchange, let f = o.flood else {
+            let e = Summary(o.exchanges), f = Summary(o.floods)
+            if let err = o.error { failures.append("\(sys.title): \(err)") }
+            guard e.rounds > 0, f.rounds > 0 else {
                 Output.line(cell(sys.title, 24) + "did not run: \(o.error ?? "unknown error")")
-                failures.append("\(sys.title): \(o.error ?? "did not run")")
                 continue
             }
-            Output.line(cell(sys.title, 24) + cell(num(e.elapsed * 1000, "%.1f ms"), 11)
+            Output.line(cell(sys.title, 24) + cell(num(e.medianElapsed * 1000, "%.1f ms"), 11)
                         + cell(num(e.percentile(0.5), "%.0f"), 10) + cell(num(e.percentile(0.99), "%.0f"), 10)
-                        + cell(num(f.rate, "%.0f"), 10)
+                        + cell(num(f.medianRate, "%.0f"), 10)
                         + cell(num(e.cpuPerMessage * 1e6, "%.1f"), 10) + cell(num(f.cpuPerMessage * 1e6, "%.1f"), 11)
                         + "\(e.delivered)/\(e.expected), \(f.delivered)/\(f.expected)")
-            for p in [e, f] where !p.exactlyOnce {
+            for p in o.phases where !p.exactlyOnce {
                 failures.append("\(sys.title) \(p.name): missing \(p.missing), duplicates \(p.duplicates), misrouted \(p.misrouted)"
                                 + (p.stopReason.map { " — \($0)" } ?? ""))
             }
         }
-        for (sys, o) in results where sys == .nats {
-            if let e = o.exchange, let f = o.flood {
-                Output.line(String(format: "  of which nats-server itself: %.1f µs (exchange), %.1f µs (flood) CPU per delivered message",
-                                   e.serverCPUPerMessage * 1e6, f.serverCPUPerMessage * 1e6))
-            }
+        Output.line("")
+        for (sys, o) in results where o.phases.count > 0 {
+            let e = Summary(o.exchanges), f = Summary(o.floods)
+            Output.line(String(format: "  %@ — exchange time %.1f … %.1f ms, flood %.0f … %.0f msg/s over the rounds", sys.title,
+                               e.minElapsed * 1000, e.maxElapsed * 1000, f.minRate, f.maxRate)
+                        + (sys == .nats ? String(format: "; nats-server itself %.1f / %.1f µs CPU per message (exchange / flood)",
+                                                 e.serverCPUPerMessage * 1e6, f.serverCPUPerMessage * 1e6) : ""))
         }
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         let driverCPU = Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
         Output.line(String(format: "  the driver (this process: writing and reading every line, not counted above) used %.1f s CPU in all", driverCPU))
         Output.line("")
-        Output.line("  exchange time: first write to a sender's stdin → last delivery read; latency: each message's write → its delivery line read")
-        Output.line("  (both through the peers' JSON stdin/stdout, the same for every system); CPU: utime+stime of the system's processes")
-        Output.line("  (incl. nats-server) during the phase, from /proc/PID/stat (10 ms ticks per process), not the driver's")
+        Output.line("  exchange time: first write to a sender's stdin → last delivery read (median of the rounds); latency: each message's")
+        Output.line("  write → its delivery line read, all rounds (both through the peers' JSON stdin/stdout, the same for every system);")
+        Output.line("  flood: median of the rounds; CPU: utime+stime of the system's processes (incl. nats-server) during the phases,")
+        Output.line("  from /proc/PID/stat, divided by the messages delivered in them; the driver's own CPU is not included")
         Output.line("")
         if failures.isEmpty {
             Output.line("PASS: every system delivered every message exactly once")
@@ -133,26 +137,30 @@ extension CompareBench {
 
     func writeCSV(_ results: [(System, SystemOutcome)], workload: CompareWorkload, dir: String) throws {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        var summary = "system,phase,expected,delivered,missing,duplicates,misrouted,elapsed_s,msg_per_s,p50_us,p99_us,cpu_s,cpu_us_per_msg,server_cpu_s\n"
+        var summary = "system,phase,round,expected,delivered,missing,duplicates,misrouted,elapsed_s,msg_per_s,p50_us,p99_us,cpu_s,cpu_us_per_msg,server_cpu_s\n"
         for (sys, o) in results {
+            var round: [String: Int] = [:]
             for p in o.phases {
-                summary += [sys.rawValue, p.name, "\(p.expected)", "\(p.delivered)", "\(p.missing)", "\(p.duplicates)", "\(p.misrouted)",
+                round[p.name, default: 0] += 1
+                summary += [sys.rawValue, p.name, "\(round[p.name]!)", "\(p.expected)", "\(p.delivered)", "\(p.missing)", "\(p.duplicates)", "\(p.misrouted)",
                             String(format: "%.6f", p.elapsed), String(format: "%.1f", p.rate),
                             String(format: "%.1f", p.percentile(0.5)), String(format: "%.1f", p.percentile(0.99)),
                             String(format: "%.3f", p.cpu), String(format: "%.2f", p.cpuPerMessage * 1e6),
                             String(format: "%.3f", p.serverCPU)].joined(separator: ",") + "\n"
             }
-            if let e = o.exchange {
-                var samples = "id,from,to,kind,latency_us\n"
-                for (id, l) in zip(e.latencyIDs, e.latenciesUs) {
-                    samples += "\(id),\(workload.from[id]),\(workload.to[id]),\(workload.kinds[id] == 0 ? "credentials" : "candidate"),\(String(format: "%.1f", l))\n"
+            let e = o.exchanges
+            guard !e.isEmpty else { continue }
+            var samples = "round,id,from,to,kind,latency_us\n"
+            for (r, p) in e.enumerated() {
+                for (id, l) in zip(p.latencyIDs, p.latenciesUs) {
+                    samples += "\(r + 1),\(id),\(workload.from[id]),\(workload.to[id]),\(workload.kinds[id] == 0 ? "credentials" : "candidate"),\(String(format: "%.1f", l))\n"
                 }
-                try samples.write(toFile: "\(dir)/latency-\(sys.rawValue).csv", atomically: true, encoding: .utf8)
-                let sorted = e.latenciesUs.sorted()
-                var cdf = "latency_us,fraction\n"
-                for (k, l) in sorted.enumerated() { cdf += String(format: "%.1f,%.5f\n", l, Double(k + 1) / Double(sorted.count)) }
-                try cdf.write(toFile: "\(dir)/cdf-\(sys.rawValue).csv", atomically: true, encoding: .utf8)
             }
+            try samples.write(toFile: "\(dir)/latency-\(sys.rawValue).csv", atomically: true, encoding: .utf8)
+            let sorted = Summary(e).latencies.sorted()
+            var cdf = "latency_us,fraction\n"
+            for (k, l) in sorted.enumerated() { cdf += String(format: "%.1f,%.5f\n", l, Double(k + 1) / Double(sorted.count)) }
+            try cdf.write(toFile: "\(dir)/cdf-\(sys.rawValue).csv", atomically: true, encoding: .utf8)
         }
         try summary.write(toFile: "\(dir)/summary.csv", atomically: true, encoding: .utf8)
         Output.error("compare: wrote \(dir)/summary.csv, latency-*.csv, cdf-*.csv")
@@ -165,17 +173,19 @@ extension CompareBench {
         try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
         var plots: [String] = []
         for (sys, o) in results {
-            guard let e = o.exchange, !e.latenciesUs.isEmpty else { continue }
+            let e = Summary(o.exchanges)
+            guard !e.latencies.isEmpty else { continue }
             let title = String(format: "%@ (p50 %.0f µs, p99 %.0f µs)", sys.title, e.percentile(0.5), e.percentile(0.99))
             plots.append("\"\(dataDir)/cdf-\(sys.rawValue).csv\" using 1:2 every ::1 with lines linewidth 2 title \"\(title)\"")
         }
         guard !plots.isEmpty else { throw CompareError("nothing to plot: no system completed the exchange") }
         let n = peers * (peers - 1) * (1 + candidates)
+        let what = rounds > 1 ? "\(rounds) rounds of \(n) messages" : "\(n) messages"
         let script = """
         set datafile separator ","
         set terminal pngcairo size 900,540 noenhanced font "sans,11"
         set output "\(url.path)"
-        set title "Delivery latency, \(peers) peers exchanging credentials + \(candidates) candidates per ordered pair (\(n) messages)"
+        set title "Delivery latency, \(peers) peers exchanging credentials + \(candidates) candidates per ordered pair (\(what))"
         set xlabel "publish → delivery (µs, log scale)"
         set ylabel "fraction of messages delivered"
         set logscale x
@@ -211,4 +221,32 @@ func natsServerVersion(_ path: String) -> String? {
     ChildRegistry.reap([pid], grace: .seconds(5))
     let s = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
     return s.split(separator: " ").last.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+}
+
+/// One system's rounds of one phase, taken together.
+struct Summary {
+    let rounds: Int
+    let latencies: [Double]
+    let medianElapsed, minElapsed, maxElapsed: Double
+    let medianRate, minRate, maxRate: Double
+    let delivered, expected: Int
+    let cpuPerMessage, serverCPUPerMessage: Double
+
+    init(_ phases: [PhaseOutcome]) {
+        rounds = phases.count
+        latencies = phases.flatMap(\.latenciesUs)
+        let el = phases.map(\.elapsed), rt = phases.map(\.rate)
+        medianElapsed = el.isEmpty ? .nan : median(el); minElapsed = el.min() ?? .nan; maxElapsed = el.max() ?? .nan
+        medianRate = rt.isEmpty ? .nan : median(rt); minRate = rt.min() ?? .nan; maxRate = rt.max() ?? .nan
+        delivered = phases.map(\.delivered).reduce(0, +)
+        expected = phases.map(\.expected).reduce(0, +)
+        cpuPerMessage = delivered > 0 ? phases.map(\.cpu).reduce(0, +) / Double(delivered) : .nan
+        serverCPUPerMessage = delivered > 0 ? phases.map(\.serverCPU).reduce(0, +) / Double(delivered) : .nan
+    }
+
+    func percentile(_ q: Double) -> Double {
+        guard !latencies.isEmpty else { return .nan }
+        let s = latencies.sorted()
+        return s[min(s.count - 1, Int(q * Double(s.count)))]
+    }
 }

@@ -57,9 +57,9 @@ struct BenchCompareTests {
     func everyMessageExactlyOnceOnAllThreeSystems() throws {
         let csv = FileManager.default.temporaryDirectory.appending(path: "warren-compare-csv-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: csv) }
-        let peers = 4, candidates = 4, flood = 480
-        let r = try Self.warren(["bench", "compare", "--peers", "\(peers)", "--candidates", "\(candidates)",
-                                 "--flood", "\(flood)", "--csv", csv.path, "--timeout", "60"], timeout: 240)
+        let peers = 4, candidates = 4, flood = 480, rounds = 2
+        let r = try Self.warren(["bench", "compare", "--peers", "\(peers)", "--candidates", "\(candidates)", "--rounds", "\(rounds)",
+                                 "--flood", "\(flood)", "--flood-rounds", "1", "--csv", csv.path, "--timeout", "60"], timeout: 240)
         #expect(r.status == 0, "bench compare exited \(r.status.map(String.init) ?? "only when killed"):\n\(r.stdout)\n\(r.stderr.suffix(3000))")
         #expect(r.stdout.contains("PASS"), "\(r.stdout)")
 
@@ -67,10 +67,10 @@ struct BenchCompareTests {
         let rows = text.split(separator: "\n").map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
         guard let header = rows.first else { Issue.record("no summary.csv written:\n\(r.stderr.suffix(2000))"); return }
         func col(_ name: String) -> Int { header.firstIndex(of: name) ?? -1 }
-        var seen = Set<String>()
+        var seen: [String: Int] = [:]
         for row in rows.dropFirst() where row.count == header.count {
             let system = row[col("system")], phase = row[col("phase")]
-            seen.insert("\(system)/\(phase)")
+            seen["\(system)/\(phase)", default: 0] += 1
             let expected = phase == "exchange" ? peers * (peers - 1) * (1 + candidates) : flood
             #expect(Int(row[col("expected")]) == expected, "\(system) \(phase): expected column \(row[col("expected")])")
             #expect(Int(row[col("delivered")]) == expected, "\(system) \(phase): delivered \(row[col("delivered")]) of \(expected)")
@@ -78,12 +78,12 @@ struct BenchCompareTests {
             #expect(row[col("duplicates")] == "0", "\(system) \(phase): duplicates \(row[col("duplicates")])")
             #expect(row[col("misrouted")] == "0", "\(system) \(phase): misrouted \(row[col("misrouted")])")
         }
-        #expect(seen == ["warren/exchange", "warren/flood", "nats/exchange", "nats/flood", "zmq/exchange", "zmq/flood"],
-                "summary.csv rows: \(seen.sorted())")
-        // Every exchange latency sample is there, one per message.
+        #expect(seen == ["warren/exchange": rounds, "warren/flood": 1, "nats/exchange": rounds, "nats/flood": 1,
+                         "zmq/exchange": rounds, "zmq/flood": 1], "summary.csv rows: \(seen)")
+        // Every exchange latency sample is there, one per message and round.
         for system in ["warren", "nats", "zmq"] {
             let samples = (try? String(contentsOf: csv.appending(path: "latency-\(system).csv"), encoding: .utf8)) ?? ""
-            #expect(samples.split(separator: "\n").count == 1 + peers * (peers - 1) * (1 + candidates), "latency-\(system).csv")
+            #expect(samples.split(separator: "\n").count == 1 + rounds * peers * (peers - 1) * (1 + candidates), "latency-\(system).csv")
         }
         // No child process is left behind.
         #expect(!Self.childrenOfDeadBenchRunning(), "a warren node / bench peer / nats-server outlived the bench")
