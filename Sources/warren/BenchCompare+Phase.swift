@@ -46,20 +46,39 @@ func runPhase(_ phase: CompareWorkload.Phase, workload: CompareWorkload, childre
     let base = phase.ids.lowerBound
     let writersDone = DispatchSemaphore(value: 0)
     let cpu0 = cpuSeconds(cpuPids), server0 = cpuSeconds(serverPids)
-    for (i, c) in children.enumerated() {
-        let chunks = UnsafeSendable2(phase.chunks[i])
-        let t = Thread {
-            var stamps: [(Int, UInt64)] = []
-            for chunk in chunks.value {
-                let now = monotonicNanos()
-                for id in chunk.ids { stamps.append((id, now)) }
-                if !c.write(chunk.bytes) { break }
-            }
-            sent.times.withLock { s in for (id, t) in stamps { s[id - base] = t } }
-            writersDone.signal()
+    var writers = 0
+    if let sequence = phase.sequence {
+        // One at a time: each message is written only once the previous one has arrived.
+        var next = [Int](repeating: 0, count: children.count)
+        var stamps: [(Int, UInt64)] = []
+        for (k, i) in sequence.enumerated() {
+            let chunk = phase.chunks[i][next[i]]
+            next[i] += 1
+            let before = counter.arrived.load(ordering: .relaxed)
+            let now = monotonicNanos()
+            for id in chunk.ids { stamps.append((id, now)) }
+            if !children[i].write(chunk.bytes) { break }
+            while counter.arrived.load(ordering: .relaxed) <= before && monotonicNanos() - now < 2_000_000_000 { usleep(20) }
+            progressLine("  \(label): \(k + 1)/\(sequence.count)")
         }
-        t.name = "compare-writer-\(i)"
-        t.start()
+        sent.times.withLock { s in for (id, t) in stamps { s[id - base] = t } }
+    } else {
+        for (i, c) in children.enumerated() {
+            let chunks = UnsafeSendable2(phase.chunks[i])
+            let t = Thread {
+                var stamps: [(Int, UInt64)] = []
+                for chunk in chunks.value {
+                    let now = monotonicNanos()
+                    for id in chunk.ids { stamps.append((id, now)) }
+                    if !c.write(chunk.bytes) { break }
+                }
+                sent.times.withLock { s in for (id, t) in stamps { s[id - base] = t } }
+                writersDone.signal()
+            }
+            t.name = "compare-writer-\(i)"
+            t.start()
+        }
+        writers = children.count
     }
     let start = monotonicNanos()
     var lastCount = 0, lastProgressAt = start
@@ -84,7 +103,7 @@ func runPhase(_ phase: CompareWorkload.Phase, workload: CompareWorkload, childre
     out.serverCPU = cpuSeconds(serverPids) - server0
     endProgress()
     usleep(UInt32(seconds(settle) * 1e6))
-    for _ in children { _ = writersDone.wait(timeout: .now() + 5) }
+    for _ in 0..<writers { _ = writersDone.wait(timeout: .now() + 5) }
 
     let sentAt = sent.times.withLock { $0 }
     var firstAt = [UInt64](repeating: 0, count: phase.ids.count)

@@ -77,7 +77,7 @@ extension CompareBench {
                      natsVersion: String?) {
         let exchangeCount = peers * (peers - 1) * (1 + candidates)
         Output.line("warren bench compare — \(machineLine())")
-        Output.line("  \(peers) peers, one process each; exchange: every ordered pair sends 1 credentials + \(candidates) candidates (\(exchangeCount) messages), \(rounds) rounds; flood: \(flood) candidates, \(floodRounds) rounds; rounds alternate between systems")
+        Output.line("  \(peers) peers, one process each; one at a time: \(singles) candidates, each sent after the previous arrived; exchange: every ordered pair sends 1 credentials + \(candidates) candidates (\(exchangeCount) messages), \(rounds) rounds; flood: \(flood) candidates, \(floodRounds) rounds; rounds alternate between systems")
         Output.line("  message sizes: sealed envelope \(sizes.credentials) B (credentials) / \(sizes.candidate) B (candidate) on Warren and NATS; raw ZeroMQ sends sender key + plain protobuf, \(sizes.rawCredentials) / \(sizes.rawCandidate) B")
         for (sys, o) in results {
             switch sys {
@@ -89,21 +89,22 @@ extension CompareBench {
         Output.line("")
         func cell(_ s: String, _ w: Int) -> String { s.count >= w ? s + " " : s.padding(toLength: w, withPad: " ", startingAt: 0) }
         func num(_ v: Double, _ f: String) -> String { v.isNaN ? "–" : String(format: f, v) }
-        Output.line(cell("", 24) + cell("exchange", 11) + cell("latency (µs)", 20) + cell("flood", 10) + cell("CPU µs / delivered", 21) + "delivered once")
-        Output.line(cell("system", 24) + cell("time", 11) + cell("p50", 10) + cell("p99", 10) + cell("msg/s", 10) + cell("exchange", 10) + cell("flood", 11) + "exchange, flood")
+        Output.line(cell("", 23) + cell("one at a time", 16) + cell("exchange", 10) + cell("exchange lat. µs", 18) + cell("flood", 9) + cell("CPU µs / deliv.", 17) + "delivered once")
+        Output.line(cell("system", 23) + cell("p50 µs", 8) + cell("p99 µs", 8) + cell("time", 10) + cell("p50", 9) + cell("p99", 9) + cell("msg/s", 9) + cell("exch.", 8) + cell("flood", 9) + "single, exchange, flood")
         var failures: [String] = []
         for (sys, o) in results {
-            let e = Summary(o.exchanges), f = Summary(o.floods)
+            let e = Summary(o.exchanges), f = Summary(o.floods), one = Summary(o.singles)
             if let err = o.error { failures.append("\(sys.title): \(err)") }
             guard e.rounds > 0, f.rounds > 0 else {
-                Output.line(cell(sys.title, 24) + "did not run: \(o.error ?? "unknown error")")
+                Output.line(cell(sys.title, 23) + "did not run: \(o.error ?? "unknown error")")
                 continue
             }
-            Output.line(cell(sys.title, 24) + cell(num(e.medianElapsed * 1000, "%.1f ms"), 11)
-                        + cell(num(e.percentile(0.5), "%.0f"), 10) + cell(num(e.percentile(0.99), "%.0f"), 10)
-                        + cell(num(f.medianRate, "%.0f"), 10)
-                        + cell(num(e.cpuPerMessage * 1e6, "%.1f"), 10) + cell(num(f.cpuPerMessage * 1e6, "%.1f"), 11)
-                        + "\(e.delivered)/\(e.expected), \(f.delivered)/\(f.expected)")
+            Output.line(cell(sys.title, 23) + cell(num(one.percentile(0.5), "%.0f"), 8) + cell(num(one.percentile(0.99), "%.0f"), 8)
+                        + cell(num(e.medianElapsed * 1000, "%.0f ms"), 10)
+                        + cell(num(e.percentile(0.5), "%.0f"), 9) + cell(num(e.percentile(0.99), "%.0f"), 9)
+                        + cell(num(f.medianRate, "%.0f"), 9)
+                        + cell(num(e.cpuPerMessage * 1e6, "%.0f"), 8) + cell(num(f.cpuPerMessage * 1e6, "%.0f"), 9)
+                        + "\(one.delivered)/\(one.expected), \(e.delivered)/\(e.expected), \(f.delivered)/\(f.expected)")
             for p in o.phases where !p.exactlyOnce {
                 failures.append("\(sys.title) \(p.name): missing \(p.missing), duplicates \(p.duplicates), misrouted \(p.misrouted)"
                                 + (p.stopReason.map { " — \($0)" } ?? ""))
@@ -122,6 +123,7 @@ extension CompareBench {
         let driverCPU = Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
         Output.line(String(format: "  the driver (this process: writing and reading every line, not counted above) used %.1f s CPU in all", driverCPU))
         Output.line("")
+        Output.line("  one at a time: unloaded latency, write of a message → its delivery line read, through the same JSON pipes")
         Output.line("  exchange time: first write to a sender's stdin → last delivery read (median of the rounds); latency: each message's")
         Output.line("  write → its delivery line read, all rounds (both through the peers' JSON stdin/stdout, the same for every system);")
         Output.line("  flood: median of the rounds; CPU: utime+stime of the system's processes (incl. nats-server) during the phases,")
@@ -175,8 +177,8 @@ extension CompareBench {
         for (sys, o) in results {
             let e = Summary(o.exchanges)
             guard !e.latencies.isEmpty else { continue }
-            let title = String(format: "%@ (p50 %.0f µs, p99 %.0f µs)", sys.title, e.percentile(0.5), e.percentile(0.99))
-            plots.append("\"\(dataDir)/cdf-\(sys.rawValue).csv\" using 1:2 every ::1 with lines linewidth 2 title \"\(title)\"")
+            let title = String(format: "%@ (p50 %.1f ms, p99 %.1f ms)", sys.title, e.percentile(0.5) / 1000, e.percentile(0.99) / 1000)
+            plots.append("\"\(dataDir)/cdf-\(sys.rawValue).csv\" using ($1/1000):2 every ::1 with lines linewidth 2 title \"\(title)\"")
         }
         guard !plots.isEmpty else { throw CompareError("nothing to plot: no system completed the exchange") }
         let n = peers * (peers - 1) * (1 + candidates)
@@ -186,12 +188,12 @@ extension CompareBench {
         set terminal pngcairo size 900,540 noenhanced font "sans,11"
         set output "\(url.path)"
         set title "Delivery latency, \(peers) peers exchanging credentials + \(candidates) candidates per ordered pair (\(what))"
-        set xlabel "publish → delivery (µs, log scale)"
+        set xlabel "write to the sender's stdin → delivery line read from the recipient (ms, log scale)"
         set ylabel "fraction of messages delivered"
         set logscale x
         set yrange [0:1.02]
         set grid
-        set key bottom right
+        set key top left
         plot \(plots.joined(separator: ", \\\n     "))
 
         """

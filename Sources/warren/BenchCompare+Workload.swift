@@ -30,6 +30,9 @@ struct CompareWorkload {
         let name: String
         let ids: Range<Int>
         var chunks: [[(ids: [Int], bytes: [UInt8])]]
+        /// For a one-at-a-time phase: the sender of each successive chunk (each chunk one line);
+        /// the driver writes the next only after the previous has been delivered.
+        var sequence: [Int]? = nil
     }
 
     /// Appends a message and returns its stdin line.
@@ -90,6 +93,20 @@ struct CompareWorkload {
             if !ids.isEmpty { chunks[i].append((ids, bytes)) }
         }
         return Phase(name: "flood", ids: lo..<count, chunks: chunks)
+    }
+
+    /// `total` candidates sent one at a time, cycling through senders and recipients.
+    mutating func singles(total: Int) -> Phase {
+        let n = keys.count, lo = count
+        var chunks: [[(ids: [Int], bytes: [UInt8])]] = Array(repeating: [], count: n)
+        var sequence: [Int] = []
+        for m in 0..<total {
+            let i = m % n, j = (i + 1 + (m / n) % (n - 1)) % n
+            let id = count
+            chunks[i].append(([id], add(from: i, to: j, candidate: m % 4)))
+            sequence.append(i)
+        }
+        return Phase(name: "single", ids: lo..<count, chunks: chunks, sequence: sequence)
     }
 
     private static let ufragKey = Array("\"ufrag\":\"u".utf8)

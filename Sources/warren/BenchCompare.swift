@@ -18,6 +18,7 @@ struct CompareBench: ParsableCommand {
         over stdin/stdout JSON lines: `warren node` for Warren, `warren bench peer --system nats` \
         (with a nats-server started on a free loopback port) and `warren bench peer --system zmq`. \
         All systems are started and warmed up first; then their rounds alternate:
+          single    --singles candidates one at a time (each after the previous arrived): unloaded latency
           exchange  (--rounds) every ordered pair: 1 credentials + --candidates candidates (cunīcu's session start)
           flood     (--flood-rounds) --flood candidates written as fast as the peers take them
         Reported per system: time to complete an exchange (median), its delivery latency p50/p99 \
@@ -41,6 +42,7 @@ struct CompareBench: ParsableCommand {
     @Option(help: "Peers (processes) per system.") var peers: Int = 16
     @Option(help: "Candidates each peer sends to each other peer in the exchange.") var candidates: Int = 4
     @Option(help: "Messages in the saturation phase (spread over all senders).") var flood: Int = 32_000
+    @Option(help: "Messages sent one at a time (each after the previous arrived) for the unloaded latency.") var singles: Int = 300
     @Option(help: "Exchange rounds per system (interleaved across systems; latencies pooled, times' median reported).") var rounds: Int = 5
     @Option(help: "Flood rounds per system (interleaved; median msg/s reported).") var floodRounds: Int = 3
     @Option(help: "Systems to run, comma-separated.") var systems: String = "warren,nats,zmq"
@@ -55,6 +57,7 @@ struct CompareBench: ParsableCommand {
         guard (2...128).contains(peers) else { throw ValidationError("--peers must be 2…128") }
         guard (0...64).contains(candidates) else { throw ValidationError("--candidates must be 0…64") }
         guard flood >= peers else { throw ValidationError("--flood must be at least --peers") }
+        guard singles >= 1 else { throw ValidationError("--singles must be at least 1") }
         guard rounds >= 1, floodRounds >= 1 else { throw ValidationError("--rounds and --flood-rounds must be at least 1") }
         guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
         _ = try selectedSystems()
@@ -90,6 +93,7 @@ struct CompareBench: ParsableCommand {
         // One workload for all systems: the same keys, the same lines.
         var workload = CompareWorkload(peers: peers)
         let warmups = (0..<3).map { _ in workload.exchange(candidates: 0, name: "warm-up") }
+        let singlesPhase = workload.singles(total: singles)
         let exchanges = (0..<rounds).map { _ in workload.exchange(candidates: candidates) }
         let floods = (0..<floodRounds).map { _ in workload.flood(total: flood) }
         var keyFiles: [String] = []
@@ -116,7 +120,7 @@ struct CompareBench: ParsableCommand {
             }
             runs.append(r)
         }
-        for phases in [exchanges, floods] {
+        for phases in [[singlesPhase], exchanges, floods] {
             for (k, phase) in phases.enumerated() {
                 for r in runs where r.outcome.error == nil {
                     let o = runPhase(phase, workload: workload, children: r.children, cpuPids: r.pids, serverPids: r.serverPids,
@@ -150,8 +154,9 @@ struct CompareBench: ParsableCommand {
         var note = ""
         var exchanges: [PhaseOutcome] { phases.filter { $0.name == "exchange" } }
         var floods: [PhaseOutcome] { phases.filter { $0.name == "flood" } }
+        var singles: [PhaseOutcome] { phases.filter { $0.name == "single" } }
         func passed(rounds: Int, floodRounds: Int) -> Bool {
-            error == nil && exchanges.count == rounds && floods.count == floodRounds && phases.allSatisfy(\.exactlyOnce)
+            error == nil && singles.count == 1 && exchanges.count == rounds && floods.count == floodRounds && phases.allSatisfy(\.exactlyOnce)
         }
     }
 

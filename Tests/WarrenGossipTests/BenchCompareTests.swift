@@ -59,7 +59,7 @@ struct BenchCompareTests {
         defer { try? FileManager.default.removeItem(at: csv) }
         let peers = 4, candidates = 4, flood = 480, rounds = 2
         let r = try Self.warren(["bench", "compare", "--peers", "\(peers)", "--candidates", "\(candidates)", "--rounds", "\(rounds)",
-                                 "--flood", "\(flood)", "--flood-rounds", "1", "--csv", csv.path, "--timeout", "60"], timeout: 240)
+                                 "--flood", "\(flood)", "--flood-rounds", "1", "--singles", "20", "--csv", csv.path, "--timeout", "60"], timeout: 240)
         #expect(r.status == 0, "bench compare exited \(r.status.map(String.init) ?? "only when killed"):\n\(r.stdout)\n\(r.stderr.suffix(3000))")
         #expect(r.stdout.contains("PASS"), "\(r.stdout)")
 
@@ -71,15 +71,16 @@ struct BenchCompareTests {
         for row in rows.dropFirst() where row.count == header.count {
             let system = row[col("system")], phase = row[col("phase")]
             seen["\(system)/\(phase)", default: 0] += 1
-            let expected = phase == "exchange" ? peers * (peers - 1) * (1 + candidates) : flood
+            let expected = phase == "exchange" ? peers * (peers - 1) * (1 + candidates) : phase == "single" ? 20 : flood
             #expect(Int(row[col("expected")]) == expected, "\(system) \(phase): expected column \(row[col("expected")])")
             #expect(Int(row[col("delivered")]) == expected, "\(system) \(phase): delivered \(row[col("delivered")]) of \(expected)")
             #expect(row[col("missing")] == "0", "\(system) \(phase): missing \(row[col("missing")])")
             #expect(row[col("duplicates")] == "0", "\(system) \(phase): duplicates \(row[col("duplicates")])")
             #expect(row[col("misrouted")] == "0", "\(system) \(phase): misrouted \(row[col("misrouted")])")
         }
-        #expect(seen == ["warren/exchange": rounds, "warren/flood": 1, "nats/exchange": rounds, "nats/flood": 1,
-                         "zmq/exchange": rounds, "zmq/flood": 1], "summary.csv rows: \(seen)")
+        #expect(seen == ["warren/single": 1, "warren/exchange": rounds, "warren/flood": 1,
+                         "nats/single": 1, "nats/exchange": rounds, "nats/flood": 1,
+                         "zmq/single": 1, "zmq/exchange": rounds, "zmq/flood": 1], "summary.csv rows: \(seen)")
         // Every exchange latency sample is there, one per message and round.
         for system in ["warren", "nats", "zmq"] {
             let samples = (try? String(contentsOf: csv.appending(path: "latency-\(system).csv"), encoding: .utf8)) ?? ""
