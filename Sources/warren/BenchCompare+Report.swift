@@ -159,41 +159,47 @@ extension CompareBench {
                 }
             }
             try samples.write(toFile: "\(dir)/latency-\(sys.rawValue).csv", atomically: true, encoding: .utf8)
-            let sorted = Summary(e).latencies.sorted()
-            var cdf = "latency_us,fraction\n"
-            for (k, l) in sorted.enumerated() { cdf += String(format: "%.1f,%.5f\n", l, Double(k + 1) / Double(sorted.count)) }
-            try cdf.write(toFile: "\(dir)/cdf-\(sys.rawValue).csv", atomically: true, encoding: .utf8)
+            for (name, phases) in [("cdf", e), ("cdf-single", o.singles)] {
+                let sorted = Summary(phases).latencies.sorted()
+                var cdf = "latency_us,fraction\n"
+                for (k, l) in sorted.enumerated() { cdf += String(format: "%.1f,%.5f\n", l, Double(k + 1) / Double(sorted.count)) }
+                try cdf.write(toFile: "\(dir)/\(name)-\(sys.rawValue).csv", atomically: true, encoding: .utf8)
+            }
         }
         try summary.write(toFile: "\(dir)/summary.csv", atomically: true, encoding: .utf8)
         Output.error("compare: wrote \(dir)/summary.csv, latency-*.csv, cdf-*.csv")
     }
 
-    /// The exchange latency CDF of every system, log-scale x, as a PNG via gnuplot.
+    /// The latency CDFs of every system, log-scale x, as a PNG via gnuplot: the exchange (solid)
+    /// and one message at a time (dashed).
     func plotCDF(_ results: [(System, SystemOutcome)], dataDir: String, file: String, workload: CompareWorkload) throws {
         if csv == nil { try writeCSV(results, workload: workload, dir: dataDir) }
         let url = URL(fileURLWithPath: file)
         try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
         var plots: [String] = []
-        for (sys, o) in results {
-            let e = Summary(o.exchanges)
+        for (k, (sys, o)) in results.enumerated() {
+            let e = Summary(o.exchanges), one = Summary(o.singles)
             guard !e.latencies.isEmpty else { continue }
-            let title = String(format: "%@ (p50 %.1f ms, p99 %.1f ms)", sys.title, e.percentile(0.5) / 1000, e.percentile(0.99) / 1000)
-            plots.append("\"\(dataDir)/cdf-\(sys.rawValue).csv\" using ($1/1000):2 every ::1 with lines linewidth 2 title \"\(title)\"")
+            let title = String(format: "%@, exchange (p50 %.1f ms, p99 %.1f ms)", sys.title, e.percentile(0.5) / 1000, e.percentile(0.99) / 1000)
+            plots.append("\"\(dataDir)/cdf-\(sys.rawValue).csv\" using ($1/1000):2 every ::1 with lines linewidth 2 linecolor \(k + 1) title \"\(title)\"")
+            guard !one.latencies.isEmpty else { continue }
+            let t1 = String(format: "%@, one at a time (p50 %.2f ms, p99 %.2f ms)", sys.title, one.percentile(0.5) / 1000, one.percentile(0.99) / 1000)
+            plots.append("\"\(dataDir)/cdf-single-\(sys.rawValue).csv\" using ($1/1000):2 every ::1 with lines linewidth 2 dashtype 2 linecolor \(k + 1) title \"\(t1)\"")
         }
         guard !plots.isEmpty else { throw CompareError("nothing to plot: no system completed the exchange") }
         let n = peers * (peers - 1) * (1 + candidates)
         let what = rounds > 1 ? "\(rounds) rounds of \(n) messages" : "\(n) messages"
         let script = """
         set datafile separator ","
-        set terminal pngcairo size 900,540 noenhanced font "sans,11"
+        set terminal pngcairo size 1100,680 noenhanced font "sans,10"
         set output "\(url.path)"
-        set title "Delivery latency, \(peers) peers exchanging credentials + \(candidates) candidates per ordered pair (\(what))"
+        set title "Delivery latency, \(peers) peers, one process each\\nsolid: exchange, credentials + \(candidates) candidates per ordered pair (\(what)); dashed: \(singles) messages one at a time"
         set xlabel "write to the sender's stdin → delivery line read from the recipient (ms, log scale)"
         set ylabel "fraction of messages delivered"
         set logscale x
         set yrange [0:1.02]
         set grid
-        set key top left
+        set key outside below vertical maxrows 3 width -8
         plot \(plots.joined(separator: ", \\\n     "))
 
         """
