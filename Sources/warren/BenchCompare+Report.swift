@@ -8,12 +8,15 @@ import Warren
 extension CompareBench {
     /// Polls the children's states until `pred(index, state)` holds for all, or fails clearly
     /// (a child exited, or `timeout` seconds passed).
-    func waitUntil(_ what: String, children: [LineChild], timeout: Double,
-                   describe: (Int, ChildState) -> String = { _, _ in "" }, _ pred: (Int, ChildState) -> Bool) throws {
+    /// With `throwOnTimeout: false` a timeout returns the late children (named and described)
+    /// instead of throwing; a child that exits always throws.
+    @discardableResult
+    func waitUntil(_ what: String, children: [LineChild], timeout: Double, throwOnTimeout: Bool = true,
+                   describe: (Int, ChildState) -> String = { _, _ in "" }, _ pred: (Int, ChildState) -> Bool) throws -> [String] {
         let start = monotonicNanos()
         while true {
             let done = children.enumerated().filter { i, c in c.state.withLock { pred(i, $0) } }.count
-            if done == children.count { endProgress(); return }
+            if done == children.count { endProgress(); return [] }
             if let dead = children.first(where: { $0.exited }) {
                 endProgress()
                 throw CompareError("\(dead.name) exited while waiting until \(what):\n\(logTail(dead.logPath))")
@@ -23,6 +26,7 @@ extension CompareBench {
                 let late = children.enumerated().compactMap { i, c in
                     c.state.withLock { pred(i, $0) ? nil : c.name + describe(i, $0) }
                 }
+                if !throwOnTimeout { return late }
                 throw CompareError("timed out after \(Int(timeout)) s waiting until \(what): \(late.joined(separator: ", ")) not there yet")
             }
             progressLine("  waiting until \(what): \(done)/\(children.count)")
@@ -111,6 +115,9 @@ extension CompareBench {
             }
         }
         Output.line("")
+        for (sys, o) in results where !o.warnings.isEmpty {
+            for w in o.warnings { Output.line("  ! \(sys.title): \(w)") }
+        }
         for (sys, o) in results where o.phases.count > 0 {
             let e = Summary(o.exchanges), f = Summary(o.floods)
             Output.line(String(format: "  %@ — exchange time %.1f … %.1f ms, flood %.0f … %.0f msg/s over the rounds", sys.title,
