@@ -157,6 +157,7 @@ func logTail(_ path: String, lines: Int = 6) -> String {
 struct ChildState: Sendable {
     var ready: (endpoint: String, publicKey: String)?
     var peersUp = 0
+    var peerDowns = 0   // peer-down events seen in all
     var deliveries: [CompareDelivery] = []
     var otherLines: [String] = []
     var closed = false
@@ -280,7 +281,7 @@ final class LineChild: Sendable {
                 let r = (endpoint: obj["endpoint"] as? String ?? "", publicKey: obj["public_key"] as? String ?? "")
                 state.withLock { $0.ready = r }
             case "peer-up": state.withLock { $0.peersUp += 1 }
-            case "peer-down": state.withLock { $0.peersUp -= 1 }
+            case "peer-down": state.withLock { $0.peersUp -= 1; $0.peerDowns += 1 }
             default: break
             }
         } else if !line.isEmpty {

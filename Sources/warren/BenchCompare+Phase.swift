@@ -19,6 +19,7 @@ struct PhaseOutcome: Sendable {
     var cpu = 0.0            // CPU seconds of the system's processes during the phase
     var serverCPU = 0.0      // of which the central server's (nats-server)
     var stopReason: String?  // why the driver stopped waiting, if not everything arrived
+    var peerDowns = 0        // Warren: neighbour links reported down during the phase
 
     var missing: Int { expected - delivered }
     var exactlyOnce: Bool { missing == 0 && duplicates == 0 && misrouted == 0 }
@@ -46,6 +47,7 @@ func runPhase(_ phase: CompareWorkload.Phase, workload: CompareWorkload, childre
     let base = phase.ids.lowerBound
     let writersDone = DispatchSemaphore(value: 0)
     let cpu0 = cpuSeconds(cpuPids), server0 = cpuSeconds(serverPids)
+    let downs0 = children.map { $0.state.withLock { $0.peerDowns } }.reduce(0, +)
     var writers = 0
     if let sequence = phase.sequence {
         // One at a time: each message is written only once the previous one has arrived.
@@ -104,6 +106,7 @@ func runPhase(_ phase: CompareWorkload.Phase, workload: CompareWorkload, childre
     endProgress()
     usleep(UInt32(seconds(settle) * 1e6))
     for _ in 0..<writers { _ = writersDone.wait(timeout: .now() + 5) }
+    out.peerDowns = children.map { $0.state.withLock { $0.peerDowns } }.reduce(0, +) - downs0
 
     let sentAt = sent.times.withLock { $0 }
     var firstAt = [UInt64](repeating: 0, count: phase.ids.count)

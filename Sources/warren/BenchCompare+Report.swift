@@ -111,12 +111,17 @@ extension CompareBench {
                         + "\(one.delivered)/\(one.expected), \(e.delivered)/\(e.expected), \(f.delivered)/\(f.expected)")
             for p in o.phases where !p.exactlyOnce {
                 failures.append("\(sys.title) \(p.name): missing \(p.missing), duplicates \(p.duplicates), misrouted \(p.misrouted)"
+                                + (p.peerDowns > 0 ? ", \(p.peerDowns) neighbour links went down during it" : "")
                                 + (p.stopReason.map { " — \($0)" } ?? ""))
             }
         }
         Output.line("")
         for (sys, o) in results where !o.warnings.isEmpty {
             for w in o.warnings { Output.line("  ! \(sys.title): \(w)") }
+        }
+        for (sys, o) in results {
+            let downs = o.phases.map(\.peerDowns).reduce(0, +)
+            if downs > 0 { Output.line("  ! \(sys.title): \(downs) neighbour links were reported down during the measured phases") }
         }
         for (sys, o) in results where o.phases.count > 0 {
             let e = Summary(o.exchanges), f = Summary(o.floods)
@@ -146,7 +151,7 @@ extension CompareBench {
 
     func writeCSV(_ results: [(System, SystemOutcome)], workload: CompareWorkload, dir: String) throws {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        var summary = "system,phase,round,expected,delivered,missing,duplicates,misrouted,elapsed_s,msg_per_s,p50_us,p99_us,cpu_s,cpu_us_per_msg,server_cpu_s\n"
+        var summary = "system,phase,round,expected,delivered,missing,duplicates,misrouted,elapsed_s,msg_per_s,p50_us,p99_us,cpu_s,cpu_us_per_msg,server_cpu_s,peer_downs\n"
         for (sys, o) in results {
             var round: [String: Int] = [:]
             for p in o.phases {
@@ -155,7 +160,7 @@ extension CompareBench {
                             String(format: "%.6f", p.elapsed), String(format: "%.1f", p.rate),
                             String(format: "%.1f", p.percentile(0.5)), String(format: "%.1f", p.percentile(0.99)),
                             String(format: "%.3f", p.cpu), String(format: "%.2f", p.cpuPerMessage * 1e6),
-                            String(format: "%.3f", p.serverCPU)].joined(separator: ",") + "\n"
+                            String(format: "%.3f", p.serverCPU), "\(p.peerDowns)"].joined(separator: ",") + "\n"
             }
             let e = o.exchanges
             guard !e.isEmpty else { continue }
