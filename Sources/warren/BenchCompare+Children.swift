@@ -158,6 +158,7 @@ struct ChildState: Sendable {
     var ready: (endpoint: String, publicKey: String)?
     var peersUp = 0
     var peerDowns = 0   // peer-down events seen in all
+    var downReasons: [String: Int] = [:]
     var deliveries: [CompareDelivery] = []
     var otherLines: [String] = []
     var closed = false
@@ -281,7 +282,9 @@ final class LineChild: Sendable {
                 let r = (endpoint: obj["endpoint"] as? String ?? "", publicKey: obj["public_key"] as? String ?? "")
                 state.withLock { $0.ready = r }
             case "peer-up": state.withLock { $0.peersUp += 1 }
-            case "peer-down": state.withLock { $0.peersUp -= 1; $0.peerDowns += 1 }
+            case "peer-down":
+                let reason = obj["reason"] as? String ?? "unknown"
+                state.withLock { $0.peersUp -= 1; $0.peerDowns += 1; $0.downReasons[reason, default: 0] += 1 }
             default: break
             }
         } else if !line.isEmpty {

@@ -121,7 +121,10 @@ extension CompareBench {
         }
         for (sys, o) in results {
             let downs = o.phases.map(\.peerDowns).reduce(0, +)
-            if downs > 0 { Output.line("  ! \(sys.title): \(downs) neighbour links were reported down during the measured phases") }
+            if downs > 0 {
+                let why = o.downReasons.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+                Output.line("  ! \(sys.title): \(downs) neighbour links were reported down during the measured phases (reasons over the whole run: \(why))")
+            }
         }
         for (sys, o) in results where o.phases.count > 0 {
             let e = Summary(o.exchanges), f = Summary(o.floods)

@@ -137,7 +137,10 @@ struct CompareBench: ParsableCommand {
                 }
             }
         }
-        for r in runs { r.stop() }
+        for r in runs {
+            for c in r.children { for (k, v) in c.state.withLock({ $0.downReasons }) { r.outcome.downReasons[k, default: 0] += v } }
+            r.stop()
+        }
 
         let results = runs.map { ($0.system, $0.outcome) }
         printReport(results, sizes: sizes, natsVersion: natsPath.flatMap(natsServerVersion))
@@ -154,6 +157,7 @@ struct CompareBench: ParsableCommand {
         var phases: [PhaseOutcome] = []
         var error: String?
         var warnings: [String] = []
+        var downReasons: [String: Int] = [:]   // Warren: peer-down events by reason, whole run
         var note = ""
         var exchanges: [PhaseOutcome] { phases.filter { $0.name == "exchange" } }
         var floods: [PhaseOutcome] { phases.filter { $0.name == "flood" } }
