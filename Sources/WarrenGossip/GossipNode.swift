@@ -365,8 +365,6 @@ struct DriverLoop {
     /// Reads every waiting message from the SUB socket (bounded per wake-up to stay fair).
     mutating func receiveData() {
         var topic = zmq_msg_t(), body = zmq_msg_t()
-        // One clock read per batch: the frames of one wake-up arrived together.
-        let now = monotonicNanos()
         for _ in 0..<4096 {
             zmq_msg_init(&topic)
             if zmq_msg_recv(&topic, sub.handle, ZMQ_DONTWAIT) < 0 { zmq_msg_close(&topic); break }
@@ -390,7 +388,7 @@ struct DriverLoop {
                 // Typed buffers: the decoder reads them in place (raw buffers would be copied first).
                 let t = UnsafeBufferPointer(start: zmq_msg_data(&topic).assumingMemoryBound(to: UInt8.self), count: zmq_msg_size(&topic))
                 let b = UnsafeBufferPointer(start: zmq_msg_data(&body).assumingMemoryBound(to: UInt8.self), count: zmq_msg_size(&body))
-                engine.receive(topic: t, body: b, now: now, rng: &rng, into: &actions)
+                engine.receive(topic: t, body: b, now: monotonicNanos(), rng: &rng, into: &actions)
             }
             zmq_msg_close(&topic)
             zmq_msg_close(&body)
