@@ -27,6 +27,8 @@ let package = Package(
         .systemLibrary(name: "CZeroMQ", providers: [.apt(["libzmq3-dev"])]),
         .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
         .systemLibrary(name: "CArgon2", pkgConfig: "libargon2", providers: [.apt(["libargon2-dev"])]),
+        // Header only: a cache prefetch hint (__builtin_prefetch) for the simulator's hot loop.
+        .systemLibrary(name: "CPrefetch"),
 
         // Keys, the envelope codec, the Backend protocol, the in-process backend, generated protobuf.
         .target(
@@ -38,7 +40,7 @@ let package = Package(
             ]
         ),
         // The sans-I/O gossip engine: frames, de-dup, TTL, peer table, membership.
-        .target(name: "WarrenEngine", dependencies: ["CSodium"]),
+        .target(name: "WarrenEngine", dependencies: ["CSodium", "CPrefetch"]),
         // The ZeroMQ driver and the gossip:// backend.
         .target(
             name: "WarrenGossip",

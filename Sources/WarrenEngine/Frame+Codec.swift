@@ -15,8 +15,20 @@ extension Frame {
         }.get()
     }
 
+    /// The checked header of a 2-part message, and its topic.
     @usableFromInline
-    static func decode(topic: UnsafeBufferPointer<UInt8>, body: UnsafeBufferPointer<UInt8>) -> Result<Frame, FrameError> {
+    struct Header {
+        var type: TypeCode
+        var ttl: UInt8
+        var hops: UInt8
+        var from: NodeID
+        var topic: Topic
+    }
+
+    /// Checks the topic and the 12-byte header; for DATA also the topic, ttl and a non-empty
+    /// envelope (everything `decode` checks about a DATA frame).
+    @usableFromInline
+    static func header(topic: UnsafeBufferPointer<UInt8>, body: UnsafeBufferPointer<UInt8>) -> Result<Header, FrameError> {
         guard topic.count == 32 else { return .failure(.badTopicLength(topic.count)) }
         guard body.count >= headerSize else { return .failure(.shortHeader(body.count)) }
         guard body.count <= maxBodyBytes else { return .failure(.oversized(body.count)) }
@@ -25,13 +37,26 @@ extension Frame {
         let ttl = body[2], hops = body[3]
         var r = Reader(p: body, i: 4)
         guard let fromRaw = r.u64(), fromRaw != 0 else { return .failure(.zeroNodeID) }
-        let from = NodeID(raw: fromRaw)
         let t = Topic(unchecked: topic)
-
         if type == .data {
             guard !t.isControl else { return .failure(.dataOnControlTopic) }
             guard ttl != 0 else { return .failure(.zeroTTL) }
             guard body.count > headerSize else { return .failure(.emptyEnvelope) }
+        }
+        return .success(Header(type: type, ttl: ttl, hops: hops, from: NodeID(raw: fromRaw), topic: t))
+    }
+
+    @usableFromInline
+    static func decode(topic: UnsafeBufferPointer<UInt8>, body: UnsafeBufferPointer<UInt8>) -> Result<Frame, FrameError> {
+        let h: Header
+        switch header(topic: topic, body: body) {
+        case .success(let v): h = v
+        case .failure(let e): return .failure(e)
+        }
+        let type = h.type, ttl = h.ttl, hops = h.hops, from = h.from, t = h.topic
+        var r = Reader(p: body, i: headerSize)
+
+        if type == .data {
             let env = UnsafeBufferPointer(rebasing: body[headerSize...])
             let id = MessageID(envelope: env)
             return .success(Frame(kind: .data(topic: t, envelope: Array(env), id: id), ttl: ttl, hops: hops, from: from))
@@ -102,6 +127,20 @@ extension Frame {
         appendHeader(to: &body, type: .data, ttl: ttl, hops: hops, from: from)
         body.append(contentsOf: envelope)
         return body
+    }
+
+    /// The body of a forwarded DATA frame: a copy of the received body (`version`, DATA type and
+    /// envelope already checked) with ttl, hops and from patched in place. Byte for byte what
+    /// `encodeData` makes of the same envelope, with one copy instead of a re-encoding.
+    static func forwardData(received body: UnsafeBufferPointer<UInt8>, ttl: UInt8, hops: UInt8, from: NodeID) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: body.count) { out, n in
+            _ = out.initialize(fromContentsOf: body)
+            out[2] = ttl
+            out[3] = hops
+            var f = from.raw.bigEndian
+            withUnsafeBytes(of: &f) { for k in 0..<8 { out[4 + k] = $0[k] } }
+            n = body.count
+        }
     }
 
     static func appendHeader(to out: inout [UInt8], type: TypeCode, ttl: UInt8, hops: UInt8, from: NodeID) {

@@ -7,21 +7,11 @@ extension GossipEngine {
             if case .hello(let h) = frame.kind { handleSelfHello(h, now: now, into: &actions) }
             return
         }
-        let pi = peerIndex(from)
-        if config.rateLimit > 0 {
-            let ok = pi.map { peerKeys[$0].bucket.take(now: now, rate: config.rateLimit, burst: config.rateBurst) }
-                ?? strangerBucket.take(now: now, rate: config.rateLimit, burst: config.rateBurst)
-            guard ok else { stats.rateLimited &+= 1; return }
-        }
-        if let pi, peerKeys[pi].lastHeard < now { peerKeys[pi].lastHeard = now }
+        guard admit(from, now: now) else { return }
         switch frame.kind {
         case .data(let topic, let envelope, let id):
-            guard frame.ttl != 0, !topic.isControl, !envelope.isEmpty, from.raw != 0 else {
-                stats.malformed &+= 1
-                return
-            }
-            handleData(topic: topic, envelope: envelope, id: id, ttl: frame.ttl, hops: frame.hops,
-                       from: from, now: now, into: &actions)
+            handleDataFrame(topic: topic, envelope: .array(envelope), id: id, ttl: frame.ttl, hops: frame.hops,
+                            from: from, now: now, into: &actions)
         case .hello(let h):
             handleHello(h, from: from, now: now, rng: &rng, into: &actions)
             recomputeDeadline()
@@ -35,8 +25,34 @@ extension GossipEngine {
         }
     }
 
+    /// Rate limit, then liveness: false if the frame must be dropped (counted).
+    @inline(__always)
+    mutating func admit(_ from: NodeID, now: UInt64) -> Bool {
+        let pi = peerIndex(from)
+        if config.rateLimit > 0 {
+            let ok = pi.map { peerKeys[$0].bucket.take(now: now, rate: config.rateLimit, burst: config.rateBurst) }
+                ?? strangerBucket.take(now: now, rate: config.rateLimit, burst: config.rateBurst)
+            guard ok else { stats.rateLimited &+= 1; return false }
+        }
+        if let pi, peerKeys[pi].lastHeard < now { peerKeys[pi].lastHeard = now }
+        return true
+    }
+
+    /// An admitted DATA frame, decoded or still in the receive buffer.
+    mutating func handleDataFrame(
+        topic: Topic, envelope: DataPayload, id: MessageID, ttl: UInt8, hops: UInt8,
+        from: NodeID, now: UInt64, into actions: inout [Action]
+    ) {
+        guard ttl != 0, !topic.isControl, !envelope.isEmpty, from.raw != 0 else {
+            stats.malformed &+= 1
+            return
+        }
+        handleData(topic: topic, envelope: envelope, id: id, ttl: ttl, hops: hops,
+                   from: from, now: now, into: &actions)
+    }
+
     mutating func handleData(
-        topic: Topic, envelope: [UInt8], id: MessageID, ttl: UInt8, hops: UInt8,
+        topic: Topic, envelope: DataPayload, id: MessageID, ttl: UInt8, hops: UInt8,
         from: NodeID, now: UInt64, into actions: inout [Action]
     ) {
         var ttl = ttl
@@ -49,8 +65,8 @@ extension GossipEngine {
             return
         }
         let h = hops == .max ? hops : hops + 1
-        if localTopics.contains(topic) {
-            actions.append(.deliver(topic: topic, envelope: envelope, hops: h, id: id))
+        if !localTopics.isEmpty && localTopics.contains(topic) {
+            actions.append(.deliver(topic: topic, envelope: envelope.bytes, hops: h, id: id))
             stats.delivered &+= 1
             if UInt64(h) > stats.maxHops { stats.maxHops = UInt64(h) }
         }
@@ -61,7 +77,7 @@ extension GossipEngine {
         }
         let targets = sendTargets(excluding: from)
         guard !targets.isEmpty else { return }
-        let body = Frame.encodeData(envelope: envelope, ttl: ttl - 1, hops: h, from: nodeID)
+        let body = envelope.forwardBody(ttl: ttl - 1, hops: h, from: nodeID)
         actions.append(.send(targets, OutFrame(topic: topic, body: body)))
         stats.relayed &+= UInt64(targets.count)
         stats.framesOut &+= UInt64(targets.count)

@@ -90,6 +90,11 @@ public struct GossipEngine: Sendable {
     ) {
         guard active else { return }
         stats.framesIn &+= 1
+        // DATA is handled in the receive buffer (GossipEngine+FastPath.swift); the rest is decoded.
+        let handled: Bool? = topic.withContiguousStorageIfAvailable { t in
+            body.withContiguousStorageIfAvailable { b in receiveData(topic: t, body: b, now: now, into: &actions) }
+        } ?? nil
+        if handled == true { return }
         let frame: Frame
         do { frame = try Frame.decode(topic: topic, body: body) } catch { stats.malformed &+= 1; return }
         handle(frame, now: now, rng: &rng, into: &actions)

@@ -74,6 +74,11 @@ public struct Topic: Hashable, Sendable, CustomStringConvertible {
         return out
     }
 
+    /// The four words in big-endian byte order: their memory holds the topic's 32 bytes.
+    public var bigEndianWords: (UInt64, UInt64, UInt64, UInt64) {
+        (w0.bigEndian, w1.bigEndian, w2.bigEndian, w3.bigEndian)
+    }
+
     /// Appends the 32 bytes of the topic to `out`.
     public func appendBytes(to out: inout [UInt8]) {
         appendBigEndian(w0, to: &out); appendBigEndian(w1, to: &out)

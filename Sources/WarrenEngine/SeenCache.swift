@@ -1,10 +1,14 @@
+import CPrefetch
+
 /// The de-duplication cache: remembers message ids for at most `window` ns, and at most
 /// `capacity` ids (the oldest is evicted first). O(1) insert and lookup.
 ///
 /// Layout: a ring buffer of (id, time) in insertion order, and an open-addressing
-/// (linear probing, backward-shift deletion) index of UInt32 ring slots. Storage grows on
-/// demand up to `capacity`, so an idle engine stays small: about 24 bytes per ring entry
-/// plus 4–8 bytes of index per entry.
+/// (linear probing, backward-shift deletion) index of UInt32 entries: ring slot + 1 in the low
+/// bits, a tag (the top bits of the id's hash) in the bits the slot does not need, so a probe
+/// that meets another id's entry rarely reads the ring (one cache miss per lookup rather than
+/// one per probe). Storage grows on demand up to `capacity`, so an idle engine stays small:
+/// about 24 bytes per ring entry plus 4–8 bytes of index per entry.
 public struct SeenCache: Sendable {
     public let capacity: Int
     public let window: UInt64
@@ -15,9 +19,13 @@ public struct SeenCache: Sendable {
     /// Index of the oldest entry in the ring.
     private var head = 0
     public private(set) var count = 0
-    /// Ring slot + 1, 0 = empty.
+    /// First-seen time of the oldest entry (valid when count > 0): expiry checks do not touch the ring.
+    private var oldest: UInt64 = 0
+    /// tag << slotBits | (ring slot + 1); 0 = empty. The home bucket is `hash & mask`.
     private var table: [UInt32]
     private var mask: Int
+    /// Bits that hold slot + 1 (enough for `capacity`); the rest of an entry is the tag.
+    private let slotBits: UInt32
 
     /// Hash seed (per engine, so ids cannot be chosen to collide in every node's index).
     private let seed: UInt64
@@ -26,6 +34,7 @@ public struct SeenCache: Sendable {
         self.seed = seed
         self.capacity = max(1, min(capacity, Int(UInt32.max - 1)))
         self.window = window
+        self.slotBits = UInt32(Int.bitWidth - self.capacity.leadingZeroBitCount)   // slot + 1 ≤ capacity
         let initial = SeenCache.tableSize(for: min(self.capacity, 32))
         table = [UInt32](repeating: 0, count: initial)
         mask = initial - 1
@@ -37,22 +46,28 @@ public struct SeenCache: Sendable {
         return n
     }
 
+    /// The id's keyed hash: the low bits choose the home bucket, the top bits make the tag.
     @inline(__always)
-    private func home(_ h: UInt64, _ l: UInt64) -> Int {
-        Int(truncatingIfNeeded: mix64(h ^ mix64(l ^ seed))) & mask
-    }
+    private func hash(_ h: UInt64, _ l: UInt64) -> UInt64 { mix64(h ^ mix64(l ^ seed)) }
+
+    @inline(__always)
+    private func tag(_ hash: UInt64) -> UInt32 { UInt32(truncatingIfNeeded: hash >> 32) >> slotBits }
+
+    @inline(__always)
+    private func home(_ h: UInt64, _ l: UInt64) -> Int { Int(truncatingIfNeeded: hash(h, l)) & mask }
 
     /// True if `id` was seen within the window (expired entries are dropped first).
     public mutating func contains(_ id: MessageID, now: UInt64) -> Bool {
         expire(now: now)
-        return find(id) != nil
+        return find(id, hash(id.hi, id.lo)) != nil
     }
 
     /// Records `id` at `now`. Returns false if it was already present (a duplicate).
     @discardableResult
     public mutating func insert(_ id: MessageID, now: UInt64) -> Bool {
         expire(now: now)
-        if find(id) != nil { return false }
+        let h = hash(id.hi, id.lo)
+        if find(id, h) != nil { return false }
         if count == capacity { evictOldest() }
         let slot: Int
         if ring.count < capacity && count == ring.count {
@@ -65,17 +80,34 @@ public struct SeenCache: Sendable {
             slot = (head + count) % ring.count
             ring[slot] = Entry(hi: id.hi, lo: id.lo, time: now)
         }
+        if count == 0 { oldest = now }
         count += 1
-        var i = home(id.hi, id.lo)
-        while table[i] != 0 { i = (i + 1) & mask }
-        table[i] = UInt32(slot + 1)
+        let mask = self.mask, entry = tag(h) << slotBits | UInt32(slot + 1)
+        table.withUnsafeMutableBufferPointer { t in
+            var i = Int(truncatingIfNeeded: h) & mask
+            while t[i] != 0 { i = (i + 1) & mask }
+            t[i] = entry
+        }
         return true
+    }
+
+    /// Hint: starts loading the index bucket a lookup of `id` reads first (no state change).
+    func prefetch(_ id: MessageID) {
+        let i = home(id.hi, id.lo)
+        table.withUnsafeBufferPointer { t in
+            guard let base = t.baseAddress else { return }
+            warren_prefetch(UnsafeRawPointer(base) - 32)   // the array's header (count)
+            warren_prefetch(base + i)
+        }
+        ring.withUnsafeBufferPointer { r in
+            if let base = r.baseAddress { warren_prefetch(UnsafeRawPointer(base) - 32) }
+        }
     }
 
     /// Drops entries older than the window.
     public mutating func expire(now: UInt64) {
         while count > 0 {
-            let t = ring[head].time
+            let t = oldest
             guard now >= t, now - t >= window else { return }
             evictOldest()
         }
@@ -91,40 +123,49 @@ public struct SeenCache: Sendable {
 
     func bytes(reserved: Bool) -> Int { (reserved ? ring.capacity : ring.count) * 24 + table.count * 4 + 64 }
 
-    private func find(_ id: MessageID) -> Int? {
-        var i = home(id.hi, id.lo)
-        while true {
-            let e = table[i]
-            if e == 0 { return nil }
-            let s = Int(e) - 1
-            let r = ring[s]
-            if r.hi == id.hi && r.lo == id.lo { return i }
-            i = (i + 1) & mask
+    private func find(_ id: MessageID, _ hash: UInt64) -> Int? {
+        let want = tag(hash), slotMask = self.slotMask
+        return table.withUnsafeBufferPointer { t in
+            ring.withUnsafeBufferPointer { r in
+                var i = Int(truncatingIfNeeded: hash) & mask
+                while true {
+                    let e = t[i]
+                    if e == 0 { return nil }
+                    if e >> slotBits == want {
+                        let s = Int(e & slotMask) - 1
+                        if r[s].hi == id.hi && r[s].lo == id.lo { return i }
+                    }
+                    i = (i + 1) & mask
+                }
+            }
         }
     }
 
     private mutating func evictOldest() {
         guard count > 0 else { return }
         let s = head
+        let want = UInt32(s + 1), slotMask = self.slotMask
         var i = home(ring[s].hi, ring[s].lo)
-        while table[i] != UInt32(s + 1) {
+        while table[i] & slotMask != want {
             if table[i] == 0 { break }  // not indexed (cannot happen); just drop the ring entry
             i = (i + 1) & mask
         }
-        if table[i] == UInt32(s + 1) { removeIndex(at: i) }
+        if table[i] != 0 && table[i] & slotMask == want { removeIndex(at: i) }
         head = (head + 1) % ring.count
         count -= 1
         if count == 0 { head = 0; if ring.count < capacity { ring.removeAll(keepingCapacity: true) } }
+        else { oldest = ring[head].time }
     }
 
     /// Backward-shift deletion for linear probing.
     private mutating func removeIndex(at pos: Int) {
+        let slotMask = self.slotMask
         var i = pos, j = pos
         while true {
             j = (j + 1) & mask
             let e = table[j]
             if e == 0 { break }
-            let s = Int(e) - 1
+            let s = Int(e & slotMask) - 1
             let k = home(ring[s].hi, ring[s].lo)
             let stays = i <= j ? (i < k && k <= j) : (i < k || k <= j)
             if !stays { table[i] = e; i = j }
@@ -132,9 +173,12 @@ public struct SeenCache: Sendable {
         table[i] = 0
     }
 
+    private var slotMask: UInt32 { slotBits >= 32 ? .max : (1 << slotBits) - 1 }
+
     private mutating func rotateToZero() {
         ring = Array(ring[head...] + ring[..<head])
         head = 0
+        if count > 0 { oldest = ring[0].time }
         rehash(size: table.count, force: true)
     }
 
@@ -144,9 +188,10 @@ public struct SeenCache: Sendable {
         mask = size - 1
         for n in 0..<count {
             let s = (head + n) % ring.count
-            var i = home(ring[s].hi, ring[s].lo)
+            let h = hash(ring[s].hi, ring[s].lo)
+            var i = Int(truncatingIfNeeded: h) & mask
             while table[i] != 0 { i = (i + 1) & mask }
-            table[i] = UInt32(s + 1)
+            table[i] = tag(h) << slotBits | UInt32(s + 1)
         }
     }
 }

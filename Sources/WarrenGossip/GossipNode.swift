@@ -148,10 +148,17 @@ public final class GossipNode: Sendable {
         }
     }
 
-    func drain() -> [Command] {
+    /// Swaps the queued commands into `buffer` (emptied first; its capacity goes back to the
+    /// queue, so a burst of publishes does not regrow the queue from nothing every time).
+    func drain(into buffer: inout [Command]) {
         wakePending.store(false, ordering: .releasing)
+        buffer.removeAll(keepingCapacity: true)
+        queue.withLock { swap(&$0, &buffer) }
+    }
+
+    func drain() -> [Command] {
         var drained: [Command] = []
-        queue.withLock { swap(&$0, &drained) }
+        drain(into: &drained)
         return drained
     }
 
@@ -232,12 +239,12 @@ struct DriverLoop {
     var links: [LinkID: ZMQSocket] = [:]
     var linkOrder: [LinkID] = []
     var actions: [Action] = []
+    var commands: [GossipNode.Command] = []
     var hwmDrops: UInt64 = 0
     var badMultipart: UInt64 = 0
     var running = true
     var pollItems: [zmq_pollitem_t] = []
     var pollDirty = true
-    var topicScratch: [UInt8] = { var a = [UInt8](); a.reserveCapacity(32); return a }()
 
     let curve: CurveKeys?
     let zapDomain: String?
@@ -277,7 +284,9 @@ struct DriverLoop {
             if pollItems[0].revents != 0 {
                 var buf = (UInt64(0), UInt64(0))
                 _ = withUnsafeMutableBytes(of: &buf) { read(node.wakeDescriptor, $0.baseAddress, 16) }
-                for c in node.drain() { handle(c) }
+                node.drain(into: &commands)
+                for c in commands { handle(c) }
+                commands.removeAll(keepingCapacity: true)
             }
             if running && pollItems[1].revents & Int16(ZMQ_POLLIN) != 0 { receiveData() }
             if running && pollItems.count > 2 {
@@ -419,12 +428,9 @@ struct DriverLoop {
             i += 1
             switch a {
             case .send(let ids, let frame):
-                var topicBytes: [UInt8] = []
-                swap(&topicBytes, &topicScratch)
-                defer { swap(&topicBytes, &topicScratch) }
-                topicBytes.removeAll(keepingCapacity: true)
-                frame.topic.appendBytes(to: &topicBytes)
-                topicBytes.withUnsafeBytes { t in
+                // The topic's 32 bytes on the stack (big-endian words), no buffer to fill.
+                var topicWords = frame.topic.bigEndianWords
+                withUnsafeBytes(of: &topicWords) { t in
                     frame.body.withUnsafeBytes { b in
                         for id in ids {
                             guard let s = links[id] else { continue }

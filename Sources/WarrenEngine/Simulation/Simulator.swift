@@ -1,3 +1,5 @@
+import CPrefetch
+
 /// A discrete-event driver for thousands of `GossipEngine`s: the same engine the ZeroMQ
 /// driver runs, with virtual time and one seeded generator, so a run is reproducible from its
 /// seed. It emulates the socket model of docs/PROTOCOL.md §1 like `InMemoryNetwork`, but is
@@ -79,6 +81,9 @@ public struct Simulator {
     // Decoded frames in flight, shared by their receivers.
     var pool: [SimFrame] = []
     var poolRefs: [Int32] = []
+    /// Per pool slot: a DATA frame, and its message id (read by `prefetchNext` without copying the frame).
+    var poolIsData: [Bool] = []
+    var poolIDs: [MessageID] = []
     var freeSlots: [Int32] = []
     // The DATA frame (pool slot) or publish being handled: relayed frames reuse its envelope
     // and id, deliveries and link-sends are booked to its message.
@@ -189,6 +194,7 @@ public struct Simulator {
             steps += 1
             let ev = popEvent()
             if ev.time > now { now = ev.time }
+            prefetchNext()
             dispatch(ev)
         }
         if time > now { now = time }
@@ -229,6 +235,30 @@ public struct Simulator {
             contextValid = false
             engines[i].tick(now: now, rng: &rng, into: &actions)
             perform(i)
+        }
+    }
+
+    /// Memory latency hiding: at 10,000 nodes every event touches a cold engine. While this event
+    /// is handled, start loading what the next ones will read: the engines of the two events
+    /// after next (their hot fields), and, for the next event (its engine loaded one step ago),
+    /// the peer table and seen-cache bucket its frame will hit. Hints only: no state changes.
+    @inline(__always)
+    mutating func prefetchNext() {
+        let n = heap.count
+        guard n > 0 else { return }
+        engines.withUnsafeBufferPointer { es in
+            guard let base = es.baseAddress else { return }
+            let stride = MemoryLayout<GossipEngine>.stride
+            for k in 1...2 where k < n {
+                let p = UnsafeRawPointer(base) + heap[k].node * stride
+                var off = 0
+                while off < min(stride, 320) { warren_prefetch(p + off); off += 64 }
+            }
+        }
+        let next = heap[0]
+        if next.kind == .frame {
+            let slot = Int(next.arg)
+            if poolIsData[slot] { engines[next.node].prefetchData(id: poolIDs[slot]) }
         }
     }
 
@@ -352,12 +382,18 @@ public struct Simulator {
     }
 
     mutating func allocate(_ f: SimFrame) -> Int {
+        var isData = false, id = MessageID(hi: 0, lo: 0)
+        if case .data(_, _, let d) = f.frame.kind { isData = true; id = d }
         if let s = freeSlots.popLast() {
             pool[Int(s)] = f
+            poolIsData[Int(s)] = isData
+            poolIDs[Int(s)] = id
             return Int(s)
         }
         pool.append(f)
         poolRefs.append(0)
+        poolIsData.append(isData)
+        poolIDs.append(id)
         return pool.count - 1
     }
 
