@@ -2,12 +2,18 @@
 
 extension GossipEngine {
     /// Runs everything that is due at `now`.
-    public mutating func tick(now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
+    ///
+    /// `inputPending`: the driver has frames it has not read yet (it fell behind, e.g. starved of
+    /// CPU). Silence cannot be judged then — the frames that would refresh a neighbour may be
+    /// among them — so no neighbour is declared dead and no dial times out on this tick; the
+    /// rest (heartbeats, peer exchange, de-dup expiry) runs as usual.
+    public mutating func tick(now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action],
+                              inputPending: Bool = false) {
         guard active else { return }
         seen.expire(now: now)
 
         // Liveness of neighbours and timeouts of links that did not come up.
-        for l in links.map(\.id) {
+        for l in links.map(\.id) where !inputPending {
             guard let li = linkIndex(l) else { continue }
             if linkIsUp(li) {
                 guard let n = links[li].node, let pi = peerIndex(n) else { continue }
@@ -24,7 +30,7 @@ extension GossipEngine {
         }
         // Peers that said HELLO but have no link (their endpoint is not dialable) are forgotten.
         var k = 0
-        while k < peers.count {
+        while k < peers.count && !inputPending {
             let heard = peerKeys[k].lastHeard
             if peers[k].link == nil && now >= heard && now - heard >= config.deadAfter { removePeer(at: k) } else { k += 1 }
         }

@@ -288,14 +288,15 @@ struct DriverLoop {
                 for c in commands { handle(c) }
                 commands.removeAll(keepingCapacity: true)
             }
-            if running && pollItems[1].revents & Int16(ZMQ_POLLIN) != 0 { receiveData() }
+            var inputPending = false
+            if running && pollItems[1].revents & Int16(ZMQ_POLLIN) != 0 { inputPending = !receiveData() }
             if running && pollItems.count > 2 {
                 for i in 2..<pollItems.count where pollItems[i].revents & Int16(ZMQ_POLLIN) != 0 {
                     receiveSubscriptions(linkOrder[i - 2])
                 }
             }
             if running, let d = engine.nextDeadline, d <= monotonicNanos() {
-                engine.tick(now: monotonicNanos(), rng: &rng, into: &actions)
+                engine.tick(now: monotonicNanos(), rng: &rng, into: &actions, inputPending: inputPending)
                 perform()
             }
             let now = monotonicNanos()
@@ -370,11 +371,12 @@ struct DriverLoop {
     }
 
     /// Reads every waiting message from the SUB socket (bounded per wake-up to stay fair).
-    mutating func receiveData() {
+    /// Reads up to 4,096 messages; returns true when the socket is drained (false: more wait).
+    mutating func receiveData() -> Bool {
         var topic = zmq_msg_t(), body = zmq_msg_t()
         for _ in 0..<4096 {
             zmq_msg_init(&topic)
-            if zmq_msg_recv(&topic, sub.handle, ZMQ_DONTWAIT) < 0 { zmq_msg_close(&topic); break }
+            if zmq_msg_recv(&topic, sub.handle, ZMQ_DONTWAIT) < 0 { zmq_msg_close(&topic); return true }
             guard zmq_msg_more(&topic) != 0 else {
                 badMultipart &+= 1
                 zmq_msg_close(&topic)
@@ -401,6 +403,7 @@ struct DriverLoop {
             zmq_msg_close(&body)
             if !actions.isEmpty { perform() }
         }
+        return false
     }
 
     /// An XPUB link receives the remote SUB's (un)subscriptions. A subscription means the remote

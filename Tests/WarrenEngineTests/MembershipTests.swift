@@ -163,6 +163,26 @@ import Testing
         }
     }
 
+    /// A driver that fell behind on its input (`inputPending`) does not declare neighbours dead:
+    /// their frames may be among the unread ones. Once caught up, silence counts again.
+    @Test func noDeathVerdictWhileInputIsPending() {
+        var net = InMemoryNetwork.build(n: 2, edges: { $0 == 0 ? [] : [0] })
+        net.run(until: second); #expect(!net.budgetExceeded)
+        #expect(net.isUp(0, 1))
+        var engine = net.engine(0)!
+        var rng = SeededGenerator(seed: 3)
+        var actions: [Action] = []
+        let late = net.now + 5 * second     // far past deadAfter (1.5 s) with nothing heard
+        engine.tick(now: late, rng: &rng, into: &actions, inputPending: true)
+        let downs = { (a: [Action]) in a.filter { if case .peerDown = $0 { true } else { false } }.count }
+        #expect(downs(actions) == 0)
+        #expect(engine.neighbours.count == 1)
+        actions.removeAll()
+        engine.tick(now: late + 1, rng: &rng, into: &actions)
+        #expect(downs(actions) == 1, "caught up and still silent: the neighbour is dead")
+        #expect(engine.neighbours.isEmpty)
+    }
+
     /// Killed middle node of a ring: the rest still delivers (the other way round).
     @Test func ringSurvivesKilledNode() {
         let n = 8
