@@ -49,9 +49,12 @@ public struct GossipConfiguration: Sendable {
         GossipConfiguration(listen: listen, peers: peers, engine: .lan(endpoint: listen, seeds: peers))
     }
 
+    /// ttl of published messages. Publishes are clamped to `engine.maxTTL` (16 in both presets),
+    /// which is an overlay-wide limit: neighbours drop frames above their own maximum, so a node
+    /// must not raise it alone. The URL and `warren node --ttl` refuse values above it.
     public var ttl: UInt8 {
         get { engine.defaultTTL }
-        set { engine.defaultTTL = newValue; engine.maxTTL = max(engine.maxTTL, newValue) }
+        set { engine.defaultTTL = newValue }
     }
     public var leaf: Bool { get { engine.leaf } set { engine.leaf = newValue } }
     public var degree: Int { get { engine.targetDegree } set { engine.targetDegree = newValue } }
@@ -77,7 +80,7 @@ public struct GossipConfiguration: Sendable {
                 _ = try PeerAddress(parsing: v)
                 peers.append(v)
             case "ttl":
-                guard let t = UInt8(v), t >= 1 else { throw GossipConfigurationError.invalid("ttl must be 1…255, got \"\(v)\"") }
+                guard let t = UInt8(v), t >= 1 else { throw GossipConfigurationError.invalid("ttl must be 1…16 (the overlay's maximum), got \"\(v)\"") }
                 ttl = t
             case "leaf":
                 guard let b = Bool(v) else { throw GossipConfigurationError.invalid("leaf must be true or false, got \"\(v)\"") }
@@ -101,7 +104,12 @@ public struct GossipConfiguration: Sendable {
         }
         self = preset == "lan" ? .lan(listen: listen, peers: peers) : .local(listen: listen, peers: peers)
         self.advertise = advertise
-        if let ttl { self.ttl = ttl }
+        if let ttl {
+            guard ttl <= engine.maxTTL else {
+                throw GossipConfigurationError.invalid("ttl must be 1…\(engine.maxTTL) (the overlay's maximum), got \(ttl)")
+            }
+            self.ttl = ttl
+        }
         if let degree { self.degree = degree }
         self.leaf = leaf
         if let allowFile { self.allowedKeys = try Self.readAllowList(path: allowFile) }

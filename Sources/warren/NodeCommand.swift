@@ -37,7 +37,7 @@ struct Node: AsyncParsableCommand {
     @Option(name: .long, help: "A peer's endpoint, tcp://HOST:PORT, or KEY@tcp://HOST:PORT in a closed overlay (repeatable).") var peer: [String] = []
     @Option(name: .long, help: ArgumentHelp("Closed overlay: file of node public keys (one base64 key per line) allowed to connect.", discussion: "Links then use CurveZMQ with this node's key (--key-file) as its node key; peers must be given as KEY@tcp://HOST:PORT.")) var allow: String?
     @Option(name: .long, help: "Join the community derived from this passphrase.") var community: String?
-    @Option(name: .long, help: "Hop limit of published messages (1…255).") var ttl: UInt8?
+    @Option(name: .long, help: "Hop limit of published messages (1…16, the overlay's maximum).") var ttl: UInt8?
     @Option(name: .long, help: "Neighbours to keep beyond the given peers (default: preset's).") var degree: Int?
     @Flag(name: .long, help: "Leaf mode: receive only our own keys' topics and forward nothing.") var leaf = false
     @Option(name: .long, help: "Timer preset: local (one machine) or lan.") var preset: String = "local"
@@ -54,7 +54,9 @@ struct Node: AsyncParsableCommand {
                 throw ValidationError("--peer \(p): with --allow every peer must be given as KEY@tcp://HOST:PORT")
             }
         }
-        if let ttl, ttl == 0 { throw ValidationError("--ttl must be at least 1") }
+        if let ttl, ttl == 0 || ttl > EngineConfig.local(endpoint: listen, seeds: []).maxTTL {
+            throw ValidationError("--ttl must be 1…16 (the overlay's maximum; neighbours drop frames above it)")
+        }
         guard preset == "local" || preset == "lan" else { throw ValidationError("--preset must be local or lan") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level: unknown level \"\(logLevel)\"") }
     }
@@ -161,7 +163,7 @@ func statusJSON(_ backend: GossipBackend) -> String {
     }
     let e = s.engine
     obj["counters"] = ["published": e.published, "delivered": e.delivered, "relayed": e.relayed,
-                       "duplicates": e.duplicates, "ttl_expired": e.ttlExpired, "ttl_clamped": e.ttlClamped,
+                       "duplicates": e.duplicates, "ttl_expired": e.ttlExpired, "over_ttl": e.overTTL,
                        "malformed": e.malformed &+ s.badMultipart, "refused": s.refused,
                        "rate_limited": s.rateLimited, "hwm_drops": s.hwmDrops, "max_hops": e.maxHops]
     let data = (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
