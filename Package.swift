@@ -16,6 +16,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        // Tests only: property-based campaigns (docs/FUZZING.md).
+        .package(url: "https://github.com/x-sheep/swift-property-based", exact: "2.0.1"),
     ],
     targets: [
         // System libraries (Debian: libzmq3-dev, libsodium-dev, libargon2-dev; see ./bootstrap).
@@ -67,9 +69,12 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
-        .testTarget(name: "WarrenCoreTests", dependencies: ["WarrenCore", "Warren", "WarrenConformance"],
+        .testTarget(name: "WarrenCoreTests",
+                    dependencies: ["WarrenCore", "Warren", "WarrenConformance",
+                                   .product(name: "PropertyBased", package: "swift-property-based")],
                     resources: [.copy("Vectors")]),
-        .testTarget(name: "WarrenEngineTests", dependencies: ["WarrenEngine"]),
+        .testTarget(name: "WarrenEngineTests",
+                    dependencies: ["WarrenEngine", .product(name: "PropertyBased", package: "swift-property-based")]),
         .testTarget(name: "WarrenGossipTests", dependencies: ["Warren", "WarrenGossip", "WarrenConformance"]),
     ],
     swiftLanguageModes: [.v6]
