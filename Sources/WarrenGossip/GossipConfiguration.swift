@@ -30,6 +30,15 @@ public struct GossipConfiguration: Sendable {
     /// `KEY@tcp://HOST:PORT`. nil (the default) is an open overlay.
     public var allowedKeys: Set<Key>?
 
+    /// LAN discovery: broadcast a beacon on this UDP port every `beaconInterval` and dial the
+    /// nodes heard there (docs/PROTOCOL.md §8). nil (the default) is off. Seeds and peer exchange
+    /// work either way; beacons do not cross routers, VPNs or most cloud networks.
+    public var discoveryPort: UInt16?
+    /// Time between beacons (1 s).
+    public var beaconInterval: UInt64 = 1_000_000_000
+    /// The default discovery port (`warren node --discover`).
+    public static let defaultDiscoveryPort: UInt16 = 5670
+
     /// True when links use CurveZMQ with an allow-list.
     public var isClosed: Bool { allowedKeys != nil }
 
@@ -59,7 +68,7 @@ public struct GossipConfiguration: Sendable {
     public var leaf: Bool { get { engine.leaf } set { engine.leaf = newValue } }
     public var degree: Int { get { engine.targetDegree } set { engine.targetDegree = newValue } }
 
-    /// Parses `gossip://HOST:PORT?peer=tcp://…&peer=…&ttl=N&leaf=true&degree=N&preset=local|lan&advertise=tcp://…`.
+    /// Parses `gossip://HOST:PORT?peer=tcp://…&peer=…&ttl=N&leaf=true&degree=N&preset=local|lan&advertise=tcp://…&discover=PORT`.
     public init(url: URL) throws {
         guard url.scheme?.lowercased() == "gossip" else { throw GossipConfigurationError.invalid("scheme must be gossip://") }
         guard let comps = URLComponents(url: url, resolvingAgainstBaseURL: false),
@@ -72,7 +81,7 @@ public struct GossipConfiguration: Sendable {
         var preset = "local"
         var peers: [String] = []
         var ttl: UInt8?, leaf = false, degree: Int?, advertise: String?
-        var allowFile: String?, keyFile: String?
+        var allowFile: String?, keyFile: String?, discover: UInt16?
         for item in comps.queryItems ?? [] {
             let v = item.value ?? ""
             switch item.name {
@@ -94,12 +103,15 @@ public struct GossipConfiguration: Sendable {
             case "advertise":
                 try Self.checkEndpoint(v)
                 advertise = v
+            case "discover":
+                guard let p = UInt16(v), p != 0 else { throw GossipConfigurationError.invalid("discover must be a UDP port 1…65535, got \"\(v)\"") }
+                discover = p
             case "allow":
                 allowFile = v
             case "key":
                 keyFile = v
             default:
-                throw GossipConfigurationError.invalid("unknown option \"\(item.name)\" (known: peer, ttl, leaf, degree, preset, advertise, allow, key)")
+                throw GossipConfigurationError.invalid("unknown option \"\(item.name)\" (known: peer, ttl, leaf, degree, preset, advertise, allow, key, discover)")
             }
         }
         self = preset == "lan" ? .lan(listen: listen, peers: peers) : .local(listen: listen, peers: peers)
@@ -112,6 +124,7 @@ public struct GossipConfiguration: Sendable {
         }
         if let degree { self.degree = degree }
         self.leaf = leaf
+        self.discoveryPort = discover
         if let allowFile { self.allowedKeys = try Self.readAllowList(path: allowFile) }
         if let keyFile {
             guard let text = try? String(contentsOfFile: keyFile, encoding: .utf8) else {

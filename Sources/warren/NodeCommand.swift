@@ -42,6 +42,8 @@ struct Node: AsyncParsableCommand {
     @Flag(name: .long, help: "Leaf mode: receive only our own keys' topics and forward nothing.") var leaf = false
     @Option(name: .long, help: "Timer preset: local (one machine) or lan.") var preset: String = "local"
     @Option(name: .long, help: "Endpoint other nodes should dial, if not the listen endpoint.") var advertise: String?
+    @Flag(name: .long, help: ArgumentHelp("LAN discovery: broadcast UDP beacons and dial the nodes heard (no seeds needed).", discussion: "Beacons reach the local IPv4 networks only (not loopback, routers or VPNs); --peer and peer exchange work alongside.")) var discover = false
+    @Option(name: .long, help: "UDP port of the discovery beacons (with --discover).") var discoverPort: UInt16 = GossipConfiguration.defaultDiscoveryPort
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String = "info"
     @Option(name: .long, help: ArgumentHelp("Serve Prometheus metrics at http://ADDR/metrics and the neighbour table at /status.", valueName: "HOST:PORT")) var metrics: String?
 
@@ -57,6 +59,7 @@ struct Node: AsyncParsableCommand {
         if let ttl, ttl == 0 || ttl > EngineConfig.local(endpoint: listen, seeds: []).maxTTL {
             throw ValidationError("--ttl must be 1…16 (the overlay's maximum; neighbours drop frames above it)")
         }
+        if discoverPort == 0 { throw ValidationError("--discover-port must be 1…65535") }
         guard preset == "local" || preset == "lan" else { throw ValidationError("--preset must be local or lan") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level: unknown level \"\(logLevel)\"") }
     }
@@ -131,6 +134,7 @@ extension Node {
         if let degree { cfg.degree = degree }
         cfg.leaf = leaf
         cfg.advertise = advertise
+        if discover { cfg.discoveryPort = discoverPort }
         if let allow {
             do { cfg.allowedKeys = try GossipConfiguration.readAllowList(path: allow) } catch { throw ValidationError("--allow: \(error)") }
             cfg.nodeKey = key
