@@ -16,6 +16,9 @@ struct DiscoverySocket {
     /// A closed overlay only dials keys on its allow-list.
     let allowed: Set<Key>?
     var nextBeacon: UInt64 = 0
+    /// The socket is read at most every `pollInterval`, not on every pass of a busy loop.
+    var nextPoll: UInt64 = 0
+    static let pollInterval: UInt64 = 50_000_000
     var sent: UInt64 = 0
     var received: UInt64 = 0
 
@@ -113,11 +116,12 @@ struct DiscoverySocket {
 }
 
 extension DriverLoop {
-    /// Beacons out when due, beacons in to the engine. Runs on every pass of the driver loop,
-    /// which wakes at least every heartbeat interval.
+    /// Beacons out when due, beacons in to the engine. Called on every pass of the driver loop
+    /// (which wakes at least every heartbeat interval); does work at most every 50 ms.
     mutating func serviceDiscovery() {
-        guard var d = discovery else { return }
         let now = monotonicNanos()
+        guard var d = discovery, now >= d.nextPoll else { return }
+        d.nextPoll = now &+ DiscoverySocket.pollInterval
         let found = d.service(now: now)
         discovery = d
         guard !found.isEmpty else { return }
