@@ -3,7 +3,7 @@ import Testing
 import WarrenEngine
 
 /// Property-based campaigns (swift-property-based) over the frame decoder and the engine; with
-/// EnvelopePropertyTests, `swift test` runs 140,000 generated inputs. A failure prints the input and a `.fixedSeed(…)` that reproduces it. The long,
+/// EnvelopePropertyTests and DiscoveryTests, `swift test` runs 140,000 generated inputs. A failure prints the input and a `.fixedSeed(…)` that reproduces it. The long,
 /// coverage-guided campaign is libFuzzer's: docs/FUZZING.md.
 @Suite struct FramePropertyTests {
     static let endpoint = Gen.letterOrNumber.string(of: 1...40).map { "tcp://" + $0 }
@@ -13,7 +13,7 @@ import WarrenEngine
 
     /// Every frame the encoder can write decodes to the same frame, and re-encodes identically.
     @Test func encodedFramesDecodeToThemselves() async {
-        await propertyCheck(count: 20_000, input: Gen.int(in: 0...4), Gen.uint64(in: 1...UInt64.max),
+        await propertyCheck(count: 10_000, input: Gen.int(in: 0...4), Gen.uint64(in: 1...UInt64.max),
                             Gen.uint8(in: 1...255), Gen.uint8(), Self.envelope, Self.endpoint, Self.peers,
                             zip(Gen.uint64(in: 1...UInt64.max), Gen.uint64(), Gen.bool())) { kind, from, ttl, hops, env, ep, peers, hello in
             let id = NodeID(raw: from)
