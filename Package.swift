@@ -19,6 +19,8 @@ let package = Package(
         .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
         .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
         .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
+        // Tests only: property-based campaigns (docs/FUZZING.md).
+        .package(url: "https://github.com/x-sheep/swift-property-based", exact: "2.0.1"),
     ],
     targets: [
         // System libraries (Debian: libzmq3-dev, libsodium-dev, libargon2-dev; see ./bootstrap).
@@ -85,9 +87,12 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
-        .testTarget(name: "WarrenCoreTests", dependencies: ["WarrenCore", "Warren", "WarrenConformance"],
+        .testTarget(name: "WarrenCoreTests",
+                    dependencies: ["WarrenCore", "Warren", "WarrenConformance",
+                                   .product(name: "PropertyBased", package: "swift-property-based")],
                     resources: [.copy("Vectors")]),
-        .testTarget(name: "WarrenEngineTests", dependencies: ["WarrenEngine"]),
+        .testTarget(name: "WarrenEngineTests",
+                    dependencies: ["WarrenEngine", .product(name: "PropertyBased", package: "swift-property-based")]),
         .testTarget(name: "WarrenGossipTests", dependencies: ["Warren", "WarrenGossip", "WarrenConformance"]),
         .testTarget(name: "WarrenGRPCTests", dependencies: [
             "Warren", "WarrenGRPC", "WarrenConformance",

@@ -62,9 +62,10 @@ public struct EngineStats: Sendable, Hashable {
     public var duplicates: UInt64 = 0
     /// DATA frames that were not forwarded because their ttl ran out here.
     public var ttlExpired: UInt64 = 0
-    /// DATA frames whose ttl exceeded `maxTTL` and was clamped.
-    public var ttlClamped: UInt64 = 0
-    /// Inbound frames that failed to decode, plus refused publishes (zero topic, empty envelope).
+    /// Inbound DATA frames whose ttl exceeded `maxTTL`: dropped (and counted in `malformed` too).
+    public var overTTL: UInt64 = 0
+    /// Inbound frames that failed to decode or carried a ttl above `maxTTL`, plus refused
+    /// publishes (zero topic, empty or oversized envelope).
     public var malformed: UInt64 = 0
     /// Inbound frames (decoded or not).
     public var framesIn: UInt64 = 0

@@ -7,7 +7,8 @@ public struct EngineConfig: Sendable {
     /// Dial random known endpoints beyond the seeds until #up non-leaf neighbours + #pending
     /// dials ≥ this. 0 = only seeds and inbound.
     public var targetDegree: Int
-    /// Upper bound of a DATA frame's ttl. Larger inbound ttls are clamped.
+    /// Upper bound of a DATA frame's ttl, the same on every node of an overlay. A publish asking
+    /// for more is clamped to it; an inbound frame with more is dropped (`overTTL`, `malformed`).
     public var maxTTL: UInt8
     /// ttl of published messages when the caller does not ask for one.
     public var defaultTTL: UInt8

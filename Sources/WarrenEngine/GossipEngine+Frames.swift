@@ -55,10 +55,12 @@ extension GossipEngine {
         topic: Topic, envelope: DataPayload, id: MessageID, ttl: UInt8, hops: UInt8,
         from: NodeID, now: UInt64, into actions: inout [Action]
     ) {
-        var ttl = ttl
-        if ttl > maxTTL {
-            ttl = maxTTL
-            stats.ttlClamped &+= 1
+        // A ttl above the maximum is not from a conforming node (each hop lowers it, and a
+        // publish starts at most at maxTTL): drop it before it can claim a seen-cache entry.
+        guard ttl <= maxTTL else {
+            stats.overTTL &+= 1
+            stats.malformed &+= 1
+            return
         }
         guard seen.insert(id, now: now) else {
             stats.duplicates &+= 1

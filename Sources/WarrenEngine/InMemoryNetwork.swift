@@ -191,6 +191,11 @@ public struct InMemoryNetwork {
         drive(i) { e, now, rng, a in e.receive(topic: topic, body: body, now: now, rng: &rng, into: &a) }
     }
 
+    /// Node `i` hears a LAN discovery beacon now (as if broadcast on its network).
+    public mutating func discover(to i: Int, _ beacon: Beacon) {
+        drive(i) { e, now, rng, a in e.discovered(endpoint: beacon.endpoint, node: beacon.nodeID, now: now, rng: &rng, into: &a) }
+    }
+
     // MARK: - Running
 
     /// Processes events up to and including `time`. Returns false if the step budget ran out.

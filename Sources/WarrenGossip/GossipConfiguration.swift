@@ -30,6 +30,15 @@ public struct GossipConfiguration: Sendable {
     /// `KEY@tcp://HOST:PORT`. nil (the default) is an open overlay.
     public var allowedKeys: Set<Key>?
 
+    /// LAN discovery: broadcast a beacon on this UDP port every `beaconInterval` and dial the
+    /// nodes heard there (docs/PROTOCOL.md §8). nil (the default) is off. Seeds and peer exchange
+    /// work either way; beacons do not cross routers, VPNs or most cloud networks.
+    public var discoveryPort: UInt16?
+    /// Time between beacons (1 s).
+    public var beaconInterval: UInt64 = 1_000_000_000
+    /// The default discovery port (`warren node --discover`).
+    public static let defaultDiscoveryPort: UInt16 = 5670
+
     /// True when links use CurveZMQ with an allow-list.
     public var isClosed: Bool { allowedKeys != nil }
 
@@ -49,14 +58,17 @@ public struct GossipConfiguration: Sendable {
         GossipConfiguration(listen: listen, peers: peers, engine: .lan(endpoint: listen, seeds: peers))
     }
 
+    /// ttl of published messages. Publishes are clamped to `engine.maxTTL` (16 in both presets),
+    /// which is an overlay-wide limit: neighbours drop frames above their own maximum, so a node
+    /// must not raise it alone. The URL and `warren node --ttl` refuse values above it.
     public var ttl: UInt8 {
         get { engine.defaultTTL }
-        set { engine.defaultTTL = newValue; engine.maxTTL = max(engine.maxTTL, newValue) }
+        set { engine.defaultTTL = newValue }
     }
     public var leaf: Bool { get { engine.leaf } set { engine.leaf = newValue } }
     public var degree: Int { get { engine.targetDegree } set { engine.targetDegree = newValue } }
 
-    /// Parses `gossip://HOST:PORT?peer=tcp://…&peer=…&ttl=N&leaf=true&degree=N&preset=local|lan&advertise=tcp://…`.
+    /// Parses `gossip://HOST:PORT?peer=tcp://…&peer=…&ttl=N&leaf=true&degree=N&preset=local|lan&advertise=tcp://…&discover=PORT`.
     public init(url: URL) throws {
         guard url.scheme?.lowercased() == "gossip" else { throw GossipConfigurationError.invalid("scheme must be gossip://") }
         guard let comps = URLComponents(url: url, resolvingAgainstBaseURL: false),
@@ -69,7 +81,7 @@ public struct GossipConfiguration: Sendable {
         var preset = "local"
         var peers: [String] = []
         var ttl: UInt8?, leaf = false, degree: Int?, advertise: String?
-        var allowFile: String?, keyFile: String?
+        var allowFile: String?, keyFile: String?, discover: UInt16?
         for item in comps.queryItems ?? [] {
             let v = item.value ?? ""
             switch item.name {
@@ -77,7 +89,7 @@ public struct GossipConfiguration: Sendable {
                 _ = try PeerAddress(parsing: v)
                 peers.append(v)
             case "ttl":
-                guard let t = UInt8(v), t >= 1 else { throw GossipConfigurationError.invalid("ttl must be 1…255, got \"\(v)\"") }
+                guard let t = UInt8(v), t >= 1 else { throw GossipConfigurationError.invalid("ttl must be 1…16 (the overlay's maximum), got \"\(v)\"") }
                 ttl = t
             case "leaf":
                 guard let b = Bool(v) else { throw GossipConfigurationError.invalid("leaf must be true or false, got \"\(v)\"") }
@@ -91,19 +103,28 @@ public struct GossipConfiguration: Sendable {
             case "advertise":
                 try Self.checkEndpoint(v)
                 advertise = v
+            case "discover":
+                guard let p = UInt16(v), p != 0 else { throw GossipConfigurationError.invalid("discover must be a UDP port 1…65535, got \"\(v)\"") }
+                discover = p
             case "allow":
                 allowFile = v
             case "key":
                 keyFile = v
             default:
-                throw GossipConfigurationError.invalid("unknown option \"\(item.name)\" (known: peer, ttl, leaf, degree, preset, advertise, allow, key)")
+                throw GossipConfigurationError.invalid("unknown option \"\(item.name)\" (known: peer, ttl, leaf, degree, preset, advertise, allow, key, discover)")
             }
         }
         self = preset == "lan" ? .lan(listen: listen, peers: peers) : .local(listen: listen, peers: peers)
         self.advertise = advertise
-        if let ttl { self.ttl = ttl }
+        if let ttl {
+            guard ttl <= engine.maxTTL else {
+                throw GossipConfigurationError.invalid("ttl must be 1…\(engine.maxTTL) (the overlay's maximum), got \(ttl)")
+            }
+            self.ttl = ttl
+        }
         if let degree { self.degree = degree }
         self.leaf = leaf
+        self.discoveryPort = discover
         if let allowFile { self.allowedKeys = try Self.readAllowList(path: allowFile) }
         if let keyFile {
             guard let text = try? String(contentsOfFile: keyFile, encoding: .utf8) else {

@@ -119,10 +119,21 @@ public final class GossipNode: Sendable {
         engineConfig.endpoint = advertised
         let ownEndpoint = (try? PeerAddress(parsing: advertised))?.endpoint ?? advertised
         engineConfig.seeds = configuration.peers.filter { ((try? PeerAddress(parsing: $0))?.endpoint ?? $0) != ownEndpoint }
-        let loop = UnsafeSendable(DriverLoop(sub: UnsafeSendable(sub), context: context, engine: GossipEngine(config: engineConfig, nodeID: nodeID),
-                              seed: configuration.randomSeed ?? UInt64.random(in: 1...UInt64.max),
-                              sendHWM: configuration.sendHighWaterMark, callbacks: callbacks, logger: logger,
-                              curve: curve, zapDomain: configuration.isClosed ? zapDomain : nil))
+        var driver = DriverLoop(sub: UnsafeSendable(sub), context: context, engine: GossipEngine(config: engineConfig, nodeID: nodeID),
+                                seed: configuration.randomSeed ?? UInt64.random(in: 1...UInt64.max),
+                                sendHWM: configuration.sendHighWaterMark, callbacks: callbacks, logger: logger,
+                                curve: curve, zapDomain: configuration.isClosed ? zapDomain : nil)
+        if let port = configuration.discoveryPort {
+            do {
+                driver.discovery = try DiscoverySocket(port: port, beacon: Beacon(nodeID: nodeID, endpoint: advertised),
+                                                       interval: configuration.beaconInterval, allowed: configuration.allowedKeys)
+            } catch {
+                sub.close(); close(fds[0]); close(fds[1])
+                if configuration.isClosed { ZAPService.shared.unregister(domain: zapDomain) }
+                throw error
+            }
+        }
+        let loop = UnsafeSendable(driver)
         let t = Thread { [self] in
             var l = loop.value
             l.run(node: self)
@@ -250,6 +261,8 @@ struct DriverLoop {
     let zapDomain: String?
     var metrics: NodeMetrics
     var metricsAt: UInt64 = 0
+    /// LAN discovery (nil unless configured): Discovery.swift.
+    var discovery: DiscoverySocket?
 
     init(sub: UnsafeSendable<ZMQSocket>, context: ZMQContext, engine: GossipEngine, seed: UInt64,
          sendHWM: Int32, callbacks: GossipNodeCallbacks, logger: Logger, curve: CurveKeys?, zapDomain: String?) {
@@ -299,6 +312,7 @@ struct DriverLoop {
                 engine.tick(now: monotonicNanos(), rng: &rng, into: &actions, inputPending: inputPending)
                 perform()
             }
+            if running && discovery != nil { serviceDiscovery() }
             let now = monotonicNanos()
             if now &- metricsAt >= 1_000_000_000 {
                 metricsAt = now
@@ -310,6 +324,7 @@ struct DriverLoop {
         for (_, s) in links { s.close() }
         links.removeAll()
         sub.close()
+        discovery?.close()
         if let zapDomain { ZAPService.shared.unregister(domain: zapDomain) }
         // Commands that raced with stop: answer them so no caller waits forever.
         for c in node.drain() {

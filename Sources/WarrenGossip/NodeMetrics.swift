@@ -6,7 +6,7 @@ import WarrenEngine
 /// `MetricsSystem`. Reported from the node's thread about once a second, as deltas of the
 /// engine's and driver's own counters.
 struct NodeMetrics {
-    let published, delivered, relayed, duplicates, ttlExpired, malformed, refused, rateLimited, hwmDrops: Counter
+    let published, delivered, relayed, duplicates, ttlExpired, overTTL, malformed, refused, rateLimited, hwmDrops: Counter
     let neighbours, dedupEntries: Gauge
     var last = DriverStats()
 
@@ -17,6 +17,7 @@ struct NodeMetrics {
         relayed = Counter(label: "warren_relayed_total", dimensions: d)
         duplicates = Counter(label: "warren_duplicates_total", dimensions: d)
         ttlExpired = Counter(label: "warren_ttl_expired_total", dimensions: d)
+        overTTL = Counter(label: "warren_over_ttl_total", dimensions: d)
         malformed = Counter(label: "warren_malformed_total", dimensions: d)
         refused = Counter(label: "warren_refused_total", dimensions: d)
         rateLimited = Counter(label: "warren_rate_limited_total", dimensions: d)
@@ -34,6 +35,7 @@ struct NodeMetrics {
         add(relayed, s.engine.relayed, last.engine.relayed)
         add(duplicates, s.engine.duplicates, last.engine.duplicates)
         add(ttlExpired, s.engine.ttlExpired, last.engine.ttlExpired)
+        add(overTTL, s.engine.overTTL, last.engine.overTTL)
         add(malformed, s.engine.malformed &+ s.badMultipart, last.engine.malformed &+ last.badMultipart)
         add(refused, s.refused, last.refused)
         add(rateLimited, s.rateLimited, last.rateLimited)

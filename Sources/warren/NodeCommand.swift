@@ -40,11 +40,13 @@ struct Node: AsyncParsableCommand {
     @Option(name: .long, help: "A peer's endpoint, tcp://HOST:PORT, or KEY@tcp://HOST:PORT in a closed overlay (repeatable).") var peer: [String] = []
     @Option(name: .long, help: ArgumentHelp("Closed overlay: file of node public keys (one base64 key per line) allowed to connect.", discussion: "Links then use CurveZMQ with this node's key (--key-file) as its node key; peers must be given as KEY@tcp://HOST:PORT.")) var allow: String?
     @Option(name: .long, help: "Join the community derived from this passphrase.") var community: String?
-    @Option(name: .long, help: "Hop limit of published messages (1…255).") var ttl: UInt8?
+    @Option(name: .long, help: "Hop limit of published messages (1…16, the overlay's maximum).") var ttl: UInt8?
     @Option(name: .long, help: "Neighbours to keep beyond the given peers (default: preset's).") var degree: Int?
     @Flag(name: .long, help: "Leaf mode: receive only our own keys' topics and forward nothing.") var leaf = false
     @Option(name: .long, help: "Timer preset: local (one machine) or lan.") var preset: String = "local"
     @Option(name: .long, help: "Endpoint other nodes should dial, if not the listen endpoint.") var advertise: String?
+    @Flag(name: .long, help: ArgumentHelp("LAN discovery: broadcast UDP beacons and dial the nodes heard (no seeds needed).", discussion: "Beacons reach the local IPv4 networks only (not loopback, routers or VPNs); --peer and peer exchange work alongside.")) var discover = false
+    @Option(name: .long, help: "UDP port of the discovery beacons (with --discover).") var discoverPort: UInt16 = GossipConfiguration.defaultDiscoveryPort
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String = "info"
     @Option(name: .long, help: ArgumentHelp("Serve Prometheus metrics at http://ADDR/metrics and the neighbour table at /status.", valueName: "HOST:PORT")) var metrics: String?
     @Option(name: .long, help: ArgumentHelp("Serve cunīcu's gRPC signaling API (cunicu.signaling.Signaling) at HOST:PORT, so cunīcu daemons use the overlay with grpc://HOST:PORT?insecure=true.", discussion: "Plain text, so loopback only unless --grpc-tls is given.", valueName: "HOST:PORT")) var grpc: String?
@@ -61,7 +63,10 @@ struct Node: AsyncParsableCommand {
                 throw ValidationError("--peer \(p): with --allow every peer must be given as KEY@tcp://HOST:PORT")
             }
         }
-        if let ttl, ttl == 0 { throw ValidationError("--ttl must be at least 1") }
+        if let ttl, ttl == 0 || ttl > EngineConfig.local(endpoint: listen, seeds: []).maxTTL {
+            throw ValidationError("--ttl must be 1…16 (the overlay's maximum; neighbours drop frames above it)")
+        }
+        if discoverPort == 0 { throw ValidationError("--discover-port must be 1…65535") }
         guard preset == "local" || preset == "lan" else { throw ValidationError("--preset must be local or lan") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level: unknown level \"\(logLevel)\"") }
         if !grpcTls.isEmpty && grpcTls.count != 2 { throw ValidationError("--grpc-tls takes two files: CERT KEY") }
@@ -176,6 +181,7 @@ extension Node {
         if let degree { cfg.degree = degree }
         cfg.leaf = leaf
         cfg.advertise = advertise
+        if discover { cfg.discoveryPort = discoverPort }
         if let allow {
             do { cfg.allowedKeys = try GossipConfiguration.readAllowList(path: allow) } catch { throw ValidationError("--allow: \(error)") }
             cfg.nodeKey = key
@@ -208,7 +214,7 @@ func statusJSON(_ backend: GossipBackend, bridge: SignalingBridge? = nil) -> Str
     }
     let e = s.engine
     obj["counters"] = ["published": e.published, "delivered": e.delivered, "relayed": e.relayed,
-                       "duplicates": e.duplicates, "ttl_expired": e.ttlExpired, "ttl_clamped": e.ttlClamped,
+                       "duplicates": e.duplicates, "ttl_expired": e.ttlExpired, "over_ttl": e.overTTL,
                        "malformed": e.malformed &+ s.badMultipart, "refused": s.refused,
                        "rate_limited": s.rateLimited, "hwm_drops": s.hwmDrops, "max_hops": e.maxHops]
     if let bridge {

@@ -117,31 +117,52 @@ import WarrenEngine
         #expect(net.engine(0)!.stats.published == 1)
     }
 
-    @Test func ttlIsClamped() {
-        var rng = SeededGenerator(seed: 2)
-        var c = cfg(0)
-        c.maxTTL = 4
-        var e = GossipEngine(config: c, nodeID: NodeID(raw: 77))
-        var a = [Action]()
-        e.start(now: 0, rng: &rng, into: &a)
-        e.linkReady(e.linkIDs.first ?? LinkID(raw: 1), now: 0, rng: &rng, into: &a)
-        e.subscribeLocal(topic(1), into: &a)
-        a.removeAll()
-        let body = Frame.encodeData(envelope: [5], ttl: 200, hops: 0, from: NodeID(raw: 3))
-        e.receive(topic: topic(1).bytes, body: body, now: 1, rng: &rng, into: &a)
-        #expect(e.stats.ttlClamped == 1)
-        #expect(e.stats.delivered == 1)
-        // Publish asks for more than maxTTL: clamped too.
-        var net = InMemoryNetwork(seed: 1)
-        var c0 = cfg(0); c0.maxTTL = 2
-        net.addNode(config: c0)
-        for i in 1..<4 { net.addNode(config: cfg(i, seeds: [i - 1])) }
-        net.subscribe(2, topic(2)); net.subscribe(3, topic(2))
+    /// docs/PROTOCOL.md §4: an inbound ttl above maxTTL is dropped and counted (not delivered, not
+    /// forwarded, no seen-cache entry); ttl = maxTTL is accepted; a publish asking for more than
+    /// maxTTL is clamped to it.
+    @Test func ttlAboveMaximumIsDroppedAndPublishIsClamped() {
+        var net = InMemoryNetwork(seed: 2)
+        for i in 0..<3 {
+            var c = cfg(i, seeds: i == 0 ? [] : [i - 1])
+            c.maxTTL = 4
+            net.addNode(config: c)
+        }
+        net.subscribe(1, topic(1)); net.subscribe(2, topic(1))
         net.run(until: second); #expect(!net.budgetExceeded)
-        let id = net.publish(from: 0, topic: topic(2), envelope: [1], ttl: 100)
+        #expect(net.isUp(0, 1) && net.isUp(1, 2))
+        let from = net.engine(0)!.nodeID
+        let before = net.engine(1)!.stats
+        for ttl: UInt8 in [5, 200, 255] {
+            let body = Frame.encodeData(envelope: [5], ttl: ttl, hops: 0, from: from)
+            net.inject(to: 1, topic: topic(1).bytes, body: body)
+        }
         net.run(for: second); #expect(!net.budgetExceeded)
-        #expect(net.deliveries(2, id).count == 1)
-        #expect(net.deliveries(3, id).isEmpty)
+        let s = net.engine(1)!.stats
+        #expect(s.overTTL - before.overTTL == 3)
+        #expect(s.malformed - before.malformed == 3)
+        #expect(s.delivered == before.delivered && s.relayed == before.relayed && s.duplicates == before.duplicates)
+        #expect(net.nodes[1].deliveries.isEmpty && net.nodes[2].deliveries.isEmpty)
+        // The dropped copies claimed no seen-cache entry: the same envelope at ttl = maxTTL is
+        // delivered at node 1 and forwarded to node 2.
+        let ok = Frame.encodeData(envelope: [5], ttl: 4, hops: 0, from: from)
+        net.inject(to: 1, topic: topic(1).bytes, body: ok)
+        net.run(for: second); #expect(!net.budgetExceeded)
+        #expect(net.nodes[1].deliveries.count == 1 && net.nodes[2].deliveries.count == 1)
+        #expect(net.engine(1)!.stats.overTTL - before.overTTL == 3)
+        #expect(net.engine(2)!.stats.overTTL == 0)
+
+        // Publish asks for more than maxTTL: clamped to it, so a frame crosses at most maxTTL hops.
+        var line = InMemoryNetwork(seed: 1)
+        var c0 = cfg(0); c0.maxTTL = 2
+        line.addNode(config: c0)
+        for i in 1..<4 { line.addNode(config: cfg(i, seeds: [i - 1])) }
+        line.subscribe(2, topic(2)); line.subscribe(3, topic(2))
+        line.run(until: second); #expect(!line.budgetExceeded)
+        let id = line.publish(from: 0, topic: topic(2), envelope: [1], ttl: 100)
+        line.run(for: second); #expect(!line.budgetExceeded)
+        #expect(line.deliveries(2, id).count == 1)
+        #expect(line.deliveries(3, id).isEmpty)
+        #expect((0..<4).allSatisfy { line.engine($0)!.stats.overTTL == 0 })
     }
 
     @Test func statsCounters() {

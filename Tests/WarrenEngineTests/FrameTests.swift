@@ -165,7 +165,7 @@ enum Vectors {
         var actions = [Action]()
         engine.start(now: 0, rng: &rng, into: &actions)
         let seeds = [hex(Vectors.data), hex(Vectors.hello), hex(Vectors.peers), hex(Vectors.helloLeaf), hex(Vectors.bye)]
-        var decoded = 0
+        var decoded = 0, overTTL = 0
         for k in 0..<5000 {
             var b = seeds[k % seeds.count]
             let edits = Int(rng.next(upperBound: UInt64(4)))
@@ -177,12 +177,17 @@ enum Vectors {
                 }
             }
             let t = k % 2 == 0 ? control : Vectors.dataTopic
-            if (try? Frame.decode(topic: t, body: b)) != nil { decoded += 1 }
+            if let f = try? Frame.decode(topic: t, body: b) {
+                decoded += 1
+                if case .data = f.kind, f.ttl > engine.config.maxTTL, f.from != engine.nodeID { overTTL += 1 }
+            }
             engine.receive(topic: t, body: b, now: UInt64(k), rng: &rng, into: &actions)
             actions.removeAll(keepingCapacity: true)
         }
         #expect(engine.stats.framesIn == 5000)
-        #expect(engine.stats.malformed == UInt64(5000 - decoded))
+        // Undecodable frames plus DATA above maxTTL (decodes, but the engine drops it).
+        #expect(engine.stats.overTTL == UInt64(overTTL))
+        #expect(engine.stats.malformed == UInt64(5000 - decoded + overTTL))
         #expect(engine.stats.malformed > 1000)
     }
 

@@ -5,7 +5,7 @@ import Testing
 /// A bounded fuzz campaign over the frame decoder and the engine: structure-aware mutations of
 /// valid frames (bit flips, byte writes, inserts, deletes, truncations, splices, length-field
 /// edits, wrong topic lengths) plus pure garbage. Properties: nothing traps; every input is
-/// either decoded or counted as malformed; good traffic is still delivered afterwards.
+/// either decoded or counted as malformed (over-TTL DATA too); good traffic is still delivered afterwards.
 /// `WARREN_FUZZ_ITERATIONS` sets the number of inputs (default 100,000; see docs/SECURITY.md).
 @Suite struct FuzzCampaignTests {
     static var iterations: Int {
@@ -62,7 +62,7 @@ import Testing
         let seeds = [hex(Vectors.data), hex(Vectors.hello), hex(Vectors.peers),
                      hex(Vectors.helloLeaf), hex(Vectors.bye)]
         let n = Self.iterations
-        var decoded = 0
+        var decoded = 0, overTTL = 0
         for k in 0..<n {
             var body: [UInt8]
             if k % 16 == 15 {
@@ -77,12 +77,18 @@ import Testing
             default: t = k % 3 == 0 ? local.bytes : Vectors.dataTopic
             }
             if body.count > 100_000 { body = Array(body.prefix(100_000)) }
-            if (try? Frame.decode(topic: t, body: body)) != nil { decoded += 1 }
+            if let f = try? Frame.decode(topic: t, body: body) {
+                decoded += 1
+                if case .data = f.kind, f.ttl > engine.config.maxTTL, f.from != engine.nodeID { overTTL += 1 }
+            }
             engine.receive(topic: t, body: body, now: UInt64(k) * 1000, rng: &rng, into: &actions)
             actions.removeAll(keepingCapacity: true)
         }
         #expect(engine.stats.framesIn == UInt64(n))
-        #expect(engine.stats.malformed == UInt64(n - decoded))
+        // Undecodable input, plus decoded DATA frames above maxTTL (dropped by the engine).
+        #expect(engine.stats.overTTL == UInt64(overTTL))
+        #expect(overTTL > 0, "the campaign must produce over-TTL frames")
+        #expect(engine.stats.malformed == UInt64(n - decoded + overTTL))
         #expect(engine.stats.malformed > UInt64(n / 4), "the campaign must mostly produce invalid input")
 
         // Good traffic is unaffected: a valid DATA frame for a local topic is delivered.

@@ -41,6 +41,9 @@ import WarrenConformance
     @Test func badURLsAreClearErrors() async throws {
         for (url, needle) in [("gossip://127.0.0.1:7001?peer=udp://x", "tcp://HOST:PORT"),
                               ("gossip://127.0.0.1:7001?ttl=0", "ttl"),
+                              ("gossip://127.0.0.1:7001?ttl=17", "overlay's maximum"),
+                              ("gossip://127.0.0.1:7001?discover=0", "discover"),
+                              ("gossip://127.0.0.1:7001?discover=70000", "discover"),
                               ("gossip://127.0.0.1:7001?bogus=1", "unknown option"),
                               ("gossip://127.0.0.1:7001?leaf=maybe", "leaf")] {
             do { _ = try await Backends.make(url: url); Issue.record("accepted \(url)") } catch {

@@ -76,7 +76,7 @@ import Testing
             try await Task.sleep(for: .milliseconds(100))
         }
         for name in ["warren_published_total", "warren_delivered_total", "warren_relayed_total", "warren_duplicates_total",
-                     "warren_ttl_expired_total", "warren_malformed_total", "warren_refused_total",
+                     "warren_ttl_expired_total", "warren_over_ttl_total", "warren_malformed_total", "warren_refused_total",
                      "warren_rate_limited_total", "warren_hwm_drops_total", "warren_neighbours", "warren_dedup_entries"] {
             #expect(prom.contains(name), "missing \(name)")
         }

@@ -184,7 +184,31 @@ struct NetnsFaultTests {
             + "packets, delayed \(counters.delayed); peer-downs (flaps): \(lab.peerDownReasons(nodes))")
     }
 
-    // 4. `--discover` (UDP beacons on the bridge) is not implemented in the product: no test.
+    // MARK: 4. LAN discovery
+
+    /// Four nodes with `--discover` and no seeds find each other by UDP beacons on the bridge and
+    /// form one overlay (nothing else could connect them). A fifth node without `--discover` joins
+    /// through a seed and learns the rest by peer exchange: beacons and seeds work side by side.
+    /// Then all-pairs signaling among the five completes exactly once.
+    @Test func discoveryWithoutSeeds() async throws {
+        let lab = try NetnsLab(nodes: 5, test: "discover")
+        defer { lab.tearDown() }
+        var nodes: [NetnsNode] = []
+        for i in 0..<4 {
+            nodes.append(try await lab.startNode(i, key: .generate(), peers: [], extra: ["--discover", "--discover-port", "5670"]))
+        }
+        try await lab.waitFormed(nodes, minNeighbours: 3, timeout: .seconds(15))
+        let formed = nodes.map { $0.neighbours() }
+        for (i, n) in formed.enumerated() {
+            #expect(n == Set(nodes.indices.filter { $0 != i }.map { nodes[$0].endpoint }), "n\(i + 1) neighbours \(n.sorted())")
+        }
+        nodes.append(try await lab.startNode(4, key: .generate(), peers: [0], extra: []))
+        try await lab.waitFormed([nodes[4]], minNeighbours: 2, timeout: .seconds(15))
+        let x = await NetnsExchange.run("discover", among: nodes, timeout: .seconds(10), quiet: .milliseconds(500))
+        x.expectComplete("five nodes, four of them found by beacons only", lab: lab)
+        print("netns discovery: 4 nodes formed a full mesh from beacons; n5 (seed only) has \(nodes[4].neighbours().count) neighbours; "
+            + "exchange of \(x.expected) deliveries in \(x.elapsed.ms) ms")
+    }
 }
 
 // MARK: - Environment

@@ -394,6 +394,8 @@ struct NodeCommandTests {
                 (["node", "--key-file", f, "--listen", "udp://x"], "--listen must be tcp://HOST:PORT"),
                 (["node", "--key-file", f, "--listen", "tcp://127.0.0.1:*", "--peer", "nonsense"], "tcp://HOST:PORT"),
                 (["node", "--key-file", f, "--listen", "tcp://127.0.0.1:*", "--ttl", "0"], "--ttl"),
+                (["node", "--key-file", f, "--listen", "tcp://127.0.0.1:*", "--ttl", "17"], "--ttl must be 1…16"),
+                (["node", "--key-file", f, "--listen", "tcp://127.0.0.1:*", "--discover", "--discover-port", "0"], "--discover-port"),
                 (["node", "--key-file", dir.appending(path: "missing.key").path, "--listen", "tcp://127.0.0.1:*"], "does not exist"),
                 (["seal", "--key-file", f, "--to", "notakey"], "--to"),
             ]
