@@ -20,7 +20,3 @@ extension Cunicu_BuildInfo {
         return info
     }
 }
-
-enum BuildInfo {
-    static var current: Cunicu_BuildInfo { .current }
-}

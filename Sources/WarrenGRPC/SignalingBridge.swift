@@ -65,29 +65,21 @@ public final class SignalingBridge: Cunicu_Signaling_Signaling.SimpleServiceProt
     // MARK: GetBuildInfo
 
     public func getBuildInfo(request: Cunicu_Empty, context: ServerContext) async throws -> Cunicu_BuildInfo {
-        BuildInfo.current
+        .current
     }
 
     // MARK: Publish
 
     public func publish(request: Envelope, context: ServerContext) async throws -> Cunicu_Empty {
-        let recipient: Key, bytes: [UInt8]
         do {
-            recipient = try Self.validate(request)
-            bytes = try request.serializedBytes()
-            guard bytes.count <= Self.maxEnvelopeBytes else {
-                throw RPCError(code: .invalidArgument,
-                               message: "envelope is \(bytes.count) bytes; the overlay carries at most \(Self.maxEnvelopeBytes)")
-            }
+            // The size limit is the backend's own (`envelopeTooLarge`), checked where it floods.
+            try backend.publish(envelope: try request.serializedBytes(), to: try Self.validate(request))
+        } catch BackendError.closed {
+            throw RPCError(code: .unavailable, message: "this node is shutting down")
         } catch {
             state.withLock { $0.rejected &+= 1 }
             metrics.rejected.increment()
-            throw (error as? RPCError) ?? RPCError(code: .invalidArgument, message: "envelope cannot be serialized: \(error)")
-        }
-        do {
-            try backend.publish(envelope: bytes, to: recipient)
-        } catch {
-            throw RPCError(code: .unavailable, message: "this node is shutting down")
+            throw (error as? RPCError) ?? RPCError(code: .invalidArgument, message: "\(error)")
         }
         state.withLock { $0.published &+= 1 }
         metrics.published.increment()
@@ -95,8 +87,7 @@ public final class SignalingBridge: Cunicu_Signaling_Signaling.SimpleServiceProt
     }
 
     /// The recipient of an envelope the bridge may inject, or `INVALID_ARGUMENT` saying why not.
-    /// Keys must be 32 bytes, the nonce 24, the box at least its 16-byte MAC, and the whole
-    /// envelope must fit in one overlay frame.
+    /// Keys must be 32 bytes, the nonce 24, the box at least its 16-byte MAC.
     static func validate(_ env: Envelope) throws -> Key {
         func invalid(_ why: String) -> RPCError { RPCError(code: .invalidArgument, message: why) }
         guard env.sender.count == Key.length else {
@@ -113,9 +104,6 @@ public final class SignalingBridge: Cunicu_Signaling_Signaling.SimpleServiceProt
         }
         return recipient
     }
-
-    /// The largest envelope one overlay frame carries.
-    public static var maxEnvelopeBytes: Int { GossipBackend.maxEnvelopeBytes }
 
     // MARK: Subscribe
 

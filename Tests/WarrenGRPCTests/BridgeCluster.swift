@@ -4,29 +4,50 @@ import GRPCNIOTransportHTTP2
 import Warren
 import WarrenConformance
 
+/// A bridge serving one node, running until `stop()`.
+struct ServedBridge: Sendable {
+    let server: SignalingServer
+    let task: Task<Void, any Error>
+    /// HOST:PORT it listens on.
+    let address: String
+
+    static func start(_ backend: GossipBackend,
+                      _ configuration: GRPCBridgeConfiguration = GRPCBridgeConfiguration(host: "127.0.0.1", port: 0)) async throws -> ServedBridge {
+        let server = try SignalingServer(backend: backend, configuration: configuration)
+        let task = Task { try await server.run() }
+        return ServedBridge(server: server, task: task, address: try await server.listeningAddress())
+    }
+
+    var bridge: SignalingBridge { server.bridge }
+    var port: Int { Int(address.split(separator: ":").last!)! }
+
+    func stop() async {
+        server.shutdown()
+        _ = await task.result
+    }
+}
+
 /// Gossip nodes on loopback, each serving the gRPC bridge on a free loopback port.
 final class BridgeCluster: Sendable {
     let overlay: GossipOverlay
-    let servers: [SignalingServer]
-    let tasks: [Task<Void, any Error>]
-    let addresses: [String]
+    let bridges: [ServedBridge]
 
-    private init(overlay: GossipOverlay, servers: [SignalingServer], tasks: [Task<Void, any Error>], addresses: [String]) {
-        self.overlay = overlay; self.servers = servers; self.tasks = tasks; self.addresses = addresses
+    private init(overlay: GossipOverlay, bridges: [ServedBridge]) {
+        self.overlay = overlay; self.bridges = bridges
     }
 
     static func start(nodes: Int, edges: [(Int, Int)]? = nil, queueBound: Int = SignalingBridge.defaultQueueBound) async throws -> BridgeCluster {
         let overlay = try await GossipOverlay.start(nodes: nodes, edges: edges ?? GossipOverlay.ring(nodes))
         _ = await overlay.waitFormed()
-        var servers: [SignalingServer] = [], tasks: [Task<Void, any Error>] = [], addresses: [String] = []
+        var bridges: [ServedBridge] = []
         for b in overlay.backends {
-            let s = try SignalingServer(backend: b, configuration: GRPCBridgeConfiguration(host: "127.0.0.1", port: 0, queueBound: queueBound))
-            tasks.append(Task { try await s.run() })
-            servers.append(s)
-            addresses.append(try await s.listeningAddress())
+            bridges.append(try await ServedBridge.start(b, GRPCBridgeConfiguration(host: "127.0.0.1", port: 0, queueBound: queueBound)))
         }
-        return BridgeCluster(overlay: overlay, servers: servers, tasks: tasks, addresses: addresses)
+        return BridgeCluster(overlay: overlay, bridges: bridges)
     }
+
+    var servers: [SignalingServer] { bridges.map(\.server) }
+    var addresses: [String] { bridges.map(\.address) }
 
     func url(_ i: Int) -> String { "grpc://\(addresses[i])?insecure=true" }
 
@@ -35,8 +56,7 @@ final class BridgeCluster: Sendable {
     }
 
     func close() async {
-        for s in servers { s.shutdown() }
-        for t in tasks { _ = await t.result }
+        for b in bridges { await b.stop() }
         await overlay.close()
     }
 }

@@ -136,10 +136,8 @@ import WarrenConformance
         let overlay = try await GossipOverlay.start(nodes: 2, edges: GossipOverlay.line(2)) { i, c in c.leaf = (i == 1) }
         _ = await overlay.waitFormed()
         let leaf = overlay.backends[1]
-        let server = try SignalingServer(backend: leaf, configuration: GRPCBridgeConfiguration(host: "127.0.0.1", port: 0))
-        let task = Task { try await server.run() }
-        let address = try await server.listeningAddress()
-        let client = try await Backends.make(url: "grpc://\(address)?insecure=true")
+        let served = try await ServedBridge.start(leaf)
+        let client = try await Backends.make(url: "grpc://\(served.address)?insecure=true")
         let me = PrivateKey.generate(), other = PrivateKey.generate()
         let h = RecordingHandler()
         try await client.subscribe(KeyPair(ours: me, theirs: .zero), h)
@@ -147,8 +145,7 @@ import WarrenConformance
         try await overlay.backends[0].publish(KeyPair(ours: other, theirs: me.publicKey), Conformance.candidate(id: 9))
         #expect(await Conformance.eventually { h.count == 1 })
         try await client.close()
-        server.shutdown()
-        _ = await task.result
+        await served.stop()
         await overlay.close()
     }
 
@@ -218,41 +215,32 @@ import WarrenConformance
     @Test func clientResubscribesAfterServerRestart() async throws {
         let overlay = try await GossipOverlay.start(nodes: 1, edges: [])
         let node = overlay.backends[0]
-        var server = try SignalingServer(backend: node, configuration: GRPCBridgeConfiguration(host: "127.0.0.1", port: 0))
-        var task = Task { [server] in try await server.run() }
-        let address = try await server.listeningAddress()
-        let port = Int(address.split(separator: ":")[1])!
-        let client = try await Backends.make(url: "grpc://\(address)?insecure=true") as! GRPCBackend
+        let first = try await ServedBridge.start(node)
+        let client = try await Backends.make(url: "grpc://\(first.address)?insecure=true") as! GRPCBackend
         let me = PrivateKey.generate(), other = PrivateKey.generate()
         let h = RecordingHandler()
         try await client.subscribe(KeyPair(ours: me, theirs: .zero), h)
 
-        server.shutdown()
-        _ = await task.result
-        server = try SignalingServer(backend: node, configuration: GRPCBridgeConfiguration(host: "127.0.0.1", port: port))
-        task = Task { [server] in try await server.run() }
-        _ = try await server.listeningAddress()
-        #expect(await Conformance.eventually(timeout: .seconds(15)) { server.bridge.counters.openStreams == 1 })
+        await first.stop()
+        let second = try await ServedBridge.start(node, GRPCBridgeConfiguration(host: "127.0.0.1", port: first.port))
+        #expect(await Conformance.eventually(timeout: .seconds(15)) { second.bridge.counters.openStreams == 1 })
         #expect(client.counters.resubscribed >= 1)
         try await node.publish(KeyPair(ours: other, theirs: me.publicKey), Conformance.candidate(id: 3))
         #expect(await Conformance.eventually { h.count == 1 })
 
         try await client.close()
         await #expect(throws: BackendError.closed) { try await client.publish(KeyPair(ours: me, theirs: other.publicKey), SignalingMessage()) }
-        server.shutdown()
-        _ = await task.result
+        await second.stop()
         await overlay.close()
     }
 
     @Test func subscribeFailsClearlyWhenNobodyServes() async throws {
-        // A port nobody listens on (bound and closed again).
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var addr = sockaddr_in(); addr.sin_family = sa_family_t(AF_INET); addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-        close(fd)
-        let port = Int(UInt16(bigEndian: addr.sin_port))
+        // A port nobody listens on any more: a bridge's, after it stopped.
+        let overlay = try await GossipOverlay.start(nodes: 1, edges: [])
+        let gone = try await ServedBridge.start(overlay.backends[0])
+        await gone.stop()
+        await overlay.close()
+        let port = gone.port
         let client = try await Backends.make(url: "grpc://127.0.0.1:\(port)?insecure=true&timeout=1") as! GRPCBackend
         let k = PrivateKey.generate()
         await #expect(throws: GRPCBackendError.self) { try await client.subscribe(KeyPair(ours: k, theirs: .zero), RecordingHandler()) }
@@ -280,9 +268,8 @@ import WarrenConformance
 
         let overlay = try await GossipOverlay.start(nodes: 1, edges: [])
         let config = GRPCBridgeConfiguration(host: "127.0.0.1", port: 0, tls: .init(certificateChain: cert, privateKey: key))
-        let server = try SignalingServer(backend: overlay.backends[0], configuration: config)
-        let task = Task { try await server.run() }
-        let address = try await server.listeningAddress()
+        let served = try await ServedBridge.start(overlay.backends[0], config)
+        let address = served.address
 
         let client = try await Backends.make(url: "grpc://\(address)?ca=\(cert)&timeout=5")
         let me = PrivateKey.generate(), other = PrivateKey.generate()
@@ -304,8 +291,7 @@ import WarrenConformance
         }
         try await untrusting.close()
         #expect(h.count == 1)
-        server.shutdown()
-        _ = await task.result
+        await served.stop()
         await overlay.close()
     }
 

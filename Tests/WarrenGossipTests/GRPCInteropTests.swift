@@ -39,7 +39,7 @@ struct GRPCInteropTests {
             try await swift.subscribe(KeyPair(ours: swiftKey, theirs: .zero), fromPython)
 
             let py = try InteropPython.start(["--a", a1, "--b", a2, "--swift-peer", swiftKey.publicKey.base64], in: dir)
-            defer { py.kill() }
+            defer { py.forceKill() }
             #expect(await NodeCommandTests.eventually(timeout: .seconds(60)) { py.subscribedKey != nil || !py.process.isRunning },
                     "python: \(py.stdout)\(py.stderr)")
             let pythonKey = try Key(base64: try #require(py.subscribedKey, "python: \(py.stdout)\(py.stderr)"))
@@ -74,7 +74,7 @@ struct GRPCInteropTests {
 }
 
 /// The interop script's Python (tools/grpc-interop/.venv, made by ./bootstrap).
-final class InteropPython: @unchecked Sendable {
+enum InteropPython {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().deletingLastPathComponent()
     static let script = root.appending(path: "tools/grpc-interop/interop.py")
@@ -92,36 +92,14 @@ final class InteropPython: @unchecked Sendable {
         return p.terminationStatus == 0 ? python : nil
     }()
 
-    let process = Process()
-    let outURL: URL, errURL: URL
-
-    private init(_ arguments: [String], in dir: URL) throws {
-        outURL = dir.appending(path: "interop.out")
-        errURL = dir.appending(path: "interop.err")
-        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
-        let out = try FileHandle(forWritingTo: outURL), err = try FileHandle(forWritingTo: errURL)
-        defer { try? out.close(); try? err.close() }
-        process.executableURL = InteropPython.url!
-        process.arguments = [InteropPython.script.path] + arguments
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
+    static func start(_ arguments: [String], in dir: URL) throws -> NodeCommandTests.Child {
+        try NodeCommandTests.Child([script.path] + arguments, in: dir, name: "interop", executable: url!)
     }
+}
 
-    static func start(_ arguments: [String], in dir: URL) throws -> InteropPython { try InteropPython(arguments, in: dir) }
-
-    var stdout: String { (try? String(contentsOf: outURL, encoding: .utf8)) ?? "" }
-    var stderr: String { (try? String(contentsOf: errURL, encoding: .utf8)) ?? "" }
-
+extension NodeCommandTests.Child {
     /// The public key the script subscribed, once it printed {"event":"subscribed",…}.
     var subscribedKey: String? {
-        for line in stdout.split(separator: "\n") {
-            if let o = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-               o["event"] as? String == "subscribed" { return o["public_key_a"] as? String }
-        }
-        return nil
+        objects.first { $0["event"] as? String == "subscribed" }?["public_key_a"] as? String
     }
-
-    func kill() { if process.isRunning { process.terminate() } }
 }

@@ -23,7 +23,8 @@ struct NodeCommandTests {
         let errURL: URL
         let name: String
 
-        init(_ arguments: [String], in dir: URL, name: String) throws {
+        /// Runs `executable` (default: the built `warren`) with `arguments`.
+        init(_ arguments: [String], in dir: URL, name: String, executable: URL? = nil) throws {
             // Writing to a dead child's stdin must be an error, not a SIGPIPE for the test runner.
             signal(SIGPIPE, SIG_IGN)
             self.name = name
@@ -34,7 +35,7 @@ struct NodeCommandTests {
             _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
             let out = try FileHandle(forWritingTo: outURL), err = try FileHandle(forWritingTo: errURL)
             defer { try? out.close(); try? err.close() }
-            process.executableURL = NodeCommandTests.warren!
+            process.executableURL = executable ?? NodeCommandTests.warren!
             process.arguments = arguments
             process.standardInput = input
             process.standardOutput = out
