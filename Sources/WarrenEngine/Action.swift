@@ -67,8 +67,11 @@ public struct EngineStats: Sendable, Hashable {
     /// Inbound frames that failed to decode or carried a ttl above `maxTTL`, plus refused
     /// publishes (zero topic, empty or oversized envelope).
     public var malformed: UInt64 = 0
-    /// Inbound frames (decoded or not).
+    /// Inbound frames (decoded or not), counting each entry of a BATCH.
     public var framesIn: UInt64 = 0
+    /// Inbound BATCH messages (their entries are in `framesIn`; a malformed one counts in
+    /// `malformed` once).
+    public var batchesIn: UInt64 = 0
     /// Frames sent, counting each link.
     public var framesOut: UInt64 = 0
     /// Largest hop count delivered.

@@ -33,7 +33,9 @@ extension Frame {
         guard body.count >= headerSize else { return .failure(.shortHeader(body.count)) }
         guard body.count <= maxBodyBytes else { return .failure(.oversized(body.count)) }
         guard body[0] == version else { return .failure(.unsupportedVersion(body[0])) }
-        guard let type = TypeCode(rawValue: body[1]) else { return .failure(.unknownType(body[1])) }
+        guard let type = TypeCode(rawValue: body[1]) else {
+            return .failure(body[1] == FrameBatch.typeCode ? .batchBody : .unknownType(body[1]))
+        }
         let ttl = body[2], hops = body[3]
         var r = Reader(p: body, i: 4)
         guard let fromRaw = r.u64(), fromRaw != 0 else { return .failure(.zeroNodeID) }

@@ -108,4 +108,10 @@ public enum FrameError: Error, Sendable, Hashable {
     case zeroToken
     /// A body larger than `Frame.maxBodyBytes`.
     case oversized(Int)
+    /// A BATCH body given to the one-frame decoder (`FrameBatch.split` takes it apart).
+    case batchBody
+    /// A BATCH with no entries.
+    case emptyBatch
+    /// A BATCH entry that is itself a BATCH.
+    case nestedBatch
 }

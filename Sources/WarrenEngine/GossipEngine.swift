@@ -83,20 +83,53 @@ public struct GossipEngine: Sendable {
         recomputeDeadline()
     }
 
-    /// Decodes and handles one inbound 2-part message. Malformed input is counted and dropped.
+    /// Decodes and handles one inbound 2-part message: one frame, or a BATCH of frames for
+    /// the same topic. Malformed input is counted and dropped.
     public mutating func receive(
         topic: some Collection<UInt8>, body: some Collection<UInt8>,
         now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]
     ) {
         guard active else { return }
-        stats.framesIn &+= 1
-        // DATA is handled in the receive buffer (GossipEngine+FastPath.swift); the rest is decoded.
-        let handled: Bool? = topic.withContiguousStorageIfAvailable { t in
-            body.withContiguousStorageIfAvailable { b in receiveData(topic: t, body: b, now: now, into: &actions) }
+        let done: Bool? = topic.withContiguousStorageIfAvailable { t in
+            body.withContiguousStorageIfAvailable { b in
+                receive(topic: t, contiguousBody: b, now: now, rng: &rng, into: &actions)
+                return true
+            }
         } ?? nil
-        if handled == true { return }
+        if done == true { return }
+        let t = Array(topic), b = Array(body)
+        t.withUnsafeBufferPointer { tp in
+            b.withUnsafeBufferPointer { bp in receive(topic: tp, contiguousBody: bp, now: now, rng: &rng, into: &actions) }
+        }
+    }
+
+    mutating func receive(
+        topic: UnsafeBufferPointer<UInt8>, contiguousBody body: UnsafeBufferPointer<UInt8>,
+        now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]
+    ) {
+        guard FrameBatch.isBatch(body) else {
+            return receiveOne(topic: topic, body: body, now: now, rng: &rng, into: &actions)
+        }
+        stats.batchesIn &+= 1
+        let error = FrameBatch.split(body) { entry in
+            // `active` can change inside a batch (a BYE does not, a stop cannot arrive here).
+            receiveOne(topic: topic, body: entry, now: now, rng: &rng, into: &actions)
+        }
+        if error != nil { stats.framesIn &+= 1; stats.malformed &+= 1 }
+    }
+
+    /// One frame: DATA is handled in the receive buffer (GossipEngine+FastPath.swift); the rest is decoded.
+    mutating func receiveOne(
+        topic: UnsafeBufferPointer<UInt8>, body: UnsafeBufferPointer<UInt8>,
+        now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]
+    ) {
+        stats.framesIn &+= 1
+        if receiveData(topic: topic, body: body, now: now, into: &actions) { return }
         let frame: Frame
-        do { frame = try Frame.decode(topic: topic, body: body) } catch { stats.malformed &+= 1; return }
+        switch Frame.decode(topic: topic, body: body) {
+        case .success(let f): frame = f
+        case .failure: stats.malformed &+= 1; return
+        }
         handle(frame, now: now, rng: &rng, into: &actions)
     }
 

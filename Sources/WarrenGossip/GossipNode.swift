@@ -34,6 +34,10 @@ public struct DriverStats: Sendable {
     public var knownEndpoints: [String] = []
     public var seenEntries = 0
     public var links = 0
+    /// BATCH messages sent (several frames for one link and topic in one ZeroMQ message), and
+    /// the frames they carried.
+    public var batchesSent: UInt64 = 0
+    public var batchedFrames: UInt64 = 0
     public init() {}
 }
 
@@ -250,6 +254,8 @@ struct DriverLoop {
     var links: [LinkID: ZMQSocket] = [:]
     var linkOrder: [LinkID] = []
     var actions: [Action] = []
+    /// Frames on their way out: consecutive frames for one link and topic leave as one BATCH.
+    var outbox: FrameCoalescer
     var commands: [GossipNode.Command] = []
     var hwmDrops: UInt64 = 0
     var badMultipart: UInt64 = 0
@@ -273,6 +279,7 @@ struct DriverLoop {
         self.context = context
         self.engine = engine
         self.rng = SeededGenerator(seed: seed)
+        self.outbox = FrameCoalescer(from: engine.nodeID)
         self.sendHWM = sendHWM
         self.callbacks = callbacks
         self.logger = logger
@@ -298,7 +305,16 @@ struct DriverLoop {
                 var buf = (UInt64(0), UInt64(0))
                 _ = withUnsafeMutableBytes(of: &buf) { read(node.wakeDescriptor, $0.baseAddress, 16) }
                 node.drain(into: &commands)
-                for c in commands { handle(c) }
+                var published = 0
+                for c in commands {
+                    handle(c)
+                    // Publishes are performed in groups, so their frames leave in batches.
+                    if case .publish = c {
+                        published += 1
+                        if published % Self.coalesceInputs == 0 { perform() }
+                    }
+                }
+                perform()
                 commands.removeAll(keepingCapacity: true)
             }
             var inputPending = false
@@ -352,8 +368,8 @@ struct DriverLoop {
         let now = monotonicNanos()
         switch c {
         case .publish(let topic, let env, let ttl):
+            // Performed by the caller (`run`), after a group of publishes.
             engine.publish(topic: topic, envelope: env, ttl: ttl, now: now, rng: &rng, into: &actions)
-            perform()
         case .subscribe(let t, let k):
             engine.subscribeLocal(t, into: &actions)
             perform()
@@ -380,16 +396,25 @@ struct DriverLoop {
         s.knownEndpoints = engine.knownEndpoints
         s.seenEntries = engine.seenCount
         s.links = links.count
+        s.batchesSent = outbox.batches
+        s.batchedFrames = outbox.batchedFrames
         s.rateLimited = engine.stats.rateLimited
         if let zapDomain { s.refused = ZAPService.shared.refusals(domain: zapDomain) }
         return s
     }
 
+    /// Inputs (received messages, publishes) whose actions are gathered before they are
+    /// performed: their outgoing frames coalesce into batches, and a frame waits at most for
+    /// the handling of this many inputs. When fewer are waiting, nothing waits.
+    static let coalesceInputs = 64
+
     /// Reads every waiting message from the SUB socket (bounded per wake-up to stay fair).
     /// Reads up to 4,096 messages; returns true when the socket is drained (false: more wait).
+    /// Actions are performed every `coalesceInputs` messages and when the socket is drained.
     mutating func receiveData() -> Bool {
         var topic = zmq_msg_t(), body = zmq_msg_t()
-        for _ in 0..<4096 {
+        defer { if !actions.isEmpty { perform() } }
+        for n in 1...4096 {
             zmq_msg_init(&topic)
             if zmq_msg_recv(&topic, sub.handle, ZMQ_DONTWAIT) < 0 { zmq_msg_close(&topic); return true }
             guard zmq_msg_more(&topic) != 0 else {
@@ -416,7 +441,7 @@ struct DriverLoop {
             }
             zmq_msg_close(&topic)
             zmq_msg_close(&body)
-            if !actions.isEmpty { perform() }
+            if n % Self.coalesceInputs == 0 && !actions.isEmpty { perform() }
         }
         return false
     }
@@ -446,16 +471,7 @@ struct DriverLoop {
             i += 1
             switch a {
             case .send(let ids, let frame):
-                // The topic's 32 bytes on the stack (big-endian words), no buffer to fill.
-                var topicWords = frame.topic.bigEndianWords
-                withUnsafeBytes(of: &topicWords) { t in
-                    frame.body.withUnsafeBytes { b in
-                        for id in ids {
-                            guard let s = links[id] else { continue }
-                            if !s.send(topic: t, body: b) { hwmDrops &+= 1 }
-                        }
-                    }
-                }
+                for id in ids where links[id] != nil { outbox.add(link: id, topic: frame.topic, body: frame.body) }
             case .deliver(let topic, let env, let hops, let id):
                 callbacks.deliver(topic, env, hops, id)
             case .connect(let id, let name):
@@ -490,6 +506,9 @@ struct DriverLoop {
                     logger.warning("cannot open link", metadata: ["endpoint": "\(name)", "error": "\(error)"])
                 }
             case .disconnect(let id):
+                // What was queued for the link goes first (as it would have without batching).
+                outbox.flush(link: id)
+                sendReady()
                 if let s = links.removeValue(forKey: id) {
                     s.close()
                     linkOrder.removeAll { $0 == id }
@@ -508,5 +527,22 @@ struct DriverLoop {
             }
         }
         actions.removeAll(keepingCapacity: true)
+        outbox.flush()
+        sendReady()
+    }
+
+    /// Sends the coalesced messages (a refused one counts each of its frames as an HWM drop).
+    mutating func sendReady() {
+        guard !outbox.ready.isEmpty else { return }
+        for m in outbox.ready {
+            guard let s = links[m.link] else { continue }
+            // The topic's 32 bytes on the stack (big-endian words), no buffer to fill.
+            var topicWords = m.topic.bigEndianWords
+            let sent = withUnsafeBytes(of: &topicWords) { t in
+                m.body.withUnsafeBytes { b in s.send(topic: t, body: b) }
+            }
+            if !sent { hwmDrops &+= UInt64(m.frames) }
+        }
+        outbox.ready.removeAll(keepingCapacity: true)
     }
 }

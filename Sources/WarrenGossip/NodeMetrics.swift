@@ -6,7 +6,7 @@ import WarrenEngine
 /// `MetricsSystem`. Reported from the node's thread about once a second, as deltas of the
 /// engine's and driver's own counters.
 struct NodeMetrics {
-    let published, delivered, relayed, duplicates, ttlExpired, overTTL, malformed, refused, rateLimited, hwmDrops: Counter
+    let published, delivered, relayed, duplicates, ttlExpired, overTTL, malformed, refused, rateLimited, hwmDrops, batchesSent, batchedFrames: Counter
     let neighbours, dedupEntries: Gauge
     var last = DriverStats()
 
@@ -22,6 +22,8 @@ struct NodeMetrics {
         refused = Counter(label: "warren_refused_total", dimensions: d)
         rateLimited = Counter(label: "warren_rate_limited_total", dimensions: d)
         hwmDrops = Counter(label: "warren_hwm_drops_total", dimensions: d)
+        batchesSent = Counter(label: "warren_batches_sent_total", dimensions: d)
+        batchedFrames = Counter(label: "warren_batched_frames_total", dimensions: d)
         neighbours = Gauge(label: "warren_neighbours", dimensions: d)
         dedupEntries = Gauge(label: "warren_dedup_entries", dimensions: d)
     }
@@ -40,6 +42,8 @@ struct NodeMetrics {
         add(refused, s.refused, last.refused)
         add(rateLimited, s.rateLimited, last.rateLimited)
         add(hwmDrops, s.hwmDrops, last.hwmDrops)
+        add(batchesSent, s.batchesSent, last.batchesSent)
+        add(batchedFrames, s.batchedFrames, last.batchedFrames)
         neighbours.record(Double(s.neighbours.count))
         dedupEntries.record(Double(s.seenEntries))
         last = s

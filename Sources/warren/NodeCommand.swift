@@ -216,7 +216,8 @@ func statusJSON(_ backend: GossipBackend, bridge: SignalingBridge? = nil) -> Str
     obj["counters"] = ["published": e.published, "delivered": e.delivered, "relayed": e.relayed,
                        "duplicates": e.duplicates, "ttl_expired": e.ttlExpired, "over_ttl": e.overTTL,
                        "malformed": e.malformed &+ s.badMultipart, "refused": s.refused,
-                       "rate_limited": s.rateLimited, "hwm_drops": s.hwmDrops, "max_hops": e.maxHops]
+                       "rate_limited": s.rateLimited, "hwm_drops": s.hwmDrops, "max_hops": e.maxHops,
+                       "batches_sent": s.batchesSent, "batched_frames": s.batchedFrames, "batches_in": e.batchesIn]
     if let bridge {
         let g = bridge.counters
         obj["grpc"] = ["published": g.published, "rejected": g.rejected, "streamed": g.streamed,

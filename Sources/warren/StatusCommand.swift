@@ -31,7 +31,7 @@ struct Status: ParsableCommand {
         }
         if let c = obj["counters"] as? [String: Any] {
             print("")
-            let order = ["published", "delivered", "relayed", "duplicates", "ttl_expired", "over_ttl", "malformed", "refused", "rate_limited", "hwm_drops", "max_hops"]
+            let order = ["published", "delivered", "relayed", "duplicates", "ttl_expired", "over_ttl", "malformed", "refused", "rate_limited", "hwm_drops", "max_hops", "batches_sent", "batched_frames", "batches_in"]
             print("  " + order.map { "\($0.replacingOccurrences(of: "_", with: "-")) \(c[$0] ?? 0)" }.joined(separator: "  "))
         }
         if let g = obj["grpc"] as? [String: Any] {

@@ -9,10 +9,11 @@ root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "seeds")
 
 src = open(os.path.join(root, "Tests/WarrenEngineTests/FrameTests.swift")).read()
+src += open(os.path.join(root, "Tests/WarrenEngineTests/BatchTests.swift")).read()
 frames = {}
 for name, multi, single in re.findall(r'static let (\w+) = (?:"""(.*?)"""|"([0-9a-f]+)")', src, re.S):
     frames[name] = bytes.fromhex("".join((multi or single).replace("\\", "").split()))
-for needed in ("data", "dataForwarded", "hello", "helloLeaf", "heartbeat", "peers", "bye"):
+for needed in ("data", "dataForwarded", "hello", "helloLeaf", "heartbeat", "peers", "bye", "vector"):
     assert needed in frames, f"vector {needed} not found in FrameTests.swift"
 vectors = json.load(open(os.path.join(root, "Tests/WarrenCoreTests/Vectors/envelopes.json")))["vectors"]
 
@@ -23,7 +24,7 @@ def write(target, data):
         f.write(data)
 
 # FuzzFrame: byte 0 = topic selector (0 control, 1 32 × 11), then the body.
-for name in ("data", "dataForwarded"):
+for name in ("data", "dataForwarded", "vector"):     # "vector": the BATCH vector of BatchTests
     write("FuzzFrame", b"\x01" + frames[name])
 for name in ("hello", "helloLeaf", "heartbeat", "peers", "bye"):
     write("FuzzFrame", b"\x00" + frames[name])
@@ -34,6 +35,7 @@ def receive(sel, body):
 local_data = frames["data"]                      # topic chosen by the selector, not the vector
 write("FuzzEngine", receive(0b0101, local_data))                 # local topic, from neighbour 1
 write("FuzzEngine", receive(0b1010, frames["dataForwarded"]))    # other topic, from neighbour 2
+write("FuzzEngine", receive(0b0101, frames["vector"]))           # a BATCH of two DATA frames
 for name in ("hello", "helloLeaf", "peers", "heartbeat", "bye"):
     write("FuzzEngine", receive(0b0100, frames[name]) + bytes([1, 100]) + receive(0b1000, frames[name]))
 write("FuzzEngine", bytes([4, 0, 3, 5]) + b"hello" + bytes([4, 1, 3, 5]) + b"hello" + bytes([1, 255, 3, 0]))

@@ -4,7 +4,8 @@
 // Properties: decoding never traps; a decoded frame re-encodes to exactly the input (the
 // decoder accepts only canonical bodies; HELLO flag bits other than bit 0 are ignored on
 // receive and written as 0) on the same topic; DATA ids are BLAKE2b-128 of the envelope; the
-// generic-collection entry point agrees with the contiguous one.
+// generic-collection entry point agrees with the contiguous one. A BATCH body that splits
+// re-encodes from its entries to exactly the input, and every entry is checked as a frame.
 import FuzzSupport
 import Warren
 
@@ -35,6 +36,7 @@ func fuzzFrame(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     switch (result, viaCopy) {
     case (.failure(let a), .failure(let b)):
         require(a == b, "decode paths disagree: \(a) vs \(b)")
+        if a == .batchBody { checkBatch(topic: topic, body: body) }
         return 0
     case (.success(let f), .success(let g)):
         require(f.encode().body == g.encode().body, "decode paths disagree")
@@ -63,4 +65,17 @@ func check(_ f: Frame, topic: [UInt8], body: [UInt8]) {
         require(body.count == Frame.headerSize, "trailing bytes accepted")
     }
     require(f.from.raw != 0 && body.count <= Frame.maxBodyBytes, "zero from or oversized body accepted")
+}
+
+/// A BATCH body: split, it re-encodes to the input; each entry decodes (or fails) like a frame.
+func checkBatch(topic: [UInt8], body: [UInt8]) {
+    guard case .success(let entries) = FrameBatch.decode(body) else { return }
+    require(!entries.isEmpty, "an empty batch was accepted")
+    var from: UInt64 = 0
+    for k in 4..<12 { from = from << 8 | UInt64(body[k]) }
+    require(FrameBatch.encode(entries, from: NodeID(raw: from)) == body, "batch re-encoding differs from the input")
+    for e in entries {
+        require(e.count >= Frame.headerSize && e[1] != FrameBatch.typeCode, "invalid batch entry accepted")
+        if let f = try? Frame.decode(topic: topic, body: e) { check(f, topic: topic, body: e) }
+    }
 }

@@ -1,0 +1,63 @@
+import Foundation
+import Logging
+import Synchronization
+import Testing
+import WarrenEngine
+import WarrenGossip
+
+/// Frame coalescing in the ZeroMQ driver, over real sockets on loopback: a burst leaves in
+/// BATCH messages and arrives exactly once; a lone frame is sent as itself.
+@Suite(.serialized, .timeLimit(.minutes(1)))
+struct BatchingTests {
+    final class Received: Sendable {
+        let ids = Mutex<[MessageID: Int]>([:])
+        var total: Int { ids.withLock { $0.values.reduce(0, +) } }
+    }
+
+    @Test func burstThroughARelayIsBatchedAndDeliveredOnce() async throws {
+        let received = Received()
+        func cfg(_ peers: [String]) -> GossipConfiguration {
+            var c = GossipConfiguration.local(listen: "tcp://127.0.0.1:*", peers: peers)
+            c.degree = 0
+            c.engine.rateLimit = 0
+            return c
+        }
+        let logger = Logger(label: "test")
+        let b = try GossipNode(configuration: cfg([]), callbacks: GossipNodeCallbacks(deliver: { _, _, _, id in
+            received.ids.withLock { $0[id, default: 0] += 1 }
+        }), logger: logger)
+        let r = try GossipNode(configuration: cfg([b.endpoint]), callbacks: .init(), logger: logger)
+        let a = try GossipNode(configuration: cfg([r.endpoint]), callbacks: .init(), logger: logger)
+        let topic = Topic(bytes: [UInt8](repeating: 0x42, count: 32))!
+        await b.subscribe(topic)
+        for (n, want) in [(a, 1), (r, 2), (b, 1)] {
+            #expect(await OverlayBehaviourTests.eventually { await n.stats().neighbours.count >= want })
+        }
+
+        // One envelope on an idle overlay: nothing else is queued, so it is not batched.
+        a.publish(topic: topic, envelope: [0xEE, 1, 2, 3])
+        #expect(await OverlayBehaviourTests.eventually { received.total == 1 })
+        #expect(await a.stats().batchesSent == 0)
+        #expect(await r.stats().batchesSent == 0)
+
+        // A burst: publishes queue up faster than the driver drains them, so they coalesce.
+        let n = 5_000
+        var rng = SeededGenerator(seed: 7)
+        for i in 0..<n {
+            var env = [UInt8](repeating: 0, count: 150)
+            for k in env.indices { env[k] = UInt8(truncatingIfNeeded: rng.next()) }
+            env[0] = UInt8(i & 0xff); env[1] = UInt8(i >> 8)
+            a.publish(topic: topic, envelope: env)
+        }
+        #expect(await OverlayBehaviourTests.eventually(timeout: .seconds(20)) { received.total >= n + 1 })
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(received.total == n + 1)
+        #expect(received.ids.withLock { $0.values.allSatisfy { $0 == 1 } && $0.count == n + 1 })
+        let sa = await a.stats(), sr = await r.stats(), sb = await b.stats()
+        #expect(sa.batchesSent > 0 && sa.batchedFrames >= 2 * sa.batchesSent)
+        #expect(sb.engine.batchesIn > 0)
+        #expect(sa.hwmDrops == 0 && sr.hwmDrops == 0)
+        #expect(sb.engine.malformed == 0 && sr.engine.malformed == 0)
+        for node in [a, r, b] { await node.stop() }
+    }
+}
