@@ -88,18 +88,30 @@ func fuzzEngine(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
             }
             let decoded = Result { () throws(FrameError) -> Frame in try Frame.decode(topic: t, body: body) }
             e.receive(topic: t, body: body, now: now, rng: &rng, into: &actions)
-            require(e.stats.framesIn == before.framesIn + 1, "framesIn")
-            switch decoded {
-            case .failure:
-                require(e.stats.malformed == before.malformed + 1, "undecodable input not counted")
-            case .success(let f):
-                if case .data = f.kind, f.ttl > maxTTL, f.from != e.nodeID, e.stats.rateLimited == before.rateLimited {
-                    require(e.stats.overTTL == before.overTTL + 1 && e.stats.malformed == before.malformed + 1,
-                                 "over-TTL DATA not dropped and counted")
-                    require(actions.isEmpty, "over-TTL DATA caused actions")
-                } else {
-                    require(e.stats.malformed == before.malformed && e.stats.overTTL == before.overTTL,
-                                 "a valid frame was counted as malformed")
+            if case .failure(.batchBody) = decoded {
+                // A BATCH: each entry is one frame; a batch that does not split is one malformed frame.
+                require(e.stats.batchesIn == before.batchesIn + 1, "batchesIn")
+                switch FrameBatch.decode(body) {
+                case .success(let entries):
+                    require(e.stats.framesIn == before.framesIn + UInt64(entries.count), "framesIn of a batch")
+                case .failure:
+                    require(e.stats.framesIn == before.framesIn + 1 && e.stats.malformed == before.malformed + 1,
+                            "a broken batch not counted once")
+                }
+            } else {
+                require(e.stats.framesIn == before.framesIn + 1, "framesIn")
+                switch decoded {
+                case .failure:
+                    require(e.stats.malformed == before.malformed + 1, "undecodable input not counted")
+                case .success(let f):
+                    if case .data = f.kind, f.ttl > maxTTL, f.from != e.nodeID, e.stats.rateLimited == before.rateLimited {
+                        require(e.stats.overTTL == before.overTTL + 1 && e.stats.malformed == before.malformed + 1,
+                                     "over-TTL DATA not dropped and counted")
+                        require(actions.isEmpty, "over-TTL DATA caused actions")
+                    } else {
+                        require(e.stats.malformed == before.malformed && e.stats.overTTL == before.overTTL,
+                                     "a valid frame was counted as malformed")
+                    }
                 }
             }
         case 1:
