@@ -5,10 +5,13 @@ import CPrefetch
 ///
 /// Layout: a ring buffer of (id, time) in insertion order, and an open-addressing
 /// (linear probing, backward-shift deletion) index of UInt32 entries: ring slot + 1 in the low
-/// bits, a tag (the top bits of the id's hash) in the bits the slot does not need, so a probe
-/// that meets another id's entry rarely reads the ring (one cache miss per lookup rather than
-/// one per probe). Storage grows on demand up to `capacity`, so an idle engine stays small:
-/// about 24 bytes per ring entry plus 4–8 bytes of index per entry.
+/// bits, then the entry's distance from its home bucket (up to 7 bits, saturating), then a tag
+/// (the top bits of the id's hash) in the bits left. The tag means a probe that meets another
+/// id's entry rarely reads the ring (one cache miss per lookup rather than one per probe); the
+/// distance means a deletion shifts entries back without reading the ring to find their home
+/// buckets (it reads the ring only for an entry whose distance saturated). Storage grows on
+/// demand up to `capacity`, so an idle engine stays small: about 24 bytes per ring entry plus
+/// 4–8 bytes of index per entry.
 public struct SeenCache: Sendable {
     public let capacity: Int
     public let window: UInt64
@@ -21,20 +24,33 @@ public struct SeenCache: Sendable {
     public private(set) var count = 0
     /// First-seen time of the oldest entry (valid when count > 0): expiry checks do not touch the ring.
     private var oldest: UInt64 = 0
-    /// tag << slotBits | (ring slot + 1); 0 = empty. The home bucket is `hash & mask`.
+    /// tag << tagShift | distance << slotBits | (ring slot + 1); 0 = empty. The home bucket is
+    /// `hash & mask`; the entry sits `distance` buckets after it (`distanceMax`: that far or further).
     private var table: [UInt32]
     private var mask: Int
-    /// Bits that hold slot + 1 (enough for `capacity`); the rest of an entry is the tag.
+    /// Bits that hold slot + 1 (enough for `capacity`).
     private let slotBits: UInt32
+    /// Bits of the distance field (0 … 7: what the slot leaves), its saturated value, and where the tag starts.
+    private let distanceBits: UInt32
+    private let distanceMax: Int
+    private let tagShift: UInt32
 
     /// Hash seed (per engine, so ids cannot be chosen to collide in every node's index).
     private let seed: UInt64
 
     public init(capacity: Int, window: UInt64, seed: UInt64 = 0) {
+        self.init(capacity: capacity, window: window, seed: seed, distanceBitsLimit: 7)
+    }
+
+    /// `distanceBitsLimit` below 7 makes distances saturate sooner (tests reach the ring fallback).
+    init(capacity: Int, window: UInt64, seed: UInt64, distanceBitsLimit: UInt32) {
         self.seed = seed
         self.capacity = max(1, min(capacity, Int(UInt32.max - 1)))
         self.window = window
         self.slotBits = UInt32(Int.bitWidth - self.capacity.leadingZeroBitCount)   // slot + 1 ≤ capacity
+        self.distanceBits = min(distanceBitsLimit, 7, 32 - slotBits)
+        self.distanceMax = (1 << Int(distanceBits)) - 1
+        self.tagShift = slotBits + distanceBits
         let initial = SeenCache.tableSize(for: min(self.capacity, 32))
         table = [UInt32](repeating: 0, count: initial)
         mask = initial - 1
@@ -51,7 +67,22 @@ public struct SeenCache: Sendable {
     private func hash(_ h: UInt64, _ l: UInt64) -> UInt64 { mix64(h ^ mix64(l ^ seed)) }
 
     @inline(__always)
-    private func tag(_ hash: UInt64) -> UInt32 { UInt32(truncatingIfNeeded: hash >> 32) >> slotBits }
+    private func tag(_ hash: UInt64) -> UInt32 {
+        tagShift >= 32 ? 0 : UInt32(truncatingIfNeeded: hash >> 32) >> tagShift
+    }
+
+    /// An index entry for ring slot `slot` at `distance` buckets from home.
+    @inline(__always)
+    private func entry(tag: UInt32, slot: Int, distance: Int) -> UInt32 {
+        let d = UInt32(min(distance, distanceMax)) << slotBits
+        return (tagShift >= 32 ? 0 : tag << tagShift) | d | UInt32(slot + 1)
+    }
+
+    @inline(__always)
+    private func tagOf(_ e: UInt32) -> UInt32 { tagShift >= 32 ? 0 : e >> tagShift }
+
+    @inline(__always)
+    private func distanceOf(_ e: UInt32) -> Int { Int((e >> slotBits) & UInt32(distanceMax)) }
 
     @inline(__always)
     private func home(_ h: UInt64, _ l: UInt64) -> Int { Int(truncatingIfNeeded: hash(h, l)) & mask }
@@ -82,12 +113,12 @@ public struct SeenCache: Sendable {
         }
         if count == 0 { oldest = now }
         count += 1
-        let mask = self.mask, entry = tag(h) << slotBits | UInt32(slot + 1)
+        let mask = self.mask, home = Int(truncatingIfNeeded: h) & mask, tg = tag(h)
+        var i = home
         table.withUnsafeMutableBufferPointer { t in
-            var i = Int(truncatingIfNeeded: h) & mask
             while t[i] != 0 { i = (i + 1) & mask }
-            t[i] = entry
         }
+        table[i] = entry(tag: tg, slot: slot, distance: (i - home) & mask)
         return true
     }
 
@@ -115,7 +146,7 @@ public struct SeenCache: Sendable {
 
     /// Forgets everything.
     public mutating func removeAll() {
-        self = SeenCache(capacity: capacity, window: window, seed: seed)
+        self = SeenCache(capacity: capacity, window: window, seed: seed, distanceBitsLimit: distanceBits)
     }
 
     /// Rough bytes held.
@@ -131,7 +162,7 @@ public struct SeenCache: Sendable {
                 while true {
                     let e = t[i]
                     if e == 0 { return nil }
-                    if e >> slotBits == want {
+                    if tagOf(e) == want {
                         let s = Int(e & slotMask) - 1
                         if r[s].hi == id.hi && r[s].lo == id.lo { return i }
                     }
@@ -157,18 +188,23 @@ public struct SeenCache: Sendable {
         else { oldest = ring[head].time }
     }
 
-    /// Backward-shift deletion for linear probing.
+    /// Backward-shift deletion for linear probing. An entry's home bucket comes from its
+    /// distance field; only a saturated distance sends us to the ring.
     private mutating func removeIndex(at pos: Int) {
-        let slotMask = self.slotMask
+        let slotMask = self.slotMask, mask = self.mask
         var i = pos, j = pos
         while true {
             j = (j + 1) & mask
             let e = table[j]
             if e == 0 { break }
+            let d = distanceOf(e)
             let s = Int(e & slotMask) - 1
-            let k = home(ring[s].hi, ring[s].lo)
+            let k = d < distanceMax ? (j - d) & mask : home(ring[s].hi, ring[s].lo)
             let stays = i <= j ? (i < k && k <= j) : (i < k || k <= j)
-            if !stays { table[i] = e; i = j }
+            if !stays {
+                table[i] = entry(tag: tagOf(e), slot: s, distance: (i - k) & mask)
+                i = j
+            }
         }
         table[i] = 0
     }
@@ -189,9 +225,10 @@ public struct SeenCache: Sendable {
         for n in 0..<count {
             let s = (head + n) % ring.count
             let h = hash(ring[s].hi, ring[s].lo)
-            var i = Int(truncatingIfNeeded: h) & mask
+            let home = Int(truncatingIfNeeded: h) & mask
+            var i = home
             while table[i] != 0 { i = (i + 1) & mask }
-            table[i] = tag(h) << slotBits | UInt32(s + 1)
+            table[i] = entry(tag: tag(h), slot: s, distance: (i - home) & mask)
         }
     }
 }

@@ -39,6 +39,12 @@ public struct GossipConfiguration: Sendable {
     /// The default discovery port (`warren node --discover`).
     public static let defaultDiscoveryPort: UInt16 = 5670
 
+    /// Send consecutive frames for the same neighbour and topic as one BATCH message
+    /// (docs/PROTOCOL.md §2, "Batches"); on by default. Turn it off in an overlay that still
+    /// has nodes older than BATCH (they would count each batch as one malformed frame).
+    /// Receiving batches is always on.
+    public var batching = true
+
     /// True when links use CurveZMQ with an allow-list.
     public var isClosed: Bool { allowedKeys != nil }
 
@@ -68,7 +74,7 @@ public struct GossipConfiguration: Sendable {
     public var leaf: Bool { get { engine.leaf } set { engine.leaf = newValue } }
     public var degree: Int { get { engine.targetDegree } set { engine.targetDegree = newValue } }
 
-    /// Parses `gossip://HOST:PORT?peer=tcp://…&peer=…&ttl=N&leaf=true&degree=N&preset=local|lan&advertise=tcp://…&discover=PORT`.
+    /// Parses `gossip://HOST:PORT?peer=tcp://…&peer=…&ttl=N&leaf=true&degree=N&preset=local|lan&advertise=tcp://…&discover=PORT&batch=false`.
     public init(url: URL) throws {
         guard url.scheme?.lowercased() == "gossip" else { throw GossipConfigurationError.invalid("scheme must be gossip://") }
         guard let comps = URLComponents(url: url, resolvingAgainstBaseURL: false),
@@ -81,7 +87,7 @@ public struct GossipConfiguration: Sendable {
         var preset = "local"
         var peers: [String] = []
         var ttl: UInt8?, leaf = false, degree: Int?, advertise: String?
-        var allowFile: String?, keyFile: String?, discover: UInt16?
+        var allowFile: String?, keyFile: String?, discover: UInt16?, batch = true
         for item in comps.queryItems ?? [] {
             let v = item.value ?? ""
             switch item.name {
@@ -106,12 +112,15 @@ public struct GossipConfiguration: Sendable {
             case "discover":
                 guard let p = UInt16(v), p != 0 else { throw GossipConfigurationError.invalid("discover must be a UDP port 1…65535, got \"\(v)\"") }
                 discover = p
+            case "batch":
+                guard let b = Bool(v) else { throw GossipConfigurationError.invalid("batch must be true or false, got \"\(v)\"") }
+                batch = b
             case "allow":
                 allowFile = v
             case "key":
                 keyFile = v
             default:
-                throw GossipConfigurationError.invalid("unknown option \"\(item.name)\" (known: peer, ttl, leaf, degree, preset, advertise, allow, key, discover)")
+                throw GossipConfigurationError.invalid("unknown option \"\(item.name)\" (known: peer, ttl, leaf, degree, preset, advertise, allow, key, discover, batch)")
             }
         }
         self = preset == "lan" ? .lan(listen: listen, peers: peers) : .local(listen: listen, peers: peers)
@@ -125,6 +134,7 @@ public struct GossipConfiguration: Sendable {
         if let degree { self.degree = degree }
         self.leaf = leaf
         self.discoveryPort = discover
+        self.batching = batch
         if let allowFile { self.allowedKeys = try Self.readAllowList(path: allowFile) }
         if let keyFile {
             guard let text = try? String(contentsOfFile: keyFile, encoding: .utf8) else {

@@ -125,7 +125,8 @@ public final class GossipNode: Sendable {
         engineConfig.seeds = configuration.peers.filter { ((try? PeerAddress(parsing: $0))?.endpoint ?? $0) != ownEndpoint }
         var driver = DriverLoop(sub: UnsafeSendable(sub), context: context, engine: GossipEngine(config: engineConfig, nodeID: nodeID),
                                 seed: configuration.randomSeed ?? UInt64.random(in: 1...UInt64.max),
-                                sendHWM: configuration.sendHighWaterMark, callbacks: callbacks, logger: logger,
+                                sendHWM: configuration.sendHighWaterMark, batching: configuration.batching,
+                                callbacks: callbacks, logger: logger,
                                 curve: curve, zapDomain: configuration.isClosed ? zapDomain : nil)
         if let port = configuration.discoveryPort {
             do {
@@ -271,7 +272,7 @@ struct DriverLoop {
     var discovery: DiscoverySocket?
 
     init(sub: UnsafeSendable<ZMQSocket>, context: ZMQContext, engine: GossipEngine, seed: UInt64,
-         sendHWM: Int32, callbacks: GossipNodeCallbacks, logger: Logger, curve: CurveKeys?, zapDomain: String?) {
+         sendHWM: Int32, batching: Bool, callbacks: GossipNodeCallbacks, logger: Logger, curve: CurveKeys?, zapDomain: String?) {
         self.curve = curve
         self.zapDomain = zapDomain
         self.metrics = NodeMetrics(node: engine.config.endpoint)
@@ -279,7 +280,8 @@ struct DriverLoop {
         self.context = context
         self.engine = engine
         self.rng = SeededGenerator(seed: seed)
-        self.outbox = FrameCoalescer(from: engine.nodeID)
+        // With batching off, the limit admits no second frame: every frame leaves alone.
+        self.outbox = FrameCoalescer(from: engine.nodeID, limit: batching ? FrameBatch.targetBytes : 0)
         self.sendHWM = sendHWM
         self.callbacks = callbacks
         self.logger = logger

@@ -47,6 +47,7 @@ struct Node: AsyncParsableCommand {
     @Option(name: .long, help: "Endpoint other nodes should dial, if not the listen endpoint.") var advertise: String?
     @Flag(name: .long, help: ArgumentHelp("LAN discovery: broadcast UDP beacons and dial the nodes heard (no seeds needed).", discussion: "Beacons reach the local IPv4 networks only (not loopback, routers or VPNs); --peer and peer exchange work alongside.")) var discover = false
     @Option(name: .long, help: "UDP port of the discovery beacons (with --discover).") var discoverPort: UInt16 = GossipConfiguration.defaultDiscoveryPort
+    @Flag(name: .long, help: ArgumentHelp("Send every frame in its own ZeroMQ message (no BATCH).", discussion: "For an overlay that still has nodes older than BATCH messages. Receiving batches stays on.")) var noBatch = false
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String = "info"
     @Option(name: .long, help: ArgumentHelp("Serve Prometheus metrics at http://ADDR/metrics and the neighbour table at /status.", valueName: "HOST:PORT")) var metrics: String?
     @Option(name: .long, help: ArgumentHelp("Serve cunīcu's gRPC signaling API (cunicu.signaling.Signaling) at HOST:PORT, so cunīcu daemons use the overlay with grpc://HOST:PORT?insecure=true.", discussion: "Plain text, so loopback only unless --grpc-tls is given.", valueName: "HOST:PORT")) var grpc: String?
@@ -182,6 +183,7 @@ extension Node {
         cfg.leaf = leaf
         cfg.advertise = advertise
         if discover { cfg.discoveryPort = discoverPort }
+        if noBatch { cfg.batching = false }
         if let allow {
             do { cfg.allowedKeys = try GossipConfiguration.readAllowList(path: allow) } catch { throw ValidationError("--allow: \(error)") }
             cfg.nodeKey = key

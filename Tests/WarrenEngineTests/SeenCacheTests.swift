@@ -1,5 +1,5 @@
 import Testing
-import WarrenEngine
+@testable import WarrenEngine
 
 @Suite struct SeenCacheTests {
     func id(_ n: UInt64) -> MessageID { MessageID(hi: n &* 0x9E37_79B9_7F4A_7C15, lo: n) }
@@ -40,10 +40,12 @@ import WarrenEngine
     }
 
     /// Random workload against a simple reference model (growth, wrap-around, rehash, deletion).
-    @Test func matchesReferenceModel() {
+    /// Against a list model; also with the index's distance field narrowed so that entries
+    /// saturate it and deletions must read their home bucket from the ring.
+    @Test(arguments: [7, 2, 1, 0] as [UInt32]) func matchesReferenceModel(distanceBits: UInt32) {
         var rng = SeededGenerator(seed: 3)
         let cap = 300, window: UInt64 = 5000
-        var c = SeenCache(capacity: cap, window: window)
+        var c = SeenCache(capacity: cap, window: window, seed: 9, distanceBitsLimit: distanceBits)
         var model: [(MessageID, UInt64)] = []
         var now: UInt64 = 0
         for _ in 0..<40_000 {
