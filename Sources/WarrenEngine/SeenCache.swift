@@ -30,10 +30,11 @@ public struct SeenCache: Sendable {
     private var mask: Int
     /// Bits that hold slot + 1 (enough for `capacity`).
     private let slotBits: UInt32
-    /// Bits of the distance field (0 … 7: what the slot leaves), its saturated value, and where the tag starts.
+    /// Bits of the distance field (0 … 7: what the slot leaves); its saturated value and where
+    /// the tag starts follow from it (computed: the struct stays as small as it was).
     private let distanceBits: UInt32
-    private let distanceMax: Int
-    private let tagShift: UInt32
+    private var distanceMax: Int { (1 << Int(distanceBits)) - 1 }
+    private var tagShift: UInt32 { slotBits + distanceBits }
 
     /// Hash seed (per engine, so ids cannot be chosen to collide in every node's index).
     private let seed: UInt64
@@ -49,8 +50,6 @@ public struct SeenCache: Sendable {
         self.window = window
         self.slotBits = UInt32(Int.bitWidth - self.capacity.leadingZeroBitCount)   // slot + 1 ≤ capacity
         self.distanceBits = min(distanceBitsLimit, 7, 32 - slotBits)
-        self.distanceMax = (1 << Int(distanceBits)) - 1
-        self.tagShift = slotBits + distanceBits
         let initial = SeenCache.tableSize(for: min(self.capacity, 32))
         table = [UInt32](repeating: 0, count: initial)
         mask = initial - 1

@@ -60,4 +60,29 @@ struct BatchingTests {
         #expect(sb.engine.malformed == 0 && sr.engine.malformed == 0)
         for node in [a, r, b] { await node.stop() }
     }
+
+    /// `batch=false` (`--no-batch`): every frame in its own message, everything still delivered.
+    @Test func batchingOffSendsFramesAlone() async throws {
+        let received = Received()
+        var cb = try GossipConfiguration(url: URL(string: "gossip://127.0.0.1:0?batch=false&degree=0")!)
+        let defaults = try GossipConfiguration(url: URL(string: "gossip://127.0.0.1:0")!)
+        #expect(!cb.batching && defaults.batching)
+        cb.engine.rateLimit = 0
+        let logger = Logger(label: "test")
+        let b = try GossipNode(configuration: cb, callbacks: GossipNodeCallbacks(deliver: { _, _, _, id in
+            received.ids.withLock { $0[id, default: 0] += 1 }
+        }), logger: logger)
+        var ca = try GossipConfiguration(url: URL(string: "gossip://127.0.0.1:0?batch=false&degree=0&peer=\(b.endpoint)")!)
+        ca.engine.rateLimit = 0
+        let a = try GossipNode(configuration: ca, callbacks: .init(), logger: logger)
+        let topic = Topic(bytes: [UInt8](repeating: 0x43, count: 32))!
+        await b.subscribe(topic)
+        #expect(await OverlayBehaviourTests.eventually { await a.stats().neighbours.count == 1 })
+        for i in 0..<2_000 { a.publish(topic: topic, envelope: [UInt8(i & 0xff), UInt8(i >> 8), 9, 9]) }
+        #expect(await OverlayBehaviourTests.eventually(timeout: .seconds(20)) { received.total >= 2_000 })
+        #expect(received.total == 2_000)
+        let sa = await a.stats(), sb = await b.stats()
+        #expect(sa.batchesSent == 0 && sb.engine.batchesIn == 0)
+        for node in [a, b] { await node.stop() }
+    }
 }

@@ -45,7 +45,8 @@ import WarrenConformance
                               ("gossip://127.0.0.1:7001?discover=0", "discover"),
                               ("gossip://127.0.0.1:7001?discover=70000", "discover"),
                               ("gossip://127.0.0.1:7001?bogus=1", "unknown option"),
-                              ("gossip://127.0.0.1:7001?leaf=maybe", "leaf")] {
+                              ("gossip://127.0.0.1:7001?leaf=maybe", "leaf"),
+                              ("gossip://127.0.0.1:7001?batch=off", "batch must be true or false")] {
             do { _ = try await Backends.make(url: url); Issue.record("accepted \(url)") } catch {
                 #expect("\(error)".contains(needle), "\(url): \(error)")
             }
