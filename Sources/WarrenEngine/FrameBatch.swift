@@ -14,7 +14,7 @@ public enum FrameBatch {
     public static let typeCode: UInt8 = 6
     /// Bytes in front of each entry (its length).
     public static let entryOverhead = 2
-    /// The largest batch body `Coalescer` builds: large enough that ZeroMQ's per-message cost
+    /// The largest batch body `FrameCoalescer` builds by default (the ZeroMQ driver's): large enough that ZeroMQ's per-message cost
     /// is small per frame, small enough that a batch is one or two TCP segments' worth of
     /// waiting for its first frame.
     public static let targetBytes = 16_384

@@ -111,8 +111,8 @@ public struct GossipEngine: Sendable {
             return receiveOne(topic: topic, body: body, now: now, rng: &rng, into: &actions)
         }
         stats.batchesIn &+= 1
+        // Each entry is one frame, as if it had come in its own message.
         let error = FrameBatch.split(body) { entry in
-            // `active` can change inside a batch (a BYE does not, a stop cannot arrive here).
             receiveOne(topic: topic, body: entry, now: now, rng: &rng, into: &actions)
         }
         if error != nil { stats.framesIn &+= 1; stats.malformed &+= 1 }
