@@ -20,7 +20,12 @@ import WarrenConformance
         #expect(a.endpoint.hasPrefix(keys[0].publicKey.base64 + "@tcp://"))
         let b = try await GossipBackend.start(config(keys[1], allow: allow, peers: [a.endpoint]))
         let c = try await GossipBackend.start(config(keys[2], allow: allow, peers: [b.endpoint]))
-        let formedA = await a.waitForNeighbours(1), formedB = await b.waitForNeighbours(2), formedC = await c.waitForNeighbours(1)
+        // Formation takes about a second alone. Inside the full parallel test run, the CurveZMQ
+        // handshakes share the process's one ZeroMQ I/O thread with a hundred other sockets, and
+        // 10 s was missed in about one run in three (with batching on or off alike): wait longer.
+        let wait = Duration.seconds(30)
+        let formedA = await a.waitForNeighbours(1, timeout: wait), formedB = await b.waitForNeighbours(2, timeout: wait)
+        let formedC = await c.waitForNeighbours(1, timeout: wait)
         #expect(formedA && formedB && formedC)
 
         let report = try await Conformance.referenceExchange(backends: [a, b, c], keys: keys, timeout: .seconds(10))
