@@ -26,8 +26,7 @@ public enum FrameBatch {
     }
 
     /// Starts a batch body: the header with `from`.
-    public static func start(_ out: inout [UInt8], from: NodeID) {
-        out.removeAll(keepingCapacity: true)
+    static func start(_ out: inout [UInt8], from: NodeID) {
         out.append(Frame.version)
         out.append(typeCode)
         out.append(0)
@@ -37,7 +36,7 @@ public enum FrameBatch {
     }
 
     /// Appends one frame body as an entry. The caller keeps the batch within `Frame.maxBodyBytes`.
-    public static func append(_ body: UnsafeRawBufferPointer, to out: inout [UInt8]) {
+    static func append(_ body: UnsafeRawBufferPointer, to out: inout [UInt8]) {
         precondition(body.count >= Frame.headerSize && body.count <= Int(UInt16.max), "a batch entry is one frame body")
         out.append(UInt8(body.count >> 8))
         out.append(UInt8(body.count & 0xff))
@@ -137,8 +136,6 @@ public struct FrameCoalescer: Sendable {
         self.limit = min(max(limit, Frame.headerSize), Frame.maxBodyBytes)
     }
 
-    public var isEmpty: Bool { runs.isEmpty && ready.isEmpty }
-
     /// Queues one frame for `link`. A frame for another topic, or one that would take the
     /// link's run past `limit`, first moves that run to `ready`.
     public mutating func add(link: LinkID, topic: Topic, body: [UInt8]) {
@@ -174,12 +171,8 @@ public struct FrameCoalescer: Sendable {
             ready.append(Message(link: r.link, topic: r.topic, body: r.bodies[0], frames: 1))
             return
         }
-        var out: [UInt8] = []
-        out.reserveCapacity(r.bytes)
-        FrameBatch.start(&out, from: from)
-        for b in r.bodies { b.withUnsafeBytes { FrameBatch.append($0, to: &out) } }
         batches &+= 1
         batchedFrames &+= UInt64(r.bodies.count)
-        ready.append(Message(link: r.link, topic: r.topic, body: out, frames: r.bodies.count))
+        ready.append(Message(link: r.link, topic: r.topic, body: FrameBatch.encode(r.bodies, from: from), frames: r.bodies.count))
     }
 }

@@ -162,10 +162,6 @@ extension GossipEngine {
 
     /// Learns one endpoint; returns its index in the known table.
     mutating func learn(_ endpoint: String, node: NodeID, rng: inout some RandomNumberGenerator) -> Int? {
-        // Already known with this node: nothing changes (most entries of a PEERS frame). Only
-        // `learn` adds entries, after the checks below, and an endpoint found to be our own is
-        // removed, so a known endpoint has passed them.
-        if let i = known.find(endpoint), known[i].node == node.raw { return i }
         guard node != nodeID, endpoint != config.endpoint, !selfEndpoints.contains(endpoint),
               Frame.isEncodable(endpoint: endpoint) else { return nil }
         let links = self.links

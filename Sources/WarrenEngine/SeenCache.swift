@@ -65,20 +65,19 @@ public struct SeenCache: Sendable {
     @inline(__always)
     private func hash(_ h: UInt64, _ l: UInt64) -> UInt64 { mix64(h ^ mix64(l ^ seed)) }
 
+    // Shifts by 32 or more give 0 (Swift's shifts do not trap), so with no bits left for the
+    // tag every tag is 0 and every probe reads the ring.
     @inline(__always)
-    private func tag(_ hash: UInt64) -> UInt32 {
-        tagShift >= 32 ? 0 : UInt32(truncatingIfNeeded: hash >> 32) >> tagShift
-    }
+    private func tag(_ hash: UInt64) -> UInt32 { UInt32(truncatingIfNeeded: hash >> 32) >> tagShift }
 
     /// An index entry for ring slot `slot` at `distance` buckets from home.
     @inline(__always)
     private func entry(tag: UInt32, slot: Int, distance: Int) -> UInt32 {
-        let d = UInt32(min(distance, distanceMax)) << slotBits
-        return (tagShift >= 32 ? 0 : tag << tagShift) | d | UInt32(slot + 1)
+        tag << tagShift | UInt32(min(distance, distanceMax)) << slotBits | UInt32(slot + 1)
     }
 
     @inline(__always)
-    private func tagOf(_ e: UInt32) -> UInt32 { tagShift >= 32 ? 0 : e >> tagShift }
+    private func tagOf(_ e: UInt32) -> UInt32 { e >> tagShift }
 
     @inline(__always)
     private func distanceOf(_ e: UInt32) -> Int { Int((e >> slotBits) & UInt32(distanceMax)) }
