@@ -34,6 +34,8 @@ struct Simulate: AsyncParsableCommand {
     @Option(help: "Seen-cache capacity per engine.") var seenCapacity: Int = 4_096
     @Option(help: "Envelope size in bytes.") var envelopeSize: Int = 200
     @Option(help: "Append the report as a CSV row to this file (header if new).") var csv: String?
+    @Option(help: "Threads to run the nodes on (default: the cores available, at most 8). The report is the same for any number.")
+    var threads: Int?
 
     @Flag(help: "Run the sweep (N × degree, then loss and churn) and write CSV files to --out.") var sweep = false
     @Option(help: "Sweep: directory for sweep.csv and faults.csv.") var out: String = "docs/plots"
@@ -54,6 +56,7 @@ struct Simulate: AsyncParsableCommand {
         guard SimulationConfig.Preset(rawValue: preset) != nil else { throw ValidationError("--preset must be lan or local") }
         guard ttl >= 1 else { throw ValidationError("--ttl must be ≥ 1") }
         guard seenCapacity >= 1, envelopeSize >= 1 else { throw ValidationError("--seen-capacity and --envelope-size must be ≥ 1") }
+        if let threads { guard (1...64).contains(threads) else { throw ValidationError("--threads must be 1…64") } }
     }
 
     var baseConfig: SimulationConfig {
@@ -77,16 +80,18 @@ struct Simulate: AsyncParsableCommand {
 
     func run() async throws {
         if sweep { try runSweep(); return }
-        let (report, wall) = Self.measure(baseConfig)
+        let (report, wall) = Self.measure(baseConfig, threads: threadCount)
         Output.line("warren simulate — \(machineLine())")
         Output.line(report.text)
-        Output.line("real time: \(formatFixed(wall, 2)) s")
+        Output.line("real time: \(formatFixed(wall, 2)) s (\(threadCount) thread\(threadCount == 1 ? "" : "s"))")
         if let csv { try Self.appendCSV(csv, report, wall) }
     }
 
-    static func measure(_ c: SimulationConfig) -> (SimulationReport, Double) {
+    var threadCount: Int { threads ?? max(1, min(ProcessInfo.processInfo.activeProcessorCount, 8)) }
+
+    static func measure(_ c: SimulationConfig, threads: Int) -> (SimulationReport, Double) {
         let t0 = ContinuousClock.now
-        let r = Simulation.run(c)
+        let r = Simulation.run(c, threads: threads)
         return (r, seconds(ContinuousClock.now - t0))
     }
 
@@ -130,7 +135,7 @@ struct Simulate: AsyncParsableCommand {
                 var c = baseConfig
                 c.nodes = n; c.degree = d; c.messages = sweepMessages
                 c.loss = 0; c.churnPercentPerMinute = 0
-                let (r, wall) = Self.measure(c)
+                let (r, wall) = Self.measure(c, threads: threadCount)
                 try Self.appendCSV(sweepPath, r, wall)
                 Output.line("  N \(n) D \(d): ratio \(formatFixed(r.deliveryRatio, 4)), bcast last hop \(r.broadcastLastHop), RMR \(formatFixed(r.rmr, 3)), state \(r.stateBytesMean) B, \(formatFixed(wall, 1)) s")
             }
@@ -146,7 +151,7 @@ struct Simulate: AsyncParsableCommand {
                 c.loss = f.loss; c.churnPercentPerMinute = f.churn
                 // Churn needs simulated minutes: stretch the stream to 2 minutes.
                 if f.churn > 0 { c.messageInterval = 120_000_000_000 / UInt64(max(1, sweepMessages)) }
-                let (r, wall) = Self.measure(c)
+                let (r, wall) = Self.measure(c, threads: threadCount)
                 try Self.appendCSV(faultPath, r, wall)
                 Output.line("  N \(n) loss \(formatFixed(f.loss * 100, 0)) % churn \(formatFixed(f.churn, 0)) %/min: ratio \(formatFixed(r.deliveryRatio, 4)), bcast \(formatFixed(r.broadcastRatio, 4)), violations \(r.exactlyOnceViolations), \(formatFixed(wall, 1)) s")
             }

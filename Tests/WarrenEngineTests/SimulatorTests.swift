@@ -55,9 +55,43 @@ import WarrenEngine
         #expect(Simulation.run(c) == r)
     }
 
+    /// Threads split the nodes into shards that run in windows of virtual time; every node sees
+    /// the same events in the same order, so the report is the same for any number of threads
+    /// (with loss and churn too, where every node draws from its own generator).
+    @Test(arguments: [2, 3])
+    func threadsDoNotChangeTheReport(threads: Int) {
+        var c = Self.small(nodes: 80, messages: 40)
+        c.loss = 0.02
+        c.churnPercentPerMinute = 60
+        c.messageInterval = 200_000_000
+        let one = Simulation.run(c, threads: 1)
+        let many = Simulation.run(c, threads: threads)
+        #expect(one.formed && one.replacements > 0 && one.framesLost > 0)
+        #expect(many == one)
+        #expect(many.text == one.text)
+    }
+
+    /// The lower bound the windows rely on: no draw is shorter than `minimum`.
+    @Test func latencyNeverBelowMinimum() {
+        var rng = SeededGenerator(seed: 5)
+        let cases: [LatencyDistribution] = [.fixed(0), .fixed(250), .uniform(0...10), .uniform(40...90),
+                                            .logNormal(median: 1_000_000, sigma: 0.5), .logNormal(median: 2_000, sigma: 3)]
+        for d in cases {
+            let m = d.minimum
+            #expect(m >= 1)
+            var lowest = UInt64.max
+            for _ in 0..<20_000 { lowest = min(lowest, d.draw(using: &rng)) }
+            #expect(lowest >= m, "\(d)")
+        }
+        #expect(LatencyDistribution.logNormal(median: 1_000_000, sigma: 0.5).minimum == 82_084)
+        #expect(LatencyDistribution.logNormal(median: 2_000, sigma: 3).minimum == 1_000)
+        #expect(LatencyDistribution.fixed(0).minimum == 1)
+    }
+
     /// The hand-built API: a line of 6 with explicit seeds and degree 0, one community topic.
-    @Test func lineHopsAndRMR() {
-        var sim = Simulator(seed: 3, latency: .fixed(1_000_000))
+    @Test(arguments: [1, 2, 4])
+    func lineHopsAndRMR(threads: Int) {
+        var sim = Simulator(seed: 3, latency: .fixed(1_000_000), threads: threads)
         let t = Topic(bytes: [UInt8](repeating: 9, count: 32))!
         for i in 0..<6 {
             var c = EngineConfig.local(endpoint: "tcp://10.0.0.\(i):7000", seeds: i == 0 ? [] : ["tcp://10.0.0.\(i - 1):7000"])

@@ -10,25 +10,38 @@ public enum LatencyDistribution: Sendable, Hashable, CustomStringConvertible {
     case fixed(UInt64)
     /// Uniform in the range.
     case uniform(ClosedRange<UInt64>)
-    /// Log-normal: `median × e^(sigma·Z)`, Z standard normal, clamped to ≥ 1 µs.
+    /// Log-normal: `median × e^(sigma·Z)`, Z standard normal, clamped to ≥ max(1 µs,
+    /// median × e^(−5·sigma)) (`minimum`).
     case logNormal(median: UInt64, sigma: Double)
 
-    mutating func draw(_ rng: inout SeededGenerator) -> UInt64 { draw(using: &rng) }
+    func draw(_ rng: inout SeededGenerator) -> UInt64 { draw(using: &rng) }
+
+    /// The shortest latency a draw can return (≥ 1 ns). The simulator's threads run in windows
+    /// of this length: a frame sent in a window arrives after it.
+    public var minimum: UInt64 {
+        switch self {
+        case .fixed(let v): max(v, 1)
+        case .uniform(let r): max(r.lowerBound, 1)
+        case .logNormal(let median, let sigma):
+            // 5 sigma below the median (a draw below it has probability 3 × 10⁻⁷), and ≥ 1 µs.
+            UInt64(min(max(Double(median) * exp(-5 * max(sigma, 0)), 1_000), 1e15))
+        }
+    }
 
     public func draw(using rng: inout some RandomNumberGenerator) -> UInt64 {
         switch self {
         case .fixed(let v):
-            return v
+            return max(v, 1)
         case .uniform(let r):
             let span = r.upperBound - r.lowerBound
-            return span == 0 ? r.lowerBound : r.lowerBound + rng.next(upperBound: span + 1)
+            return max(span == 0 ? r.lowerBound : r.lowerBound + rng.next(upperBound: span + 1), 1)
         case .logNormal(let median, let sigma):
             // Box–Muller from two 53-bit uniforms in (0, 1].
             let u1 = Double((rng.next() >> 11) + 1) / 9_007_199_254_740_992.0
             let u2 = Double(rng.next() >> 11) / 9_007_199_254_740_992.0
             let z = (-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2)
             let v = Double(median) * exp(sigma * z)
-            return UInt64(min(max(v, 1_000), 1e15))
+            return max(UInt64(min(max(v, 1_000), 1e15)), minimum)
         }
     }
 

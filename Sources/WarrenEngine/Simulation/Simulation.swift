@@ -11,8 +11,9 @@
 ///    incarnation in its slot (new endpoint and node id, same keys) with one random live seed.
 /// 3. **Drain**, then count. Only frames of the stream's messages enter RMR.
 public enum Simulation {
-    public static func run(_ config: SimulationConfig) -> SimulationReport {
-        var w = Workload(config)
+    /// `threads` splits the nodes over that many threads; the report does not depend on it.
+    public static func run(_ config: SimulationConfig, threads: Int = 1) -> SimulationReport {
+        var w = Workload(config, threads: threads)
         w.form()
         w.stream()
         return w.report()
@@ -35,9 +36,9 @@ struct Workload {
     var destination: [Int32] = []
     var replacements = 0
 
-    init(_ config: SimulationConfig) {
+    init(_ config: SimulationConfig, threads: Int) {
         self.config = config
-        sim = Simulator(seed: config.seed, latency: config.latency, loss: config.loss)
+        sim = Simulator(seed: config.seed, latency: config.latency, loss: config.loss, threads: threads)
         var r = SeededGenerator(seed: config.seed ^ 0xC0FF_EE00_D15E_A5E5)
         func topic() -> Topic {
             var t = Topic.control
@@ -166,7 +167,7 @@ struct Workload {
 
         // First delivery per (message, slot); extra deliveries per (message, node) are violations.
         var ds = sim.deliveries
-        ds.sort { ($0.message, $0.node, $0.time) < ($1.message, $1.node, $1.time) }
+        ds.sort { ($0.message, $0.node, $0.time, $0.hops) < ($1.message, $1.node, $1.time, $1.hops) }
         var p2pDelivered = 0
         var latencies: [UInt64] = []
         var hopsSum = 0, hopsMax = 0

@@ -1,7 +1,5 @@
-import CPrefetch
-
 /// A discrete-event driver for thousands of `GossipEngine`s: the same engine the ZeroMQ
-/// driver runs, with virtual time and one seeded generator, so a run is reproducible from its
+/// driver runs, with virtual time and seeded generators, so a run is reproducible from its
 /// seed. It emulates the socket model of docs/PROTOCOL.md §1 like `InMemoryNetwork`, but is
 /// built for scale:
 ///
@@ -11,8 +9,18 @@ import CPrefetch
 /// - each sent frame is decoded once and the decoded `Frame` is shared by all its receivers
 ///   (`GossipEngine.receive(_ frame:)`); a relayed DATA frame reuses the envelope and message id
 ///   of the frame that caused it (checked byte for byte), so BLAKE2b runs once per publish;
-/// - events live in one binary heap ordered by (time, sequence), compact and allocation-free;
-/// - engines live in one array and are driven in place.
+/// - events live in binary heaps ordered by (time, key), compact and allocation-free; the key
+///   is (node that scheduled the event, that node's count), so the order of events at the same
+///   time does not depend on how the run is split;
+/// - engines live in one array and are driven in place;
+/// - every node draws from its own generator (seeded from the run's seed and its index); the
+///   workload (`random()`, node ids) draws from the simulator's;
+/// - with `threads` > 1 the nodes are split into that many shards (node i in shard i % threads)
+///   that run on their own threads in windows of virtual time no longer than the shortest
+///   possible link latency (`LatencyDistribution.minimum`): a frame sent to another shard's
+///   node arrives after the window it was sent in, so shards only exchange frames between
+///   windows. Every node sees the same events in the same order with any number of threads, so
+///   the results are the same (tests check this).
 ///
 /// Per-link latency is drawn once per link (directional) from `latency`; loss is per frame.
 /// Every DATA frame belongs to a message index assigned at `publish`; deliveries and
@@ -38,14 +46,17 @@ public struct Simulator {
     public var latency: LatencyDistribution
     /// Probability that a frame is lost on a link.
     public var loss: Double {
-        didSet { lossThreshold = loss <= 0 ? 0 : (loss >= 1 ? .max : UInt64(loss * 18_446_744_073_709_551_616.0)) }
+        didSet { lossThreshold = Self.threshold(loss) }
     }
-    /// Maximum events processed (a protocol that never quiesces fails instead of hanging).
+    /// Maximum events processed per shard (a protocol that never quiesces fails instead of hanging).
     public var stepBudget: Int = .max
+    /// Shards, and the threads that run them (see the type's documentation).
+    public let threads: Int
 
     public private(set) var now: UInt64 = 0
-    public private(set) var steps = 0
     public private(set) var budgetExceeded = false
+    /// Events processed.
+    public var steps: Int { shards.reduce(0) { $0 + $1.steps } }
 
     // Per node (index = incarnation).
     public private(set) var engines: [GossipEngine] = []
@@ -59,46 +70,43 @@ public struct Simulator {
     var prefixes: [[[UInt8]]] = []
     var tickAt: [UInt64] = []
     var tickGeneration: [UInt64] = []
+    var rngs: [SeededGenerator] = []
+    var seqs: [UInt64] = []
     var byEndpoint: [String: Int32] = [:]
 
     // Messages and results.
     public private(set) var messages: [MessageRecord] = []
+    /// Deliveries in (time, node, message, hops) order, whatever the number of threads.
     public private(set) var deliveries: [Delivery] = []
     /// Link-sends of control frames (HELLO, HEARTBEAT, PEERS, BYE) / of DATA frames.
-    public private(set) var controlFramesSent = 0
-    public private(set) var dataFramesSent = 0
-    public private(set) var framesLost = 0
-    public private(set) var droppedNotReady = 0
-    public private(set) var filteredAtSender = 0
-    public private(set) var peerUps = 0
-    public private(set) var peerDowns = 0
+    public var controlFramesSent: Int { shards.reduce(0) { $0 + $1.controlFramesSent } }
+    public var dataFramesSent: Int { shards.reduce(0) { $0 + $1.dataFramesSent } }
+    public var framesLost: Int { shards.reduce(0) { $0 + $1.framesLost } }
+    public var droppedNotReady: Int { shards.reduce(0) { $0 + $1.droppedNotReady } }
+    public var filteredAtSender: Int { shards.reduce(0) { $0 + $1.filteredAtSender } }
+    public var peerUps: Int { shards.reduce(0) { $0 + $1.peerUps } }
+    public var peerDowns: Int { shards.reduce(0) { $0 + $1.peerDowns } }
 
+    let seed: UInt64
     var rng: SeededGenerator
     var lossThreshold: UInt64 = 0
-    var heap: [SimEvent] = []
-    var seq: UInt64 = 0
-    var actions: [Action] = []
-    // Decoded frames in flight, shared by their receivers.
-    var pool: [SimFrame] = []
-    var poolRefs: [Int32] = []
-    /// Per pool slot: a DATA frame, and its message id (read by `prefetchNext` without copying the frame).
-    var poolIsData: [Bool] = []
-    var poolIDs: [MessageID] = []
-    var freeSlots: [Int32] = []
-    // The DATA frame (pool slot) or publish being handled: relayed frames reuse its envelope
-    // and id, deliveries and link-sends are booked to its message.
-    var contextSlot = -1
-    var contextMessage: Int32 = -1
-    var publishEnvelope: [UInt8] = []
-    var publishID = MessageID(hi: 0, lo: 0)
-    var contextValid = false
+    var shards: [SimShard]
+    let mailboxes: SimMailboxes
 
-    public init(seed: UInt64, latency: LatencyDistribution = .fixed(1_000_000), loss: Double = 0) {
+    /// `threads` (≥ 1) shards the nodes; the results do not depend on it.
+    public init(seed: UInt64, latency: LatencyDistribution = .fixed(1_000_000), loss: Double = 0, threads: Int = 1) {
+        self.seed = seed
         self.rng = SeededGenerator(seed: seed)
         self.latency = latency
         self.loss = loss
-        self.lossThreshold = loss <= 0 ? 0 : (loss >= 1 ? .max : UInt64(loss * 18_446_744_073_709_551_616.0))
-        actions.reserveCapacity(64)
+        self.threads = max(1, min(threads, 64))
+        self.lossThreshold = Self.threshold(loss)
+        shards = (0..<self.threads).map { SimShard(index: $0, shardCount: max(1, min(threads, 64))) }
+        mailboxes = SimMailboxes(shards: self.threads)
+    }
+
+    static func threshold(_ loss: Double) -> UInt64 {
+        loss <= 0 ? 0 : (loss >= 1 ? .max : UInt64(loss * 18_446_744_073_709_551_616.0))
     }
 
     public var nodeCount: Int { engines.count }
@@ -123,10 +131,14 @@ public struct Simulator {
         prefixes.append([])
         tickAt.append(.max)
         tickGeneration.append(0)
+        rngs.append(SeededGenerator(seed: mix64(seed ^ mix64(UInt64(i) &+ 0x51D0_DE5E_ED00_0000))))
+        seqs.append(0)
         byEndpoint[config.endpoint] = Int32(i)
-        contextValid = false
-        engines[i].start(now: now, rng: &rng, into: &actions)
-        perform(i)
+        operate(on: i) { n, shard in
+            shard.contextValid = false
+            n.engines[i].start(now: shard.now, rng: &n.rngs[i], into: &shard.actions)
+            shard.perform(i, n)
+        }
         return i
     }
 
@@ -145,16 +157,20 @@ public struct Simulator {
     /// Stops node `i` gracefully (BYE to its neighbours), then kills it.
     public mutating func stop(_ i: Int) {
         guard alive[i] else { return }
-        contextValid = false
-        engines[i].stop(now: now, into: &actions)
-        perform(i)
+        operate(on: i) { n, shard in
+            shard.contextValid = false
+            n.engines[i].stop(now: shard.now, into: &shard.actions)
+            shard.perform(i, n)
+        }
         kill(i)
     }
 
     public mutating func subscribe(_ i: Int, _ topic: Topic) {
         guard alive[i] else { return }
-        engines[i].subscribeLocal(topic, into: &actions)
-        perform(i)
+        operate(on: i) { n, shard in
+            n.engines[i].subscribeLocal(topic, into: &shard.actions)
+            shard.perform(i, n)
+        }
     }
 
     /// Publishes `envelope` from node `i`; returns the message index.
@@ -163,14 +179,16 @@ public struct Simulator {
         let m = messages.count
         messages.append(MessageRecord(publisher: Int32(i), topic: topic, publishedAt: now))
         guard alive[i] else { return m }
-        contextMessage = Int32(m)
-        contextSlot = -1
-        publishEnvelope = envelope
-        publishID = MessageID(envelope: envelope)
-        contextValid = true
-        engines[i].publish(topic: topic, envelope: envelope, ttl: ttl, now: now, rng: &rng, into: &actions)
-        perform(i)
-        publishEnvelope = []
+        operate(on: i) { n, shard in
+            shard.contextMessage = Int32(m)
+            shard.contextSlot = -1
+            shard.publishEnvelope = envelope
+            shard.publishID = MessageID(envelope: envelope)
+            shard.contextValid = true
+            n.engines[i].publish(topic: topic, envelope: envelope, ttl: ttl, now: shard.now, rng: &n.rngs[i], into: &shard.actions)
+            shard.perform(i, n)
+            shard.publishEnvelope = []
+        }
         return m
     }
 
@@ -189,16 +207,38 @@ public struct Simulator {
     /// Returns false if the step budget ran out.
     @discardableResult
     public mutating func run(until time: UInt64) -> Bool {
-        while !heap.isEmpty && heap[0].time <= time {
-            if steps >= stepBudget { budgetExceeded = true; return false }
-            steps += 1
-            let ev = popEvent()
-            if ev.time > now { now = ev.time }
-            prefetchNext()
-            dispatch(ev)
+        guard !engines.isEmpty else {
+            if time > now { now = time }
+            return true
         }
-        if time > now { now = time }
-        return true
+        let count = threads
+        // Short runs (a few windows) are not worth starting threads for; the shards then take
+        // turns on this thread, with the same windows and the same results.
+        let span = time > now ? time - now : 0
+        let parallel = count > 1 && span / max(latency.minimum, 1) >= 16
+        withState { n, shards in
+            if count == 1 {
+                shards[0].runWindow(end: time == .max ? .max : time + 1, n)
+                return
+            }
+            let base = shards.baseAddress!
+            if parallel {
+                let sync = SimSync(threads: count, shards: count)
+                let ctx = SimUnchecked(value: (n, base))
+                if simRunThreads(count, { t in
+                    Simulator.runWindows(thread: t, threads: count, ctx.value.1, ctx.value.0, until: time, sync)
+                }) { return }
+            }
+            Simulator.runWindows(thread: 0, threads: 1, base, n, until: time, SimSync(threads: 1, shards: count))
+        }
+        let exceeded = shards.contains { $0.budgetExceeded }
+        if exceeded { budgetExceeded = true }
+        var t = shards.reduce(now) { max($0, $1.now) }
+        if !exceeded { t = max(t, time) }
+        now = t
+        for k in shards.indices { shards[k].now = t }
+        collect()
+        return !exceeded
     }
 
     @discardableResult
@@ -206,293 +246,146 @@ public struct Simulator {
 
     // MARK: - Internals
 
-    mutating func dispatch(_ ev: SimEvent) {
-        let i = ev.node
-        switch ev.kind {
-        case .frame:
-            let slot = Int(ev.arg)
-            if alive[i] {
-                contextSlot = slot
-                contextMessage = pool[slot].message
-                contextValid = contextMessage >= 0
-                engines[i].receive(pool[slot].frame, now: now, rng: &rng, into: &actions)
-                if !actions.isEmpty { perform(i) } else { scheduleTick(i) }
-                contextSlot = -1
-            }
-            release(slot)
-        case .ready:
-            let li = Int(ev.arg)
-            guard alive[i], li < links[i].count else { return }
-            let t = Int(links[i][li].target)
-            guard t >= 0, alive[t], !links[i][li].ready else { return }
-            links[i][li].ready = true
-            contextValid = false
-            engines[i].linkReady(LinkID(raw: linkBase[i] &+ UInt64(li) &+ 1), now: now, rng: &rng, into: &actions)
-            perform(i)
-        case .tick:
-            guard alive[i], tickGeneration[i] & SimEvent.argMask == ev.arg else { return }
-            tickAt[i] = .max
-            contextValid = false
-            engines[i].tick(now: now, rng: &rng, into: &actions)
-            perform(i)
+    /// The window loop of thread `t` of `threads`, which runs shards t, t + threads, …
+    ///
+    /// Window k runs every event with time < end = min(T + lookahead, until + 1), where T is the
+    /// earliest pending event of any shard, and the lookahead is the shortest latency of any
+    /// link so far, but at most twice the shortest latency a new link can draw (a link dialled
+    /// in the window becomes ready one latency later, and its first frame arrives one more
+    /// latency after that). So frames a shard sends to another shard's nodes arrive ≥ end: they
+    /// wait in mailboxes (parity k % 2) and are taken in at the start of window k + 1. At the
+    /// end of a window each shard publishes the time of its next event (its heap's, or the
+    /// earliest frame it mailed) and its shortest link, and the threads meet at the barrier.
+    static func runWindows(thread t: Int, threads: Int, _ shards: UnsafeMutablePointer<SimShard>, _ n: SimNodes,
+                           until: UInt64, _ sync: SimSync) {
+        let count = n.shardCount
+        let mine = stride(from: t, to: count, by: threads)
+        let floor = max(n.latency.minimum, 1)
+        let newLinks = floor > UInt64.max / 2 ? floor : 2 * floor
+        for s in mine {
+            sync.next[s] = shards[s].nextTime
+            sync.shortest[s] = shards[s].shortestLink
+            sync.aborted[s] = false
         }
-    }
-
-    /// Memory latency hiding: at 10,000 nodes every event touches a cold engine. While this event
-    /// is handled, start loading what the next ones will read: the engines of the two events
-    /// after next (their hot fields), and, for the next event (its engine loaded one step ago),
-    /// the peer table and seen-cache bucket its frame will hit. Hints only: no state changes.
-    @inline(__always)
-    mutating func prefetchNext() {
-        let n = heap.count
-        guard n > 0 else { return }
-        engines.withUnsafeBufferPointer { es in
-            guard let base = es.baseAddress else { return }
-            let stride = MemoryLayout<GossipEngine>.stride
-            for k in 1...2 where k < n {
-                let p = UnsafeRawPointer(base) + heap[k].node * stride
-                var off = 0
-                while off < min(stride, 320) { warren_prefetch(p + off); off += 64 }
-            }
-        }
-        let next = heap[0]
-        if next.kind == .frame {
-            let slot = Int(next.arg)
-            if poolIsData[slot] { engines[next.node].prefetchData(id: poolIDs[slot]) }
-        }
-    }
-
-    /// Index of link `raw` of node i in `links[i]` (nil if never opened or closed).
-    @inline(__always)
-    func linkIndex(_ i: Int, _ raw: UInt64) -> Int? {
-        let k = raw &- linkBase[i] &- 1
-        guard k < UInt64(links[i].count), links[i][Int(k)].target != SimLink.closed else { return nil }
-        return Int(k)
-    }
-
-    mutating func scheduleTick(_ i: Int) {
-        guard alive[i], let d = engines[i].nextDeadline else { return }
-        let t = max(d, now)
-        if tickAt[i] <= t { return }
-        tickGeneration[i] &+= 1
-        tickAt[i] = t
-        push(SimEvent(time: t, node: i, kind: .tick, arg: tickGeneration[i] & SimEvent.argMask))
-    }
-
-    /// Performs the actions node `i` emitted, then reschedules its tick.
-    mutating func perform(_ i: Int) {
+        if threads > 1 { sync.barrier.wait() }
+        let last = until == .max ? UInt64.max : until + 1
         var k = 0
-        while k < actions.count {
-            switch actions[k] {
-            case .send(let targets, let out):
-                send(from: i, targets: targets, out)
-            case .connect(let l, let endpoint):
-                let lat = latency.draw(&rng)
-                let t = byEndpoint[endpoint] ?? -1
-                let k = l.raw &- linkBase[i] &- 1
-                precondition(k < 1 << 30, "engine link ids are consecutive")
-                while UInt64(links[i].count) <= k { links[i].append(SimLink(target: SimLink.closed, latency: 0, ready: false)) }
-                links[i][Int(k)] = SimLink(target: t, latency: lat, ready: false)
-                if t >= 0 && alive[Int(t)] {
-                    push(SimEvent(time: now &+ lat, node: i, kind: .ready, arg: k))
-                }
-            case .disconnect(let l):
-                if let li = linkIndex(i, l.raw) { links[i][li] = SimLink(target: SimLink.closed, latency: 0, ready: false) }
-            case .deliver(_, _, let hops, _):
-                deliveries.append(Delivery(node: Int32(i), message: contextMessage, hops: hops, time: now))
-            case .subscribe(let prefix):
-                if prefix.isEmpty { subscribesAll[i] = true } else { prefixes[i].append(prefix) }
-            case .unsubscribe(let prefix):
-                if prefix.isEmpty { subscribesAll[i] = false }
-                else if let p = prefixes[i].firstIndex(of: prefix) { prefixes[i].remove(at: p) }
-            case .peerUp:
-                peerUps += 1
-            case .peerDown:
-                peerDowns += 1
+        while true {
+            let p = k & 1
+            var start = UInt64.max, lookahead = newLinks, abort = false
+            for s in 0..<count {
+                start = min(start, sync.next[p * count + s])
+                lookahead = min(lookahead, sync.shortest[p * count + s])
+                abort = abort || sync.aborted[p * count + s]
             }
+            if abort || start > until { break }
+            let (sum, overflow) = start.addingReportingOverflow(lookahead)
+            let end = overflow ? last : min(sum, last)
+            for s in mine {
+                if k > 0 { shards[s].receiveMail(parity: (k - 1) & 1, n) }
+                shards[s].mailParity = p
+                shards[s].earliestMailed = .max
+                shards[s].windowEnd = end
+                shards[s].runWindow(end: end, n)
+            }
+            let q = (k + 1) & 1
+            for s in mine {
+                sync.next[q * count + s] = min(shards[s].nextTime, shards[s].earliestMailed)
+                sync.shortest[q * count + s] = shards[s].shortestLink
+                sync.aborted[q * count + s] = shards[s].budgetExceeded
+            }
+            if threads > 1 { sync.barrier.wait() }
             k += 1
         }
-        actions.removeAll(keepingCapacity: true)
-        scheduleTick(i)
-    }
-
-    /// Decodes `out` once and schedules its arrival on each ready link.
-    mutating func send(from i: Int, targets: [LinkID], _ out: OutFrame) {
-        let isData = !out.topic.isControl
-        var message: Int32 = -1
-        let frame: Frame
-        if isData, contextValid, let f = relayedData(out) {
-            frame = f
-            message = contextMessage
-        } else {
-            do { frame = try Frame.decode(topic: out.topic.bytes, body: out.body) } catch { return }
-            if isData { message = contextMessage }
-        }
-        if isData {
-            dataFramesSent += targets.count
-            if message >= 0 { messages[Int(message)].frames += targets.count }
-        } else {
-            controlFramesSent += targets.count
-        }
-        var slot = -1
-        for l in targets {
-            guard let li = linkIndex(i, l.raw) else { droppedNotReady += 1; continue }
-            let link = links[i][li]
-            let t = Int(link.target)
-            guard link.ready, t >= 0, alive[t] else { droppedNotReady += 1; continue }
-            if !subscribesAll[t] && !prefixes[t].contains(where: { out.topic.hasPrefix($0) }) {
-                filteredAtSender += 1
-                continue
-            }
-            if lossThreshold != 0 && rng.next() < lossThreshold {
-                framesLost += 1
-                continue
-            }
-            if slot < 0 { slot = allocate(SimFrame(frame: frame, message: message)) }
-            poolRefs[slot] += 1
-            push(SimEvent(time: now &+ link.latency, node: t, kind: .frame, arg: UInt64(slot)))
+        for s in mine {
+            if k > 0 { shards[s].receiveMail(parity: (k - 1) & 1, n) }
+            shards[s].mailParity = 0
+            shards[s].windowEnd = 0
         }
     }
 
-    /// The decoded form of a relayed DATA frame whose envelope equals the one being handled
-    /// (validated exactly as `Frame.decode` would), without copying or hashing the envelope.
-    func relayedData(_ out: OutFrame) -> Frame? {
-        let contextEnvelope: [UInt8], contextID: MessageID
-        if contextSlot >= 0 {
-            guard case .data(_, let env, let id) = pool[contextSlot].frame.kind else { return nil }
-            contextEnvelope = env; contextID = id
-        } else {
-            contextEnvelope = publishEnvelope; contextID = publishID
-        }
-        let body = out.body
-        let h = Frame.headerSize
-        guard body.count == h + contextEnvelope.count, contextEnvelope.count > 0,
-              body[0] == Frame.version, body[1] == Frame.TypeCode.data.rawValue, body[2] != 0 else { return nil }
-        var from: UInt64 = 0
-        for k in 4..<12 { from = from << 8 | UInt64(body[k]) }
-        guard from != 0 else { return nil }
-        let same = body.withUnsafeBufferPointer { b in
-            contextEnvelope.withUnsafeBufferPointer { e in
-                memcmpEqual(UnsafeRawPointer(b.baseAddress! + h), UnsafeRawPointer(e.baseAddress!), e.count)
-            }
-        }
-        guard same else { return nil }
-        return Frame(kind: .data(topic: out.topic, envelope: contextEnvelope, id: contextID),
-                     ttl: body[2], hops: body[3], from: NodeID(raw: from))
-    }
-
-    mutating func allocate(_ f: SimFrame) -> Int {
-        var isData = false, id = MessageID(hi: 0, lo: 0)
-        if case .data(_, _, let d) = f.frame.kind { isData = true; id = d }
-        if let s = freeSlots.popLast() {
-            pool[Int(s)] = f
-            poolIsData[Int(s)] = isData
-            poolIDs[Int(s)] = id
-            return Int(s)
-        }
-        pool.append(f)
-        poolRefs.append(0)
-        poolIsData.append(isData)
-        poolIDs.append(id)
-        return pool.count - 1
-    }
-
-    @inline(__always)
-    mutating func release(_ slot: Int) {
-        poolRefs[slot] -= 1
-        if poolRefs[slot] == 0 { freeSlots.append(Int32(slot)) }
-    }
-
-    // MARK: Heap (binary, on (time, seq))
-
-    @inline(__always)
-    mutating func push(_ e: SimEvent) {
-        var e = e
-        seq &+= 1
-        e.seq = seq
-        heap.append(e)
-        var c = heap.count - 1
-        heap.withUnsafeMutableBufferPointer { h in
-            while c > 0 {
-                let p = (c - 1) >> 1
-                guard e.before(h[p]) else { break }
-                h[c] = h[p]
-                c = p
-            }
-            h[c] = e
-        }
-    }
-
-    @inline(__always)
-    mutating func popEvent() -> SimEvent {
-        let top = heap[0]
-        let last = heap.removeLast()
-        let n = heap.count
-        if n > 0 {
-            heap.withUnsafeMutableBufferPointer { h in
-                var p = 0
-                while true {
-                    let l = 2 * p + 1
-                    if l >= n { break }
-                    var m = l
-                    if l + 1 < n && h[l + 1].before(h[l]) { m = l + 1 }
-                    guard h[m].before(last) else { break }
-                    h[p] = h[m]
-                    p = m
+    /// Runs a workload operation on node `i`'s shard, then delivers what it sent to other shards.
+    mutating func operate(on i: Int, _ body: (SimNodes, inout SimShard) -> Void) {
+        withState { n, shards in
+            body(n, &shards[n.shard(of: i)])
+            if n.shardCount > 1 {
+                for s in shards.indices {
+                    shards[s].receiveMail(parity: 0, n)
+                    shards[s].receiveMail(parity: 1, n)
                 }
-                h[p] = last
             }
         }
-        return top
+        collect()
+    }
+
+    /// Folds the shards' deliveries and per-message frame counts into the totals.
+    mutating func collect() {
+        var fresh: [Delivery] = []
+        for s in shards.indices {
+            if !shards[s].deliveries.isEmpty {
+                fresh.append(contentsOf: shards[s].deliveries)
+                shards[s].deliveries.removeAll(keepingCapacity: true)
+            }
+            if !shards[s].messageFrames.isEmpty {
+                for (m, f) in shards[s].messageFrames.enumerated() where f != 0 { messages[m].frames += f }
+                shards[s].messageFrames.removeAll(keepingCapacity: true)
+            }
+        }
+        if !fresh.isEmpty {
+            fresh.sort { ($0.time, $0.node, $0.message, $0.hops) < ($1.time, $1.node, $1.message, $1.hops) }
+            deliveries.append(contentsOf: fresh)
+        }
+    }
+
+    /// The per-node arrays seen through pointers, and the shards.
+    mutating func withState<R>(_ body: (SimNodes, UnsafeMutableBufferPointer<SimShard>) -> R) -> R {
+        let byEndpoint = self.byEndpoint, latency = self.latency, loss = lossThreshold
+        let budget = stepBudget, mail = mailboxes.base, count = threads
+        return engines.withUnsafeMutableBufferPointer { e in
+            links.withUnsafeMutableBufferPointer { l in
+                linkBase.withUnsafeMutableBufferPointer { lb in
+                    alive.withUnsafeMutableBufferPointer { a in
+                        subscribesAll.withUnsafeMutableBufferPointer { sa in
+                            prefixes.withUnsafeMutableBufferPointer { pf in
+                                tickAt.withUnsafeMutableBufferPointer { ta in
+                                    tickGeneration.withUnsafeMutableBufferPointer { tg in
+                                        rngs.withUnsafeMutableBufferPointer { r in
+                                            seqs.withUnsafeMutableBufferPointer { sq in
+                                                shards.withUnsafeMutableBufferPointer { sh in
+                                                    body(SimNodes(
+                                                        engines: e.baseAddress!, links: l.baseAddress!, linkBase: lb.baseAddress!,
+                                                        alive: a.baseAddress!, subscribesAll: sa.baseAddress!, prefixes: pf.baseAddress!,
+                                                        tickAt: ta.baseAddress!, tickGeneration: tg.baseAddress!, rngs: r.baseAddress!,
+                                                        seqs: sq.baseAddress!, byEndpoint: byEndpoint, latency: latency,
+                                                        lossThreshold: loss, shardCount: count, mail: mail, stepBudget: budget), sh)
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
-struct SimLink {
-    static let closed: Int32 = -2
-    /// Node index at the dialled endpoint (−1: nobody ever listened there; −2: closed).
-    var target: Int32
-    var latency: UInt64
-    var ready: Bool
-}
+/// The mailboxes between shards (`SimNodes.mailbox`), allocated once per simulator.
+final class SimMailboxes: @unchecked Sendable {
+    let base: UnsafeMutablePointer<SimMailbox>
+    let count: Int
 
-struct SimFrame {
-    var frame: Frame
-    var message: Int32
-}
-
-/// 24 bytes: time, FIFO sequence, and (node 26 bits | kind 2 bits | argument 36 bits).
-struct SimEvent {
-    enum Kind: UInt64 { case frame = 0, ready = 1, tick = 2 }
-    static let argMask: UInt64 = (1 << 36) - 1
-    var time: UInt64
-    var seq: UInt64 = 0
-    var packed: UInt64
-
-    init(time: UInt64, node: Int, kind: Kind, arg: UInt64) {
-        precondition(node < 1 << 26 && arg <= SimEvent.argMask)
-        self.time = time
-        packed = UInt64(node) << 38 | kind.rawValue << 36 | arg
+    init(shards: Int) {
+        count = 2 * shards * shards
+        base = .allocate(capacity: count)
+        base.initialize(repeating: SimMailbox(), count: count)
     }
 
-    var node: Int { Int(packed >> 38) }
-    var kind: Kind { Kind(rawValue: (packed >> 36) & 3)! }
-    /// frame: pool slot; ready: link index; tick: generation (low 36 bits).
-    var arg: UInt64 { packed & SimEvent.argMask }
-
-    @inline(__always)
-    func before(_ o: SimEvent) -> Bool { time != o.time ? time < o.time : seq < o.seq }
+    deinit {
+        base.deinitialize(count: count)
+        base.deallocate()
+    }
 }
 
-@inline(__always)
-func memcmpEqual(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ n: Int) -> Bool {
-    var k = 0
-    while k + 8 <= n {
-        if a.loadUnaligned(fromByteOffset: k, as: UInt64.self) != b.loadUnaligned(fromByteOffset: k, as: UInt64.self) { return false }
-        k += 8
-    }
-    while k < n {
-        if a.load(fromByteOffset: k, as: UInt8.self) != b.load(fromByteOffset: k, as: UInt8.self) { return false }
-        k += 1
-    }
-    return true
-}
