@@ -39,6 +39,7 @@ set title "Engine state per node (GossipEngine.approximateStateBytes, mean)"
 set ylabel "bytes"
 plot for [d in degrees] "< awk -F, 'NR > 1 && \$$D == ".d."' sweep.csv" using $N:$ST with linespoints title "degree ".d
 unset logscale x
+set key inside left bottom
 set output "loss.png"
 set title "Delivery ratio against per-frame loss (no churn / 5 %/min churn)"
 set xlabel "loss per frame (%)"
