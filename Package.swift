@@ -31,6 +31,7 @@ let package = Package(
         .systemLibrary(name: "CArgon2", pkgConfig: "libargon2", providers: [.apt(["libargon2-dev"])]),
         // Header only: a cache prefetch hint (__builtin_prefetch) for the simulator's hot loop.
         .systemLibrary(name: "CPrefetch"),
+        .systemLibrary(name: "CSimSync"),
 
         // Keys, the envelope codec, the Backend protocol, the in-process backend, generated protobuf.
         .target(
@@ -42,7 +43,7 @@ let package = Package(
             ]
         ),
         // The sans-I/O gossip engine: frames, de-dup, TTL, peer table, membership.
-        .target(name: "WarrenEngine", dependencies: ["CSodium", "CPrefetch"]),
+        .target(name: "WarrenEngine", dependencies: ["CSodium", "CPrefetch", "CSimSync"]),
         // The ZeroMQ driver and the gossip:// backend.
         .target(
             name: "WarrenGossip",

@@ -80,19 +80,27 @@ struct Simulate: AsyncParsableCommand {
 
     func run() async throws {
         if sweep { try runSweep(); return }
-        let (report, wall) = Self.measure(baseConfig, threads: threadCount)
+        let (report, wall, demotions) = Self.measure(baseConfig, threads: threadCount)
         Output.line("warren simulate — \(machineLine())")
         Output.line(report.text)
-        Output.line("real time: \(formatFixed(wall, 2)) s (\(threadCount) thread\(threadCount == 1 ? "" : "s"))")
+        Output.line("real time: \(formatFixed(wall, 2)) s (\(Self.threadsNote(threadCount, demotions)))")
         if let csv { try Self.appendCSV(csv, report, wall) }
     }
 
     var threadCount: Int { threads ?? max(1, min(ProcessInfo.processInfo.activeProcessorCount, 8)) }
 
-    static func measure(_ c: SimulationConfig, threads: Int) -> (SimulationReport, Double) {
+    static func threadsNote(_ threads: Int, _ demotions: Int) -> String {
+        var s = "\(threads) thread\(threads == 1 ? "" : "s")"
+        if demotions > 0 {
+            s += "; \(demotions) stretch\(demotions == 1 ? "" : "es") ran on one thread because the threads were slower there, e.g. with other work on the cores"
+        }
+        return s
+    }
+
+    static func measure(_ c: SimulationConfig, threads: Int) -> (SimulationReport, Double, Int) {
         let t0 = ContinuousClock.now
-        let r = Simulation.run(c, threads: threads)
-        return (r, seconds(ContinuousClock.now - t0))
+        let (r, demotions) = Simulation.runMeasured(c, threads: threads)
+        return (r, seconds(ContinuousClock.now - t0), demotions)
     }
 
     static func appendCSV(_ path: String, _ r: SimulationReport, _ wall: Double) throws {
@@ -135,7 +143,7 @@ struct Simulate: AsyncParsableCommand {
                 var c = baseConfig
                 c.nodes = n; c.degree = d; c.messages = sweepMessages
                 c.loss = 0; c.churnPercentPerMinute = 0
-                let (r, wall) = Self.measure(c, threads: threadCount)
+                let (r, wall, _) = Self.measure(c, threads: threadCount)
                 try Self.appendCSV(sweepPath, r, wall)
                 Output.line("  N \(n) D \(d): ratio \(formatFixed(r.deliveryRatio, 4)), bcast last hop \(r.broadcastLastHop), RMR \(formatFixed(r.rmr, 3)), state \(r.stateBytesMean) B, \(formatFixed(wall, 1)) s")
             }
@@ -151,7 +159,7 @@ struct Simulate: AsyncParsableCommand {
                 c.loss = f.loss; c.churnPercentPerMinute = f.churn
                 // Churn needs simulated minutes: stretch the stream to 2 minutes.
                 if f.churn > 0 { c.messageInterval = 120_000_000_000 / UInt64(max(1, sweepMessages)) }
-                let (r, wall) = Self.measure(c, threads: threadCount)
+                let (r, wall, _) = Self.measure(c, threads: threadCount)
                 try Self.appendCSV(faultPath, r, wall)
                 Output.line("  N \(n) loss \(formatFixed(f.loss * 100, 0)) % churn \(formatFixed(f.churn, 0)) %/min: ratio \(formatFixed(r.deliveryRatio, 4)), bcast \(formatFixed(r.broadcastRatio, 4)), violations \(r.exactlyOnceViolations), \(formatFixed(wall, 1)) s")
             }

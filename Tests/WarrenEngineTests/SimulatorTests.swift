@@ -1,5 +1,5 @@
 import Testing
-import WarrenEngine
+@testable import WarrenEngine
 
 /// The simulator (`Sources/WarrenEngine/Simulation`) drives the real engine in virtual time.
 @Suite struct SimulatorTests {
@@ -69,6 +69,36 @@ import WarrenEngine
         #expect(one.formed && one.replacements > 0 && one.framesLost > 0)
         #expect(many == one)
         #expect(many.text == one.text)
+    }
+
+    /// When the threads are slower than one (a busy machine), the first thread takes over every
+    /// shard in the middle of a run. Forcing that at the first check must not change a thing.
+    @Test func demotedRunsGiveTheSameDeliveries() {
+        func run(threads: Int, demote: Bool) -> (deliveries: [Simulator.Delivery], frames: [Int], demotions: Int) {
+            var sim = Simulator(seed: 11, latency: .logNormal(median: 1_000_000, sigma: 0.5), loss: 0.01, threads: threads)
+            if demote { sim.blockDemoteRatio = 0 }   // every 256th window: hand over to thread 0
+            let t = Topic(bytes: [UInt8](repeating: 7, count: 32))!
+            for i in 0..<40 {
+                let seeds = i == 0 ? [] : ["tcp://10.0.0.\(sim.random(below: i)):7000"]
+                var c = EngineConfig.local(endpoint: "tcp://10.0.0.\(i):7000", seeds: seeds)
+                c.targetDegree = 3
+                sim.addNode(config: c)
+                sim.subscribe(i, t)
+            }
+            sim.run(until: 10_000_000_000)
+            for k in 0..<20 {
+                sim.publish(from: sim.random(below: 40), topic: t, envelope: [UInt8(k), 1, 2, 3])
+                sim.run(for: 50_000_000)
+            }
+            sim.run(for: 1_000_000_000)
+            return (sim.deliveries, sim.messages.map(\.frames), sim.demotions)
+        }
+        let one = run(threads: 1, demote: false)
+        let demoted = run(threads: 2, demote: true)
+        #expect(demoted.demotions >= 1)
+        #expect(one.deliveries.count >= 20 * 39)
+        #expect(demoted.deliveries == one.deliveries)
+        #expect(demoted.frames == one.frames)
     }
 
     /// The lower bound the windows rely on: no draw is shorter than `minimum`.

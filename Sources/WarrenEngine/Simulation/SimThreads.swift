@@ -3,30 +3,33 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import CSimSync
 import Synchronization
 
-/// A reusable barrier for the threads of one `Simulator.run`: spins (windows are short), then
-/// yields the core so that a machine with fewer free cores than threads still makes progress.
-final class SimBarrier: Sendable {
-    let parties: Int
-    let arrived = Atomic<Int>(0)
-    let generation = Atomic<Int>(0)
+/// A reusable barrier for the threads of one `Simulator.run` (CSimSync): spins first (windows
+/// are short), then sleeps, so that a machine with fewer free cores than threads gives the core
+/// to the thread that still has work.
+final class SimBarrier: @unchecked Sendable {
+    let state: UnsafeMutablePointer<warren_barrier>
+    /// About 20–50 µs of spinning on this machine: more than most waits of an idle run.
+    static let spins: UInt32 = 8_192
 
-    init(parties: Int) { self.parties = parties }
-
-    func wait() {
-        let g = generation.load(ordering: .acquiring)
-        if arrived.wrappingAdd(1, ordering: .acquiringAndReleasing).newValue == parties {
-            arrived.store(0, ordering: .relaxed)
-            generation.wrappingAdd(1, ordering: .releasing)
-            return
-        }
-        var spins = 0
-        while generation.load(ordering: .acquiring) == g {
-            spins += 1
-            if spins > 4_000 { sched_yield() }
-        }
+    init(parties: Int) {
+        state = .allocate(capacity: 1)
+        warren_barrier_init(state, UInt32(parties))
     }
+
+    deinit { state.deallocate() }
+
+    /// Returns the spins done while waiting.
+    func wait() -> UInt32 { warren_barrier_wait(state, SimBarrier.spins) }
+
+    /// CPU nanoseconds of one spin (measured once per process, over 100,000 spins).
+    static let spinNanoseconds: Double = {
+        let t0 = simThreadCPUNanoseconds()
+        warren_spin(100_000)
+        return Double(simThreadCPUNanoseconds() &- t0) / 100_000
+    }()
 }
 
 /// What the threads of one run share: the barrier, and per window parity and shard the time of
@@ -38,6 +41,19 @@ final class SimSync: @unchecked Sendable {
     let next: UnsafeMutablePointer<UInt64>
     let shortest: UnsafeMutablePointer<UInt64>
     let aborted: UnsafeMutablePointer<Bool>
+    /// Per window parity and thread: CPU time the thread spent on its shards (not spinning at
+    /// the barrier) in its last block of windows; per parity: the wall time of that block
+    /// (thread 0).
+    let cpu: UnsafeMutablePointer<UInt64>
+    let wall: UnsafeMutablePointer<UInt64>
+    /// Thread 0 took over every shard because the threads were slower than one.
+    var demoted = false
+    /// Per thread: CPU time on its shards over the whole run; thread 0: the run's wall time.
+    let work: UnsafeMutablePointer<UInt64>
+    var totalWall: UInt64 = 0
+    /// A block of windows whose wall time exceeds this × the threads' CPU time on their shards
+    /// ends the threads' part of the run at once (a machine with no core to spare).
+    var blockDemoteRatio = 1.5
 
     init(threads: Int, shards: Int) {
         barrier = SimBarrier(parties: threads)
@@ -48,12 +64,21 @@ final class SimSync: @unchecked Sendable {
         shortest.initialize(repeating: .max, count: 2 * shards)
         aborted = .allocate(capacity: 2 * shards)
         aborted.initialize(repeating: false, count: 2 * shards)
+        cpu = .allocate(capacity: 2 * threads)
+        cpu.initialize(repeating: 0, count: 2 * threads)
+        wall = .allocate(capacity: 2)
+        wall.initialize(repeating: 0, count: 2)
+        work = .allocate(capacity: threads)
+        work.initialize(repeating: 0, count: threads)
     }
 
     deinit {
         next.deallocate()
         shortest.deallocate()
         aborted.deallocate()
+        cpu.deallocate()
+        wall.deallocate()
+        work.deallocate()
     }
 }
 
@@ -98,4 +123,17 @@ func simRunThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) -> B
     if ok { body(0) }
     for tid in tids { pthread_join(tid, nil) }
     return ok
+}
+
+func simMonotonicNanoseconds() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+}
+
+/// CPU time used by the calling thread (not the time it waited for a core or slept).
+func simThreadCPUNanoseconds() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
 }

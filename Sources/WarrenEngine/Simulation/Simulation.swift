@@ -13,10 +13,16 @@
 public enum Simulation {
     /// `threads` splits the nodes over that many threads; the report does not depend on it.
     public static func run(_ config: SimulationConfig, threads: Int = 1) -> SimulationReport {
+        runMeasured(config, threads: threads).report
+    }
+
+    /// The report, and how many of the simulator's runs finished on one thread because the
+    /// threads were slower than one (`Simulator.demotions`; depends on the machine's load).
+    public static func runMeasured(_ config: SimulationConfig, threads: Int) -> (report: SimulationReport, demotions: Int) {
         var w = Workload(config, threads: threads)
         w.form()
         w.stream()
-        return w.report()
+        return (w.report(), w.sim.demotions)
     }
 }
 

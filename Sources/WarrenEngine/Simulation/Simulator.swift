@@ -52,6 +52,30 @@ public struct Simulator {
     public var stepBudget: Int = .max
     /// Shards, and the threads that run them (see the type's documentation).
     public let threads: Int
+    /// Runs whose threads were found slower than one thread would be: over a block of 256
+    /// windows, more wall time passed than `demoteRatio` × the CPU time the threads spent on
+    /// their shards (not spinning at the barrier), which is about what one thread would need.
+    /// This happens on a machine whose other work leaves fewer free cores than threads, or in
+    /// stretches of virtual time with too few events per window. Such a run finishes on one thread, and
+    /// the next 2 s of wall time run on one thread too. Results do not change.
+    public private(set) var demotions = 0
+    /// Threads are kept while their wall time stays below this × their CPU time on the shards,
+    /// over runs that took 20 ms or more together, and within a run over each block of 256
+    /// windows below `blockDemoteRatio` × that time.
+    var demoteRatio = 1.0
+    var blockDemoteRatio = 1.5
+    var parallelRetryAt: UInt64 = 0
+    var parallelWall: UInt64 = 0
+    var parallelWork: UInt64 = 0
+
+    enum ParallelOutcome { case sequential, demoted, measured(wall: UInt64, work: UInt64) }
+
+    mutating func demote() {
+        demotions += 1
+        parallelRetryAt = simMonotonicNanoseconds() &+ 2_000_000_000
+        parallelWall = 0
+        parallelWork = 0
+    }
 
     public private(set) var now: UInt64 = 0
     public private(set) var budgetExceeded = false
@@ -214,22 +238,45 @@ public struct Simulator {
         let count = threads
         // Short runs (a few windows) are not worth starting threads for; the shards then take
         // turns on this thread, with the same windows and the same results.
+        // After threads turned out slower than one (below), runs stay on one thread for a while.
         let span = time > now ? time - now : 0
-        let parallel = count > 1 && span / max(latency.minimum, 1) >= 16
-        withState { n, shards in
+        let parallel = count > 1 && span / max(latency.minimum, 1) >= 16 && simMonotonicNanoseconds() >= parallelRetryAt
+        let blockRatio = blockDemoteRatio
+        let outcome = withState { n, shards -> ParallelOutcome in
             if count == 1 {
                 shards[0].runWindow(end: time == .max ? .max : time + 1, n)
-                return
+                return .sequential
             }
             let base = shards.baseAddress!
             if parallel {
                 let sync = SimSync(threads: count, shards: count)
+                sync.blockDemoteRatio = blockRatio
                 let ctx = SimUnchecked(value: (n, base))
                 if simRunThreads(count, { t in
                     Simulator.runWindows(thread: t, threads: count, ctx.value.1, ctx.value.0, until: time, sync)
-                }) { return }
+                }) {
+                    if sync.demoted { return .demoted }
+                    return .measured(wall: sync.totalWall, work: (0..<count).reduce(0) { $0 &+ sync.work[$1] })
+                }
             }
             Simulator.runWindows(thread: 0, threads: 1, base, n, until: time, SimSync(threads: 1, shards: count))
+            return .sequential
+        }
+        switch outcome {
+        case .demoted:
+            demote()
+        case .measured(let wall, let work):
+            // Short runs (a stream's message every 20 ms of virtual time) add up: decide once
+            // they have taken 20 ms of wall time together.
+            parallelWall &+= wall
+            parallelWork &+= work
+            if parallelWall >= 20_000_000 {
+                if Double(parallelWall) > demoteRatio * Double(parallelWork) { demote() }
+                parallelWall = 0
+                parallelWork = 0
+            }
+        case .sequential:
+            break
         }
         let exceeded = shards.contains { $0.budgetExceeded }
         if exceeded { budgetExceeded = true }
@@ -259,7 +306,8 @@ public struct Simulator {
     static func runWindows(thread t: Int, threads: Int, _ shards: UnsafeMutablePointer<SimShard>, _ n: SimNodes,
                            until: UInt64, _ sync: SimSync) {
         let count = n.shardCount
-        let mine = stride(from: t, to: count, by: threads)
+        var threads = threads
+        var mine = stride(from: t, to: count, by: threads)
         let floor = max(n.latency.minimum, 1)
         let newLinks = floor > UInt64.max / 2 ? floor : 2 * floor
         for s in mine {
@@ -267,11 +315,33 @@ public struct Simulator {
             sync.shortest[s] = shards[s].shortestLink
             sync.aborted[s] = false
         }
-        if threads > 1 { sync.barrier.wait() }
+        // Every `block` windows each thread publishes the CPU time it spent on its shards, and the
+        // first one the wall time that passed; all then take the same decision from the same
+        // figures. A block clearly slower than one thread (blockDemoteRatio) ends the threads'
+        // part of this run; the totals of the run go to the simulator, which weighs them
+        // together with those of its other runs (`demoteRatio`).
+        let block = 256
+        let startWall = threads > 1 && t == 0 ? simMonotonicNanoseconds() : 0
+        let startCPU = threads > 1 ? simThreadCPUNanoseconds() : 0
+        var blockWall = startWall, blockCPU = startCPU, spinsTotal = 0.0
+        var blockSpins = 0.0
+        let spinCost = threads > 1 ? SimBarrier.spinNanoseconds : 0
+        if threads > 1 { _ = sync.barrier.wait() }
         let last = until == .max ? UInt64.max : until + 1
         var k = 0
         while true {
             let p = k & 1
+            if threads > 1 && k > 0 && k % block == 0 {
+                var cpu: UInt64 = 0
+                for u in 0..<threads { cpu &+= sync.cpu[p * threads + u] }
+                if Double(sync.wall[p]) > sync.blockDemoteRatio * Double(cpu) {
+                    // Slower than one thread: thread 0 takes every shard from here on.
+                    if t != 0 { return }
+                    sync.demoted = true
+                    threads = 1
+                    mine = stride(from: 0, to: count, by: 1)
+                }
+            }
             var start = UInt64.max, lookahead = newLinks, abort = false
             for s in 0..<count {
                 start = min(start, sync.next[p * count + s])
@@ -294,8 +364,27 @@ public struct Simulator {
                 sync.shortest[q * count + s] = shards[s].shortestLink
                 sync.aborted[q * count + s] = shards[s].budgetExceeded
             }
-            if threads > 1 { sync.barrier.wait() }
+            if threads > 1 && (k + 1) % block == 0 {
+                let cpu = simThreadCPUNanoseconds()
+                let spun = UInt64(min(blockSpins * spinCost, Double(cpu &- blockCPU)))
+                sync.cpu[q * threads + t] = cpu &- blockCPU &- spun
+                blockCPU = cpu
+                spinsTotal += blockSpins
+                blockSpins = 0
+                if t == 0 {
+                    let wall = simMonotonicNanoseconds()
+                    sync.wall[q] = wall &- blockWall
+                    blockWall = wall
+                }
+            }
+            if threads > 1 { blockSpins += Double(sync.barrier.wait()) }
             k += 1
+        }
+        if threads > 1 {
+            // This thread's part of the run (it ran on its own to the end: not demoted).
+            let cpu = simThreadCPUNanoseconds() &- startCPU
+            sync.work[t] = cpu &- UInt64(min((spinsTotal + blockSpins) * spinCost, Double(cpu)))
+            if t == 0 { sync.totalWall = simMonotonicNanoseconds() &- startWall }
         }
         for s in mine {
             if k > 0 { shards[s].receiveMail(parity: (k - 1) & 1, n) }
