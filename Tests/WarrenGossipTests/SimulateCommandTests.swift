@@ -27,7 +27,8 @@ import Testing
         let body = { (s: String) in s.split(separator: "\n").filter { !$0.hasPrefix("real time:") } }
         #expect(body(one.out) == body(two.out))
         #expect(one.out.contains("ratio 1.0000"))
-        #expect(one.out.contains("(1 thread)") && two.out.contains("(2 threads)"))
+        // On a busy machine the two threads may fall back to one for a while; the CLI says so.
+        #expect(one.out.contains("(1 thread)") && two.out.contains("(2 threads"))
     }
 
     @Test(.enabled(if: WarrenExecutable.url != nil, "the warren executable was not found next to the tests"))
