@@ -97,9 +97,22 @@ struct Simulate: AsyncParsableCommand {
         return s
     }
 
+    /// Runs `c`; runs longer than 5 s print a progress line on stderr every 5 s.
     static func measure(_ c: SimulationConfig, threads: Int) -> (SimulationReport, Double, Int) {
         let t0 = ContinuousClock.now
-        let (r, demotions) = Simulation.runMeasured(c, threads: threads)
+        var nextNote = t0.advanced(by: .seconds(5))
+        let (r, demotions) = Simulation.runMeasured(c, threads: threads) { p in
+            let now = ContinuousClock.now
+            guard now >= nextNote else { return }
+            nextNote = now.advanced(by: .seconds(5))
+            let line: String
+            switch p {
+            case .forming(let started, let n): line = "formation: \(started)/\(n) nodes started"
+            case .converging(let ms): line = "formation: all nodes started, waiting for degrees (\(ms) ms virtual)"
+            case .streaming(let sent, let m): line = "stream: \(sent)/\(m) messages"
+            }
+            FileHandle.standardError.write(Data("  … \(formatFixed(seconds(now - t0), 0)) s: \(line)\n".utf8))
+        }
         return (r, seconds(ContinuousClock.now - t0), demotions)
     }
 

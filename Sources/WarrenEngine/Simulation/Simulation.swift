@@ -16,10 +16,23 @@ public enum Simulation {
         runMeasured(config, threads: threads).report
     }
 
-    /// The report, and how many of the simulator's runs finished on one thread because the
-    /// threads were slower than one (`Simulator.demotions`; depends on the machine's load).
-    public static func runMeasured(_ config: SimulationConfig, threads: Int) -> (report: SimulationReport, demotions: Int) {
+    /// Where a run is, for progress lines (a 10,000-node run takes half a minute).
+    public enum Progress: Sendable {
+        /// Nodes started so far (formation), and nodes in all.
+        case forming(started: Int, of: Int)
+        /// Virtual time spent waiting for every node to reach its degree.
+        case converging(virtualMilliseconds: UInt64)
+        /// Messages of the stream published so far, and messages in all.
+        case streaming(sent: Int, of: Int)
+    }
+
+    /// The report, and how many times the simulator fell back from threads to one thread because
+    /// the threads were slower (`Simulator.demotions`; depends on the machine's load).
+    /// `progress` is called often (every node start, every message): throttle it.
+    public static func runMeasured(_ config: SimulationConfig, threads: Int,
+                                   progress: ((Progress) -> Void)? = nil) -> (report: SimulationReport, demotions: Int) {
         var w = Workload(config, threads: threads)
+        w.progress = progress
         w.form()
         w.stream()
         return (w.report(), w.sim.demotions)
@@ -41,6 +54,7 @@ struct Workload {
     /// Per message: destination slot (−1 = community broadcast).
     var destination: [Int32] = []
     var replacements = 0
+    var progress: ((Simulation.Progress) -> Void)?
 
     init(_ config: SimulationConfig, threads: Int) {
         self.config = config
@@ -69,6 +83,7 @@ struct Workload {
     mutating func form() {
         let n = config.nodes
         for s in 0..<n {
+            progress?(.forming(started: s, of: n))
             sim.run(until: UInt64(s) &* config.startSpacing)
             var seeds: [Int] = []
             if s == 1 { seeds = [0] }
@@ -85,6 +100,7 @@ struct Workload {
         let step: UInt64 = 250_000_000
         var streak = 0
         while sim.now < config.maxFormationTime {
+            progress?(.converging(virtualMilliseconds: sim.now / 1_000_000))
             sim.run(for: step)
             if isFormed(want) { streak += 1 } else { streak = 0 }
             if streak >= 2 { formed = true; break }
@@ -122,6 +138,7 @@ struct Workload {
         }
 
         for k in 0..<m {
+            progress?(.streaming(sent: k, of: m))
             let t = streamStart &+ UInt64(k) &* config.messageInterval
             while nextChurn <= t && nextChurn < streamEnd {
                 sim.run(until: nextChurn)

@@ -16,11 +16,12 @@
 /// - every node draws from its own generator (seeded from the run's seed and its index); the
 ///   workload (`random()`, node ids) draws from the simulator's;
 /// - with `threads` > 1 the nodes are split into that many shards (node i in shard i % threads)
-///   that run on their own threads in windows of virtual time no longer than the shortest
-///   possible link latency (`LatencyDistribution.minimum`): a frame sent to another shard's
-///   node arrives after the window it was sent in, so shards only exchange frames between
-///   windows. Every node sees the same events in the same order with any number of threads, so
-///   the results are the same (tests check this).
+///   that run on their own threads in windows of virtual time no longer than the shortest link
+///   latency so far, and at most twice the shortest a new link can draw
+///   (`LatencyDistribution.minimum`; see `runWindows`): a frame sent to another shard's node
+///   arrives after the window it was sent in, so shards only exchange frames between windows.
+///   Every node sees the same events in the same order with any number of threads, so the
+///   results are the same (tests check this).
 ///
 /// Per-link latency is drawn once per link (directional) from `latency`; loss is per frame.
 /// Every DATA frame belongs to a message index assigned at `publish`; deliveries and
@@ -52,16 +53,16 @@ public struct Simulator {
     public var stepBudget: Int = .max
     /// Shards, and the threads that run them (see the type's documentation).
     public let threads: Int
-    /// Runs whose threads were found slower than one thread would be: over a block of 256
-    /// windows, more wall time passed than `demoteRatio` × the CPU time the threads spent on
-    /// their shards (not spinning at the barrier), which is about what one thread would need.
-    /// This happens on a machine whose other work leaves fewer free cores than threads, or in
-    /// stretches of virtual time with too few events per window. Such a run finishes on one thread, and
-    /// the next 2 s of wall time run on one thread too. Results do not change.
+    /// Times the threads were found slower than one thread would be, and the simulator fell
+    /// back to one thread. The measure: the wall time that passed against the CPU time the
+    /// threads spent on their shards (not spinning at the barrier), which is about what one
+    /// thread would need. Within a run, a block of 256 windows above `blockDemoteRatio` × that
+    /// hands every shard to the first thread for the rest of the run; runs that took 20 ms of
+    /// wall time together are weighed against `demoteRatio` × that. After a fallback, runs use
+    /// one thread for 2 s of wall time. This happens on a machine whose other work leaves fewer
+    /// free cores than threads, or in stretches with few events per window. Results do not
+    /// change.
     public private(set) var demotions = 0
-    /// Threads are kept while their wall time stays below this × their CPU time on the shards,
-    /// over runs that took 20 ms or more together, and within a run over each block of 256
-    /// windows below `blockDemoteRatio` × that time.
     var demoteRatio = 1.0
     var blockDemoteRatio = 1.5
     var parallelRetryAt: UInt64 = 0
