@@ -44,8 +44,8 @@ struct SimMailbox {
         var id: MessageID
         var from: NodeID
         var message: Int32
-        var offset: Int32
-        var count: Int32
+        var offset: Int
+        var count: Int
         var ttl: UInt8
         var hops: UInt8
     }
@@ -58,7 +58,7 @@ struct SimMailbox {
     mutating func add(_ f: SimFrame) -> Int32 {
         if case .data(let topic, let envelope, let id) = f.frame.kind {
             data.append(Data(topic: topic, id: id, from: f.frame.from, message: f.message,
-                             offset: Int32(bytes.count), count: Int32(envelope.count), ttl: f.frame.ttl, hops: f.frame.hops))
+                             offset: bytes.count, count: envelope.count, ttl: f.frame.ttl, hops: f.frame.hops))
             bytes.append(contentsOf: envelope)
             return Int32(data.count - 1)
         }
@@ -340,8 +340,8 @@ struct SimShard {
 
     /// A mailed DATA frame, with this shard's own copy of the envelope.
     mutating func mailedData(_ d: SimMailbox.Data, _ bytes: [UInt8]) -> SimFrame {
-        if d.id != mailEnvelopeID || mailEnvelope.count != Int(d.count) {
-            mailEnvelope = Array(bytes[Int(d.offset)..<Int(d.offset + d.count)])
+        if d.id != mailEnvelopeID || mailEnvelope.count != d.count {
+            mailEnvelope = Array(bytes[d.offset..<d.offset + d.count])
             mailEnvelopeID = d.id
         }
         return SimFrame(frame: Frame(kind: .data(topic: d.topic, envelope: mailEnvelope, id: d.id), ttl: d.ttl, hops: d.hops, from: d.from),
