@@ -237,7 +237,6 @@ public final class GossipNode: Sendable {
     public var isRunning: Bool { !isFinished.load(ordering: .acquiring) }
 }
 
-struct UnsafeSendable<T>: @unchecked Sendable { var value: T; init(_ v: T) { value = v } }
 
 /// This node's CurveZMQ key pair (binary, 32 bytes each).
 struct CurveKeys { var secret: [UInt8]; var `public`: [UInt8] }

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Synchronization
 import WarrenCore
+import WarrenEngine
 
 /// The ZeroMQ authentication (ZAP, RFC 27) handler of the shared context: one thread with a REP
 /// socket on `inproc://zeromq.zap.01`. Every closed-overlay node registers its allow-list under

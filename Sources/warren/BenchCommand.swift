@@ -319,7 +319,7 @@ func lineLatency(hops: Int, samples: Int) async throws -> [Double] {
 func rawOneWay(samples: Int) throws -> [Double] {
     let ctx = ZMQContext.shared.handle
     let (pingPub, pingSub) = rawConnectedPair(ctx, hwm: 1000), (pongPub, pongSub) = rawConnectedPair(ctx, hwm: 1000)
-    let ponger = UnsafeSendable2((pingSub, pongPub))
+    let ponger = UnsafeSendable((pingSub, pongPub))
     let total = samples + 100
     let t = Thread {
         let (s, p) = ponger.value
@@ -351,4 +351,3 @@ func rawOneWay(samples: Int) throws -> [Double] {
     return out
 }
 
-struct UnsafeSendable2<T>: @unchecked Sendable { let value: T; init(_ v: T) { value = v } }

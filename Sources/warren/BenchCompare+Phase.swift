@@ -66,7 +66,7 @@ func runPhase(_ phase: CompareWorkload.Phase, workload: CompareWorkload, childre
         sent.times.withLock { s in for (id, t) in stamps { s[id - base] = t } }
     } else {
         for (i, c) in children.enumerated() {
-            let chunks = UnsafeSendable2(phase.chunks[i])
+            let chunks = UnsafeSendable(phase.chunks[i])
             let t = Thread {
                 var stamps: [(Int, UInt64)] = []
                 for chunk in chunks.value {

@@ -61,7 +61,7 @@ struct BenchPeer: ParsableCommand {
         let (client, handshakeReader) = try NATSClient.connect(
             host: host, port: port, name: "warren-peer-\(key.publicKey.base64.prefix(8))",
             subject: natsSubject(key.publicKey), timeout: .seconds(readyTimeout))
-        let reader = UnsafeSendable2(handshakeReader)
+        let reader = UnsafeSendable(handshakeReader)
         Output.line("{\"event\":\"ready\",\"endpoint\":\"nats://\(nats)\",\"public_key\":\"\(key.publicKey.base64)\"}")
         let t = Thread {
             var r = reader.value
@@ -126,7 +126,7 @@ struct BenchPeer: ParsableCommand {
         }
         Output.line("{\"event\":\"ready\",\"endpoint\":\(jsonString(listen!)),\"public_key\":\"\(key.publicKey.base64)\"}")
 
-        let receiver = UnsafeSendable2(sub)
+        let receiver = UnsafeSendable(sub)
         let me = key.publicKey
         let t = Thread {
             let s = receiver.value

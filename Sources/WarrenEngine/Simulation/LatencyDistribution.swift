@@ -41,7 +41,7 @@ public enum LatencyDistribution: Sendable, Hashable, CustomStringConvertible {
             let u2 = Double(rng.next() >> 11) / 9_007_199_254_740_992.0
             let z = (-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2)
             let v = Double(median) * exp(sigma * z)
-            return max(UInt64(min(max(v, 1_000), 1e15)), minimum)
+            return max(UInt64(min(v, 1e15)), minimum)   // minimum ≥ 1 µs
         }
     }
 

@@ -38,7 +38,6 @@ final class SimBarrier: @unchecked Sendable {
 /// its nodes' links, and whether its step budget ran out.
 final class SimSync: @unchecked Sendable {
     let barrier: SimBarrier
-    let shards: Int
     let next: UnsafeMutablePointer<UInt64>
     let shortest: UnsafeMutablePointer<UInt64>
     let aborted: UnsafeMutablePointer<Bool>
@@ -58,7 +57,6 @@ final class SimSync: @unchecked Sendable {
 
     init(threads: Int, shards: Int) {
         barrier = SimBarrier(parties: threads)
-        self.shards = shards
         next = .allocate(capacity: 2 * shards)
         next.initialize(repeating: .max, count: 2 * shards)
         shortest = .allocate(capacity: 2 * shards)
@@ -82,10 +80,6 @@ final class SimSync: @unchecked Sendable {
         work.deallocate()
     }
 }
-
-/// Carries values that the simulator hands to its own worker threads, which touch disjoint
-/// shards and nodes between barriers.
-struct SimUnchecked<T>: @unchecked Sendable { let value: T }
 
 /// Runs `body(t)` for t in 1..<count on new threads and `body(0)` on this one, and returns true
 /// when all have finished. If a thread cannot be created, no body runs and it returns false.

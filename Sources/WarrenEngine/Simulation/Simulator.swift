@@ -126,7 +126,7 @@ public struct Simulator {
         self.loss = loss
         self.threads = max(1, min(threads, 64))
         self.lossThreshold = Self.threshold(loss)
-        shards = (0..<self.threads).map { SimShard(index: $0, shardCount: max(1, min(threads, 64))) }
+        shards = (0..<self.threads).map { [count = self.threads] in SimShard(index: $0, shardCount: count) }
         mailboxes = SimMailboxes(shards: self.threads)
     }
 
@@ -252,7 +252,8 @@ public struct Simulator {
             if parallel {
                 let sync = SimSync(threads: count, shards: count)
                 sync.blockDemoteRatio = blockRatio
-                let ctx = SimUnchecked(value: (n, base))
+                // The workers touch disjoint shards and nodes between barriers.
+                let ctx = UnsafeSendable((n, base))
                 if simRunThreads(count, { t in
                     Simulator.runWindows(thread: t, threads: count, ctx.value.1, ctx.value.0, until: time, sync)
                 }) {
