@@ -32,6 +32,10 @@ let package = Package(
         // Header only: a cache prefetch hint (__builtin_prefetch) for the simulator's hot loop.
         .systemLibrary(name: "CPrefetch"),
         .systemLibrary(name: "CSimSync"),
+        // libnice (Debian: libnice-dev) and GLib, for the ICE agent; the shim wraps the variadic
+        // and macro parts of their API (g_object_set, g_signal_connect) for Swift.
+        .systemLibrary(name: "CNice", pkgConfig: "nice", providers: [.apt(["libnice-dev"])]),
+        .target(name: "CNiceShim", dependencies: ["CNice"]),
 
         // Keys, the envelope codec, the Backend protocol, the in-process backend, generated protobuf.
         .target(
@@ -66,6 +70,24 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // The session layer: a sans-I/O state machine per remote peer and the manager that drives
+        // it over any Backend with an ICE agent (docs/SESSION.md).
+        .target(
+            name: "WarrenSession",
+            dependencies: [
+                "WarrenCore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
+        // The real ICE agent: libnice on one GLib thread.
+        .target(
+            name: "WarrenNice",
+            dependencies: [
+                "WarrenSession", "CNiceShim",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // Umbrella: backend factory by URL, re-exports.
         .target(
             name: "Warren",
@@ -79,7 +101,7 @@ let package = Package(
         .executableTarget(
             name: "warren",
             dependencies: [
-                "Warren", "WarrenConformance", "CZeroMQ",
+                "Warren", "WarrenConformance", "WarrenSession", "WarrenNice", "CZeroMQ",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -94,6 +116,8 @@ let package = Package(
                     resources: [.copy("Vectors")]),
         .testTarget(name: "WarrenEngineTests",
                     dependencies: ["WarrenEngine", .product(name: "PropertyBased", package: "swift-property-based")]),
+        .testTarget(name: "WarrenSessionTests", dependencies: ["WarrenSession", "WarrenCore", "WarrenEngine"]),
+        .testTarget(name: "WarrenNiceTests", dependencies: ["WarrenNice", "WarrenSession"]),
         .testTarget(name: "WarrenGossipTests", dependencies: ["Warren", "WarrenGossip", "WarrenConformance"]),
         .testTarget(name: "WarrenGRPCTests", dependencies: [
             "Warren", "WarrenGRPC", "WarrenConformance",
