@@ -9,7 +9,7 @@ extension ICECandidate {
     /// Reads a candidate libnice reported. Relay candidates get the protocol of the TURN server
     /// that produced them (`servers`). Nil for values outside the protocol's types.
     init?(nice c: cns_candidate, servers: NiceServers) {
-        guard let kind = Self.kinds[Int(c.type)] else { return nil }
+        guard Self.kinds.indices.contains(Int(c.type)), let kind = Self.kinds[Int(c.type)] else { return nil }
         let transport: Transport
         let tcpType: TCPType?
         switch Int(c.transport) {

@@ -37,6 +37,11 @@ struct NiceServers: Sendable, Equatable {
     /// names are resolved here, once (getaddrinfo blocks).
     static func resolve(_ servers: [ICEServer], logger: Logger? = nil,
                         resolver: (String, Int32) -> String? = NiceServers.lookUp) throws(NiceAgentError) -> NiceServers {
+        /// Numeric hosts need no lookup.
+        func find(_ host: String, _ family: Int32) -> String? {
+            if let f = IPAddress.family(host) { return f == family ? IPAddress.normalized(host) : nil }
+            return resolver(host, family)
+        }
         var result = NiceServers()
         for server in servers {
             guard (1...65535).contains(server.port) else {
@@ -52,7 +57,7 @@ struct NiceServers: Sendable, Equatable {
                 if IPAddress.family(server.host) == AF_INET6 {
                     throw .invalidServer(server.description, reason: "libnice's STUN server must be IPv4")
                 }
-                guard let address = resolver(server.host, AF_INET) else { throw .unresolvableHost(server.host) }
+                guard let address = find(server.host, AF_INET) else { throw .unresolvableHost(server.host) }
                 result.stun = STUN(address: address, port: server.port)
             case .turn, .turns:
                 guard let username = server.username, !username.isEmpty,
@@ -74,7 +79,7 @@ struct NiceServers: Sendable, Equatable {
                 guard result.relays.count < maxRelays else {
                     throw .invalidServer(server.description, reason: "libnice takes at most \(maxRelays) TURN servers")
                 }
-                guard let address = resolver(server.host, AF_INET) ?? resolver(server.host, AF_INET6) else {
+                guard let address = find(server.host, AF_INET) ?? find(server.host, AF_INET6) else {
                     throw .unresolvableHost(server.host)
                 }
                 result.relays.append(Relay(address: address, port: server.port, username: username,
@@ -95,12 +100,8 @@ struct NiceServers: Sendable, Equatable {
         return protocols.count == 1 ? protocols.first : nil
     }
 
-    /// The first numeric address of `host` in `family` (AF_INET or AF_INET6); numeric hosts are
-    /// normalised without any lookup.
+    /// The first address of the name `host` in `family` (AF_INET or AF_INET6), from getaddrinfo.
     static func lookUp(_ host: String, _ family: Int32) -> String? {
-        if let f = IPAddress.family(host) {
-            return f == family ? IPAddress.normalized(host) : nil
-        }
         var hints = addrinfo()
         hints.ai_family = family
         #if canImport(Glibc)
