@@ -17,7 +17,7 @@ struct WarrenCommand: AsyncParsableCommand {
         """,
         version: WarrenVersion.string,
         subcommands: [GenKey.self, PubKey.self, CommunityKeyCommand.self, Seal.self, Open.self,
-                      Node.self, Status.self, Demo.self, Soak.self, Bench.self, Simulate.self]
+                      Node.self, Connect.self, Status.self, Demo.self, Soak.self, Bench.self, Simulate.self]
     )
 }
 
