@@ -304,4 +304,23 @@ import WarrenEngine
         // Checks from the peer can succeed before any of its candidates arrived.
         #expect(d.agent(.state(.ready)).states == [.connecting, .checking, .connected, .completed])
     }
+
+    /// Both peers start at once and their first messages cross: each takes the other's
+    /// credentials, answers once, and there is one agent per side, with opposite roles.
+    @Test func glareResolvesToOneSession() {
+        var a = Driven(local: low, remote: high)
+        var b = Driven(local: high, remote: low)
+        var toB = a.feed(.start).sent
+        var toA = b.feed(.start).sent
+        for _ in 0..<4 {
+            let nextB = toA.flatMap { m in m.hasCredentials ? a.feed(.remoteCredentials(m.credentials)).sent : [] }
+            let nextA = toB.flatMap { m in m.hasCredentials ? b.feed(.remoteCredentials(m.credentials)).sent : [] }
+            (toB, toA) = (nextB, nextA)
+        }
+        #expect(a.m.state == .new && b.m.state == .new)
+        #expect(a.m.generation == 1 && b.m.generation == 1)
+        #expect(a.m.remoteCredentials == b.m.localCredentials && b.m.remoteCredentials == a.m.localCredentials)
+        #expect(a.m.controlling && !b.m.controlling)
+        #expect(a.m.counters.credentialsSent == 2 && b.m.counters.credentialsSent == 2)  // ours, one answer
+    }
 }
