@@ -11,11 +11,17 @@ final class EventLog: Sendable {
     let peer = Mutex<NiceAgent?>(nil)
     /// The threads the events arrived on (one: the factory's GLib thread).
     let threads = Mutex<Set<UInt>>([])
+    /// Which local candidates go to the peer (the session layer never signals prflx ones).
+    let forward: @Sendable (ICECandidate) -> Bool
+
+    init(forward: @escaping @Sendable (ICECandidate) -> Bool = { $0.kind != .prflx }) {
+        self.forward = forward
+    }
 
     func record(_ event: ICEAgentEvent) {
         threads.withLock { _ = $0.insert(UInt(pthread_self())) }
         events.withLock { $0.append(event) }
-        if case .localCandidate(let c) = event, c.kind != .prflx {
+        if case .localCandidate(let c) = event, forward(c) {
             peer.withLock { $0 }?.addRemoteCandidate(c)
         }
     }
@@ -62,8 +68,9 @@ struct Pair {
     let a: EventLog
     let b: EventLog
 
-    init(_ factory: NiceAgentFactory, link: Bool = true) throws {
-        let logA = EventLog(), logB = EventLog()
+    init(_ factory: NiceAgentFactory, link: Bool = true,
+         forward: @escaping @Sendable (ICECandidate) -> Bool = { $0.kind != .prflx }) throws {
+        let logA = EventLog(forward: forward), logB = EventLog(forward: forward)
         let ca = ICECredentials(ufrag: "ufragAAA", pwd: "passwordpasswordAAAAAAAA")
         let cb = ICECredentials(ufrag: "ufragBBB", pwd: "passwordpasswordBBBBBBBB")
         let agentA = try factory.agent(controlling: true, credentials: ca) { logA.record($0) }
