@@ -113,6 +113,13 @@ struct SessionBench: ParsableCommand {
             + (wr.isEmpty ? "" : "   target READY ≤ 1000 ms → \(median(wr) <= 1000 ? "met" : "NOT met")"))
         out.append("  Warren, from the session's agent creation (warren connect's own \"ms\"): Connected \(stat(wac)), Completed \(stat(war))"
             + (war.isEmpty ? "" : "   READY ≤ 1000 ms → \(median(war) <= 1000 ? "met" : "NOT met")"))
+        // A side whose first credentials message was lost waits for the back-off's resend.
+        var lostC: [Double] = [], keptC: [Double] = []
+        for a in warren where a.resends.count == a.connected.count {
+            for (r, c) in zip(a.resends, a.connected) { if r > 0 { lostC.append(c) } else { keptC.append(c) } }
+        }
+        out.append("  Warren sides that resent their credentials before the peer's arrived: \(lostC.count) of \(lostC.count + keptC.count); "
+            + "launch → Connected \(stat(lostC)) for those, \(stat(keptC)) for the others")
         let wp = Set(warren.compactMap(\.pair)), fp = Set(floor.compactMap(\.pair))
         out.append("  selected pairs: Warren \(wp.sorted()), floor \(fp.sorted())")
         if failedW + failedF > 0 { out.append("  failed attempts (no READY within \(Int(timeout)) s): Warren \(failedW), floor \(failedF)") }
@@ -145,6 +152,8 @@ struct SessionAttempt {
     var agentConnected: [Double] = []
     var agentCompleted: [Double] = []
     var pair: String?
+    /// Warren only: credential resends (Idle → Idle) before the peer's credentials arrived.
+    var resends: [Int] = []
     var ok = false
     var note = ""
 
@@ -152,6 +161,7 @@ struct SessionAttempt {
         func f(_ v: [Double]) -> String { v.isEmpty ? "–" : v.map { String(format: "%.0f", $0) }.joined(separator: "/") }
         return "Connected \(f(connected)) ms, Completed \(f(completed)) ms (h1/h2)"
             + (agentConnected.isEmpty ? "" : "; since agent: \(f(agentConnected)) / \(f(agentCompleted)) ms")
+            + (resends.isEmpty ? "" : "; resends before New \(resends.map(String.init).joined(separator: "/"))")
             + (pair.map { "; \($0)" } ?? "") + (note.isEmpty ? "" : "; \(note)")
     }
 }
@@ -249,6 +259,9 @@ struct SessionBenchRunner {
         let ok = wait([h1, h2]) { first(h1, "Completed") != nil && first(h2, "Completed") != nil }
         var a = SessionAttempt(ok: ok)
         for c in [h1, h2] {
+            let states = c.objects.filter { $0.object["event"] as? String == "state" }.map(\.object)
+            let beforeNew = states.prefix { $0["state"] as? String != "New" }
+            a.resends.append(beforeNew.filter { $0["from"] as? String == "Idle" && $0["state"] as? String == "Idle" }.count)
             if let e = first(c, "Connected") {
                 a.connected.append(Double(e.at - c.launchedAt) / 1e6)
                 if let ms = e.object["ms"] as? Double { a.agentConnected.append(ms) }

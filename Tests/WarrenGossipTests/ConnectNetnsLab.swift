@@ -93,7 +93,8 @@ final class ConnectLab: @unchecked Sendable {
         // (TURN) or anything misrouted through it.
         try iptables(wan, ["-A", "INPUT", "-p", "udp", "!", "--dport", "3478", "-m", "comment", "--comment", "udp-not-3478"])
         try iptables(wan, ["-A", "INPUT", "-p", "udp", "--dport", "3478", "-m", "comment", "--comment", "udp-3478"])
-        try iptables(wan, ["-A", "INPUT", "-p", "tcp", "--dport", "7000", "-m", "comment", "--comment", "overlay"])
+        // Signaling: the public node's overlay port and its gRPC bridge.
+        try iptables(wan, ["-A", "INPUT", "-p", "tcp", "-m", "multiport", "--dports", "7000,8080", "-m", "comment", "--comment", "signaling"])
         for n in 1...2 {
             switch kind {
             case .lan:
@@ -181,7 +182,7 @@ final class ConnectLab: @unchecked Sendable {
     /// All counters, for messages.
     func counters() -> String {
         var parts: [String] = []
-        parts.append("wan udp-not-3478=\(counter(wan, "udp-not-3478")) udp-3478=\(counter(wan, "udp-3478")) overlay=\(counter(wan, "overlay"))")
+        parts.append("wan udp-not-3478=\(counter(wan, "udp-not-3478")) udp-3478=\(counter(wan, "udp-3478")) signaling=\(counter(wan, "signaling"))")
         if kind != .lan {
             for n in 1...2 { parts.append("nat\(n) udp-to-peer=\(counter(nat(n), "udp-to-peer"))") }
         }

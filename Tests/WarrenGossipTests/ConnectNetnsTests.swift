@@ -205,9 +205,11 @@ struct ConnectNetnsTests {
         }
         let echo = try await lab.startEcho()
         let before = (lab.counter(lab.nat(1), "udp-to-peer"), lab.counter(lab.nat(2), "udp-to-peer"))
+        let signalingBefore = lab.counter(lab.wan, "signaling")
         let count = 50
         let x = try await lab.sendAndCollectEchoes(tag: "cone", count: count)
         let after = (lab.counter(lab.nat(1), "udp-to-peer"), lab.counter(lab.nat(2), "udp-to-peer"))
+        let signalingDuring = lab.counter(lab.wan, "signaling") - signalingBefore
         let received = echo.stdout.split(separator: "\n").filter { $0.hasPrefix("got cone-") }.count
         #expect(x.echoed == count, "\(what): \(x.output); the echo app in h2 got \(received); \(lab.diagnostics())")
         #expect(received >= count, "\(what): the echo app in h2 got \(received) of \(count) datagrams")
@@ -218,9 +220,14 @@ struct ConnectNetnsTests {
         // … and the public host got no UDP but STUN (its TCP carried the signaling).
         #expect(lab.counter(lab.wan, "udp-not-3478") == 0, "\(what): the public host received UDP other than STUN: \(lab.counters())")
         #expect(lab.counter(lab.wan, "udp-3478") > 0, "\(what): no STUN request reached coturn: \(lab.counters())")
+        #expect(lab.counter(lab.wan, "signaling") > 0, "\(what): no signaling reached the public node: \(lab.counters())")
+        // Nomination finishes too (READY).
+        let completed = await netnsEventually(timeout: .seconds(5)) { h1.lastState == "Completed" && h2.lastState == "Completed" }
+        #expect(completed, "\(what): not both Completed: \(h1.summary); \(h2.summary); \(lab.diagnostics())")
         print("netns connect cone (\(what)): \(h1.summary) [\(connectedMs(h1))]; \(h2.summary) [\(connectedMs(h2))]; "
             + "pair \(h1.pair.map { "\($0.local) ↔ \($0.remote)" } ?? "?"); \(x.echoed)/\(count) echoed (\(x.sent) sent); "
-            + "NAT→NAT datagrams nat1 +\(after.0 - before.0), nat2 +\(after.1 - before.1); \(lab.counters())")
+            + "NAT→NAT datagrams nat1 +\(after.0 - before.0), nat2 +\(after.1 - before.1), signaling packets to the public host "
+            + "meanwhile +\(signalingDuring); \(lab.counters())")
     }
 
     /// Waits until every peer is Connected or Completed (or one exits); records an expectation
