@@ -53,7 +53,12 @@ public final class NiceAgentFactory: ICEAgentFactory {
     private let logger: Logger
 
     /// Checks the options, resolves the servers' host names and starts the GLib thread.
-    public init(options: Options = Options(), logger: Logger = Logger(label: "warren.nice")) throws(NiceAgentError) {
+    public convenience init(options: Options = Options(), logger: Logger = Logger(label: "warren.nice")) throws(NiceAgentError) {
+        try self.init(options: options, logger: logger, threadName: "warren-nice")
+    }
+
+    /// `threadName` (at most 15 bytes show in /proc) tells this factory's thread apart in tests.
+    init(options: Options, logger: Logger, threadName: String) throws(NiceAgentError) {
         guard (1...60_000).contains(options.stunInitialTimeoutMs) else {
             throw .invalidOption("stunInitialTimeoutMs \(options.stunInitialTimeoutMs) is not 1–60000")
         }
@@ -82,7 +87,7 @@ public final class NiceAgentFactory: ICEAgentFactory {
                                                gatherAttempts: options.gatherAttempts,
                                                gatherRetryIntervalMs: UInt32(options.gatherRetryIntervalMs))
         self.logger = logger
-        self.thread = try NiceThread()
+        self.thread = try NiceThread(name: threadName)
     }
 
     /// A new agent; libnice creates it on the GLib thread right after this returns. Throws

@@ -9,7 +9,7 @@ final class NiceThread: @unchecked Sendable {
     // `loop` is only read after init; the shim makes `post`, `isCurrent` and `stop` thread-safe.
     private let loop: OpaquePointer
 
-    init(name: String = "warren-nice") throws(NiceAgentError) {
+    init(name: String) throws(NiceAgentError) {
         guard let loop = cns_loop_new(name) else { throw .threadFailed }
         self.loop = loop
     }

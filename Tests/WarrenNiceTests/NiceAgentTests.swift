@@ -4,8 +4,8 @@ import Testing
 @testable import WarrenNice
 import WarrenSession
 
-/// Real libnice agents on loopback in this process. Serialized: the thread-count test needs a
-/// quiet process, and the machine is small.
+/// Real libnice agents on loopback in this process. Serialized: the machine is small, and the
+/// thread test wants no other factory of its name alive.
 @Suite(.serialized) struct NiceAgentTests {
     @Test func loopbackPairReachesReadyAndExchangesDatagrams() async throws {
         let factory = try loopbackFactory()
@@ -254,20 +254,21 @@ import WarrenSession
     }
 
     @Test func createCloseCyclesDoNotLeakThreads() async throws {
-        // Warm up: GLib starts its own helper threads once per process.
-        do {
-            let factory = try loopbackFactory()
-            let pair = try Pair(factory)
-            pair.start()
-            _ = await pair.a.wait(for: .ready)
-            _ = await pair.close()
-        }
-        try await Task.sleep(for: .milliseconds(200))
-        let baseline = threadCount()
-
+        // Counted by name, so that suites running in parallel in this process do not matter.
+        let name = "nice-leak-test"
+        #expect(threadCount(named: name) == 0)
         // Many factories (one thread each), each with an agent closed mid-gathering or later.
         for i in 0..<25 {
-            let factory = try loopbackFactory()
+            let factory = try loopbackFactory(threadName: name)
+            if i == 0 {
+                // The thread names itself once it runs.
+                var started = threadCount(named: name)
+                for _ in 0..<100 where started == 0 {
+                    try await Task.sleep(for: .milliseconds(10))
+                    started = threadCount(named: name)
+                }
+                #expect(started == 1)
+            }
             let log = EventLog()
             let agent = try factory.agent(controlling: i % 2 == 0, credentials: .init(ufrag: "ufrag\(i)xx", pwd: "passwordpasswordGGGGGGGG")) { log.record($0) }
             agent.startGathering()
@@ -276,33 +277,34 @@ import WarrenSession
             #expect(await log.waitClosed())
         }
         // Many agents and pairs on one factory.
-        let factory = try loopbackFactory()
-        for _ in 0..<10 {
-            let pair = try Pair(factory)
-            pair.start()
-            #expect(await pair.a.wait(for: .ready))
-            #expect(await pair.close())
+        do {
+            let factory = try loopbackFactory(threadName: name)
+            for _ in 0..<10 {
+                let pair = try Pair(factory)
+                pair.start()
+                #expect(await pair.a.wait(for: .ready))
+                #expect(await pair.close())
+            }
+            var logs: [EventLog] = []
+            var agents: [NiceAgent] = []
+            for i in 0..<30 {
+                let log = EventLog()
+                agents.append(try factory.agent(controlling: true, credentials: .init(ufrag: "many\(i)xx", pwd: "passwordpasswordHHHHHHHH")) { log.record($0) })
+                logs.append(log)
+            }
+            agents.forEach { $0.startGathering() }
+            agents.forEach { $0.close() }
+            for log in logs { #expect(await log.waitClosed()) }
         }
-        var logs: [EventLog] = []
-        var agents: [NiceAgent] = []
-        for i in 0..<30 {
-            let log = EventLog()
-            agents.append(try factory.agent(controlling: true, credentials: .init(ufrag: "many\(i)xx", pwd: "passwordpasswordHHHHHHHH")) { log.record($0) })
-            logs.append(log)
-        }
-        agents.forEach { $0.startGathering() }
-        agents.forEach { $0.close() }
-        for log in logs { #expect(await log.waitClosed()) }
-
-        var now = threadCount()
+        // Every factory and agent is gone: so are their threads (the last one may end a moment
+        // after `.closed`, when the agent's final reference goes on its own thread).
+        var left = threadCount(named: name)
         let deadline = ContinuousClock.now + .seconds(5)
-        while now > baseline + 1 && ContinuousClock.now < deadline {
+        while left > 0 && ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(20))
-            now = threadCount()
+            left = threadCount(named: name)
         }
-        // One thread for the factory still alive here; the 25 others are gone.
-        #expect(now <= baseline + 1, "threads: \(baseline) before, \(now) after")
-        _ = factory
+        #expect(left == 0, "\(left) threads named \(name) left")
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Synchronization
 import Testing
 @testable import WarrenNice
@@ -104,14 +105,19 @@ struct Pair {
     }
 }
 
-/// The number of threads of this process.
-func threadCount() -> Int {
-    (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? -1
+/// The threads of this process named `name` (all threads when nil).
+func threadCount(named name: String? = nil) -> Int {
+    guard let tasks = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task") else { return -1 }
+    guard let name else { return tasks.count }
+    return tasks.filter { task in
+        let comm = try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8)
+        return comm?.trimmingCharacters(in: .whitespacesAndNewlines) == name
+    }.count
 }
 
 /// A factory gathering on loopback only (libnice skips loopback unless it is listed).
-func loopbackFactory(_ options: NiceAgentFactory.Options = .init()) throws -> NiceAgentFactory {
+func loopbackFactory(_ options: NiceAgentFactory.Options = .init(), threadName: String = "warren-nice") throws -> NiceAgentFactory {
     var o = options
     o.localAddresses = ["127.0.0.1"]
-    return try NiceAgentFactory(options: o)
+    return try NiceAgentFactory(options: o, logger: Logger(label: "warren.nice"), threadName: threadName)
 }
