@@ -203,7 +203,7 @@ final class ConnectLab: @unchecked Sendable {
         var args = ["-n", "-L", "203.0.113.1", "-p", "3478", "--no-cli", "--no-tls", "--no-dtls",
                     "--log-file", "stdout", "--simple-log", "--pidfile", dir.appending(path: "turnserver.pid").path]
         if turn {
-            args += ["-E", "203.0.113.1", "--lt-cred-mech", "--user", "warren:secret", "--realm", "warren",
+            args += ["-v", "-E", "203.0.113.1", "--lt-cred-mech", "--user", "warren:secret", "--realm", "warren",
                      "--fingerprint", "--min-port", "49152", "--max-port", "49300",
                      "--denied-peer-ip", "10.0.0.0-10.255.255.255"]
         } else {

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Testing
 
 /// `warren connect` end to end: real ICE sessions (libnice) whose only signaling channel is the
@@ -49,7 +52,8 @@ struct ConnectNetnsTests {
     // MARK: 3. Two symmetric NATs, TURN
 
     /// MASQUERADE --random on both routers: srflx–srflx cannot work, the session goes through
-    /// coturn's relay, and so does the data.
+    /// coturn's relay, and so does the data. SIGTERM then closes the agents: exit 0, and coturn
+    /// saw every allocation deleted.
     @Test func twoSymmetricNATsSelectRelay() async throws {
         let lab = try ConnectLab(.symmetric, test: "symmetric")
         defer { lab.tearDown() }
@@ -65,10 +69,31 @@ struct ConnectNetnsTests {
         let x = try await lab.sendAndCollectEchoes(tag: "sym", count: 20)
         #expect(x.echoed == 20, "symmetric/TURN: \(x.output); echo app: \(echo.stdout.suffix(800)); \(lab.diagnostics())")
         let relayed = lab.counter(lab.wan, "udp-not-3478") - relayedBefore
-        #expect(relayed >= 2 * x.echoed, "the relay carried \(relayed) datagrams for \(x.echoed) echoed: \(lab.counters())")
+        // Relay–relay: both directions enter a relay port; relay–prflx (one side's symmetric
+        // mapping reaches the other's relay directly): one direction does.
+        #expect(relayed >= x.echoed, "the relay ports got \(relayed) datagrams for \(x.echoed) echoed: \(lab.counters())")
+        // SIGTERM: each side closes its agent (releasing its TURN allocation) and exits 0.
+        for h in [h1, h2] { kill(h.process.process.processIdentifier, SIGTERM) }
+        let exited = await netnsEventually(timeout: .seconds(5)) { !h1.process.running && !h2.process.running }
+        #expect(exited, "warren connect still running 5 s after SIGTERM; \(lab.diagnostics())")
+        let statuses = exited ? [h1, h2].map { $0.process.process.terminationStatus } : []
+        #expect(statuses == [0, 0], "exit statuses after SIGTERM \(statuses); \(lab.diagnostics())")
+        try await Task.sleep(for: .milliseconds(300))
+        // coturn -v logs "session ID: new, …" per allocation and "session ID: refreshed, …,
+        // lifetime=0" when the client deletes it.
+        let turnLog = (lab.processes.first { $0.name == "coturn" }?.process.stdout ?? "").split(separator: "\n")
+        func sessions(_ marker: String) -> Set<String> {
+            Set(turnLog.filter { $0.contains(marker) }.compactMap { l in
+                l.range(of: "session ").map { String(l[$0.upperBound...].prefix { $0 != ":" }) }
+            })
+        }
+        let allocated = sessions(": new, "), released = sessions("lifetime=0")
+        #expect(!allocated.isEmpty && released == allocated,
+                "TURN allocations \(allocated.sorted()), released \(released.sorted()); coturn: \(turnLog.suffix(30))")
         print("netns connect symmetric+TURN: \(h1.summary) [\(connectedMs(h1))]; \(h2.summary) [\(connectedMs(h2))]; "
             + "pairs \(h1.pair.map { "\($0.local) ↔ \($0.remote)" } ?? "?") / \(h2.pair.map { "\($0.local) ↔ \($0.remote)" } ?? "?"); "
-            + "\(x.echoed)/20 echoed; relay ports got \(relayed) datagrams meanwhile")
+            + "\(x.echoed)/20 echoed; relay ports got \(relayed) datagrams meanwhile; SIGTERM exit statuses \(statuses); "
+            + "TURN allocations released \(released.count) of \(allocated.count)")
     }
 
     // MARK: 4. kill -9 and restart
