@@ -1,6 +1,13 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+/// Debian's multiarch directory, where GLib keeps its configuration header.
+#if arch(arm64)
+let multiarch = "aarch64-linux-gnu"
+#else
+let multiarch = "x86_64-linux-gnu"
+#endif
+
 let package = Package(
     name: "Warren",
     platforms: [.macOS(.v15)],
@@ -32,10 +39,17 @@ let package = Package(
         // Header only: a cache prefetch hint (__builtin_prefetch) for the simulator's hot loop.
         .systemLibrary(name: "CPrefetch"),
         .systemLibrary(name: "CSimSync"),
-        // libnice (Debian: libnice-dev) and GLib, for the ICE agent; the shim wraps the variadic
-        // and macro parts of their API (g_object_set, g_signal_connect) for Swift.
-        .systemLibrary(name: "CNice", pkgConfig: "nice", providers: [.apt(["libnice-dev"])]),
-        .target(name: "CNiceShim", dependencies: ["CNice"]),
+        // libnice (Debian: libnice-dev) and GLib, for the ICE agent: a C layer with plain C types
+        // in its header, which also wraps the variadic and macro parts of their API
+        // (g_object_set, g_signal_connect). Swift never imports GLib, so the shim's C compilation
+        // is the one place that needs GLib's include paths. pkg-config is not consulted:
+        // glib-2.0.pc brings -pthread, which SwiftPM rejects with a warning.
+        .target(
+            name: "CNiceShim",
+            cSettings: [.unsafeFlags(["-I/usr/include/glib-2.0", "-I/usr/lib/\(multiarch)/glib-2.0/include"])],
+            linkerSettings: [.linkedLibrary("nice"), .linkedLibrary("gio-2.0"), .linkedLibrary("gobject-2.0"),
+                             .linkedLibrary("glib-2.0")]
+        ),
 
         // Keys, the envelope codec, the Backend protocol, the in-process backend, generated protobuf.
         .target(
