@@ -154,6 +154,10 @@ struct SessionAttempt {
     var pair: String?
     /// Warren only: credential resends (Idle → Idle) before the peer's credentials arrived.
     var resends: [Int] = []
+    /// Warren only, ms from each side's launch: its first credentials sent (Unknown → Idle), and
+    /// its overlay link up at the public node (the public node's peer-up for it).
+    var firstSend: [Double] = []
+    var overlayUp: [Double] = []
     var ok = false
     var note = ""
 
@@ -162,6 +166,7 @@ struct SessionAttempt {
         return "Connected \(f(connected)) ms, Completed \(f(completed)) ms (h1/h2)"
             + (agentConnected.isEmpty ? "" : "; since agent: \(f(agentConnected)) / \(f(agentCompleted)) ms")
             + (resends.isEmpty ? "" : "; resends before New \(resends.map(String.init).joined(separator: "/"))")
+            + (firstSend.isEmpty ? "" : "; first credentials sent \(f(firstSend)) ms, overlay up \(f(overlayUp)) ms")
             + (pair.map { "; \($0)" } ?? "") + (note.isEmpty ? "" : "; \(note)")
     }
 }
@@ -258,7 +263,13 @@ struct SessionBenchRunner {
         }
         let ok = wait([h1, h2]) { first(h1, "Completed") != nil && first(h2, "Completed") != nil }
         var a = SessionAttempt(ok: ok)
-        for c in [h1, h2] {
+        for (n, c) in [(1, h1), (2, h2)] {
+            if let idle = first(c, "Idle") { a.firstSend.append(Double(idle.at - c.launchedAt) / 1e6) }
+            let endpoint = "tcp://\(net.publicAddress(n)):7001"
+            if let up = node.objects.first(where: { $0.object["event"] as? String == "peer-up" && $0.object["peer"] as? String == endpoint }),
+               up.at >= c.launchedAt {
+                a.overlayUp.append(Double(up.at - c.launchedAt) / 1e6)
+            }
             let states = c.objects.filter { $0.object["event"] as? String == "state" }.map(\.object)
             let beforeNew = states.prefix { $0["state"] as? String != "New" }
             a.resends.append(beforeNew.filter { $0["from"] as? String == "Idle" && $0["state"] as? String == "Idle" }.count)
