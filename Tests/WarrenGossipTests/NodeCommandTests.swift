@@ -23,8 +23,10 @@ struct NodeCommandTests {
         let errURL: URL
         let name: String
 
-        /// Runs `executable` (default: the built `warren`) with `arguments`.
-        init(_ arguments: [String], in dir: URL, name: String, executable: URL? = nil) throws {
+        /// Runs `executable` (default: the built `warren`) with `arguments`. `stdout`: a
+        /// `FileHandle` or `Pipe` instead of the file (`stdout`/`lines` then read nothing).
+        init(_ arguments: [String], in dir: URL, name: String, executable: URL? = nil, stdout: Any? = nil,
+             environment: [String: String]? = nil) throws {
             // Writing to a dead child's stdin must be an error, not a SIGPIPE for the test runner.
             signal(SIGPIPE, SIG_IGN)
             self.name = name
@@ -38,8 +40,11 @@ struct NodeCommandTests {
             process.executableURL = executable ?? NodeCommandTests.warren!
             process.arguments = arguments
             process.standardInput = input
-            process.standardOutput = out
+            process.standardOutput = stdout ?? out
             process.standardError = err
+            if let environment {
+                process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+            }
             try process.run()
         }
 
@@ -392,12 +397,12 @@ struct NodeCommandTests {
         try await Self.withTempDir { dir in
             let f = try Self.writeKey(.generate(), "k.key", in: dir)
             let cases: [([String], String)] = [
-                (["node", "--key-file", f, "--listen", "udp://x"], "--listen must be tcp://HOST:PORT"),
+                (["node", "--key-file", f, "--listen", "udp://x"], "it must be tcp://HOST:PORT"),
                 (["node", "--key-file", f, "--listen", "tcp://127.0.0.1:*", "--peer", "nonsense"], "tcp://HOST:PORT"),
                 (["node", "--key-file", f, "--listen", "tcp://127.0.0.1:*", "--ttl", "0"], "--ttl"),
                 (["node", "--key-file", f, "--listen", "tcp://127.0.0.1:*", "--ttl", "17"], "--ttl must be 1…16"),
                 (["node", "--key-file", f, "--listen", "tcp://127.0.0.1:*", "--discover", "--discover-port", "0"], "--discover-port"),
-                (["node", "--key-file", dir.appending(path: "missing.key").path, "--listen", "tcp://127.0.0.1:*"], "does not exist"),
+                (["node", "--key-file", dir.appending(path: "missing.key").path, "--listen", "tcp://127.0.0.1:*"], "No such file or directory"),
                 (["seal", "--key-file", f, "--to", "notakey"], "--to"),
             ]
             for (args, needle) in cases {
