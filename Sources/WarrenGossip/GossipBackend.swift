@@ -154,7 +154,8 @@ public final class GossipBackend: Backend {
     /// The wait `publish` makes before a first neighbour is up (see there).
     func waitForNeighbour(for recipient: Key) async throws {
         if neighboursUp > 0 { return }
-        let local = registry.privateKey(for: recipient) != nil
+        // Subscribed here: by a handler or a tap (the gRPC bridge's streams).
+        let local = topics.withLock { $0.references[recipient] != nil }
         let expectsNeighbours = !configuration.peers.isEmpty || configuration.discoveryPort != nil
         if local && !expectsNeighbours { return }
         let timeout = configuration.publishTimeout
