@@ -79,6 +79,7 @@ import Testing
                      "warren_ttl_expired_total", "warren_over_ttl_total", "warren_malformed_total", "warren_refused_total",
                      "warren_rate_limited_total", "warren_hwm_drops_total", "warren_neighbours", "warren_dedup_entries"] {
             #expect(prom.contains(name), "missing \(name)")
+            #expect(prom.contains("# HELP \(name) "), "no # HELP line for \(name)")
         }
         #expect(prom.contains("warren_neighbours{node=\"\(endpoint)\"} 1"))
 
