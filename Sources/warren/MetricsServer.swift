@@ -44,7 +44,8 @@ final class MetricsServer: Sendable {
             throw ServerError("--metrics must be HOST:PORT (e.g. 127.0.0.1:9100), got \"\(spec)\"")
         }
         let host = String(spec[..<colon])
-        return (host.isEmpty ? "0.0.0.0" : host, port)
+        // No host: loopback (an address must be given to serve anywhere else).
+        return (host.isEmpty ? "127.0.0.1" : host, port)
     }
 
     private static func serve(fd: Int32, registry: PrometheusCollectorRegistry, status: @Sendable () -> String) {
