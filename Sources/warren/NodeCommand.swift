@@ -116,6 +116,7 @@ struct Node: AsyncParsableCommand {
         if let grpcAddress { ready += ",\"grpc\":\"\(grpcAddress)\"" }
         if let controlPath { ready += ",\"control\":\(jsonString(controlPath))" }
         out.open(first: ready + "}")
+        SystemdNotify.send("READY=1\nSTATUS=listening on \(backend.endpoint)\nMAINPID=\(getpid())")
 
         let reloader = Reloader(plan: plan, backend: backend, logger: logger)
         let service = NodeService(backend: backend, publisher: publisher, bridge: bridgeServer,
@@ -309,6 +310,7 @@ struct NodeService: Service, CustomStringConvertible {
             // End of stdin: keep running until asked to stop.
             try? await gracefulShutdown()
         } onGracefulShutdown: {
+            SystemdNotify.send("STOPPING=1")
             logger.info("shutting down")
         }
         // The gRPC bridge first (it ends its streams), then the overlay node.

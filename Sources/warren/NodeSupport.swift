@@ -125,6 +125,8 @@ final class Reloader: @unchecked Sendable {
     }
 
     func reload() {
+        SystemdNotify.send("RELOADING=1\nMONOTONIC_USEC=\(SystemdNotify.monotonicMicros)")
+        defer { SystemdNotify.send("READY=1") }
         do {
             let (allowed, level) = try plan.options.reloadable()
             NodeLogging.level.withLock { $0 = level }

@@ -180,6 +180,114 @@ struct NodeServiceTests {
         }
     }
 
+    /// A datagram socket standing in for systemd's `$NOTIFY_SOCKET`.
+    final class NotifySocket: @unchecked Sendable {
+        let path: String
+        let fd: Int32
+        init(path: String) {
+            self.path = path
+            fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+            var addr = sockaddr_un()
+            addr.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+                let b = Array(path.utf8)
+                raw.copyBytes(from: b)
+                raw[b.count] = 0
+            }
+            _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+            var tv = timeval(tv_sec: 0, tv_usec: 200_000)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        }
+        /// The next datagram within `timeout`.
+        func next(timeout: Duration = .seconds(10)) -> String? {
+            let clock = ContinuousClock(), deadline = clock.now.advanced(by: timeout)
+            var buf = [UInt8](repeating: 0, count: 4096)
+            while clock.now < deadline {
+                let n = recv(fd, &buf, buf.count, 0)
+                if n > 0 { return String(decoding: buf[0..<n], as: UTF8.self) }
+            }
+            return nil
+        }
+        deinit { close(fd); unlink(path) }
+    }
+
+    /// contrib/warren.service, run as systemd would: its ExecStart and Environment (paths
+    /// moved into a temporary directory), readiness on $NOTIFY_SOCKET, ExecReload's SIGHUP,
+    /// the control socket; and contrib/warren.yaml passes --check.
+    @Test func theServiceUnitRunsANode() async throws {
+        try await T.withTempDir { dir in
+            let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            let unit = try String(contentsOf: root.appending(path: "contrib/warren.service"), encoding: .utf8)
+            let example = try String(contentsOf: root.appending(path: "contrib/warren.yaml"), encoding: .utf8)
+            let etc = dir.appending(path: "etc").path, run = dir.appending(path: "run").path
+            try FileManager.default.createDirectory(atPath: etc, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(atPath: run, withIntermediateDirectories: true)
+            func moved(_ s: String) -> String {
+                s.replacingOccurrences(of: "/usr/local/bin/warren", with: WarrenExecutable.url!.path)
+                 .replacingOccurrences(of: "/etc/warren/", with: etc + "/").replacingOccurrences(of: "/run/warren/", with: run + "/")
+            }
+            func setting(_ key: String) -> [String] {
+                unit.split(separator: "\n").filter { $0.hasPrefix(key + "=") }.map { String($0.dropFirst(key.count + 1)) }
+            }
+            let execStart = try #require(setting("ExecStart").first)
+            #expect(setting("Type") == ["notify"] && setting("Restart") == ["on-failure"] && setting("User") == ["warren"])
+            #expect(setting("ExecReload").first?.contains("-HUP $MAINPID") == true)
+            var env: [String: String] = [:]
+            for e in setting("Environment") {
+                let kv = e.split(separator: "=", maxSplits: 1)
+                env[String(kv[0])] = moved(String(kv[1]))
+            }
+            let key = PrivateKey.generate(), peerKey = PrivateKey.generate()
+            _ = try T.writeKey(key, "etc/node.key", in: dir)
+            // The example configuration is valid as shipped (its files in place).
+            try moved(example).write(toFile: etc + "/warren.yaml", atomically: true, encoding: .utf8)
+            let check = try await Self.run(["node", "--config", etc + "/warren.yaml", "--check"], in: dir)
+            #expect(check.status == 0, "contrib/warren.yaml: \(check.stderr)")
+            // The node the unit starts: its configuration on this machine's loopback.
+            try """
+                key-file: \(etc)/node.key
+                listen: tcp://127.0.0.1:*
+                degree: 0
+                control: \(run)/warren.sock
+                log-level: info
+                """.write(toFile: etc + "/warren.yaml", atomically: true, encoding: .utf8)
+            let notify = NotifySocket(path: dir.appending(path: "notify").path)
+            env["NOTIFY_SOCKET"] = notify.path
+            let words = moved(execStart).split(separator: " ").map(String.init)
+            let node = try Child(Array(words.dropFirst()), in: dir, name: "service", executable: URL(fileURLWithPath: words[0]), environment: env)
+            defer { node.forceKill() }
+            let ready = notify.next()
+            #expect(ready?.contains("READY=1") == true, "no READY=1: \(String(describing: ready)); stderr \(node.stderr)")
+            // A neighbour, then status / members / send with no flags: WARREN_CONTROL from the unit.
+            let status = try await Self.run(["status", "--json"], env: env, in: dir)
+            let obj = try #require(try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any], "\(status.stderr)")
+            let endpoint = try #require(obj["endpoint"] as? String)
+            let f = try T.writeKey(peerKey, "peer.key", in: dir)
+            let (peer, _, _) = try await T.startNode("P", key: f, peers: [endpoint], extra: ["--control", "none"], in: dir)
+            defer { peer.forceKill() }
+            #expect(await T.eventually(timeout: .seconds(10)) { T.peerUps(peer) >= 1 })
+            var members = ""
+            for _ in 0..<40 where !members.contains("alive") {
+                members = try await Self.run(["members"], env: env, in: dir).stdout
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(members.contains("alive") && members.contains(Self.pub(key)), "\(members)")
+            let sent = try await Self.run(["send", "--to", Self.pub(peerKey), #"{"candidate":{"port":9}}"#], env: env, in: dir)
+            #expect(sent.status == 0, "\(sent.stderr)")
+            #expect(await T.eventually { T.messages(peer, sender: Self.pub(key)).count == 1 }, "\(peer.stdout)")
+            // ExecReload.
+            kill(node.process.processIdentifier, SIGHUP)
+            #expect(notify.next()?.contains("RELOADING=1") == true)
+            #expect(notify.next()?.contains("READY=1") == true)
+            #expect(node.process.isRunning)
+            // systemctl stop: SIGTERM, STOPPING=1, exit 0.
+            node.process.terminate()
+            #expect(notify.next()?.contains("STOPPING=1") == true)
+            #expect(await node.waitExit(timeout: .seconds(10)) == 0, "\(node.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: run + "/warren.sock"), "the control socket was left behind")
+        }
+    }
+
     @Test func versionIsPrinted() async throws {
         try await T.withTempDir { dir in
             let r = try await T.run(["--version"], in: dir)
