@@ -12,32 +12,35 @@ struct Node: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run one overlay node: JSON lines in (publish), JSON lines out (events, messages).",
         discussion: """
-        The node subscribes to its own key from any sender (and to the community key when \
-        --community or --community-file is given). stdout carries one JSON object per line:
-          {"event":"ready","endpoint":…,"node":…,"public_key":…}    once it listens
-          {"event":"peer-up"|"peer-down","peer":…,"node":…}         as neighbours come and go
-          {"sender":B64,"recipient":B64,"message":{…}}               each delivered message, once
-          {"event":"dropped","count":N}       messages dropped because stdout was not read
+        The node subscribes to its own key from any sender (and to the community key \
+        when --community or --community-file is given). stdout carries one JSON object \
+        per line:
+          {"event":"ready","endpoint":…,"node":…,"public_key":…}   listening
+          {"event":"peer-up"|"peer-down","peer":…,"node":…}        a neighbour
+          {"sender":B64,"recipient":B64,"message":{…}}              a message
+          {"event":"dropped","count":N}         lost: stdout not read in time
         stdin takes one JSON object per line and publishes it:
-          {"to":"<base64 public key>"|"community","message":{…canonical JSON…}}
-        A bad line gets an error on stderr with its line number and the node keeps running; \
-        end of stdin does not stop it. SIGTERM or SIGINT stops it gracefully (exit 0); SIGHUP \
-        re-reads the allow-list and the log level. Logs go to stderr.
+          {"to":"<base64 public key>"|"community","message":{…}}
+        A bad line gets an error on stderr with its line number and the node keeps \
+        running; end of stdin does not stop it. SIGTERM or SIGINT stops it gracefully \
+        (exit 0); SIGHUP re-reads the allow-list and the log level. Logs go to stderr.
 
         Three terminals on one machine (B relays between A and C):
-          warren genkey --out a.key; warren genkey --out b.key; warren genkey --out c.key
+          for n in a b c; do warren genkey --out $n.key; done
           warren node --key-file a.key --listen tcp://127.0.0.1:7001 --degree 0
           warren node --key-file b.key --listen tcp://127.0.0.1:7002 --degree 0 \\
                       --peer tcp://127.0.0.1:7001
           warren node --key-file c.key --listen tcp://127.0.0.1:7003 --degree 0 \\
                       --peer tcp://127.0.0.1:7002
 
-        Serve cunīcu's gRPC signaling API on loopback (grpc://127.0.0.1:8080?insecure=true):
+        cunīcu's gRPC signaling API on loopback (cunīcu's backend:
+        grpc://127.0.0.1:8080?insecure=true):
           warren node --key-file a.key --listen tcp://127.0.0.1:7001 \\
                       --grpc 127.0.0.1:8080
 
-        A closed overlay: list the members' public keys in a file and name peers with their key:
-          warren node --key-file b.key --listen tcp://127.0.0.1:7002 --allow members \\
+        A closed overlay: the members' public keys in a file, peers named with their key:
+          warren node --key-file b.key --listen tcp://127.0.0.1:7002 \\
+                      --allow members \\
                       --peer "$(warren pubkey < a.key)@tcp://127.0.0.1:7001"
 
         From a file (YAML; keys as the flags without --), checked without starting:
