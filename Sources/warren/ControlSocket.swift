@@ -226,18 +226,3 @@ func members(_ s: DriverStats, backend: GossipBackend, key: PrivateKey) -> [[Str
     return out
 }
 
-/// The status JSON text (called on the metrics server's own thread, which may block).
-func statusJSON(_ backend: GossipBackend, key: PrivateKey, bridge: SignalingBridge? = nil, dropped: UInt64) -> String {
-    let box = StatsBox()
-    let done = DispatchSemaphore(value: 0)
-    Task { box.set(await backend.stats()); done.signal() }
-    guard done.wait(timeout: .now() + 2) == .success, let s = box.get() else { return "{\"error\":\"node not responding\"}" }
-    return jsonText(statusObject(s, backend: backend, key: key, bridge: bridge, dropped: dropped))
-}
-
-final class StatsBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: DriverStats?
-    func set(_ v: DriverStats) { lock.lock(); value = v; lock.unlock() }
-    func get() -> DriverStats? { lock.lock(); defer { lock.unlock() }; return value }
-}

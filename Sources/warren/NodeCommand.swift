@@ -87,7 +87,8 @@ struct Node: AsyncParsableCommand {
         if let metrics = plan.metrics {
             do {
                 let server = try MetricsServer(bind: metrics, registry: registry) { [bridgeServer] in
-                    statusJSON(backend, key: key, bridge: bridgeServer?.bridge, dropped: out.dropped)
+                    jsonText(statusObject(await backend.stats(), backend: backend, key: key,
+                                          bridge: bridgeServer?.bridge, dropped: out.dropped))
                 }
                 metricsAddress = server.address
             } catch {
