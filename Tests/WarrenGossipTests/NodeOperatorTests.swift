@@ -251,18 +251,18 @@ struct NodeOperatorTests {
             let fa = try T.writeKey(ka, "a.key", in: dir), fb = try T.writeKey(kb, "b.key", in: dir), fc = try T.writeKey(kc, "c.key", in: dir)
             var children: [Child] = []
             defer { for c in children { c.forceKill() } }
+            // A and C listen; B dials both, so its own endpoint is never needed.
             let (a, readyA, _) = try await T.startNode("A", key: fa, peers: [], extra: ["--control", "none"], in: dir)
             children.append(a)
             let endA = try #require(readyA["endpoint"] as? String)
-            let bOut = Pipe()
-            let port = try #require(T.freePort())
-            let endB = "tcp://127.0.0.1:\(port)"
-            let b = try Child(["node", "--key-file", fb, "--listen", endB, "--degree", "0", "--log-level", "warning", "--peer", endA,
-                               "--output-queue", "64", "--control", "none"], in: dir, name: "B", stdout: bOut)
-            children.append(b)
-            let (c, _, _) = try await T.startNode("C", key: fc, peers: [endB], extra: ["--control", "none"], in: dir)
+            let (c, readyC, _) = try await T.startNode("C", key: fc, peers: [], extra: ["--control", "none"], in: dir)
             children.append(c)
-            #expect(await T.eventually(timeout: .seconds(10)) { T.peerUps(a) >= 1 && T.peerUps(c) >= 1 })
+            let endC = try #require(readyC["endpoint"] as? String)
+            let bOut = Pipe()
+            let b = try Child(["node", "--key-file", fb, "--listen", "tcp://127.0.0.1:*", "--degree", "0", "--log-level", "warning",
+                               "--peer", endA, "--peer", endC, "--output-queue", "64", "--control", "none"], in: dir, name: "B", stdout: bOut)
+            children.append(b)
+            #expect(await T.eventually(timeout: .seconds(20)) { T.peerUps(a) >= 1 && T.peerUps(c) >= 1 }, "A: \(a.stdout) C: \(c.stdout) B: \(b.stderr)")
             // 3,000 messages for B (about 700 KB of output: far beyond a pipe's 64 KiB).
             var burst = ""
             for i in 0..<3000 { burst += #"{"to":"\#(Self.pub(kb))","message":{"candidate":{"port":\#(i)}}}"# + "\n" }
