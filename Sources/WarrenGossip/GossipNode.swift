@@ -160,6 +160,7 @@ public final class GossipNode: Sendable {
                                 curve: curve, zapDomain: configuration.isClosed ? zapDomain : nil)
         driver.ownKey = configuration.nodeKey?.publicKey
         driver.ownEndpoint = ownEndpoint
+        driver.seedNames = Set(engineConfig.seeds)
         driver.admitted = configuration.allowedKeys.map { Set($0.map(\.base64)) }
         if let port = configuration.discoveryPort {
             do {
@@ -330,6 +331,9 @@ struct DriverLoop {
     var ownKey: Key?
     var ownEndpoint = ""
     var sharedKeyWarned: Set<String> = []
+    /// The configured seeds (as given), and endpoints not dialled for the allow-list (warned once).
+    var seedNames: Set<String> = []
+    var refusedDials: Set<String> = []
     /// Closed overlay: the keys (base64, as ZAP names a connection's User-Id) whose frames are
     /// accepted and who are dialled; nil in an open overlay.
     var admitted: Set<String>?
@@ -586,9 +590,14 @@ struct DriverLoop {
                         logger.warning("closed overlay: cannot dial a peer without its key", metadata: ["endpoint": "\(name)"])
                         continue
                     }
-                    if let k = address.key { checkSharedKey(k, endpoint: name) }
+                    // A seed's key is what the operator claims; what other nodes advertise is news.
+                    if let k = address.key, !seedNames.contains(name) { checkSharedKey(k, endpoint: name) }
                     if let admitted, let k = address.key, !admitted.contains(k.base64) {
-                        logger.debug("not dialling a node whose key is not on the allow-list", metadata: ["endpoint": "\(name)"])
+                        if refusedDials.insert(name).inserted {
+                            logger.warning("not dialling a peer whose key is not on this node's allow-list", metadata: ["endpoint": "\(name)"])
+                        } else {
+                            logger.debug("not dialling a peer whose key is not on this node's allow-list", metadata: ["endpoint": "\(name)"])
+                        }
                         continue
                     }
                     let s = try ZMQSocket(context, type: ZMQ_XPUB)

@@ -219,6 +219,32 @@ struct NodeOperatorTests {
             #expect(err.contains("dialling") && err.contains("tcp://127.0.0.1:\(closed)"), "\(err)")
             #expect(!err.contains("Logger.Storage") && !err.contains("NodeService("), "a struct dump: \(err)")
             c.forceKill()
+            // Itself as a peer, and a name that does not resolve: both said.
+            let port = try #require(T.freePort())
+            let me = "tcp://127.0.0.1:\(port)"
+            let selfish = try Child(["node", "--key-file", f, "--listen", me, "--peer", me, "--peer", "tcp://no-such-host.invalid:7001",
+                                     "--log-level", "warning", "--control", "none"], in: dir, name: "S")
+            defer { selfish.forceKill() }
+            #expect(await T.eventually(timeout: .seconds(10)) {
+                selfish.stderr.contains("own endpoint") && selfish.stderr.contains("cannot be resolved")
+            }, "\(selfish.stderr)")
+            selfish.forceKill()
+            // A closed overlay dialled with the wrong KEY@: the dialler is told.
+            let members = dir.appending(path: "members").path
+            try (Self.pub(k) + "\n").write(toFile: members, atomically: true, encoding: .utf8)
+            let (closedNode, readyClosed, _) = try await T.startNode("CL", key: f, peers: [], extra: ["--allow", members, "--control", "none"], in: dir)
+            defer { closedNode.forceKill() }
+            let closedEnd = try #require((readyClosed["endpoint"] as? String)?.split(separator: "@").last.map(String.init))
+            let dialling = PrivateKey.generate(), wrong = PrivateKey.generate()
+            let diallingFile = try T.writeKey(dialling, "w.key", in: dir)
+            let diallerMembers = dir.appending(path: "members-w").path
+            try ([k, dialling, wrong].map(Self.pub).joined(separator: "\n") + "\n").write(toFile: diallerMembers, atomically: true, encoding: .utf8)
+            let dialler = try Child(["node", "--key-file", diallingFile, "--listen", "tcp://127.0.0.1:*", "--allow", diallerMembers,
+                                     "--peer", "\(Self.pub(wrong))@\(closedEnd)", "--log-level", "warning", "--control", "none"], in: dir, name: "W")
+            defer { dialler.forceKill() }
+            #expect(await T.eventually(timeout: .seconds(15)) { dialler.stderr.contains("no answer from a peer") }, "\(dialler.stderr)")
+            #expect(dialler.stderr.contains("not the key given before '@'"), "\(dialler.stderr)")
+            dialler.forceKill(); closedNode.forceKill()
             // demo --dot to a path that cannot be written: an error and status 1, no "written".
             let demo = try await T.run(["demo", "--nodes", "3", "--dot", "/nonexistent/x.dot"], in: dir)
             #expect(demo.status == 1, "\(demo.stderr)")
@@ -229,14 +255,14 @@ struct NodeOperatorTests {
             let busy = try #require(ready["endpoint"] as? String)
             let r = try await T.run(["node", "--key-file", f, "--listen", busy, "--control", "none"], in: dir)
             #expect(r.status == 1 && r.stderr.contains("Address already in use") && !r.stderr.contains("Usage"), "\(r.stderr)")
-            let port = try #require(T.freePort())
+            let grpcPort = try #require(T.freePort())
             let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             defer { close(listener) }
             var addr = sockaddr_in()
-            addr.sin_family = sa_family_t(AF_INET); addr.sin_port = port.bigEndian; addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            addr.sin_family = sa_family_t(AF_INET); addr.sin_port = grpcPort.bigEndian; addr.sin_addr.s_addr = inet_addr("127.0.0.1")
             _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
             listen(listener, 1)
-            let g = try await T.run(["node", "--key-file", f, "--listen", "tcp://127.0.0.1:*", "--grpc", "127.0.0.1:\(port)", "--control", "none"], in: dir)
+            let g = try await T.run(["node", "--key-file", f, "--listen", "tcp://127.0.0.1:*", "--grpc", "127.0.0.1:\(grpcPort)", "--control", "none"], in: dir)
             #expect(g.status == 1 && g.stderr.contains("Address already in use") && !g.stderr.contains("serverIsStopped"), "\(g.stderr)")
         }
     }
