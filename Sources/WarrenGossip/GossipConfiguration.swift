@@ -22,8 +22,11 @@ public struct GossipConfiguration: Sendable {
     public var receiveHighWaterMark: Int32 = 100_000
     /// Seed for the engine's random generator (peer choice, jitter); nil = random.
     public var randomSeed: UInt64?
-    /// The node's own key pair for CurveZMQ (a Curve25519 key, like the signaling keys:
-    /// `warren node` uses its signaling key). Required when `allowedKeys` is set.
+    /// The node's own key pair (a Curve25519 key, like the signaling keys: `warren node` uses
+    /// its signaling key). A node with a key advertises itself as `KEY@tcp://HOST:PORT`, in an
+    /// open overlay too, so that other nodes learn its public key (shown with its neighbours and
+    /// members, and used to notice two nodes with one key); in a closed overlay it is the
+    /// CurveZMQ key. Required when `allowedKeys` is set.
     public var nodeKey: PrivateKey?
     /// A closed overlay: only nodes whose public key is listed may connect to this node. Every
     /// link is then encrypted and authenticated with CurveZMQ, and peers must be given as

@@ -133,7 +133,9 @@ public final class GossipNode: Sendable {
             if configuration.isClosed { ZAPService.shared.unregister(domain: zapDomain) }
             throw error
         }
-        if let k = configuration.nodeKey, configuration.isClosed, !advertised.contains("@") {
+        // The key travels with the endpoint (HELLO, PEERS, beacons): in a closed overlay it
+        // authenticates the server; in an open one it only tells others whose node this is.
+        if let k = configuration.nodeKey, !advertised.contains("@") {
             advertised = k.publicKey.base64 + "@" + advertised
         }
         endpoint = advertised

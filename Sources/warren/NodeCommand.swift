@@ -114,13 +114,14 @@ struct Node: AsyncParsableCommand {
         }
         try await backend.subscribe(KeyPair(ours: key, theirs: .zero), printer)
         if let communityKey { try await backend.subscribe(KeyPair(ours: communityKey, theirs: .zero), printer) }
-        var ready = "{\"event\":\"ready\",\"endpoint\":\(jsonString(backend.endpoint)),\"node\":\"\(backend.node.nodeID)\",\"public_key\":\"\(key.publicKey.base64)\""
+        let endpoint = shown(backend.endpoint, closed: backend.configuration.isClosed)
+        var ready = "{\"event\":\"ready\",\"endpoint\":\(jsonString(endpoint)),\"node\":\"\(backend.node.nodeID)\",\"public_key\":\"\(key.publicKey.base64)\""
         if let communityKey { ready += ",\"community_key\":\"\(communityKey.publicKey.base64)\"" }
         if let metricsAddress { ready += ",\"metrics\":\"\(metricsAddress)\"" }
         if let grpcAddress { ready += ",\"grpc\":\"\(grpcAddress)\"" }
         if let controlPath { ready += ",\"control\":\(jsonString(controlPath))" }
         out.open(first: ready + "}")
-        SystemdNotify.send("READY=1\nSTATUS=listening on \(backend.endpoint)\nMAINPID=\(getpid())")
+        SystemdNotify.send("READY=1\nSTATUS=listening on \(endpoint)\nMAINPID=\(getpid())")
 
         let reloader = Reloader(plan: plan, backend: backend, logger: logger)
         let service = NodeService(backend: backend, publisher: publisher, bridge: bridgeServer,
@@ -140,8 +141,9 @@ struct Node: AsyncParsableCommand {
         do { backend = try GossipBackend(plan.configuration, logger: logger, start: false) } catch {
             throw RuntimeError("cannot listen on \(plan.configuration.listen): \(plain(error))")
         }
+        let closed = plan.configuration.isClosed
         backend.addPeerListener { n, up, reason in
-            var s = "{\"event\":\"\(up ? "peer-up" : "peer-down")\",\"peer\":\(jsonString(n.endpoint)),\"node\":\"\(n.nodeID)\""
+            var s = "{\"event\":\"\(up ? "peer-up" : "peer-down")\",\"peer\":\(jsonString(shown(n.endpoint, closed: closed))),\"node\":\"\(n.nodeID)\""
             if let k = (try? PeerAddress(parsing: n.endpoint))?.key { s += ",\"public_key\":\"\(k.base64)\"" }
             if let reason { s += ",\"reason\":\"\(reason)\"" }
             out.event(s + "}")

@@ -164,19 +164,43 @@ struct NodeServiceTests {
         }
     }
 
-    @Test func twoNodesWithOneKeyAreBothWarned() async throws {
+    @Test(arguments: [false, true]) func twoNodesWithOneKeyAreBothWarned(closed: Bool) async throws {
         try await T.withTempDir { dir in
             let k = PrivateKey.generate()
             let f = try T.writeKey(k, "k.key", in: dir)
             let members = try Self.write(Self.pub(k) + "\n", "members", in: dir)
-            let (a, readyA, _) = try await T.startNode("A", key: f, peers: [], extra: ["--allow", members, "--control", "none"], in: dir)
+            let allow = closed ? ["--allow", members] : []
+            let (a, readyA, _) = try await T.startNode("A", key: f, peers: [], extra: allow + ["--control", "none"], in: dir)
             defer { a.forceKill() }
             let endA = try #require(readyA["endpoint"] as? String)
-            let (b, _, _) = try await T.startNode("B", key: f, peers: [endA], extra: ["--allow", members, "--control", "none"], in: dir)
+            #expect(endA.contains("@") == closed, "\(endA)")
+            let (b, _, _) = try await T.startNode("B", key: f, peers: [endA], extra: allow + ["--control", "none"], in: dir)
             defer { b.forceKill() }
             for (n, x) in [("A", a), ("B", b)] {
                 #expect(await T.eventually(timeout: .seconds(15)) { x.stderr.contains("another node uses this node's key") }, "\(n): \(x.stderr)")
             }
+        }
+    }
+
+    /// Open overlays learn keys too: peer-up lines and members carry them.
+    @Test func publicKeysComeWithNeighbours() async throws {
+        try await T.withTempDir { dir in
+            let ka = PrivateKey.generate(), kb = PrivateKey.generate()
+            let fa = try T.writeKey(ka, "a.key", in: dir), fb = try T.writeKey(kb, "b.key", in: dir)
+            let sock = dir.appending(path: "a.sock").path
+            let (a, readyA, _) = try await T.startNode("A", key: fa, peers: [], extra: ["--control", sock], in: dir)
+            defer { a.forceKill() }
+            let endA = try #require(readyA["endpoint"] as? String)
+            #expect(!endA.contains("@"), "an open overlay's ready line: \(endA)")
+            let (b, _, _) = try await T.startNode("B", key: fb, peers: [endA], extra: ["--control", "none"], in: dir)
+            defer { b.forceKill() }
+            #expect(await T.eventually(timeout: .seconds(10)) {
+                a.objects.contains { $0["event"] as? String == "peer-up" && $0["public_key"] as? String == Self.pub(kb) }
+                    && b.objects.contains { $0["event"] as? String == "peer-up" && $0["public_key"] as? String == Self.pub(ka)
+                        && $0["peer"] as? String == endA }
+            }, "A: \(a.stdout) B: \(b.stdout)")
+            let members = try await Self.run(["members", "--control", sock], in: dir)
+            #expect(members.stdout.split(separator: "\n").contains { $0.contains("alive") && $0.contains(Self.pub(kb)) }, "\(members.stdout)")
         }
     }
 
