@@ -353,7 +353,10 @@ struct DriverLoop {
          sendHWM: Int32, batching: Bool, callbacks: GossipNodeCallbacks, logger: Logger, curve: CurveKeys?, zapDomain: String?) {
         self.curve = curve
         self.zapDomain = zapDomain
-        self.metrics = NodeMetrics(node: engine.config.endpoint)
+        // The label is the endpoint as operators know it: with its key in a closed overlay
+        // (where peers are named so), plain in an open one.
+        let e = engine.config.endpoint
+        self.metrics = NodeMetrics(node: curve != nil ? e : (try? PeerAddress(parsing: e))?.endpoint ?? e)
         self.sub = sub.value
         self.context = context
         self.engine = engine

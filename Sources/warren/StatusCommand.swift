@@ -83,8 +83,8 @@ struct Members: ParsableCommand {
         abstract: "List every node a running node knows: key, endpoint, state, last heard, hops.",
         discussion: """
         States: self; alive (a neighbour, one hop); suspect (dials to it failed); gone (it said \
-        BYE); known (learned from peer exchange, not a neighbour). Keys are known for closed \
-        overlays (their endpoints carry them) and for the node itself.
+        BYE); known (learned from peer exchange, not a neighbour). Keys come with the endpoints \
+        nodes advertise (KEY@tcp://…); "-" for a node that advertises none.
         """)
     @OptionGroup var node: NodeAddress
     @Flag(name: .long, help: "Print the raw JSON.") var json = false
