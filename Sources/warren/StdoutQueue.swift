@@ -3,16 +3,20 @@ import Metrics
 
 /// The node's stdout: a bounded queue written by its own thread, so that a reader that falls
 /// behind (or stops reading) never holds up the overlay. Events (ready, peer-up/down) are always
-/// queued; a delivered message that finds `bound` lines waiting is dropped and counted. Once
+/// queued; a delivered message that finds `bound` lines (or `byteBound` bytes) waiting is
+/// dropped and counted. Once
 /// the reader has caught up, `{"event":"dropped","count":N}` says how many were lost since the
 /// last such line; the first drop of each run also warns on stderr, and
 /// `warren_output_dropped_total` counts them all.
 final class StdoutQueue: @unchecked Sendable {
     static let defaultBound = 4096
+    /// Bytes that may wait (a delivery can be ~90 KB of JSON): 16 MiB.
+    static let byteBound = 16 << 20
 
     private let condition = NSCondition()
     // Guarded by `condition`.
     private var lines: [String] = []
+    private var queuedBytes = 0
     private var isOpen = false
     private var unreported: UInt64 = 0
     private var total: UInt64 = 0
@@ -30,6 +34,7 @@ final class StdoutQueue: @unchecked Sendable {
     func event(_ line: String) {
         condition.lock()
         lines.append(line)
+        queuedBytes += line.utf8.count
         condition.signal()
         condition.unlock()
     }
@@ -37,7 +42,7 @@ final class StdoutQueue: @unchecked Sendable {
     /// A delivered message: dropped (and counted) when `bound` lines are already waiting.
     func delivery(_ line: String) {
         condition.lock()
-        if lines.count >= bound {
+        if lines.count >= bound || queuedBytes >= Self.byteBound {
             unreported &+= 1
             total &+= 1
             let first = unreported == 1
@@ -49,6 +54,7 @@ final class StdoutQueue: @unchecked Sendable {
             return
         }
         lines.append(line)
+        queuedBytes += line.utf8.count
         condition.signal()
         condition.unlock()
     }
@@ -74,6 +80,7 @@ final class StdoutQueue: @unchecked Sendable {
             condition.lock()
             while !isOpen || (lines.isEmpty && unreported == 0) { condition.wait() }
             swap(&batch, &lines)
+            queuedBytes = 0
             // The count goes out once everything queued before it has been written.
             var report: UInt64 = 0
             if batch.isEmpty { report = unreported; unreported = 0 }
