@@ -51,6 +51,8 @@ struct Node: AsyncParsableCommand {
     @Flag(name: .long, help: "Check the settings (files, values) and exit: 0 if they are valid.") var check = false
 
     func run() async throws {
+        // SIGHUP reloads (NodeService installs the handler); until then it must not kill.
+        signal(SIGHUP, SIG_IGN)
         let plan = try options.resolve()
         if check { return Output.line(plan.summary) }
         NodeLogging.bootstrap(level: plan.logLevel)
