@@ -163,7 +163,7 @@ public final class GossipNode: Sendable {
         driver.ownKey = configuration.nodeKey?.publicKey
         driver.ownEndpoint = ownEndpoint
         driver.seedNames = Set(engineConfig.seeds)
-        driver.admitted = configuration.allowedKeys.map { Set($0.map(\.base64)) }
+
         if let port = configuration.discoveryPort {
             do {
                 driver.discovery = try DiscoverySocket(port: port, beacon: Beacon(nodeID: nodeID, endpoint: advertised),
@@ -336,8 +336,9 @@ struct DriverLoop {
     /// The configured seeds (as given), and endpoints not dialled for the allow-list (warned once).
     var seedNames: Set<String> = []
     var refusedDials: Set<String> = []
-    /// Closed overlay: the keys (base64, as ZAP names a connection's User-Id) whose frames are
-    /// accepted and who are dialled; nil in an open overlay.
+    /// Closed overlay, once its allow-list was changed: the keys (base64, as ZAP names a
+    /// connection's User-Id) whose frames are accepted and who are dialled. nil before (ZAP
+    /// alone decides: every connection it admitted is listed, and the receive path pays nothing).
     var admitted: Set<String>?
     /// Frames dropped because their connection's key was removed from the allow-list.
     var unadmittedFrames: UInt64 = 0
