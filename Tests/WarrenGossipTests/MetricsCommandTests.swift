@@ -48,13 +48,13 @@ import Testing
             chmod(dir.appending(path: "\(n).key").path, 0o600)
         }
         let a = try run(["node", "--key-file", dir.appending(path: "a.key").path, "--listen", "tcp://127.0.0.1:*",
-                         "--metrics", "127.0.0.1:0"], stdout: dir.appending(path: "a.out"))
+                         "--metrics", "127.0.0.1:0", "--control", "none"], stdout: dir.appending(path: "a.out"))
         defer { if a.isRunning { a.terminate() } }
         let readyA = try #require(await readyLine(dir.appending(path: "a.out")))
         let endpoint = try #require(readyA["endpoint"] as? String)
         let metrics = try #require(readyA["metrics"] as? String)
         let b = try run(["node", "--key-file", dir.appending(path: "b.key").path, "--listen", "tcp://127.0.0.1:*",
-                         "--peer", endpoint], stdout: dir.appending(path: "b.out"))
+                         "--peer", endpoint, "--control", "none"], stdout: dir.appending(path: "b.out"))
         defer { if b.isRunning { b.terminate() } }
         _ = await readyLine(dir.appending(path: "b.out"))
 

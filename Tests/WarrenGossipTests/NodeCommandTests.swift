@@ -254,6 +254,8 @@ struct NodeCommandTests {
                           in dir: URL) async throws -> (child: Child, ready: [String: Any], readyFirst: Bool) {
         var args = ["node", "--key-file", key, "--listen", listen ?? "tcp://127.0.0.1:*", "--degree", "0", "--log-level", "warning"]
         for p in peers { args += ["--peer", p] }
+        // No control socket unless asked for: tests never touch the machine's default one.
+        if !extra.contains("--control") { args += ["--control", "none"] }
         let c = try Child(args + extra, in: dir, name: name)
         func ready() -> [String: Any]? { c.objects.first { $0["event"] as? String == "ready" } }
         _ = await eventually(timeout: .seconds(10)) { ready() != nil || !c.process.isRunning }
