@@ -212,7 +212,9 @@ public struct GossipConfiguration: Sendable {
     /// A list with no key is refused (it would shut every node out).
     public static func readAllowList(path: String) throws -> Set<Key> {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-            throw GossipConfigurationError.invalid("cannot read allow-list \(path)")
+            let fm = FileManager.default
+            let why = !fm.fileExists(atPath: path) ? "no such file" : !fm.isReadableFile(atPath: path) ? "permission denied" : "not UTF-8 text"
+            throw GossipConfigurationError.invalid("cannot read allow-list \(path): \(why)")
         }
         var keys = Set<Key>()
         for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
