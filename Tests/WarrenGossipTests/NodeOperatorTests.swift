@@ -303,26 +303,31 @@ struct NodeOperatorTests {
             // The reader catches up: what was dropped is counted in lines; with what was
             // delivered, that is every message.
             let fd = bOut.fileHandleForReading.fileDescriptor
-            var text = ""
-            func tally() -> (delivered: Int, dropped: Int) {
-                let lines = text.split(separator: "\n", omittingEmptySubsequences: false).dropLast()
-                let objects = lines.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
-                return (objects.filter { $0["sender"] != nil }.count,
-                        objects.filter { $0["event"] as? String == "dropped" }.compactMap { $0["count"] as? Int }.reduce(0, +))
+            let text = await T.blocking { () -> String in
+                var text = ""
+                var buf = [UInt8](repeating: 0, count: 65536)
+                let clock = ContinuousClock(), deadline = clock.now.advanced(by: .seconds(20))
+                while Self.tally(text).delivered + Self.tally(text).dropped < 3000 && clock.now < deadline {
+                    var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                    guard poll(&p, 1, 500) > 0 else { continue }
+                    let n = read(fd, &buf, buf.count)
+                    if n <= 0 { break }
+                    text += String(decoding: buf[0..<n], as: UTF8.self)
+                }
+                return text
             }
-            var buf = [UInt8](repeating: 0, count: 65536)
-            let clock = ContinuousClock(), deadline = clock.now.advanced(by: .seconds(20))
-            while tally().delivered + tally().dropped < 3000 && clock.now < deadline {
-                var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-                guard poll(&p, 1, 500) > 0 else { continue }
-                let n = read(fd, &buf, buf.count)
-                if n <= 0 { break }
-                text += String(decoding: buf[0..<n], as: UTF8.self)
-            }
-            let (delivered, count) = tally()
+            let (delivered, count) = Self.tally(text)
             #expect(count > 0, "no dropped line in B's output")
             #expect(delivered + count == 3000, "delivered \(delivered) + dropped \(count)")
         }
+    }
+
+    /// Delivered lines and dropped counts in complete lines of `text`.
+    static func tally(_ text: String) -> (delivered: Int, dropped: Int) {
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false).dropLast()
+        let objects = lines.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        return (objects.filter { $0["sender"] != nil }.count,
+                objects.filter { $0["event"] as? String == "dropped" }.compactMap { $0["count"] as? Int }.reduce(0, +))
     }
 
     // MARK: Publishing before the first neighbour

@@ -222,8 +222,12 @@ struct NodeServiceTests {
             var tv = timeval(tv_sec: 0, tv_usec: 200_000)
             setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         }
-        /// The next datagram within `timeout`.
-        func next(timeout: Duration = .seconds(10)) -> String? {
+        /// The next datagram within `timeout` (read off the cooperative pool).
+        func next(timeout: Duration = .seconds(10)) async -> String? {
+            await T.blocking { self.receive(timeout: timeout) }
+        }
+
+        func receive(timeout: Duration) -> String? {
             let clock = ContinuousClock(), deadline = clock.now.advanced(by: timeout)
             var buf = [UInt8](repeating: 0, count: 4096)
             while clock.now < deadline {
@@ -280,7 +284,7 @@ struct NodeServiceTests {
             let words = moved(execStart).split(separator: " ").map(String.init)
             let node = try Child(Array(words.dropFirst()), in: dir, name: "service", executable: URL(fileURLWithPath: words[0]), environment: env)
             defer { node.forceKill() }
-            let ready = notify.next()
+            let ready = await notify.next()
             #expect(ready?.contains("READY=1") == true, "no READY=1: \(String(describing: ready)); stderr \(node.stderr)")
             // A neighbour, then status / members / send with no flags: WARREN_CONTROL from the unit.
             let status = try await Self.run(["status", "--json"], env: env, in: dir)
@@ -301,12 +305,12 @@ struct NodeServiceTests {
             #expect(await T.eventually { T.messages(peer, sender: Self.pub(key)).count == 1 }, "\(peer.stdout)")
             // ExecReload.
             kill(node.process.processIdentifier, SIGHUP)
-            #expect(notify.next()?.contains("RELOADING=1") == true)
-            #expect(notify.next()?.contains("READY=1") == true)
+            #expect(await notify.next()?.contains("RELOADING=1") == true)
+            #expect(await notify.next()?.contains("READY=1") == true)
             #expect(node.process.isRunning)
             // systemctl stop: SIGTERM, STOPPING=1, exit 0.
             node.process.terminate()
-            #expect(notify.next()?.contains("STOPPING=1") == true)
+            #expect(await notify.next()?.contains("STOPPING=1") == true)
             #expect(await node.waitExit(timeout: .seconds(10)) == 0, "\(node.stderr)")
             #expect(!FileManager.default.fileExists(atPath: run + "/warren.sock"), "the control socket was left behind")
         }
