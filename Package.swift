@@ -26,6 +26,10 @@ let package = Package(
         .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
         .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
         .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
+        // The metrics endpoint's HTTP server (already in the graph through gRPC).
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        // `warren node --config FILE` (YAML, like cunīcu's cunicu.yaml).
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
         // Tests only: property-based campaigns (docs/FUZZING.md).
         .package(url: "https://github.com/x-sheep/swift-property-based", exact: "2.0.1"),
     ],
@@ -122,6 +126,10 @@ let package = Package(
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
         .testTarget(name: "WarrenCoreTests",

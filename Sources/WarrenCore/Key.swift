@@ -37,7 +37,7 @@ public struct Key: Hashable, Sendable, CustomStringConvertible {
     public init(base64 text: some StringProtocol) throws {
         let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
         guard !trimmed.isEmpty else { throw KeyError.empty }
-        guard let data = Data(base64Encoded: trimmed) else { throw KeyError.invalidBase64(String(trimmed.prefix(60))) }
+        guard let data = Data(base64Encoded: trimmed) else { throw KeyError.invalidBase64(KeyError.whyNotBase64(trimmed)) }
         guard data.count == Key.length else { throw KeyError.wrongLength(data.count) }
         try self.init(bytes: data)
     }
@@ -76,15 +76,28 @@ public struct Key: Hashable, Sendable, CustomStringConvertible {
 /// Why a key could not be parsed.
 public enum KeyError: Error, Equatable, Sendable, CustomStringConvertible {
     case empty
+    /// Not standard base64; the payload says why (never the text itself: it may be a private key).
     case invalidBase64(String)
     case wrongLength(Int)
 
     public var description: String {
         switch self {
         case .empty: return "key is empty"
-        case .invalidBase64(let s): return "key is not valid base64: \"\(s)\""
+        case .invalidBase64(let why): return "key is not valid base64 (\(why))"
         case .wrongLength(let n): return "key must be 32 bytes (44 base64 characters), got \(n) bytes"
         }
+    }
+}
+
+extension KeyError {
+    /// Why `text` is not one standard base64 key, without repeating any of it.
+    static func whyNotBase64(_ text: String) -> String {
+        if text.contains(where: { $0 == "\n" || $0 == "\r" }) { return "it spans several lines; give one key" }
+        if text.contains(where: { $0 == "-" || $0 == "_" }) {
+            return "it uses the URL-safe alphabet ('-', '_'); keys use standard base64 ('+', '/'), as wg prints them"
+        }
+        if text.contains(where: { $0.isWhitespace }) { return "it contains spaces" }
+        return "expected 44 characters of standard base64, as warren genkey or wg genkey print"
     }
 }
 

@@ -15,6 +15,8 @@ public enum PeerDownReason: Sendable, Hashable {
     case replaced
     /// This engine stopped.
     case closed
+    /// Its driver no longer admits it (a closed overlay's allow-list dropped its key).
+    case removed
 }
 
 /// A neighbour that completed the handshake.

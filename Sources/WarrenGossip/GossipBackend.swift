@@ -26,6 +26,8 @@ public final class GossipBackend: Backend {
     let codec: EnvelopeCodec
     let logger: Logger
     private let closed = Atomic<Bool>(false)
+    /// Neighbours up now (peer-up minus peer-down), for `publish`'s wait for a first one.
+    private let neighbourCount = Atomic<Int>(0)
     private let counterState = Mutex(Counters())
     private let listeners = Mutex<[UInt64: @Sendable (Neighbour, Bool, PeerDownReason?) -> Void]>([:])
     /// Who holds each recipient key's topic: the handler registry (one reference while it has
@@ -71,8 +73,10 @@ public final class GossipBackend: Backend {
         return b
     }
 
+    /// Binds and starts a node. With `start: false` the node's thread waits for `start()`, so
+    /// that listeners (`addPeerListener`) registered in between miss no event.
     public init(_ configuration: GossipConfiguration, codec: EnvelopeCodec = .shared,
-                logger: Logger = Logger(label: "warren.gossip")) throws {
+                logger: Logger = Logger(label: "warren.gossip"), start: Bool = true) throws {
         self.configuration = configuration
         self.codec = codec
         self.logger = logger
@@ -80,9 +84,14 @@ public final class GossipBackend: Backend {
         node = try GossipNode(configuration: configuration, callbacks: GossipNodeCallbacks(
             deliver: { topic, env, _, _ in box.backend?.deliver(topic, env) },
             peer: { n, up, reason in box.backend?.peerChanged(n, up, reason) }
-        ), logger: logger)
+        ), logger: logger, start: false)
+        // Only now may the node's thread run: before this, its callbacks would find no backend.
         box.backend = self
+        if start { node.start() }
     }
+
+    /// Starts the node's thread (for `init(start: false)`); a second call does nothing.
+    public func start() { node.start() }
 
     final class WeakBox: @unchecked Sendable { weak var backend: GossipBackend? }
 
@@ -102,6 +111,7 @@ public final class GossipBackend: Backend {
     }
 
     func peerChanged(_ n: Neighbour, _ up: Bool, _ reason: PeerDownReason?) {
+        if up { neighbourCount.add(1, ordering: .releasing) } else { neighbourCount.subtract(1, ordering: .releasing) }
         for f in listeners.withLock({ Array($0.values) }) { f(n, up, reason) }
     }
 
@@ -123,17 +133,47 @@ public final class GossipBackend: Backend {
     /// The largest envelope one overlay frame carries.
     public static let maxEnvelopeBytes = Frame.maxBodyBytes - Frame.headerSize
 
+    /// Seals and floods `message`. With no neighbour up, it first waits for one, at most
+    /// `configuration.publishTimeout` (cancelling the task ends the wait too), and then throws
+    /// `GossipPublishError.noNeighbour` if none came — unless this node subscribes the recipient
+    /// itself, which then receives it. A node with no seeds and no discovery delivers its own
+    /// keys' messages at once. The all-zero key ("any peer") is no recipient:
+    /// `GossipPublishError.zeroRecipient`.
     public func publish(_ kp: KeyPair, _ message: SignalingMessage) async throws {
         try checkOpen()
+        guard !kp.theirs.isZero else { throw GossipPublishError.zeroRecipient }
         let bytes: [UInt8]
         do { bytes = try codec.sealBytes(message, from: kp.ours, to: kp.theirs) } catch { throw BackendError.wrapping(error) }
+        try await waitForNeighbour(for: kp.theirs)
         try publish(envelope: bytes, to: kp.theirs)
     }
 
-    /// Floods already-serialized envelope bytes to `recipient` (no sealing). Throws
+    /// Neighbours up now.
+    public var neighboursUp: Int { max(0, neighbourCount.load(ordering: .acquiring)) }
+
+    /// The wait `publish` makes before a first neighbour is up (see there).
+    func waitForNeighbour(for recipient: Key) async throws {
+        if neighboursUp > 0 { return }
+        // Subscribed here: by a handler or a tap (the gRPC bridge's streams).
+        let local = topics.withLock { $0.references[recipient] != nil }
+        let expectsNeighbours = !configuration.peers.isEmpty || configuration.discoveryPort != nil
+        if local && !expectsNeighbours { return }
+        let timeout = configuration.publishTimeout
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: timeout)
+        while neighboursUp == 0 && clock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+            try checkOpen()
+        }
+        if neighboursUp > 0 || local { return }
+        throw GossipPublishError.noNeighbour(waited: timeout)
+    }
+
+    /// Floods already-serialized envelope bytes to `recipient` (no sealing, no waiting). Throws
     /// `BackendError.envelopeTooLarge` beyond `maxEnvelopeBytes`.
     public func publish(envelope bytes: [UInt8], to recipient: Key, ttl: UInt8? = nil) throws {
         try checkOpen()
+        guard !recipient.isZero else { throw GossipPublishError.zeroRecipient }
         guard bytes.count <= Self.maxEnvelopeBytes else {
             throw BackendError.envelopeTooLarge(bytes.count, limit: Self.maxEnvelopeBytes)
         }
@@ -215,6 +255,10 @@ public final class GossipBackend: Backend {
 
     public func stats() async -> DriverStats { await node.stats() }
 
+    /// A closed overlay's new allow-list (`GossipNode.updateAllowList`).
+    @discardableResult
+    public func updateAllowList(_ keys: Set<Key>) -> (added: Int, removed: Int) { node.updateAllowList(keys) }
+
     /// Waits until the node has at least `count` neighbours.
     public func waitForNeighbours(_ count: Int, timeout: Duration = .seconds(10)) async -> Bool {
         let clock = ContinuousClock()
@@ -228,5 +272,23 @@ public final class GossipBackend: Backend {
 
     private func checkOpen() throws {
         if closed.load(ordering: .relaxed) { throw BackendError.closed }
+    }
+}
+
+/// Why `GossipBackend.publish` did not send.
+public enum GossipPublishError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// No neighbour came up within the wait (`GossipConfiguration.publishTimeout`).
+    case noNeighbour(waited: Duration)
+    /// The all-zero key means "any peer" in a subscription; nothing can be sent to it.
+    case zeroRecipient
+
+    public var description: String {
+        switch self {
+        case .noNeighbour(let d):
+            let ms = d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000
+            return "not sent: no neighbour came up within \(Double(ms) / 1000) s (are the peers running and reachable?)"
+        case .zeroRecipient:
+            return "the all-zero key means \"any peer\" and cannot be a recipient"
+        }
     }
 }

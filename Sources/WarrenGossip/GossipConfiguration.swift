@@ -22,8 +22,11 @@ public struct GossipConfiguration: Sendable {
     public var receiveHighWaterMark: Int32 = 100_000
     /// Seed for the engine's random generator (peer choice, jitter); nil = random.
     public var randomSeed: UInt64?
-    /// The node's own key pair for CurveZMQ (a Curve25519 key, like the signaling keys:
-    /// `warren node` uses its signaling key). Required when `allowedKeys` is set.
+    /// The node's own key pair (a Curve25519 key, like the signaling keys: `warren node` uses
+    /// its signaling key). A node with a key advertises itself as `KEY@tcp://HOST:PORT`, in an
+    /// open overlay too, so that other nodes learn its public key (shown with its neighbours and
+    /// members, and used to notice two nodes with one key); in a closed overlay it is the
+    /// CurveZMQ key. Required when `allowedKeys` is set.
     public var nodeKey: PrivateKey?
     /// A closed overlay: only nodes whose public key is listed may connect to this node. Every
     /// link is then encrypted and authenticated with CurveZMQ, and peers must be given as
@@ -74,6 +77,10 @@ public struct GossipConfiguration: Sendable {
     public var leaf: Bool { get { engine.leaf } set { engine.leaf = newValue } }
     public var degree: Int { get { engine.targetDegree } set { engine.targetDegree = newValue } }
 
+    /// How long `GossipBackend.publish` waits for a first neighbour before it gives up with
+    /// `GossipPublishError.noNeighbour` (default 5 s; 0: do not wait).
+    public var publishTimeout: Duration = .seconds(5)
+
     /// Parses `gossip://HOST:PORT?peer=tcp://…&peer=…&ttl=N&leaf=true&degree=N&preset=local|lan&advertise=tcp://…&discover=PORT&batch=false`.
     public init(url: URL) throws {
         guard url.scheme?.lowercased() == "gossip" else { throw GossipConfigurationError.invalid("scheme must be gossip://") }
@@ -83,76 +90,111 @@ public struct GossipConfiguration: Sendable {
         }
         let port = comps.port.map(String.init) ?? "*"
         let h = host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host
-        let listen = "tcp://\(h):\(port)"
-        var preset = "local"
-        var peers: [String] = []
-        var ttl: UInt8?, leaf = false, degree: Int?, advertise: String?
-        var allowFile: String?, keyFile: String?, discover: UInt16?, batch = true
+        var s = GossipSettings(listen: "tcp://\(h):\(port)")
+        var keyFile: String?
         for item in comps.queryItems ?? [] {
             let v = item.value ?? ""
             switch item.name {
-            case "peer":
-                _ = try PeerAddress(parsing: v)
-                peers.append(v)
-            case "ttl":
-                guard let t = UInt8(v), t >= 1 else { throw GossipConfigurationError.invalid("ttl must be 1…16 (the overlay's maximum), got \"\(v)\"") }
-                ttl = t
-            case "leaf":
-                guard let b = Bool(v) else { throw GossipConfigurationError.invalid("leaf must be true or false, got \"\(v)\"") }
-                leaf = b
-            case "degree":
-                guard let d = Int(v), d >= 0, d <= 64 else { throw GossipConfigurationError.invalid("degree must be 0…64, got \"\(v)\"") }
-                degree = d
-            case "preset":
-                guard v == "local" || v == "lan" else { throw GossipConfigurationError.invalid("preset must be local or lan, got \"\(v)\"") }
-                preset = v
-            case "advertise":
-                try Self.checkEndpoint(v)
-                advertise = v
-            case "discover":
-                guard let p = UInt16(v), p != 0 else { throw GossipConfigurationError.invalid("discover must be a UDP port 1…65535, got \"\(v)\"") }
-                discover = p
-            case "batch":
-                guard let b = Bool(v) else { throw GossipConfigurationError.invalid("batch must be true or false, got \"\(v)\"") }
-                batch = b
-            case "allow":
-                allowFile = v
-            case "key":
-                keyFile = v
+            case "peer": s.peers.append(v)
+            case "ttl": s.ttl = try Self.integer(v, "ttl")
+            case "leaf": s.leaf = try Self.boolean(v, "leaf")
+            case "degree": s.degree = try Self.integer(v, "degree")
+            case "preset": s.preset = v
+            case "advertise": s.advertise = v
+            case "discover": s.discover = true; s.discoveryPort = try Self.integer(v, "discover")
+            case "batch": s.batching = try Self.boolean(v, "batch")
+            case "allow": s.allowedKeys = try Self.readAllowList(path: v)
+            case "key": keyFile = v
             default:
                 throw GossipConfigurationError.invalid("unknown option \"\(item.name)\" (known: peer, ttl, leaf, degree, preset, advertise, allow, key, discover, batch)")
             }
         }
-        self = preset == "lan" ? .lan(listen: listen, peers: peers) : .local(listen: listen, peers: peers)
-        self.advertise = advertise
-        if let ttl {
-            guard ttl <= engine.maxTTL else {
-                throw GossipConfigurationError.invalid("ttl must be 1…\(engine.maxTTL) (the overlay's maximum), got \(ttl)")
-            }
-            self.ttl = ttl
-        }
-        if let degree { self.degree = degree }
-        self.leaf = leaf
-        self.discoveryPort = discover
-        self.batching = batch
-        if let allowFile { self.allowedKeys = try Self.readAllowList(path: allowFile) }
         if let keyFile {
             guard let text = try? String(contentsOfFile: keyFile, encoding: .utf8) else {
                 throw GossipConfigurationError.invalid("cannot read key file \(keyFile)")
             }
-            do { self.nodeKey = try PrivateKey(base64: text) } catch {
+            do { s.nodeKey = try PrivateKey(base64: text) } catch {
                 throw GossipConfigurationError.invalid("key file \(keyFile): \(error)")
             }
         }
-        try validate()
+        try self.init(settings: s, naming: .url)
     }
 
-    /// Checks that a closed overlay has a node key and keys for all its peers.
-    public func validate() throws {
+    private static func integer(_ v: String, _ name: String) throws -> Int {
+        guard let n = Int(v) else { throw GossipConfigurationError.invalid("\(name) must be a number, got \"\(v)\"") }
+        return n
+    }
+
+    private static func boolean(_ v: String, _ name: String) throws -> Bool {
+        guard let b = Bool(v) else { throw GossipConfigurationError.invalid("\(name) must be true or false, got \"\(v)\"") }
+        return b
+    }
+
+    /// Builds and checks a configuration from settings: the one place where a `gossip://` URL,
+    /// `warren node`'s flags and its configuration file are validated. Errors name the setting
+    /// as `naming` spells it (`ttl` in a URL, `--ttl` for flags).
+    public init(settings s: GossipSettings, naming: GossipSettings.Naming = .url) throws {
+        func name(_ n: String) -> String { naming.name(n) }
+        func fail(_ n: String, _ rule: String) -> GossipConfigurationError { .invalid("\(name(n)) \(rule)") }
+        guard s.preset == "local" || s.preset == "lan" else { throw fail("preset", "must be local or lan, got \"\(s.preset)\"") }
+        let listen: TCPEndpoint
+        do { listen = try TCPEndpoint(parsing: s.listen, for: .listen) } catch { throw fail("listen", "\(Self.reason(error))") }
+        for p in s.peers {
+            do { _ = try PeerAddress(parsing: p) } catch { throw fail("peer", "\(Self.reason(error))") }
+        }
+        self = s.preset == "lan" ? .lan(listen: listen.description, peers: s.peers) : .local(listen: listen.description, peers: s.peers)
+        if let a = s.advertise {
+            let e: TCPEndpoint
+            do { e = try TCPEndpoint(parsing: a, for: .dial) } catch { throw fail("advertise", "\(Self.reason(error))") }
+            if !e.isLiteral {
+                do { _ = try TCPEndpoint.resolve(e.host) } catch { throw fail("advertise", "\(Self.reason(error))") }
+            }
+            advertise = e.description
+        } else if listen.isUnspecified && TCPEndpoint.interfaceAddress(ipv6: listen.isIPv6) == nil {
+            throw fail("listen", "\(s.listen) listens on every interface, but no interface has an address others could dial: give \(name("advertise")) tcp://HOST:PORT")
+        }
+        if let ttl = s.ttl {
+            guard ttl >= 1 && ttl <= Int(engine.maxTTL) else {
+                throw fail("ttl", "must be 1…\(engine.maxTTL) (the overlay's maximum; neighbours drop frames above it), got \(ttl)")
+            }
+            self.ttl = UInt8(ttl)
+        }
+        if let d = s.degree {
+            guard d >= 0 && d <= 64 else { throw fail("degree", "must be 0…64, got \(d)") }
+            degree = d
+        }
+        leaf = s.leaf
+        if let p = s.discoveryPort {
+            guard s.discover else { throw fail("discover-port", "needs \(name("discover"))") }
+            guard p >= 1 && p <= 65535 else { throw fail("discover-port", "must be a UDP port 1…65535, got \(p)") }
+        }
+        if s.discover { discoveryPort = UInt16(s.discoveryPort ?? Int(Self.defaultDiscoveryPort)) }
+        batching = s.batching
+        if let t = s.publishTimeout {
+            guard t >= 0 && t <= 3600 else { throw fail("publish-timeout", "must be 0…3600 seconds, got \(t)") }
+            publishTimeout = .milliseconds(Int64((t * 1000).rounded()))
+        }
+        if let keys = s.allowedKeys {
+            guard !keys.isEmpty else {
+                throw fail("allow", "lists no keys: a closed overlay with an empty allow-list would refuse every node")
+            }
+            allowedKeys = keys
+        }
+        nodeKey = s.nodeKey
+        try validate(naming: naming)
+    }
+
+    /// Checks that a closed overlay has a node key and keys for all its peers, and that an open
+    /// one names no peer keys.
+    public func validate(naming: GossipSettings.Naming = .url) throws {
         for p in peers {
-            let a = try PeerAddress(parsing: p)
+            let a: PeerAddress
+            do { a = try PeerAddress(parsing: p) } catch { throw GossipConfigurationError.invalid("\(naming.name("peer")) \(Self.reason(error))") }
             if isClosed && a.key == nil {
-                throw GossipConfigurationError.invalid("a closed overlay (allow-list) needs each peer as KEY@tcp://HOST:PORT, got \"\(p)\"")
+                throw GossipConfigurationError.invalid("a closed overlay (\(naming.name("allow"))) needs each peer as KEY@tcp://HOST:PORT, got \"\(p)\"")
+            }
+            if !isClosed && a.key != nil {
+                throw GossipConfigurationError.invalid("\(naming.name("peer")) \"\(p)\" names a node key, which only a closed overlay checks: give \(naming.name("allow")) FILE, or the peer without KEY@")
             }
         }
         if isClosed && nodeKey == nil {
@@ -160,10 +202,19 @@ public struct GossipConfiguration: Sendable {
         }
     }
 
+    /// The text of a configuration error without its "invalid gossip configuration" prefix.
+    static func reason(_ error: any Error) -> String {
+        if case .invalid(let s)? = error as? GossipConfigurationError { return s }
+        return "\(error)"
+    }
+
     /// Reads an allow-list: one base64 public key per line; blank lines and `#` comments ignored.
+    /// A list with no key is refused (it would shut every node out).
     public static func readAllowList(path: String) throws -> Set<Key> {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-            throw GossipConfigurationError.invalid("cannot read allow-list \(path)")
+            let fm = FileManager.default
+            let why = !fm.fileExists(atPath: path) ? "no such file" : !fm.isReadableFile(atPath: path) ? "permission denied" : "not UTF-8 text"
+            throw GossipConfigurationError.invalid("cannot read allow-list \(path): \(why)")
         }
         var keys = Set<Key>()
         for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
@@ -174,14 +225,52 @@ public struct GossipConfiguration: Sendable {
                 throw GossipConfigurationError.invalid("allow-list \(path) line \(n + 1): \(error)")
             }
         }
+        guard !keys.isEmpty else {
+            throw GossipConfigurationError.invalid("allow-list \(path) lists no keys: a closed overlay with an empty allow-list would refuse every node")
+        }
         return keys
     }
 
-    /// A peer endpoint must be tcp://HOST:PORT with a numeric port.
+    /// A peer endpoint must be tcp://HOST:PORT with a port 1…65535 (`TCPEndpoint`).
     public static func checkEndpoint(_ e: String) throws {
-        guard e.hasPrefix("tcp://"), let colon = e.lastIndex(of: ":"), colon > e.index(e.startIndex, offsetBy: 6),
-              let port = Int(e[e.index(after: colon)...]), (1...65535).contains(port) else {
-            throw GossipConfigurationError.invalid("peer endpoint must look like tcp://HOST:PORT, got \"\(e)\"")
+        _ = try TCPEndpoint(parsing: e, for: .dial)
+    }
+}
+
+/// The settings of one node as a `gossip://` URL, `warren node`'s flags or its configuration
+/// file give them, unchecked: `GossipConfiguration(settings:naming:)` checks and builds.
+public struct GossipSettings: Sendable {
+    public var listen: String
+    public var advertise: String?
+    public var peers: [String] = []
+    /// `local` or `lan`.
+    public var preset = "local"
+    public var ttl: Int?
+    public var degree: Int?
+    public var leaf = false
+    public var discover = false
+    /// With `discover` only; nil: the default port.
+    public var discoveryPort: Int?
+    public var batching = true
+    /// Seconds (`GossipConfiguration.publishTimeout`).
+    public var publishTimeout: Double?
+    public var allowedKeys: Set<Key>?
+    public var nodeKey: PrivateKey?
+
+    public init(listen: String) { self.listen = listen }
+
+    /// How errors name a setting.
+    public enum Naming: Sendable {
+        /// `ttl`, `peer` (a `gossip://` URL's query).
+        case url
+        /// `--ttl`, `--peer` (command-line flags and the configuration file's keys).
+        case flags
+
+        public func name(_ setting: String) -> String {
+            switch self {
+            case .url: return setting == "listen" ? "the URL's HOST:PORT" : setting == "discover-port" ? "discover" : setting
+            case .flags: return "--" + setting
+            }
         }
     }
 }

@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 import Logging
 import Synchronization
+import WarrenCore
 import WarrenEngine
 
 /// What a node reports to its owner. Called on the node's driver thread: return quickly.
@@ -38,6 +39,12 @@ public struct DriverStats: Sendable {
     /// the frames they carried.
     public var batchesSent: UInt64 = 0
     public var batchedFrames: UInt64 = 0
+    /// Every known node (endpoint, node id, dial failures, BYE), and when each neighbour was
+    /// last heard from (engine time, `monotonicNanos`).
+    public var knownNodes: [KnownNode] = []
+    public var lastHeard: [NodeID: UInt64] = [:]
+    /// Closed overlay: frames dropped because their connection's key left the allow-list.
+    public var unadmittedFrames: UInt64 = 0
     public init() {}
 }
 
@@ -50,6 +57,7 @@ public final class GossipNode: Sendable {
         case subscribe(Topic, CheckedContinuation<Void, Never>?)
         case unsubscribe(Topic, CheckedContinuation<Void, Never>?)
         case stats(CheckedContinuation<DriverStats, Never>)
+        case allowList(Set<Key>)
         case stop
     }
 
@@ -60,14 +68,19 @@ public final class GossipNode: Sendable {
     private let finished = Mutex<[CheckedContinuation<Void, Never>]>([])
     private let isFinished = Atomic<Bool>(false)
     private let stopped = Atomic<Bool>(false)
+    /// The driver thread until `start()` runs it.
+    private let thread = Mutex<UnsafeSendable<Thread>?>(nil)
     /// The endpoint the SUB socket is bound to (the port resolved when `*` was asked for).
     public let endpoint: String
     public let nodeID: NodeID
     let logger: Logger
+    let zapDomain: String?
 
-    /// Binds and starts the node. Throws if the endpoint cannot be bound.
+    /// Binds and starts the node (with `start: false`, `start()` starts it). Throws if the
+    /// endpoint cannot be bound, or if it listens on every interface and none has an address
+    /// to advertise.
     public init(configuration: GossipConfiguration, context: ZMQContext = .shared,
-                callbacks: GossipNodeCallbacks, logger: Logger) throws {
+                callbacks: GossipNodeCallbacks, logger: Logger, start: Bool = true) throws {
         self.logger = logger
         try configuration.validate()
         var seedRNG = SystemRandomNumberGenerator()
@@ -82,6 +95,7 @@ public final class GossipNode: Sendable {
         wakeReadFD = fds[0]
 
         let zapDomain = "warren-" + String(nodeID.raw, radix: 16)
+        self.zapDomain = configuration.isClosed ? zapDomain : nil
         if configuration.isClosed {
             do { try ZAPService.shared.start() } catch { close(fds[0]); close(fds[1]); throw error }
         }
@@ -107,14 +121,21 @@ public final class GossipNode: Sendable {
             sub.set(ZMQ_ZAP_DOMAIN, bytes: Array(zapDomain.utf8))
             curve = CurveKeys(secret: nodeKey.key.bytes, public: nodeKey.publicKey.bytes)
         }
-        do { try sub.bind(configuration.listen) } catch {
+        var advertised: String
+        do {
+            // Names are resolved here (ZeroMQ would take "localhost" for an interface name).
+            let listen = try TCPEndpoint(parsing: configuration.listen, for: .listen).resolved()
+            if listen.isIPv6 { sub.set(ZMQ_IPV6, 1) }
+            try sub.bind(listen.description)
+            advertised = try configuration.advertise ?? Self.advertisable(sub.lastEndpoint)
+        } catch {
             sub.close(); close(fds[0]); close(fds[1])
             if configuration.isClosed { ZAPService.shared.unregister(domain: zapDomain) }
             throw error
         }
-        let bound = sub.lastEndpoint
-        var advertised = configuration.advertise ?? Self.advertisable(bound)
-        if let k = configuration.nodeKey, configuration.isClosed, !advertised.contains("@") {
+        // The key travels with the endpoint (HELLO, PEERS, beacons): in a closed overlay it
+        // authenticates the server; in an open one it only tells others whose node this is.
+        if let k = configuration.nodeKey, !advertised.contains("@") {
             advertised = k.publicKey.base64 + "@" + advertised
         }
         endpoint = advertised
@@ -122,12 +143,27 @@ public final class GossipNode: Sendable {
         var engineConfig = configuration.engine
         engineConfig.endpoint = advertised
         let ownEndpoint = (try? PeerAddress(parsing: advertised))?.endpoint ?? advertised
-        engineConfig.seeds = configuration.peers.filter { ((try? PeerAddress(parsing: $0))?.endpoint ?? $0) != ownEndpoint }
+        engineConfig.seeds = configuration.peers.filter { p in
+            let e = (try? PeerAddress(parsing: p))?.endpoint ?? p
+            if e == ownEndpoint { logger.warning("a peer is this node's own endpoint: ignored", metadata: ["peer": "\(p)"]) }
+            return e != ownEndpoint
+        }
+        for p in engineConfig.seeds {
+            guard let e = try? TCPEndpoint(parsing: (try? PeerAddress(parsing: p))?.endpoint ?? p, for: .dial), !e.isLiteral else { continue }
+            do { _ = try TCPEndpoint.resolve(e.host) } catch {
+                logger.warning("peer cannot be resolved now; dialling it anyway, with back-off",
+                               metadata: ["peer": "\(p)", "reason": "\(GossipConfiguration.reason(error))"])
+            }
+        }
         var driver = DriverLoop(sub: UnsafeSendable(sub), context: context, engine: GossipEngine(config: engineConfig, nodeID: nodeID),
                                 seed: configuration.randomSeed ?? UInt64.random(in: 1...UInt64.max),
                                 sendHWM: configuration.sendHighWaterMark, batching: configuration.batching,
                                 callbacks: callbacks, logger: logger,
                                 curve: curve, zapDomain: configuration.isClosed ? zapDomain : nil)
+        driver.ownKey = configuration.nodeKey?.publicKey
+        driver.ownEndpoint = ownEndpoint
+        driver.seedNames = Set(engineConfig.seeds)
+
         if let port = configuration.discoveryPort {
             do {
                 driver.discovery = try DiscoverySocket(port: port, beacon: Beacon(nodeID: nodeID, endpoint: advertised),
@@ -145,13 +181,25 @@ public final class GossipNode: Sendable {
         }
         t.name = "warren-node"
         t.stackSize = 1 << 20
-        t.start()
+        let pending = UnsafeSendable(t)
+        thread.withLock { $0 = pending }
+        if start { self.start() }
     }
 
-    /// `tcp://0.0.0.0:7001` is where we listen, not where others can dial: advertise loopback.
-    static func advertisable(_ bound: String) -> String {
-        bound.replacingOccurrences(of: "tcp://0.0.0.0:", with: "tcp://127.0.0.1:")
-             .replacingOccurrences(of: "tcp://[::]:", with: "tcp://[::1]:")
+    /// Starts the driver thread (for `init(start: false)`); later calls do nothing.
+    public func start() {
+        let t = thread.withLock { t -> UnsafeSendable<Thread>? in defer { t = nil }; return t }
+        t?.value.start()
+    }
+
+    /// `tcp://0.0.0.0:7001` is where we listen, not where others can dial: advertise the first
+    /// address of an interface that is up and not loopback (IPv6 for `[::]`).
+    static func advertisable(_ bound: String) throws -> String {
+        guard let e = try? TCPEndpoint(parsing: bound, for: .listen), e.isUnspecified else { return bound }
+        guard let address = TCPEndpoint.interfaceAddress(ipv6: e.isIPv6) else {
+            throw GossipConfigurationError.invalid("\(bound) listens on every interface, but no interface has an address others could dial: give advertise=tcp://HOST:PORT (warren node: --advertise)")
+        }
+        return TCPEndpoint(host: address, port: e.port).description
     }
 
     // MARK: Commands (any thread)
@@ -204,6 +252,17 @@ public final class GossipNode: Sendable {
         enqueue(subscribe ? .subscribe(topic, done) : .unsubscribe(topic, done))
     }
 
+    /// A closed overlay's new allow-list: handshakes from now on admit only these keys, frames
+    /// from connections of removed keys are dropped, and links to them are closed (their
+    /// neighbours go down with `.removed`). Returns how many keys were added and removed.
+    @discardableResult
+    public func updateAllowList(_ keys: Set<Key>) -> (added: Int, removed: Int) {
+        guard let zapDomain, !stopped.load(ordering: .relaxed) else { return (0, 0) }
+        let old = ZAPService.shared.update(domain: zapDomain, allowed: keys)
+        enqueue(.allowList(keys))
+        return (keys.subtracting(old).count, old.subtracting(keys).count)
+    }
+
     /// A snapshot of counters, neighbours and known endpoints.
     public func stats() async -> DriverStats {
         if isFinished.load(ordering: .acquiring) { return DriverStats() }
@@ -213,6 +272,7 @@ public final class GossipNode: Sendable {
     /// Says BYE to the neighbours, closes every socket and ends the driver thread. Idempotent.
     public func stop() async {
         if !stopped.exchange(true, ordering: .relaxed) { enqueue(.stop) }
+        start()   // a node that never started still has to close its sockets
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let resumeNow = finished.withLock { list -> Bool in
                 if isFinished.load(ordering: .acquiring) { return true }
@@ -262,6 +322,26 @@ struct DriverLoop {
     var running = true
     var pollItems: [zmq_pollitem_t] = []
     var pollDirty = true
+    /// Each link's endpoint as the engine named it, and the links whose handshake completed.
+    var linkNames: [LinkID: (name: String, since: UInt64)] = [:]
+    var readyLinks: Set<LinkID> = []
+    /// Endpoints whose last dial got no answer (warned about once until one answers).
+    var silentEndpoints: Set<String> = []
+    /// `--log-level trace`: every frame in and out is logged (read once per pass of the loop).
+    var traceOn = false
+    /// This node's key and endpoint (another node with the same key is warned about).
+    var ownKey: Key?
+    var ownEndpoint = ""
+    var sharedKeyWarned: Set<String> = []
+    /// The configured seeds (as given), and endpoints not dialled for the allow-list (warned once).
+    var seedNames: Set<String> = []
+    var refusedDials: Set<String> = []
+    /// Closed overlay, once its allow-list was changed: the keys (base64, as ZAP names a
+    /// connection's User-Id) whose frames are accepted and who are dialled. nil before (ZAP
+    /// alone decides: every connection it admitted is listed, and the receive path pays nothing).
+    var admitted: Set<String>?
+    /// Frames dropped because their connection's key was removed from the allow-list.
+    var unadmittedFrames: UInt64 = 0
 
     let curve: CurveKeys?
     let zapDomain: String?
@@ -274,7 +354,10 @@ struct DriverLoop {
          sendHWM: Int32, batching: Bool, callbacks: GossipNodeCallbacks, logger: Logger, curve: CurveKeys?, zapDomain: String?) {
         self.curve = curve
         self.zapDomain = zapDomain
-        self.metrics = NodeMetrics(node: engine.config.endpoint)
+        // The label is the endpoint as operators know it: with its key in a closed overlay
+        // (where peers are named so), plain in an open one.
+        let e = engine.config.endpoint
+        self.metrics = NodeMetrics(node: curve != nil ? e : (try? PeerAddress(parsing: e))?.endpoint ?? e)
         self.sub = sub.value
         self.context = context
         self.engine = engine
@@ -291,6 +374,7 @@ struct DriverLoop {
         engine.start(now: monotonicNanos(), rng: &rng, into: &actions)
         perform()
         while running {
+            traceOn = logger.logLevel == .trace
             rebuildPollItems(node)
             var timeoutMs: Int = -1
             if let d = engine.nextDeadline {
@@ -348,7 +432,7 @@ struct DriverLoop {
             switch c {
             case .subscribe(_, let k), .unsubscribe(_, let k): k?.resume()
             case .stats(let k): k.resume(returning: snapshot())
-            case .publish, .stop: break
+            case .publish, .stop, .allowList: break
             }
         }
         node.didFinish()
@@ -381,7 +465,16 @@ struct DriverLoop {
             k?.resume()
         case .stats(let k):
             k.resume(returning: snapshot())
+        case .allowList(let keys):
+            admitted = Set(keys.map(\.base64))
+            engine.closeLinks(where: { e in
+                guard let k = (try? PeerAddress(parsing: e))?.key else { return false }
+                return !keys.contains(k)
+            }, now: now, rng: &rng, into: &actions)
+            perform()
         case .stop:
+            // Links still dialling are closed by us, not silent peers: no warnings from here on.
+            linkNames.removeAll()
             engine.stop(now: now, into: &actions)
             perform()
             running = false
@@ -400,6 +493,9 @@ struct DriverLoop {
         s.batchesSent = outbox.batches
         s.batchedFrames = outbox.batchedFrames
         s.rateLimited = engine.stats.rateLimited
+        s.knownNodes = engine.knownNodes
+        for n in s.neighbours { s.lastHeard[n.nodeID] = engine.lastHeard(n.nodeID) }
+        s.unadmittedFrames = unadmittedFrames
         if let zapDomain { s.refused = ZAPService.shared.refusals(domain: zapDomain) }
         return s
     }
@@ -438,6 +534,17 @@ struct DriverLoop {
                 // Typed buffers: the decoder reads them in place (raw buffers would be copied first).
                 let t = UnsafeBufferPointer(start: zmq_msg_data(&topic).assumingMemoryBound(to: UInt8.self), count: zmq_msg_size(&topic))
                 let b = UnsafeBufferPointer(start: zmq_msg_data(&body).assumingMemoryBound(to: UInt8.self), count: zmq_msg_size(&body))
+                if let admitted, let uid = zmq_msg_gets(&body, "User-Id"), !admitted.contains(String(cString: uid)) {
+                    // A connection authenticated before its key left the allow-list.
+                    unadmittedFrames &+= 1
+                    zmq_msg_close(&topic)
+                    zmq_msg_close(&body)
+                    continue
+                }
+                if traceOn {
+                    logger.trace("frame in", metadata: ["bytes": "\(b.count)", "type": "\(b.count > 1 ? b[1] : 0)",
+                                                        "topic": "\(t.prefix(8).map { String($0, radix: 16) }.joined())"])
+                }
                 engine.receive(topic: t, body: b, now: monotonicNanos(), rng: &rng, into: &actions)
             }
             zmq_msg_close(&topic)
@@ -460,6 +567,11 @@ struct DriverLoop {
             zmq_msg_close(&msg)
         }
         if ready {
+            if readyLinks.insert(id).inserted, let name = linkNames[id]?.name {
+                silentEndpoints.remove(name)
+                logger.debug("link ready: the remote accepted the connection (handshake done)",
+                             metadata: ["endpoint": "\(name)", "link": "\(id)"])
+            }
             engine.linkReady(id, now: monotonicNanos(), rng: &rng, into: &actions)
             perform()
         }
@@ -484,6 +596,16 @@ struct DriverLoop {
                         logger.warning("closed overlay: cannot dial a peer without its key", metadata: ["endpoint": "\(name)"])
                         continue
                     }
+                    // A seed's key is what the operator claims; what other nodes advertise is news.
+                    if let k = address.key, !seedNames.contains(name) { checkSharedKey(k, endpoint: name) }
+                    if let admitted, let k = address.key, !admitted.contains(k.base64) {
+                        if refusedDials.insert(name).inserted {
+                            logger.warning("not dialling a peer whose key is not on this node's allow-list", metadata: ["endpoint": "\(name)"])
+                        } else {
+                            logger.debug("not dialling a peer whose key is not on this node's allow-list", metadata: ["endpoint": "\(name)"])
+                        }
+                        continue
+                    }
                     let s = try ZMQSocket(context, type: ZMQ_XPUB)
                     if let curve, let serverKey = address.key {
                         s.set(ZMQ_CURVE_SERVERKEY, bytes: serverKey.bytes)
@@ -498,7 +620,11 @@ struct DriverLoop {
                     s.set(ZMQ_RECONNECT_IVL_MAX, 2000)
                     s.set(ZMQ_HEARTBEAT_IVL, 1000)
                     s.set(ZMQ_HEARTBEAT_TIMEOUT, 3000)
+                    // IPv6 addresses, and names that may resolve to one, need ZMQ_IPV6.
+                    if let e = try? TCPEndpoint(parsing: endpoint, for: .dial), !e.isIPv4 { s.set(ZMQ_IPV6, 1) }
                     do { try s.connect(endpoint) } catch { s.close(); throw error }
+                    logger.debug("dialling", metadata: ["endpoint": "\(name)", "link": "\(id)", "curve": "\(curve != nil)"])
+                    linkNames[id] = (name, monotonicNanos())
                     links[id] = s
                     linkOrder.append(id)
                     pollDirty = true
@@ -507,6 +633,11 @@ struct DriverLoop {
                     logger.warning("cannot open link", metadata: ["endpoint": "\(name)", "error": "\(error)"])
                 }
             case .disconnect(let id):
+                if let (name, since) = linkNames.removeValue(forKey: id) {
+                    // A link closed at once was a duplicate the engine dropped, not a silent peer.
+                    if readyLinks.remove(id) == nil && monotonicNanos() &- since >= 500_000_000 { reportSilentDial(name) }
+                    else { logger.debug("closing link", metadata: ["endpoint": "\(name)", "link": "\(id)"]) }
+                }
                 // What was queued for the link goes first (as it would have without batching).
                 outbox.flush(link: id)
                 sendReady()
@@ -521,6 +652,7 @@ struct DriverLoop {
                 sub.set(ZMQ_UNSUBSCRIBE, bytes: prefix)
             case .peerUp(let n):
                 logger.debug("peer up", metadata: ["peer": "\(n.endpoint)", "node": "\(n.nodeID)"])
+                if let k = (try? PeerAddress(parsing: n.endpoint))?.key { checkSharedKey(k, endpoint: n.endpoint) }
                 callbacks.peer(n, true, nil)
             case .peerDown(let n, let reason):
                 logger.debug("peer down", metadata: ["peer": "\(n.endpoint)", "reason": "\(reason)"])
@@ -530,6 +662,29 @@ struct DriverLoop {
         actions.removeAll(keepingCapacity: true)
         outbox.flush()
         sendReady()
+    }
+
+    /// Another node (another endpoint) with this node's key: both would receive that key's
+    /// traffic. Warned about once per endpoint.
+    mutating func checkSharedKey(_ key: Key, endpoint: String) {
+        guard let ownKey, key == ownKey else { return }
+        let e = (try? PeerAddress(parsing: endpoint))?.endpoint ?? endpoint
+        guard e != ownEndpoint, sharedKeyWarned.insert(e).inserted else { return }
+        logger.warning("another node uses this node's key: both receive every message for it; give each node its own key (warren genkey)",
+                       metadata: ["other node": "\(e)", "key": "\(key.base64)"])
+    }
+
+    /// A link closed before its handshake completed: the remote is down, unreachable, not a
+    /// Warren node, or (closed overlay) refused our key or has another key than the KEY@ given.
+    mutating func reportSilentDial(_ name: String) {
+        let why = curve != nil
+            ? "unreachable, not a Warren node, not running a closed overlay, refusing this node's key (allow-list), or not the key given before '@'"
+            : "unreachable, not a Warren node, or running a closed overlay (--allow)"
+        if silentEndpoints.insert(name).inserted {
+            logger.warning("no answer from a peer; retrying with back-off", metadata: ["endpoint": "\(name)", "possible causes": "\(why)"])
+        } else {
+            logger.debug("no answer from a peer again; retrying with back-off", metadata: ["endpoint": "\(name)"])
+        }
     }
 
     /// Sends the coalesced messages (a refused one counts each of its frames as an HWM drop).
@@ -543,6 +698,10 @@ struct DriverLoop {
                 m.body.withUnsafeBytes { b in s.send(topic: t, body: b) }
             }
             if !sent { hwmDrops &+= UInt64(m.frames) }
+            if traceOn {
+                logger.trace("frames out", metadata: ["link": "\(m.link)", "frames": "\(m.frames)",
+                                                     "bytes": "\(m.body.count)", "sent": "\(sent)"])
+            }
         }
         outbox.ready.removeAll(keepingCapacity: true)
     }

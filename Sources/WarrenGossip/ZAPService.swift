@@ -47,6 +47,15 @@ final class ZAPService: Sendable {
         policies.withLock { $0[domain] = Policy(allowed: allowed, logger: logger) }
     }
 
+    /// Replaces a domain's allow-list; returns the previous one.
+    func update(domain: String, allowed: Set<Key>) -> Set<Key> {
+        policies.withLock { all -> Set<Key> in
+            let old = all[domain]?.allowed ?? []
+            all[domain]?.allowed = allowed
+            return old
+        }
+    }
+
     func unregister(domain: String) {
         _ = policies.withLock { $0.removeValue(forKey: domain) }
     }

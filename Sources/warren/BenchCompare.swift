@@ -207,8 +207,11 @@ struct CompareBench: ParsableCommand {
             expectedNeighbours = deg
             run.outcome.note = "\(edges.count) links, degree ≥ \(min(degree, peers - 1)), seed \(seed)"
             for i in 0..<peers {
+                // The harness reads every node's stdout on its own thread: a queue that never
+                // fills keeps the comparison about the overlay (no stdout drops), and the
+                // machine's control socket is left alone.
                 var args = ["node", "--key-file", env.keyFiles[i], "--listen", "tcp://127.0.0.1:\(ports[i])",
-                            "--degree", "0", "--log-level", nodeLogLevel]
+                            "--degree", "0", "--log-level", nodeLogLevel, "--output-queue", "1000000", "--control", "none"]
                 for (a, b) in edges where b == i { args += ["--peer", "tcp://127.0.0.1:\(ports[a])"] }
                 try start(i, args)
             }

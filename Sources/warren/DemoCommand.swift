@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Glibc
 import Logging
 import Synchronization
 import Warren
@@ -31,6 +32,12 @@ struct Demo: AsyncParsableCommand {
     func run() async throws {
         LoggingSystem.bootstrap { label in
             var h = StreamLogHandler.standardError(label: label); h.logLevel = .warning; return h
+        }
+        // A --dot path that cannot be written fails now, not after the run.
+        if let dot {
+            let fd = open(dot, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { throw RuntimeError("cannot write \(dot): \(String(cString: strerror(errno)))") }
+            close(fd)
         }
         let clock = ContinuousClock()
         let start = clock.now
@@ -97,7 +104,8 @@ struct Demo: AsyncParsableCommand {
             }
             lines.append("}")
             do { try (lines.joined(separator: "\n") + "\n").write(toFile: dot, atomically: true, encoding: .utf8) } catch {
-                Output.error("cannot write \(dot): \(error.localizedDescription)")
+                await overlay.close()
+                throw RuntimeError("cannot write \(dot): \(describe(error))")
             }
             Output.line("  topology written to \(dot) (\(seen.count) links; render: dot -Tpng -Kneato \(dot) -o overlay.png)")
         }
@@ -117,8 +125,8 @@ struct Demo: AsyncParsableCommand {
         }
         Output.line(String(format: "  time               %.2f s total (overlay formed in %.2f s)",
                      seconds(total), seconds(formedAt - start)))
-        for f in report.failures.prefix(10) { print("  ! \(f)") }
-        if !broadcastOK { print("  ! community broadcast reached \(members.count) of \(expectedBroadcast)") }
+        for f in report.failures.prefix(10) { Output.line("  ! \(f)") }
+        if !broadcastOK { Output.line("  ! community broadcast reached \(members.count) of \(expectedBroadcast)") }
         await overlay?.close()
         if !ok { throw ExitCode(1) }
     }

@@ -1,42 +1,34 @@
 import Foundation
 import Glibc
+import NIOCore
+import NIOHTTP1
+import NIOPosix
 import Prometheus
 
-/// A minimal HTTP/1.0 server on its own thread for `GET /metrics` (Prometheus text format) and
-/// `GET /status` (JSON). One request per connection; anything else is 404/405. Meant for
-/// loopback or a management network: it serves read-only counters and the neighbour table.
+/// The metrics endpoint: an HTTP/1.1 server (SwiftNIO) for `GET /metrics` (Prometheus text
+/// format) and `GET /status` (JSON). Anything else is 404/405. Connections are served
+/// concurrently and kept alive as HTTP/1.1 allows; nothing blocks the node. Meant for loopback
+/// or a management network: it serves read-only counters and the neighbour table.
 final class MetricsServer: Sendable {
     let address: String
-    private let fd: Int32
+    private let channel: any Channel
 
     /// Binds `host:port` (port 0 picks one; `address` tells which).
     init(bind spec: String, registry: PrometheusCollectorRegistry,
-         status: @escaping @Sendable () -> String) throws {
+         status: @escaping @Sendable () async -> String) throws {
         let (host, port) = try Self.split(spec)
-        let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard s >= 0 else { throw ServerError("socket: \(String(cString: strerror(errno)))") }
-        var one: Int32 = 1
-        setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = port.bigEndian
-        guard inet_pton(AF_INET, host, &addr.sin_addr) == 1 else {
-            close(s); throw ServerError("--metrics: \"\(host)\" is not an IPv4 address")
+        let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler(registry: registry, status: status))
+                }
+            }
+        do { channel = try bootstrap.bind(host: host, port: Int(port)).wait() } catch {
+            throw ServerError("--metrics: cannot listen on \(spec): \(describe(error))")
         }
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard rc == 0, listen(s, 16) == 0 else {
-            let e = String(cString: strerror(errno)); close(s)
-            throw ServerError("--metrics: cannot listen on \(spec): \(e)")
-        }
-        var bound = sockaddr_in(); var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &bound) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &len) } }
-        fd = s
-        address = "\(host):\(UInt16(bigEndian: bound.sin_port))"
-        let t = Thread { Self.serve(fd: s, registry: registry, status: status) }
-        t.name = "warren-metrics"
-        t.start()
+        address = "\(host):\(channel.localAddress?.port ?? Int(port))"
     }
 
     static func split(_ spec: String) throws -> (String, UInt16) {
@@ -44,29 +36,61 @@ final class MetricsServer: Sendable {
             throw ServerError("--metrics must be HOST:PORT (e.g. 127.0.0.1:9100), got \"\(spec)\"")
         }
         let host = String(spec[..<colon])
-        return (host.isEmpty ? "0.0.0.0" : host, port)
+        // No host: loopback (an address must be given to serve anywhere else).
+        return (host.isEmpty ? "127.0.0.1" : host, port)
+    }
+}
+
+/// One connection's requests: `/metrics` and `/status`.
+final class MetricsHTTPHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    let registry: PrometheusCollectorRegistry
+    let status: @Sendable () async -> String
+    private var head: HTTPRequestHead?
+
+    init(registry: PrometheusCollectorRegistry, status: @escaping @Sendable () async -> String) {
+        self.registry = registry
+        self.status = status
     }
 
-    private static func serve(fd: Int32, registry: PrometheusCollectorRegistry, status: @Sendable () -> String) {
-        while true {
-            let c = accept(fd, nil, nil)
-            if c < 0 { if errno == EINTR { continue }; return }
-            var tv = timeval(tv_sec: 2, tv_usec: 0)
-            setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-            var buf = [UInt8](repeating: 0, count: 4096)
-            let n = read(c, &buf, buf.count)
-            let request = n > 0 ? String(decoding: buf[0..<n], as: UTF8.self) : ""
-            let line = request.split(separator: "\r\n", maxSplits: 1).first.map(String.init) ?? ""
-            let parts = line.split(separator: " ")
-            var code = "404 Not Found", type = "text/plain", body = "not found: try /metrics or /status\n"
-            if parts.count >= 2 {
-                if parts[0] != "GET" { code = "405 Method Not Allowed"; body = "only GET\n" }
-                else if parts[1] == "/metrics" { code = "200 OK"; type = "text/plain; version=0.0.4"; body = registry.emitToString() }
-                else if parts[1] == "/status" { code = "200 OK"; type = "application/json"; body = status() + "\n" }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let h): head = h
+        case .body: break
+        case .end:
+            guard let h = head else { return }
+            head = nil
+            if h.method != .GET {
+                respond(context, h, status: .methodNotAllowed, type: "text/plain", body: "only GET\n")
+            } else if h.uri == "/metrics" {
+                respond(context, h, status: .ok, type: "text/plain; version=0.0.4", body: registry.emitToString())
+            } else if h.uri == "/status" {
+                let promise = context.eventLoop.makePromise(of: String.self)
+                promise.completeWithTask { [status] in await status() }
+                promise.futureResult.assumeIsolated().whenSuccess { body in
+                    self.respond(context, h, status: .ok, type: "application/json", body: body + "\n")
+                }
+            } else {
+                respond(context, h, status: .notFound, type: "text/plain", body: "not found: try /metrics or /status\n")
             }
-            let response = "HTTP/1.0 \(code)\r\nContent-Type: \(type)\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
-            _ = response.withCString { write(c, $0, strlen($0)) }
-            close(c)
+        }
+    }
+
+    private func respond(_ context: ChannelHandlerContext, _ request: HTTPRequestHead, status: HTTPResponseStatus,
+                         type: String, body: String) {
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: type)
+        headers.add(name: "Content-Length", value: "\(body.utf8.count)")
+        let keepAlive = request.isKeepAlive
+        if !keepAlive { headers.add(name: "Connection", value: "close") }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: request.version, status: status, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
+        let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        if !keepAlive {
+            let channel = context.channel
+            done.whenComplete { _ in channel.close(promise: nil) }
         }
     }
 }

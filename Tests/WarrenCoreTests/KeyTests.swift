@@ -32,6 +32,19 @@ import Testing
         }
     }
 
+    /// Key errors never repeat the text: it may be a private key.
+    @Test func keyErrorsCarryNoKeyMaterial() {
+        let k = PrivateKey.generate().base64
+        let urlSafe = k.replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_") + "-"
+        for (text, why) in [(urlSafe, "URL-safe"), (k + "\n" + k, "several lines"), (k + "!", "standard base64")] {
+            do { _ = try Key(base64: text); Issue.record("accepted \(why)") } catch {
+                let d = "\(error)"
+                #expect(d.contains(why), "\(d)")
+                #expect(!d.contains(String(k.prefix(12))) && !d.contains(String(urlSafe.prefix(12))), "key material in \(d)")
+            }
+        }
+    }
+
     @Test func zeroKeyMeansAnyPeer() throws {
         #expect(Key.zero.isZero)
         #expect(try Key(base64: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=") == .zero)

@@ -48,13 +48,13 @@ import Testing
             chmod(dir.appending(path: "\(n).key").path, 0o600)
         }
         let a = try run(["node", "--key-file", dir.appending(path: "a.key").path, "--listen", "tcp://127.0.0.1:*",
-                         "--metrics", "127.0.0.1:0"], stdout: dir.appending(path: "a.out"))
+                         "--metrics", "127.0.0.1:0", "--control", "none"], stdout: dir.appending(path: "a.out"))
         defer { if a.isRunning { a.terminate() } }
         let readyA = try #require(await readyLine(dir.appending(path: "a.out")))
         let endpoint = try #require(readyA["endpoint"] as? String)
         let metrics = try #require(readyA["metrics"] as? String)
         let b = try run(["node", "--key-file", dir.appending(path: "b.key").path, "--listen", "tcp://127.0.0.1:*",
-                         "--peer", endpoint], stdout: dir.appending(path: "b.out"))
+                         "--peer", endpoint, "--control", "none"], stdout: dir.appending(path: "b.out"))
         defer { if b.isRunning { b.terminate() } }
         _ = await readyLine(dir.appending(path: "b.out"))
 
@@ -79,8 +79,13 @@ import Testing
                      "warren_ttl_expired_total", "warren_over_ttl_total", "warren_malformed_total", "warren_refused_total",
                      "warren_rate_limited_total", "warren_hwm_drops_total", "warren_neighbours", "warren_dedup_entries"] {
             #expect(prom.contains(name), "missing \(name)")
+            #expect(prom.contains("# HELP \(name) "), "no # HELP line for \(name)")
         }
         #expect(prom.contains("warren_neighbours{node=\"\(endpoint)\"} 1"))
+
+        // HTTP/1.1: two requests on one connection, both answered (keep-alive).
+        let twice = try rawGet(metrics, "/metrics", requests: 2, version: "HTTP/1.1")
+        #expect(twice.components(separatedBy: "HTTP/1.1 200 OK").count == 3, "\(twice.prefix(300))")
 
         let (rc, bad) = try output(["status", "--metrics", "127.0.0.1:1"])
         #expect(rc != 0 && bad.contains("cannot connect"))
@@ -88,7 +93,7 @@ import Testing
     }
 
 
-    func rawGet(_ addr: String, _ path: String) throws -> String {
+    func rawGet(_ addr: String, _ path: String, requests: Int = 1, version: String = "HTTP/1.0") throws -> String {
         let parts = addr.split(separator: ":")
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
@@ -98,7 +103,10 @@ import Testing
         inet_pton(AF_INET, String(parts[0]), &sa.sin_addr)
         let rc = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
         guard rc == 0 else { return "" }
-        let req = "GET \(path) HTTP/1.0\r\n\r\n"
+        var req = ""
+        for i in 0..<requests {
+            req += "GET \(path) \(version)\r\nHost: x\r\n" + (i == requests - 1 ? "Connection: close\r\n" : "") + "\r\n"
+        }
         _ = req.withCString { write(fd, $0, strlen($0)) }
         var data = [UInt8](), buf = [UInt8](repeating: 0, count: 65536)
         while true { let n = read(fd, &buf, buf.count); if n <= 0 { break }; data += buf[0..<n] }

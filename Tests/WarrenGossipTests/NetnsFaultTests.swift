@@ -561,7 +561,7 @@ final class NetnsLab: @unchecked Sendable {
             }
         }
         var args = ["node", "--key-file", keyFile, "--listen", endpoint(i), "--preset", "local",
-                    "--community", community, "--log-level", "info"]
+                    "--community", community, "--log-level", "info", "--control", "none"]
         for p in peers { args += ["--peer", endpoint(p)] }
         args += extra
         return try await launch(i, keyFile: keyFile, publicKey: key.publicKey.base64, arguments: args)

@@ -23,8 +23,10 @@ struct NodeCommandTests {
         let errURL: URL
         let name: String
 
-        /// Runs `executable` (default: the built `warren`) with `arguments`.
-        init(_ arguments: [String], in dir: URL, name: String, executable: URL? = nil) throws {
+        /// Runs `executable` (default: the built `warren`) with `arguments`. `stdout`: a
+        /// `FileHandle` or `Pipe` instead of the file (`stdout`/`lines` then read nothing).
+        init(_ arguments: [String], in dir: URL, name: String, executable: URL? = nil, stdout: Any? = nil,
+             environment: [String: String]? = nil) throws {
             // Writing to a dead child's stdin must be an error, not a SIGPIPE for the test runner.
             signal(SIGPIPE, SIG_IGN)
             self.name = name
@@ -38,8 +40,11 @@ struct NodeCommandTests {
             process.executableURL = executable ?? NodeCommandTests.warren!
             process.arguments = arguments
             process.standardInput = input
-            process.standardOutput = out
+            process.standardOutput = stdout ?? out
             process.standardError = err
+            if let environment {
+                process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+            }
             try process.run()
         }
 
@@ -109,6 +114,15 @@ struct NodeCommandTests {
         let status = await c.waitExit(timeout: timeout)
         if status == nil { Issue.record("warren \(arguments.joined(separator: " ")) did not exit within \(timeout)") }
         return Result(status: status, stdout: c.stdout, stderr: c.stderr)
+    }
+
+    /// Runs blocking work (poll, read, recv) on a thread of its own: blocking the cooperative
+    /// pool (two threads on two cores) would stall every other test of the process meanwhile.
+    static func blocking<R: Sendable>(_ body: @escaping @Sendable () -> R) async -> R {
+        await withCheckedContinuation { c in
+            let t = Thread { c.resume(returning: body()) }
+            t.start()
+        }
     }
 
     static func eventually(timeout: Duration = .seconds(5), _ condition: () -> Bool) async -> Bool {
@@ -249,6 +263,8 @@ struct NodeCommandTests {
                           in dir: URL) async throws -> (child: Child, ready: [String: Any], readyFirst: Bool) {
         var args = ["node", "--key-file", key, "--listen", listen ?? "tcp://127.0.0.1:*", "--degree", "0", "--log-level", "warning"]
         for p in peers { args += ["--peer", p] }
+        // No control socket unless asked for: tests never touch the machine's default one.
+        if !extra.contains("--control") { args += ["--control", "none"] }
         let c = try Child(args + extra, in: dir, name: name)
         func ready() -> [String: Any]? { c.objects.first { $0["event"] as? String == "ready" } }
         _ = await eventually(timeout: .seconds(10)) { ready() != nil || !c.process.isRunning }
@@ -392,12 +408,12 @@ struct NodeCommandTests {
         try await Self.withTempDir { dir in
             let f = try Self.writeKey(.generate(), "k.key", in: dir)
             let cases: [([String], String)] = [
-                (["node", "--key-file", f, "--listen", "udp://x"], "--listen must be tcp://HOST:PORT"),
+                (["node", "--key-file", f, "--listen", "udp://x"], "it must be tcp://HOST:PORT"),
                 (["node", "--key-file", f, "--listen", "tcp://127.0.0.1:*", "--peer", "nonsense"], "tcp://HOST:PORT"),
                 (["node", "--key-file", f, "--listen", "tcp://127.0.0.1:*", "--ttl", "0"], "--ttl"),
                 (["node", "--key-file", f, "--listen", "tcp://127.0.0.1:*", "--ttl", "17"], "--ttl must be 1…16"),
                 (["node", "--key-file", f, "--listen", "tcp://127.0.0.1:*", "--discover", "--discover-port", "0"], "--discover-port"),
-                (["node", "--key-file", dir.appending(path: "missing.key").path, "--listen", "tcp://127.0.0.1:*"], "does not exist"),
+                (["node", "--key-file", dir.appending(path: "missing.key").path, "--listen", "tcp://127.0.0.1:*"], "No such file or directory"),
                 (["seal", "--key-file", f, "--to", "notakey"], "--to"),
             ]
             for (args, needle) in cases {
