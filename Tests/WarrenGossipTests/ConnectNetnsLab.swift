@@ -236,7 +236,8 @@ final class ConnectLab: @unchecked Sendable {
     /// The public overlay node (and, with `grpc`, its gRPC bridge on 203.0.113.1:8080).
     func startPublicNode(grpc: Bool = false) async throws -> NetnsProcess {
         let key = try newKey("public")
-        var args = ["node", "--key-file", key.file, "--listen", "tcp://203.0.113.1:7000", "--degree", "0", "--log-level", "info"]
+        var args = ["node", "--key-file", key.file, "--listen", "tcp://203.0.113.1:7000", "--degree", "0", "--log-level", "info",
+                    "--control", "none"]
         if grpc { args += ["--grpc", "203.0.113.1:8080", "--grpc-allow-plaintext"] }
         let p = try start("public", in: wan, NetnsEnv.warren!, args)
         let ready = await netnsEventually(timeout: .seconds(10)) {
