@@ -144,6 +144,13 @@ public struct ICECandidate: Sendable, Hashable, CustomStringConvertible {
     /// True when `address` is an IPv6 literal.
     public var isIPv6: Bool { address.contains(":") }
 
+    /// True for an IPv6 link-local address (fe80::/10), which needs a scope to be used.
+    public var isLinkLocal: Bool {
+        guard isIPv6, let first = address.split(separator: ":", omittingEmptySubsequences: false).first,
+              let v = UInt16(first, radix: 16) else { return false }
+        return v & 0xFFC0 == 0xFE80
+    }
+
     /// `srflx 203.0.113.11:49152` (IPv6 in brackets).
     public var description: String {
         let host = isIPv6 ? "[\(address)]" : address

@@ -211,8 +211,9 @@ public struct SessionMachine: Sendable {
     private mutating func onAgent<G: RandomNumberGenerator>(_ e: ICEAgentEvent, _ run: inout Run, rng: inout G) {
         switch e {
         case .localCandidate(let c):
-            // Peer-reflexive candidates are learned by checks; they are never signalled.
-            guard c.kind != .prflx else { return }
+            // Peer-reflexive candidates are learned by checks; they are never signalled. Nor are
+            // IPv6 link-local ones: without their interface's scope they mean nothing to the peer.
+            guard c.kind != .prflx, !c.isLinkLocal else { return }
             var m = SignalingMessage()
             m.candidate = c.message
             counters.candidatesSent += 1

@@ -123,7 +123,7 @@ public final class SessionManager: @unchecked Sendable {
         let task = Task {
             for await (peer, message) in stream {
                 do { try await backend.publish(KeyPair(ours: ours, theirs: peer), message) } catch {
-                    logger.warning("signaling message to \(peer.base64) not sent: \(error)")
+                    logger.warning("signaling message to \(peer.base64): \(error)")
                 }
             }
         }

@@ -183,8 +183,11 @@ import WarrenEngine
         #expect(out.count == 1 && out[0].type == .serverReflexive && out[0].address == "203.0.113.11")
         #expect(out[0].relatedAddress.address == "10.0.1.2")
         #expect(d.agent(.localCandidate(candidate(.prflx, "10.0.9.9"))).sentCandidates.isEmpty)
+        #expect(d.agent(.localCandidate(candidate(.host, "fe80::fc:ff:fe00:1"))).sentCandidates.isEmpty)
+        #expect(d.agent(.localCandidate(candidate(.host, "febf::1"))).sentCandidates.isEmpty)
+        #expect(d.agent(.localCandidate(candidate(.host, "fd00::2"))).sentCandidates.count == 1)
         #expect(d.agent(.gatheringDone).sent.isEmpty)  // end of gathering is not signalled
-        #expect(d.m.counters.candidatesSent == 2)
+        #expect(d.m.counters.candidatesSent == 3)
     }
 
     @Test func eventsOfAnOldAgentAreIgnored() {
