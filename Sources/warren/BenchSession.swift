@@ -118,6 +118,8 @@ struct SessionBench: ParsableCommand {
         let lossy = warren.filter { $0.resends.contains { $0 > 0 } }, clean = warren.filter { !$0.resends.contains { $0 > 0 } }
         out.append("  Warren rounds in which a side resent its credentials before the peer's arrived: \(lossy.count) of \(warren.count); "
             + "launch → Connected \(stat(lossy.flatMap(\.connected))) in those, \(stat(clean.flatMap(\.connected))) in the others")
+        out.append("  launch → first credentials sent, per side: Warren \(stat(warren.flatMap(\.firstSend))) (after its overlay link is up), "
+            + "floor \(stat(floor.flatMap(\.firstSend)))")
         let wp = Set(warren.compactMap(\.pair)), fp = Set(floor.compactMap(\.pair))
         out.append("  selected pairs: Warren \(wp.sorted()), floor \(fp.sorted())")
         if failedW + failedF > 0 { out.append("  failed attempts (no READY within \(Int(timeout)) s): Warren \(failedW), floor \(failedF)") }
@@ -152,8 +154,9 @@ struct SessionAttempt {
     var pair: String?
     /// Warren only: credential resends (Idle → Idle) before the peer's credentials arrived.
     var resends: [Int] = []
-    /// Warren only, ms from each side's launch: its first credentials sent (Unknown → Idle), and
-    /// its overlay link up at the public node (the public node's peer-up for it).
+    /// Ms from each side's launch to its first credentials sent (Warren: Unknown → Idle; the
+    /// floor: its credentials line); Warren also: its overlay link up at the public node (the
+    /// public node's peer-up for it).
     var firstSend: [Double] = []
     var overlayUp: [Double] = []
     var ok = false
@@ -164,7 +167,8 @@ struct SessionAttempt {
         return "Connected \(f(connected)) ms, Completed \(f(completed)) ms (h1/h2)"
             + (agentConnected.isEmpty ? "" : "; since agent: \(f(agentConnected)) / \(f(agentCompleted)) ms")
             + (resends.isEmpty ? "" : "; resends before New \(resends.map(String.init).joined(separator: "/"))")
-            + (firstSend.isEmpty ? "" : "; first credentials sent \(f(firstSend)) ms, overlay up \(f(overlayUp)) ms")
+            + (firstSend.isEmpty ? "" : "; first credentials sent \(f(firstSend)) ms")
+            + (overlayUp.isEmpty ? "" : ", overlay up \(f(overlayUp)) ms")
             + (pair.map { "; \($0)" } ?? "") + (note.isEmpty ? "" : "; \(note)")
     }
 }
@@ -313,6 +317,7 @@ struct SessionBenchRunner {
         let ok = wait([p1, p2]) { first(p1, "state", "ready") != nil && first(p2, "state", "ready") != nil }
         var a = SessionAttempt(ok: ok)
         for c in [p1, p2] {
+            if let e = c.output.first(where: { $0.line.hasPrefix("{\"creds\"") }) { a.firstSend.append(Double(e.at - c.launchedAt) / 1e6) }
             if let e = first(c, "state", "connected") { a.connected.append(Double(e.at - c.launchedAt) / 1e6) }
             if let e = first(c, "state", "ready") { a.completed.append(Double(e.at - c.launchedAt) / 1e6) }
             if c === p1, let e = c.objects.last(where: { $0.object["event"] as? String == "pair" }),
