@@ -26,6 +26,8 @@ final class SessionBenchNetwork: Sendable {
     static let prefix = "wsb"
     /// Namespaces of every network alive, for the signal handler.
     static let live = Mutex<Set<String>>([])
+    /// The children's log directory, for the signal handler to remove (nil: keep it).
+    static let logDirectory = Mutex<String?>(nil)
 
     let kind: Kind
     let run: String

@@ -55,6 +55,7 @@ struct SessionBench: ParsableCommand {
         installSignalHandlers(ip: ip)
         let dir = FileManager.default.temporaryDirectory.appending(path: "warren-bench-session-\(getpid())")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        SessionBenchNetwork.logDirectory.withLock { $0 = keepLogs ? nil : dir.path }
         defer {
             if keepLogs { Output.line("logs kept in \(dir.path)") } else { try? FileManager.default.removeItem(at: dir) }
         }
@@ -136,6 +137,7 @@ struct SessionBench: ParsableCommand {
                 Output.error("\nwarren bench session: \(sig == SIGINT ? "interrupted" : "terminated"); stopping the children and deleting the namespaces")
                 ChildRegistry.terminateAll(grace: .seconds(1))
                 SessionBenchNetwork.remove(Array(SessionBenchNetwork.live.withLock { $0 }), ip: ip)
+                if let d = SessionBenchNetwork.logDirectory.withLock({ $0 }) { try? FileManager.default.removeItem(atPath: d) }
                 Glibc.exit(128 + sig)
             }
             s.resume()
