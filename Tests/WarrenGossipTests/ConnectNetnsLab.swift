@@ -355,9 +355,9 @@ extension ConnectLab {
     /// Starts `warren connect` in host `n` to `peer` with the given backend and ICE URLs.
     /// h1 forwards 127.0.0.1:5001 (replies to the last local sender); h2 forwards 127.0.0.1:5002
     /// and delivers to 127.0.0.1:6002.
-    func startConnect(_ n: Int, key: (file: String, publicKey: String), to peer: String, backend: String,
+    func startConnect(_ n: Int, key: (file: String, publicKey: String), to peer: String, backend: [String],
                       iceURLs: [String]) async throws -> ConnectPeer {
-        var args = ["connect", "--key-file", key.file, "--to", peer, "--backend", backend, "--log-level", "info",
+        var args = ["connect", "--key-file", key.file, "--to", peer] + backend + ["--log-level", "info",
                     "--forward", "127.0.0.1:500\(n)"]
         if n == 2 { args += ["--forward-to", "127.0.0.1:6002"] }
         for u in iceURLs { args += ["--ice-url", u] }
@@ -391,15 +391,31 @@ extension ConnectLab {
         "gossip://\(hostAddress(n)):7001?advertise=tcp://\(publicAddress(n)):7001&peer=tcp://203.0.113.1:7000&degree=0"
     }
 
+    /// The same node as `gossipBackend(n)`, given with warren node's own flags.
+    func nodeFlags(_ n: Int) -> [String] {
+        ["--listen", "tcp://\(hostAddress(n)):7001", "--advertise", "tcp://\(publicAddress(n)):7001",
+         "--peer", "tcp://203.0.113.1:7000", "--degree", "0"]
+    }
+
+    /// How a host's `warren connect` reaches the overlay.
+    enum Signaling { case gossipURL, nodeFlags, grpc }
+
     /// Starts coturn, the public node and both `warren connect`s.
-    func startPair(turn: Bool = false, grpc: Bool = false) async throws -> (ConnectPeer, ConnectPeer) {
+    func startPair(turn: Bool = false, signaling: Signaling = .gossipURL) async throws -> (ConnectPeer, ConnectPeer) {
+        let grpc = signaling == .grpc
         try await waitCarrier()
         try await startCoturn(turn: turn)
         _ = try await startPublicNode(grpc: grpc)
         let k1 = try newKey("h1"), k2 = try newKey("h2")
         let ice = turn ? ["stun:203.0.113.1:3478", "turn:warren:secret@203.0.113.1:3478?transport=udp"] : ["stun:203.0.113.1:3478"]
-        let b1 = grpc ? "grpc://203.0.113.1:8080?insecure=true" : gossipBackend(1)
-        let b2 = grpc ? "grpc://203.0.113.1:8080?insecure=true" : gossipBackend(2)
+        func backend(_ n: Int) -> [String] {
+            switch signaling {
+            case .gossipURL: return ["--backend", gossipBackend(n)]
+            case .nodeFlags: return nodeFlags(n)
+            case .grpc: return ["--backend", "grpc://203.0.113.1:8080?insecure=true"]
+            }
+        }
+        let b1 = backend(1), b2 = backend(2)
         let h1 = try await startConnect(1, key: k1, to: k2.publicKey, backend: b1, iceURLs: ice)
         let h2 = try await startConnect(2, key: k2, to: k1.publicKey, backend: b2, iceURLs: ice)
         return (h1, h2)

@@ -166,7 +166,8 @@ struct ConnectNetnsTests {
     @Test func cutPathIsNoticedAndHeals() async throws {
         let lab = try ConnectLab(.cone, test: "cut")
         defer { lab.tearDown() }
-        let (h1, h2) = try await lab.startPair()
+        // Here each host's node is configured with warren node's flags instead of a gossip:// URL.
+        let (h1, h2) = try await lab.startPair(signaling: .nodeFlags)
         guard await waitConnected(lab, [h1, h2], timeout: .seconds(20), "before the cut") else { return }
         let m1 = h1.states.count, m2 = h2.states.count
         let rules = [(1, "-s", 2), (1, "-d", 2), (2, "-s", 1), (2, "-d", 1)].map { n, dir, o in
@@ -211,7 +212,7 @@ struct ConnectNetnsTests {
     @Test func twoConeNATsOverGRPCBackend() async throws {
         let lab = try ConnectLab(.cone, test: "grpc")
         defer { lab.tearDown() }
-        let (h1, h2) = try await lab.startPair(grpc: true)
+        let (h1, h2) = try await lab.startPair(signaling: .grpc)
         try await expectDirectSrflxSessionWithData(lab, h1, h2, what: "gRPC backend")
     }
 
