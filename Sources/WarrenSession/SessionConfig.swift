@@ -10,8 +10,11 @@ public struct SessionConfig: Sendable, Equatable {
     public var resendMax: UInt64 = 60_000_000_000
     /// Remote candidates held while no agent can take them (before the peer's credentials).
     public var heldCandidateLimit = 32
-    /// Remote candidates added to one agent (libnice keeps at most 25 per component).
-    public var remoteCandidateLimit = 32
+    /// Remote candidates added to one agent (libnice keeps at most 25 per component; more
+    /// would be counted as added and silently dropped by the agent).
+    public var remoteCandidateLimit = 25
+    /// Local candidates gathered while Idle, held until the peer's credentials arrive.
+    public var pendingLocalLimit = 32
     /// From the peer's credentials to Connected: past this the attempt counts as failed and
     /// starts over (libnice reports FAILED itself when checks run; this covers a peer whose
     /// candidates never arrive).

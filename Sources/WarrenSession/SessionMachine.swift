@@ -36,6 +36,8 @@ public struct SessionMachine: Sendable {
         case closeAgent(generation: UInt64)
         case setRemoteCredentials(generation: UInt64, ICECredentials)
         case addRemoteCandidate(generation: UInt64, ICECandidate)
+        /// Start gathering local candidates (at once after `createAgent`, so that STUN and TURN
+        /// run while the credentials travel).
         case startGathering(generation: UInt64)
         /// Call `handle(.timer)` at this time (replaces any earlier deadline); nil cancels it.
         case scheduleTimer(at: UInt64?)
@@ -99,6 +101,7 @@ public struct SessionMachine: Sendable {
 
     private var superseded: [ICECredentials] = []
     private var added: Set<ICECandidate> = []
+    private var pendingLocal: [ICECandidate] = []
     private var agentChecking = false
     private var attemptStart: UInt64 = 0
     private var resendCount = 0
@@ -176,11 +179,13 @@ public struct SessionMachine: Sendable {
         }
         remoteCredentials = c
         run.actions.append(.setRemoteCredentials(generation: generation, c))
-        run.actions.append(.startGathering(generation: generation))
         resendAt = nil
         connectBy = run.now + config.connectTimeout
         move(to: .new, &run)
         if m.needCreds { sendCredentials(&run, needCreds: false) }
+        let gathered = pendingLocal
+        pendingLocal.removeAll()
+        for l in gathered { sendCandidate(l, &run) }
         let waiting = held
         held.removeAll()
         for h in waiting { add(h, &run) }
@@ -214,10 +219,13 @@ public struct SessionMachine: Sendable {
             // Peer-reflexive candidates are learned by checks; they are never signalled. Nor are
             // IPv6 link-local ones: without their interface's scope they mean nothing to the peer.
             guard c.kind != .prflx, !c.isLinkLocal else { return }
-            var m = SignalingMessage()
-            m.candidate = c.message
-            counters.candidatesSent += 1
-            run.actions.append(.send(m))
+            if remoteCredentials == nil {
+                // Gathered early (the agent gathers from its creation, so STUN and TURN run while
+                // the peer's credentials travel); sent once the peer has an agent to take them.
+                if pendingLocal.count < config.pendingLocalLimit { pendingLocal.append(c) }
+                return
+            }
+            sendCandidate(c, &run)
         case .gatheringDone, .closed:
             break
         case .state(let s):
@@ -279,7 +287,9 @@ public struct SessionMachine: Sendable {
         connectBy = nil
         retryAt = nil
         attemptStart = run.now
+        pendingLocal.removeAll()
         run.actions.append(.createAgent(generation: generation, controlling: controlling, credentials: localCredentials!))
+        run.actions.append(.startGathering(generation: generation))
         move(to: .idle, &run)
         sendCredentials(&run, needCreds: true)
         resendCount = 1
@@ -337,6 +347,13 @@ public struct SessionMachine: Sendable {
                                  elapsed: run.now >= attemptStart ? run.now - attemptStart : 0, reason: reason)
         state = s
         run.actions.append(.report(change))
+    }
+
+    private mutating func sendCandidate(_ c: ICECandidate, _ run: inout Run) {
+        var m = SignalingMessage()
+        m.candidate = c.message
+        counters.candidatesSent += 1
+        run.actions.append(.send(m))
     }
 
     private mutating func sendCredentials(_ run: inout Run, needCreds: Bool) {
