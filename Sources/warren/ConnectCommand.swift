@@ -28,15 +28,17 @@ struct Connect: AsyncParsableCommand {
         SIGTERM or SIGINT closes the agents (TURN allocations are released) and \
         exits 0.
 
-        Two hosts behind NATs, a public node at 203.0.113.1:7000, a STUN server:
-          warren connect --key-file a.key --listen tcp://0.0.0.0:7001 \\
-                         --peer tcp://203.0.113.1:7000 --to "$(cat b.pub)" \\
+        Two hosts behind NATs; a public node with a TLS gRPC bridge and a STUN server \
+        at 203.0.113.1 (a host behind a NAT cannot run an overlay node of its own unless \
+        its overlay port is forwarded: the public node dials every neighbour back):
+          warren connect --key-file a.key --to "$(cat b.pub)" \\
+                         --backend "grpc://203.0.113.1:8080?ca=ca.pem" \\
                          --ice-url stun:203.0.113.1:3478 \\
                          --forward 127.0.0.1:51821 --forward-to 127.0.0.1:51820
 
-        Through a node's gRPC bridge instead of a node in this process:
-          warren connect --key-file a.key --to "$(cat b.pub)" \\
-                         --backend "grpc://127.0.0.1:8080?insecure=true"
+        Hosts that other nodes can dial run the node in this process:
+          warren connect --key-file a.key --listen tcp://0.0.0.0:7001 \\
+                         --peer tcp://10.0.0.1:7000 --to "$(cat b.pub)"
         """)
 
     @OptionGroup(title: "Overlay node (as warren node; with --backend only --key-file, --log-level, --metrics apply)") var node: NodeOptions
