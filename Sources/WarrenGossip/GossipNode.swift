@@ -82,17 +82,26 @@ public final class GossipNode: Sendable {
         wakeReadFD = fds[0]
 
         let zapDomain = "warren-" + String(nodeID.raw, radix: 16)
-        if configuration.isClosed {
-            do { try ZAPService.shared.start() } catch { close(fds[0]); close(fds[1]); throw error }
+        // The ZAP handler authenticates a closed overlay's links and, in any overlay, numbers the
+        // SUB's connections (so each frame is known to come from one connection). It serves the
+        // shared context only: a node on another context runs without connection numbers.
+        var zap = ZAPService.shared.serves(context)
+        if zap || configuration.isClosed {
+            do { try ZAPService.shared.start() } catch {
+                if configuration.isClosed { close(fds[0]); close(fds[1]); throw error }
+                logger.warning("no ZAP handler: frames cannot be told apart by connection", metadata: ["error": "\(error)"])
+                zap = false
+            }
         }
 
         // The SUB socket is created and bound here, then handed to the driver thread, which is
         // the only one to touch it afterwards (a hand-off, not sharing).
         let sub = try ZMQSocket(context, type: ZMQ_SUB)
         sub.set(ZMQ_RCVHWM, configuration.receiveHighWaterMark)
-        // ZeroMQ drops a connection that sends a message over 1 MiB (the engine refuses bodies
-        // over 64 KiB and counts them; this bounds memory before decoding).
-        var maxMsg: Int64 = 1 << 20
+        // ZeroMQ drops a connection that sends a message part larger than the largest legal
+        // body (a BATCH of 64 KiB), before anything is buffered: with the receive high-water mark
+        // this bounds what one connection can queue in bytes.
+        var maxMsg = Int64(Frame.maxBodyBytes)
         zmq_setsockopt(sub.handle, ZMQ_MAXMSGSIZE, &maxMsg, MemoryLayout<Int64>.size)
         sub.set(ZMQ_LINGER, 0)
         sub.set(ZMQ_HEARTBEAT_IVL, 1000)
@@ -106,10 +115,14 @@ public final class GossipNode: Sendable {
             sub.set(ZMQ_CURVE_SECRETKEY, bytes: nodeKey.key.bytes)
             sub.set(ZMQ_ZAP_DOMAIN, bytes: Array(zapDomain.utf8))
             curve = CurveKeys(secret: nodeKey.key.bytes, public: nodeKey.publicKey.bytes)
+        } else if zap {
+            ZAPService.shared.register(domain: zapDomain, allowed: nil, logger: logger)
+            sub.set(ZMQ_ZAP_DOMAIN, bytes: Array(zapDomain.utf8))
         }
+        let registered = configuration.isClosed || zap
         do { try sub.bind(configuration.listen) } catch {
             sub.close(); close(fds[0]); close(fds[1])
-            if configuration.isClosed { ZAPService.shared.unregister(domain: zapDomain) }
+            if registered { ZAPService.shared.unregister(domain: zapDomain) }
             throw error
         }
         let bound = sub.lastEndpoint
@@ -127,14 +140,14 @@ public final class GossipNode: Sendable {
                                 seed: configuration.randomSeed ?? UInt64.random(in: 1...UInt64.max),
                                 sendHWM: configuration.sendHighWaterMark, batching: configuration.batching,
                                 callbacks: callbacks, logger: logger,
-                                curve: curve, zapDomain: configuration.isClosed ? zapDomain : nil)
+                                curve: curve, zapDomain: registered ? zapDomain : nil)
         if let port = configuration.discoveryPort {
             do {
                 driver.discovery = try DiscoverySocket(port: port, beacon: Beacon(nodeID: nodeID, endpoint: advertised),
                                                        interval: configuration.beaconInterval, allowed: configuration.allowedKeys)
             } catch {
                 sub.close(); close(fds[0]); close(fds[1])
-                if configuration.isClosed { ZAPService.shared.unregister(domain: zapDomain) }
+                if registered { ZAPService.shared.unregister(domain: zapDomain) }
                 throw error
             }
         }
@@ -438,13 +451,28 @@ struct DriverLoop {
                 // Typed buffers: the decoder reads them in place (raw buffers would be copied first).
                 let t = UnsafeBufferPointer(start: zmq_msg_data(&topic).assumingMemoryBound(to: UInt8.self), count: zmq_msg_size(&topic))
                 let b = UnsafeBufferPointer(start: zmq_msg_data(&body).assumingMemoryBound(to: UInt8.self), count: zmq_msg_size(&body))
-                engine.receive(topic: t, body: b, now: monotonicNanos(), rng: &rng, into: &actions)
+                engine.receive(topic: t, body: b, via: Self.connection(of: &body), now: monotonicNanos(), rng: &rng, into: &actions)
             }
             zmq_msg_close(&topic)
             zmq_msg_close(&body)
             if n % Self.coalesceInputs == 0 && !actions.isEmpty { perform() }
         }
         return false
+    }
+
+    /// The connection a message arrived on: the number after the last `#` of the user id the ZAP
+    /// handler gave the connection (nil without one).
+    static func connection(of msg: inout zmq_msg_t) -> ConnectionID? {
+        guard let p = zmq_msg_gets(&msg, "User-Id") else { return nil }
+        var q = p, digits: UnsafePointer<CChar>? = nil
+        while q.pointee != 0 {
+            if q.pointee == 35 { digits = q + 1 }   // "#"
+            q += 1
+        }
+        guard var d = digits else { return nil }
+        var n: UInt64 = 0
+        while d.pointee >= 48 && d.pointee <= 57 { n = n &* 10 &+ UInt64(d.pointee - 48); d += 1 }
+        return n == 0 ? nil : ConnectionID(raw: n)
     }
 
     /// An XPUB link receives the remote SUB's (un)subscriptions. A subscription means the remote
@@ -522,6 +550,12 @@ struct DriverLoop {
             case .peerUp(let n):
                 logger.debug("peer up", metadata: ["peer": "\(n.endpoint)", "node": "\(n.nodeID)"])
                 callbacks.peer(n, true, nil)
+            case .peerDown(let n, let reason) where reason == .misbehaving:
+                let s = engine.stats
+                logger.warning("disconnected a misbehaving neighbour: most of its frames were forged, malformed or over its rate",
+                               metadata: ["peer": "\(n.endpoint)", "node": "\(n.nodeID)", "reason": "\(reason)",
+                                          "forged": "\(s.forged)", "malformed": "\(s.malformed)", "rate_limited": "\(s.rateLimited)"])
+                callbacks.peer(n, false, reason)
             case .peerDown(let n, let reason):
                 logger.debug("peer down", metadata: ["peer": "\(n.endpoint)", "reason": "\(reason)"])
                 callbacks.peer(n, false, reason)

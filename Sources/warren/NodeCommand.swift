@@ -219,7 +219,10 @@ func statusJSON(_ backend: GossipBackend, bridge: SignalingBridge? = nil) -> Str
                        "duplicates": e.duplicates, "ttl_expired": e.ttlExpired, "over_ttl": e.overTTL,
                        "malformed": e.malformed &+ s.badMultipart, "refused": s.refused,
                        "rate_limited": s.rateLimited, "hwm_drops": s.hwmDrops, "max_hops": e.maxHops,
-                       "batches_sent": s.batchesSent, "batched_frames": s.batchedFrames, "batches_in": e.batchesIn]
+                       "batches_sent": s.batchesSent, "batched_frames": s.batchedFrames, "batches_in": e.batchesIn,
+                       "forged": e.forged, "over_share": e.overShare, "unforwarded": e.unforwarded, "seen_full": e.seenFull,
+                       "dials_deferred": e.dialsDeferred, "strangers_refused": e.strangersRefused,
+                       "known_refused": e.knownRefused, "penalized": e.penalized, "penalty_drops": e.penaltyDrops]
     if let bridge {
         let g = bridge.counters
         obj["grpc"] = ["published": g.published, "rejected": g.rejected, "streamed": g.streamed,

@@ -307,3 +307,18 @@ extension HostileNeighbourTests {
 extension InMemoryNetwork {
     func config(_ i: Int) -> EngineConfig { nodes[i].config }
 }
+
+@Suite struct BatchBoundTests {
+    /// A batch may carry at most `FrameBatch.maxEntries` frames; the coalescer never builds more.
+    @Test func entryCountIsBounded() {
+        let hb = Frame(kind: .heartbeat, from: NodeID(raw: 5)).encode().body
+        let ok = FrameBatch.encode([[UInt8]](repeating: hb, count: FrameBatch.maxEntries), from: NodeID(raw: 5))
+        let over = FrameBatch.encode([[UInt8]](repeating: hb, count: FrameBatch.maxEntries + 1), from: NodeID(raw: 5))
+        #expect((try? FrameBatch.decode(ok).get())?.count == FrameBatch.maxEntries)
+        #expect(throws: FrameError.tooManyEntries) { try FrameBatch.decode(over).get() }
+        var c = FrameCoalescer(from: NodeID(raw: 5), limit: Frame.maxBodyBytes)
+        for _ in 0..<(FrameBatch.maxEntries + 10) { c.add(link: LinkID(raw: 1), topic: .control, body: hb) }
+        c.flush()
+        #expect(c.ready.map(\.frames) == [FrameBatch.maxEntries, 10])
+    }
+}
