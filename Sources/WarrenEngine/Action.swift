@@ -15,8 +15,8 @@ public enum PeerDownReason: Sendable, Hashable {
     case replaced
     /// This engine stopped.
     case closed
-    /// Its frames were mostly bad (forged, malformed, over its rate limit): disconnected, and
-    /// its connection ignored for `penaltyTime` (`EngineStats.penalized`).
+    /// Its frames were mostly bad (forged, malformed, over its rate limit or admission share):
+    /// disconnected, and its connection ignored for `penaltyTime` (`EngineStats.penalized`).
     case misbehaving
 }
 

@@ -51,9 +51,9 @@ public struct EngineConfig: Sendable {
     /// Dials to endpoints that have never been up, per second (a token bucket), and its burst.
     public var dialRate: Double = 10
     public var dialBurst: Double = 16
-    /// A neighbour whose bad frames (forged, malformed on its connection, over its rate limit)
-    /// reach this many within one `scoreInterval`, and outnumber its good frames, is
-    /// disconnected (`.misbehaving`) and its connection ignored for `penaltyTime`.
+    /// A neighbour whose bad frames (forged, malformed on its connection, over its rate limit or
+    /// its share of new ids) reach this many within one `scoreInterval`, and outnumber its good
+    /// frames, is disconnected (`.misbehaving`) and its connection ignored for `penaltyTime`.
     public var penaltyThreshold: UInt32 = 1_000
     public var scoreInterval: UInt64 = 1_000_000_000
     public var penaltyTime: UInt64 = 60_000_000_000

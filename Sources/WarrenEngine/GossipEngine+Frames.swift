@@ -4,11 +4,19 @@
 /// connection, or named by its `from` when the driver cannot tell connections apart), or anyone
 /// else (a connection not bound yet, a node id that is not a peer).
 enum Source {
+    /// Named by `from` (connections unknown).
     case peer(Int)
+    /// Bound to the frame's connection: its frames count for or against it (scoring).
+    case bound(Int)
     case other
     case drop
 
-    var peerIndex: Int? { if case .peer(let i) = self { i } else { nil } }
+    var peerIndex: Int? {
+        switch self {
+        case .peer(let i), .bound(let i): i
+        case .other, .drop: nil
+        }
+    }
 }
 
 extension GossipEngine {
@@ -99,7 +107,7 @@ extension GossipEngine {
                 }
                 peerKeys[pi].good &+= 1
                 if peerKeys[pi].lastHeard < now { peerKeys[pi].lastHeard = now }
-                return .peer(pi)
+                return .bound(pi)
             }
             if config.rateLimit > 0 && !strangerBucket.take(now: now, rate: config.rateLimit, burst: config.rateBurst) {
                 stats.rateLimited &+= 1
@@ -166,7 +174,15 @@ extension GossipEngine {
             // is recorded only if that evicts no id younger than the hold.
             seen.expire(now: now)
             if seen.has(id) { stats.duplicates &+= 1; return }
-            guard takeShare(source, forward: false, now: now) else { stats.overShare &+= 1; return }
+            guard takeShare(source, forward: false, now: now) else {
+                stats.overShare &+= 1
+                // Over its share of new ids: held against a neighbour on its own connection.
+                if case .bound(let pi) = source {
+                    peerKeys[pi].bad &+= 1
+                    if peerKeys[pi].good > 0 { peerKeys[pi].good -= 1 }
+                }
+                return
+            }
             guard seen.insert(id, now: now, hold: config.seenHold) == .inserted else { stats.seenFull &+= 1; return }
         }
         let h = hops == .max ? hops : hops + 1

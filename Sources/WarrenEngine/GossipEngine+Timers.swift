@@ -143,8 +143,8 @@ extension GossipEngine {
 
 extension GossipEngine {
     /// Ends one `scoreInterval`: every peer whose bad frames (forged, malformed on its
-    /// connection, over its rate limit) reached `penaltyThreshold` and outnumber its good ones
-    /// is penalized; then the counts start again. Expired bans are dropped.
+    /// connection, over its rate limit or its share of new ids) reached `penaltyThreshold` and
+    /// outnumber its good ones is penalized; then the counts start again. Expired bans are dropped.
     mutating func score(now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
         bans.removeAll { $0.until <= now }
         var k = 0

@@ -552,7 +552,7 @@ struct DriverLoop {
                 callbacks.peer(n, true, nil)
             case .peerDown(let n, let reason) where reason == .misbehaving:
                 let s = engine.stats
-                logger.warning("disconnected a misbehaving neighbour: most of its frames were forged, malformed or over its rate",
+                logger.warning("disconnected a misbehaving neighbour: most of its frames were forged, malformed or over its rate or share",
                                metadata: ["peer": "\(n.endpoint)", "node": "\(n.nodeID)", "reason": "\(reason)",
                                           "forged": "\(s.forged)", "malformed": "\(s.malformed)", "rate_limited": "\(s.rateLimited)"])
                 callbacks.peer(n, false, reason)

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import WarrenEngine
 
@@ -320,5 +321,81 @@ extension InMemoryNetwork {
         for _ in 0..<(FrameBatch.maxEntries + 10) { c.add(link: LinkID(raw: 1), topic: .control, body: hb) }
         c.flush()
         #expect(c.ready.map(\.frames) == [FrameBatch.maxEntries, 10])
+    }
+}
+
+/// A campaign of mixed attacks from several hostile connections at once (forged control frames,
+/// HELLO floods, DATA floods and replays, batches, malformed bytes, self-HELLOs), interleaved with
+/// honest all-pairs traffic, on the four-node overlay of `HostileNeighbourTests`. Throughout: the
+/// victim's links, peers, known table and seen cache stay within their bounds and its honest
+/// neighbours stay up; every honest message is delivered exactly once. `WARREN_FUZZ_ITERATIONS`
+/// sets the number of attack rounds / 100 (default 100,000 → 1,000 rounds of ~100 frames).
+@Suite struct HostileCampaignTests {
+    static var rounds: Int {
+        (ProcessInfo.processInfo.environment["WARREN_FUZZ_ITERATIONS"].flatMap(Int.init) ?? 100_000) / 100
+    }
+
+    static func pick(_ rng: inout SeededGenerator, _ n: Int) -> Int { Int(rng.next(upperBound: UInt64(n))) }
+
+    @Test func mixedAttacksKeepBoundsAndExactlyOnce() throws {
+        func pick(_ rng: inout SeededGenerator, _ n: Int) -> Int { Self.pick(&rng, n) }
+        var net = HostileNeighbourTests.overlay(seed: 21)
+        var rng = SeededGenerator(seed: 22)
+        let honest = net.neighbourIDs(0)
+        let victim = try #require(net.nodes[0].nodeID)
+        let c = net.config(0)
+        HostileNeighbourTests.join(&net)
+        var replay: [[UInt8]] = []
+        var published: [(Int, MessageID)] = []
+        for round in 0..<Self.rounds {
+            for _ in 0..<100 {
+                let conn = pick(&rng, 4) == 0 ? HostileNeighbourTests.freshConn(pick(&rng, 1_000))
+                                                       : HostileNeighbourTests.attackerConn
+                let claim = [HostileNeighbourTests.attacker, victim, honest.randomElement(using: &rng)!, NodeID.random(using: &rng)][pick(&rng, 4)]
+                let f: OutFrame
+                switch pick(&rng, 8) {
+                case 0: f = Frame(kind: .bye, from: claim).encode()
+                case 1: f = Frame(kind: .peers([Frame.PeerEntry(nodeID: NodeID.random(using: &rng), endpoint: "tcp://10.9.\(round % 256).\(pick(&rng, 256)):1")]), from: claim).encode()
+                case 2:
+                    // As token even the victim's own link ids (a self-HELLO must still not pass);
+                    // as echo only guesses (nobody but a link's far end knows its token).
+                    let token = pick(&rng, 2) == 0 ? (net.engine(0)?.linkIDs.randomElement(using: &rng)?.raw ?? 1) : rng.next() | 1
+                    f = Frame(kind: .hello(Frame.Hello(leaf: pick(&rng, 4) == 0, token: token, echo: pick(&rng, 2) == 0 ? rng.next() : 0,
+                                                       endpoint: pick(&rng, 2) == 0 ? endpoint(pick(&rng, 4)) : "tcp://10.8.\(pick(&rng, 256)).1:2",
+                                                       peers: [])), from: claim).encode()
+                case 3, 4:
+                    let body = Frame.encodeData(envelope: envelope(&rng, 30), ttl: UInt8(1 + pick(&rng, 17)), hops: 0, from: claim)
+                    if replay.count < 64 { replay.append(body) }
+                    f = OutFrame(topic: topic(UInt8(1 + pick(&rng, 5))), body: body)
+                case 5:
+                    f = OutFrame(topic: topic(1), body: replay.isEmpty ? [1] : replay[pick(&rng, replay.count)])
+                case 6:
+                    let entries = (0..<1 + pick(&rng, 40)).map { _ in Frame.encodeData(envelope: envelope(&rng, 20), ttl: 3, hops: 0, from: claim) }
+                    f = OutFrame(topic: topic(3), body: FrameBatch.encode(entries, from: claim))
+                default:
+                    var b = Frame(kind: .heartbeat, from: claim).encode().body
+                    b[pick(&rng, b.count)] = UInt8(truncatingIfNeeded: rng.next())
+                    f = OutFrame(topic: .control, body: b)
+                }
+                net.inject(to: 0, topic: f.topic.bytes, body: f.body, via: conn)
+            }
+            if round % 10 == 0 {
+                let i = pick(&rng, 4), j = (i + 1 + pick(&rng, 3)) % 4
+                published.append((j, net.publish(from: i, topic: topic(UInt8(j + 1)), envelope: envelope(&rng, 48))))
+            }
+            _ = net.run(for: 10 * msNS)
+            let e = try #require(net.engine(0))
+            #expect(e.linkIDs.count <= honest.count + c.maxPendingDials + 1, "round \(round)")
+            #expect(e.peers.count <= GossipEngine.maxLinklessPeers + honest.count + c.maxPendingDials + 1)
+            #expect(e.knownEndpoints.count <= c.maxKnownEndpoints && e.seenCount <= c.seenCapacity)
+            // Even with the victim's own link ids as tokens, only links to endpoints the attacker
+            // made up (not up, not honest) can be taken for loops.
+            #expect(e.selfEndpoints.isDisjoint(with: (1...3).map(endpoint)) && e.seeds.allSatisfy { !$0.disabled })
+            #expect(honest.isSubset(of: net.neighbourIDs(0)), "round \(round): an honest neighbour was dropped")
+        }
+        _ = net.run(for: 2 * second)
+        for (j, id) in published { #expect(net.deliveries(j, id).count == 1) }
+        let s = try #require(net.engine(0)).stats
+        #expect(s.forged > 0 && s.malformed > 0)
     }
 }

@@ -156,12 +156,18 @@ class Node:
                 n += 1 if e["event"] == "peer-up" else -1 if e["event"] == "peer-down" else 0
             return n
 
-    def status(self):
-        try:
-            with urllib.request.urlopen(f"http://{self.metrics}/status", timeout=3) as r:
-                return json.loads(r.read())
-        except Exception as e:   # noqa: BLE001 - reported, not fatal
-            return {"error": str(e)}
+    def status(self, attempts=10):
+        """/status (retried: a node still working off a flood may not answer at once)."""
+        o = {}
+        for _ in range(attempts):
+            try:
+                with urllib.request.urlopen(f"http://{self.metrics}/status", timeout=5) as r:
+                    o = json.loads(r.read())
+            except Exception as e:   # noqa: BLE001 - reported, not fatal
+                o = {"error": str(e)}
+            if "counters" in o: break
+            time.sleep(1)
+        return o
 
     def stop(self):
         if self.proc.poll() is None:
