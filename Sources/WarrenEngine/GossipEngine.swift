@@ -110,6 +110,7 @@ public struct GossipEngine: Sendable {
         now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]
     ) {
         guard active else { return }
+        let via = via?.raw == 0 ? nil : via   // 0 names no connection
         let done: Bool? = topic.withContiguousStorageIfAvailable { t in
             body.withContiguousStorageIfAvailable { b in
                 receive(topic: t, contiguousBody: b, via: via, now: now, rng: &rng, into: &actions)
@@ -158,6 +159,7 @@ public struct GossipEngine: Sendable {
     public mutating func receive(_ frame: Frame, via: ConnectionID? = nil, now: UInt64,
                                  rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
         guard active else { return }
+        let via = via?.raw == 0 ? nil : via   // 0 names no connection
         if let via, isBanned(via, now: now) { stats.penaltyDrops &+= 1; return }
         stats.framesIn &+= 1
         handle(frame, via: via, now: now, rng: &rng, into: &actions)
