@@ -11,12 +11,14 @@ import Testing
        .enabled(if: WarrenExecutable.url != nil, "warren executable not found (build it: swift build --product warren)"),
        .enabled(if: HostilePython.url != nil, "tools/hostile/.venv with pyzmq not found: run ./bootstrap"))
 struct HostileNeighbourProcessTests {
+    /// `mesh`: the honest nodes also know each other, so every message reaches every node
+    /// several times and exactly-once rests on the de-dup cache under the flood.
     @Test(arguments: [
-        ("bye", "forged"), ("selfhello", "forged"), ("helloflood", "forged"),
-        ("batch", "penalized"), ("relayflood", "over_share"),
+        ("bye", "forged", false), ("selfhello", "forged", false), ("helloflood", "forged", false),
+        ("batch", "penalized", false), ("relayflood", "over_share", false), ("relayflood", "over_share", true),
     ])
-    func victimHolds(attack: String, counter: String) throws {
-        let r = try HostilePython.run(attack: attack, duration: 4)
+    func victimHolds(attack: String, counter: String, mesh: Bool) throws {
+        let r = try HostilePython.run(attack: attack, duration: 4, mesh: mesh)
         #expect(r["ok"] as? Bool == true, "\(r)")
         #expect(r["victim_alive"] as? Bool == true)
         for phase in ["honest_during", "honest_after"] {
@@ -49,10 +51,11 @@ enum HostilePython {
     }()
 
     /// Runs one attack; returns the harness's JSON report.
-    static func run(attack: String, duration: Double) throws -> [String: Any] {
+    static func run(attack: String, duration: Double, mesh: Bool = false) throws -> [String: Any] {
         let p = Process()
         p.executableURL = url!
         p.arguments = [script.path, "--warren", WarrenExecutable.url!.path, "--attack", attack, "--duration", String(duration)]
+            + (mesh ? ["--mesh"] : [])
         let out = Pipe()
         p.standardOutput = out
         p.standardError = FileHandle.nullDevice

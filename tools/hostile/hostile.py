@@ -2,7 +2,9 @@
 """A hostile neighbour for Warren, written from docs/PROTOCOL.md alone, with pyzmq.
 
 It starts four `warren node` processes on loopback: a victim V and three honest nodes A, B, C
-that know only V (degree 0), so every honest message between them crosses V. It joins V the way
+that know only V (degree 0), so every honest message between them crosses V; with --mesh they
+also know each other (a full mesh of four), so every message arrives at every node several times
+and exactly-once depends on the de-dup cache. It joins V the way
 any neighbour does (an XPUB that connects to V's SUB, a SUB of its own that V dials back), learns
 what any neighbour learns (V's node id and link token from V's HELLO, V's neighbours from its
 PEERS), and then runs one attack while all honest pairs exchange messages twice a second:
@@ -337,6 +339,7 @@ def main():
     ap.add_argument("--duration", type=float, default=6.0, help="seconds of attack")
     ap.add_argument("--fd-margin", type=int, default=256)
     ap.add_argument("--rss-margin-mib", type=int, default=96)
+    ap.add_argument("--mesh", action="store_true", help="honest nodes also know each other (full mesh of four)")
     args = ap.parse_args()
 
     workdir = tempfile.mkdtemp(prefix="warren-hostile-")
@@ -347,9 +350,12 @@ def main():
     try:
         v = Node(args.warren, "V", workdir); nodes.append(v)
         for n in "ABC":
-            nodes.append(Node(args.warren, n, workdir, peers=[v.endpoint]))
+            seeds = [v.endpoint] + ([x.endpoint for x in nodes[1:]] if args.mesh else [])
+            nodes.append(Node(args.warren, n, workdir, peers=seeds))
+        result["mesh"] = args.mesh
+        want = 3 if args.mesh else 1
         deadline = time.time() + 20
-        while v.ups() < 3 and time.time() < deadline: time.sleep(0.1)
+        while (v.ups() < 3 or any(n.ups() < want for n in nodes[1:])) and time.time() < deadline: time.sleep(0.1)
         if v.ups() < 3: raise RuntimeError("the honest overlay did not form")
 
         att = Attacker(ctx, v.endpoint)
