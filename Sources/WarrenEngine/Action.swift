@@ -17,6 +17,9 @@ public enum PeerDownReason: Sendable, Hashable {
     case closed
     /// Its driver no longer admits it (a closed overlay's allow-list dropped its key).
     case removed
+    /// Its frames were mostly bad (forged, malformed, over its rate limit or admission share):
+    /// disconnected, and its connection ignored for `penaltyTime` (`EngineStats.penalized`).
+    case misbehaving
 }
 
 /// A neighbour that completed the handshake.
@@ -80,5 +83,29 @@ public struct EngineStats: Sendable, Hashable {
     public var maxHops: UInt64 = 0
     /// Inbound frames dropped because their sender exceeded `rateLimit`.
     public var rateLimited: UInt64 = 0
+    /// Inbound frames dropped because they claimed to come from a node other than the one
+    /// bound to their connection (or from this node): impersonation attempts.
+    public var forged: UInt64 = 0
+    /// New DATA ids dropped because their source had used its share of `newIDRate`.
+    public var overShare: UInt64 = 0
+    /// New DATA ids admitted (recorded, delivered) but not forwarded, because their source had
+    /// used its forwarding share.
+    public var unforwarded: UInt64 = 0
+    /// New ids (inbound or published) refused because the seen cache was full of ids younger
+    /// than `seenHold`.
+    public var seenFull: UInt64 = 0
+    /// Dials to never-verified endpoints not made (yet) because `maxPendingDials` were in flight
+    /// or the dial rate was used up.
+    public var dialsDeferred: UInt64 = 0
+    /// Endpoints not learned because the known table was full of entries it keeps (linked or
+    /// verified).
+    public var knownRefused: UInt64 = 0
+    /// Neighbours disconnected for misbehaviour (`.misbehaving`), and frames ignored from their
+    /// connections during the penalty.
+    public var penalized: UInt64 = 0
+    /// HELLOs from new nodes not taken in: too many peers without a link already, or the
+    /// dial back was deferred.
+    public var strangersRefused: UInt64 = 0
+    public var penaltyDrops: UInt64 = 0
     public init() {}
 }

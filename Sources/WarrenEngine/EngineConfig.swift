@@ -27,16 +27,46 @@ public struct EngineConfig: Sendable {
     public var seenCapacity: Int
     /// Time a message id is remembered (unless evicted earlier by `seenCapacity`).
     public var seenWindow: UInt64
+    /// An admitted message id is never evicted by the bound before it is this old: a new id
+    /// that would need such an eviction is refused (`seenFull`). With it, new ids are admitted
+    /// at `newIDRate` in all (docs/PROTOCOL.md §5, "Admission"). It must exceed the time a copy
+    /// of a frame can still be travelling through the overlay. 0 turns the hold and the
+    /// admission shares off (the bound then evicts the oldest id whatever its age).
+    public var seenHold: UInt64 = 6_000_000_000
     /// Leaf mode: receive own topics only, never forward DATA, not counted for degree.
     public var leaf: Bool
     /// Bound of the known-endpoint table.
     public var maxKnownEndpoints: Int
     /// Inbound frames per second accepted from one neighbour (a token bucket per neighbour,
-    /// keyed by the frame's `from`; frames from node ids that are not neighbours share one
-    /// bucket). Excess frames are dropped and counted in `rateLimited`. 0 = unlimited.
+    /// keyed by the connection the frame arrived on, or by its `from` when the driver cannot
+    /// tell connections apart; everything else shares one bucket). Excess frames are dropped and
+    /// counted in `rateLimited`. 0 = unlimited. It should exceed `newIDRate` (what an honest
+    /// relay can forward) plus the control frames, so an honest relay is never limited.
     public var rateLimit: Double = 200_000
     /// Bucket size: how many frames a neighbour may send in a burst above the rate.
     public var rateBurst: Double = 400_000
+    /// At most this many links to endpoints that have never been up (not seeds) are being
+    /// dialled at a time; more wait (`dialsDeferred`).
+    public var maxPendingDials: Int = 16
+    /// Dials to endpoints that have never been up, per second (a token bucket), and its burst.
+    public var dialRate: Double = 10
+    public var dialBurst: Double = 16
+    /// A neighbour whose bad frames (forged, malformed on its connection, over its rate limit or
+    /// its share of new ids) reach this many within one `scoreInterval`, and outnumber its good
+    /// frames, is disconnected (`.misbehaving`) and its connection ignored for `penaltyTime`.
+    public var penaltyThreshold: UInt32 = 1_000
+    public var scoreInterval: UInt64 = 1_000_000_000
+    public var penaltyTime: UInt64 = 60_000_000_000
+
+    /// New message ids per second the seen cache holds for `seenHold`, derived from it:
+    /// `seenCapacity / (2 × seenHold)` (0 = unlimited, when `seenHold` is 0). Each source (every
+    /// peer, and one for everything else) may have half of it admitted (burst `seenCapacity / 4`)
+    /// and a quarter of it forwarded (burst `seenCapacity / 8`), so one flooding neighbour cannot
+    /// crowd the others out, and what a relay forwards from it stays well inside what the
+    /// relay's own neighbours admit from the relay (docs/PROTOCOL.md §5, "Admission").
+    public var newIDRate: Double {
+        seenHold == 0 ? 0 : Double(seenCapacity) * 1e9 / (2 * Double(seenHold))
+    }
 
     public init(
         endpoint: String, seeds: [String] = [], targetDegree: Int = 3,
@@ -44,7 +74,7 @@ public struct EngineConfig: Sendable {
         heartbeatInterval: UInt64 = 250_000_000, deadAfter: UInt64 = 1_500_000_000,
         dialTimeout: UInt64 = 2_000_000_000, backoffInitial: UInt64 = 100_000_000,
         backoffMax: UInt64 = 2_000_000_000, peerExchangeInterval: UInt64 = 1_000_000_000,
-        seenCapacity: Int = 65_536, seenWindow: UInt64 = 120_000_000_000,
+        seenCapacity: Int = 524_288, seenWindow: UInt64 = 120_000_000_000,
         leaf: Bool = false, maxKnownEndpoints: Int = 1024
     ) {
         self.endpoint = endpoint; self.seeds = seeds; self.targetDegree = targetDegree
@@ -57,13 +87,13 @@ public struct EngineConfig: Sendable {
     }
 
     /// One machine (loopback): heartbeat 250 ms, dead after 1.5 s, dial timeout 2 s,
-    /// back-off 100 ms … 2 s, peer exchange 1 s, degree 3, TTL 16/16, seen 65,536 / 120 s.
+    /// back-off 100 ms … 2 s, peer exchange 1 s, degree 3, TTL 16/16, seen 524,288 / 120 s, hold 6 s.
     public static func local(endpoint: String, seeds: [String]) -> EngineConfig {
         EngineConfig(endpoint: endpoint, seeds: seeds)
     }
 
     /// LAN: heartbeat 1 s, dead after 5 s, dial timeout 5 s, back-off 500 ms … 30 s,
-    /// peer exchange 5 s, degree 4, TTL 16/16, seen 65,536 / 120 s.
+    /// peer exchange 5 s, degree 4, TTL 16/16, seen 524,288 / 120 s, hold 6 s.
     public static func lan(endpoint: String, seeds: [String]) -> EngineConfig {
         EngineConfig(
             endpoint: endpoint, seeds: seeds, targetDegree: 4,

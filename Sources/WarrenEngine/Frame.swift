@@ -114,4 +114,6 @@ public enum FrameError: Error, Sendable, Hashable {
     case emptyBatch
     /// A BATCH entry that is itself a BATCH.
     case nestedBatch
+    /// A BATCH with more than `FrameBatch.maxEntries` entries.
+    case tooManyEntries
 }

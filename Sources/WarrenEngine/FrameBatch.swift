@@ -18,6 +18,9 @@ public enum FrameBatch {
     /// is small per frame, small enough that a batch is one or two TCP segments' worth of
     /// waiting for its first frame.
     public static let targetBytes = 16_384
+    /// The most entries a batch may carry (`tooManyEntries`): it bounds the work one message
+    /// can ask for. A coalescer never puts more in one batch.
+    public static let maxEntries = 2_048
 
     /// True if `body` is a BATCH body (to be split, not decoded as one frame).
     @inline(__always)
@@ -59,7 +62,7 @@ public enum FrameBatch {
     }
 
     /// The structural checks of `split`: header, at least one entry, every length in range
-    /// and inside the body, no nested batch.
+    /// and inside the body, no nested batch, at most `maxEntries` entries.
     static func check(_ body: UnsafeBufferPointer<UInt8>) -> FrameError? {
         guard body.count >= Frame.headerSize else { return .shortHeader(body.count) }
         guard body.count <= Frame.maxBodyBytes else { return .oversized(body.count) }
@@ -70,8 +73,10 @@ public enum FrameBatch {
         for k in 4..<12 { from = from << 8 | UInt64(body[k]) }
         guard from != 0 else { return .zeroNodeID }
         guard body.count > Frame.headerSize else { return .emptyBatch }
-        var i = Frame.headerSize
+        var i = Frame.headerSize, entries = 0
         while i < body.count {
+            entries += 1
+            guard entries <= maxEntries else { return .tooManyEntries }
             guard i + 2 <= body.count else { return .truncated }
             let n = Int(body[i]) << 8 | Int(body[i + 1])
             guard n >= Frame.headerSize else { return .shortHeader(n) }
@@ -141,7 +146,7 @@ public struct FrameCoalescer: Sendable {
     public mutating func add(link: LinkID, topic: Topic, body: [UInt8]) {
         let cost = FrameBatch.entryOverhead + body.count
         if let r = runs.firstIndex(where: { $0.link == link }) {
-            if runs[r].topic == topic && runs[r].bytes + cost <= limit {
+            if runs[r].topic == topic && runs[r].bytes + cost <= limit && runs[r].bodies.count < FrameBatch.maxEntries {
                 runs[r].bodies.append(body)
                 runs[r].bytes += cost
                 return

@@ -39,20 +39,24 @@ extension GossipEngine {
     /// exactly what `handle` does with a decoded DATA frame. Returns false for anything that is
     /// not DATA (the caller decodes it).
     mutating func receiveData(
-        topic: UnsafeBufferPointer<UInt8>, body: UnsafeBufferPointer<UInt8>,
+        topic: UnsafeBufferPointer<UInt8>, body: UnsafeBufferPointer<UInt8>, via: ConnectionID?,
         now: UInt64, into actions: inout [Action]
     ) -> Bool {
         guard body.count >= 2, body[1] == Frame.TypeCode.data.rawValue else { return false }
         let h: Frame.Header
         switch Frame.header(topic: topic, body: body) {
         case .success(let v): h = v
-        case .failure: stats.malformed &+= 1; return true
+        case .failure: malformed(via: via); return true
         }
-        if h.from == nodeID { return true }
-        guard admit(h.from, now: now) else { return true }
+        if h.from == nodeID {
+            if let via, let pi = peerIndex(conn: via.raw) { stats.forged &+= 1; peerKeys[pi].bad &+= 1 }
+            return true
+        }
+        let source = admit(h.from, via: via, now: now)
+        if case .drop = source { return true }
         let id = MessageID(envelope: UnsafeBufferPointer(rebasing: body[Frame.headerSize...]))
         handleDataFrame(topic: h.topic, envelope: .received(body), id: id, ttl: h.ttl, hops: h.hops,
-                        from: h.from, now: now, into: &actions)
+                        from: h.from, source: source, now: now, into: &actions)
         return true
     }
 }

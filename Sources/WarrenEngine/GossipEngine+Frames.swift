@@ -1,59 +1,161 @@
 // Inbound frame handling: DATA flooding with de-dup and TTL, HELLO handshake, PEERS, BYE.
 
+/// Whom an admitted inbound frame is from: the up-or-not peer at `peers[i]` (bound to the frame's
+/// connection, or named by its `from` when the driver cannot tell connections apart), or anyone
+/// else (a connection not bound yet, a node id that is not a peer).
+enum Source {
+    /// Named by `from` (connections unknown).
+    case peer(Int)
+    /// Bound to the frame's connection: its frames count for or against it (scoring).
+    case bound(Int)
+    case other
+    case drop
+
+    var peerIndex: Int? {
+        switch self {
+        case .peer(let i), .bound(let i): i
+        case .other, .drop: nil
+        }
+    }
+}
+
 extension GossipEngine {
-    mutating func handle(_ frame: Frame, now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
+    mutating func handle(_ frame: Frame, via: ConnectionID?, now: UInt64,
+                         rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
         let from = frame.from
         if from == nodeID {
+            // A connection bound to a neighbour cannot speak for us.
+            if let via, let pi = peerIndex(conn: via.raw) { stats.forged &+= 1; peerKeys[pi].bad &+= 1; return }
             if case .hello(let h) = frame.kind { handleSelfHello(h, now: now, into: &actions) }
             return
         }
-        guard admit(from, now: now) else { return }
+        let source = admit(from, via: via, now: now)
+        if case .drop = source { return }
+        // With connections known, only the node bound to this one may speak about itself.
+        let speaks = via == nil || source.peerIndex != nil
         switch frame.kind {
         case .data(let topic, let envelope, let id):
             handleDataFrame(topic: topic, envelope: .array(envelope), id: id, ttl: frame.ttl, hops: frame.hops,
-                            from: from, now: now, into: &actions)
+                            from: from, source: source, now: now, into: &actions)
         case .hello(let h):
+            if let via, !speaks, !bindConnection(via, to: from, hello: h) { return }
             handleHello(h, from: from, now: now, rng: &rng, into: &actions)
+            if let via, let pi = peerIndex(from) { peerKeys[pi].conn = via.raw }
             recomputeDeadline()
         case .heartbeat:
             break
         case .peers(let list):
+            guard speaks else { return claimed(from) }
             learn(list, now: now, rng: &rng)
         case .bye:
+            guard speaks else { return claimed(from) }
             handleBye(from: from, now: now, rng: &rng, into: &actions)
             recomputeDeadline()
         }
     }
 
-    /// Rate limit, then liveness: false if the frame must be dropped (counted).
+    /// A frame on a connection that is not bound to `from`: forged if `from` is a peer of ours
+    /// (it would speak for another node's link).
+    mutating func claimed(_ from: NodeID) {
+        if peerIndex(from) != nil { stats.forged &+= 1 }
+    }
+
+    /// A first HELLO on connection `via` (not bound yet) from `from`. A node that is bound to
+    /// another connection and has a link of ours may move to this one only if the HELLO proves
+    /// that it saw our HELLO on that link (it echoes the link's token): a reconnect. Anything
+    /// else claiming that node is forged.
+    mutating func bindConnection(_ via: ConnectionID, to from: NodeID, hello h: Frame.Hello) -> Bool {
+        guard let pi = peerIndex(from) else { return true }
+        let conn = peerKeys[pi].conn
+        if conn != 0 && conn != via.raw, let l = peers[pi].link, h.echo != l.raw {
+            stats.forged &+= 1
+            return false
+        }
+        return true
+    }
+
+    /// Index of the peer bound to inbound connection `conn`.
     @inline(__always)
-    mutating func admit(_ from: NodeID, now: UInt64) -> Bool {
+    func peerIndex(conn: UInt64) -> Int? {
+        peerKeys.withUnsafeBufferPointer { b in
+            for k in b.indices where b[k].conn == conn { return k }
+            return nil
+        }
+    }
+
+    /// A malformed frame: counted, and held against the neighbour bound to its connection.
+    mutating func malformed(via: ConnectionID?) {
+        stats.malformed &+= 1
+        if let via, let pi = peerIndex(conn: via.raw) { peerKeys[pi].bad &+= 1 }
+    }
+
+    /// Connection binding, rate limit, then liveness; `.drop` if the frame must be dropped
+    /// (counted).
+    @inline(__always)
+    mutating func admit(_ from: NodeID, via: ConnectionID?, now: UInt64) -> Source {
+        if let via {
+            if let pi = peerIndex(conn: via.raw) {
+                guard peerKeys[pi].id == from.raw else {
+                    stats.forged &+= 1
+                    peerKeys[pi].bad &+= 1
+                    return .drop
+                }
+                if config.rateLimit > 0 && !peerKeys[pi].bucket.take(now: now, rate: config.rateLimit, burst: config.rateBurst) {
+                    stats.rateLimited &+= 1
+                    peerKeys[pi].bad &+= 1
+                    return .drop
+                }
+                peerKeys[pi].good &+= 1
+                if peerKeys[pi].lastHeard < now { peerKeys[pi].lastHeard = now }
+                return .bound(pi)
+            }
+            if config.rateLimit > 0 && !strangerBucket.take(now: now, rate: config.rateLimit, burst: config.rateBurst) {
+                stats.rateLimited &+= 1
+                return .drop
+            }
+            return .other
+        }
         let pi = peerIndex(from)
         if config.rateLimit > 0 {
             let ok = pi.map { peerKeys[$0].bucket.take(now: now, rate: config.rateLimit, burst: config.rateBurst) }
                 ?? strangerBucket.take(now: now, rate: config.rateLimit, burst: config.rateBurst)
-            guard ok else { stats.rateLimited &+= 1; return false }
+            guard ok else { stats.rateLimited &+= 1; return .drop }
         }
-        if let pi, peerKeys[pi].lastHeard < now { peerKeys[pi].lastHeard = now }
-        return true
+        guard let pi else { return .other }
+        if peerKeys[pi].lastHeard < now { peerKeys[pi].lastHeard = now }
+        return .peer(pi)
     }
 
     /// An admitted DATA frame, decoded or still in the receive buffer.
     mutating func handleDataFrame(
         topic: Topic, envelope: DataPayload, id: MessageID, ttl: UInt8, hops: UInt8,
-        from: NodeID, now: UInt64, into actions: inout [Action]
+        from: NodeID, source: Source, now: UInt64, into actions: inout [Action]
     ) {
         guard ttl != 0, !topic.isControl, !envelope.isEmpty, from.raw != 0 else {
             stats.malformed &+= 1
             return
         }
         handleData(topic: topic, envelope: envelope, id: id, ttl: ttl, hops: hops,
-                   from: from, now: now, into: &actions)
+                   from: from, source: source, now: now, into: &actions)
+    }
+
+    /// Takes one new id from the source's share of `newIDRate`: half of it (burst a quarter of
+    /// the cache) to admit, a quarter (burst an eighth) to forward.
+    @inline(__always)
+    mutating func takeShare(_ source: Source, forward: Bool, now: UInt64) -> Bool {
+        let rate = config.newIDRate / (forward ? 4 : 2)
+        let burst = max(1, Double(config.seenCapacity) / (forward ? 8 : 4))
+        if let pi = source.peerIndex {
+            return forward ? peerKeys[pi].forward.take(now: now, rate: rate, burst: burst)
+                           : peerKeys[pi].share.take(now: now, rate: rate, burst: burst)
+        }
+        return forward ? strangerForward.take(now: now, rate: rate, burst: burst)
+                       : strangerShare.take(now: now, rate: rate, burst: burst)
     }
 
     mutating func handleData(
         topic: Topic, envelope: DataPayload, id: MessageID, ttl: UInt8, hops: UInt8,
-        from: NodeID, now: UInt64, into actions: inout [Action]
+        from: NodeID, source: Source, now: UInt64, into actions: inout [Action]
     ) {
         // A ttl above the maximum is not from a conforming node (each hop lowers it, and a
         // publish starts at most at maxTTL): drop it before it can claim a seen-cache entry.
@@ -62,9 +164,26 @@ extension GossipEngine {
             stats.malformed &+= 1
             return
         }
-        guard seen.insert(id, now: now) else {
-            stats.duplicates &+= 1
-            return
+        if config.seenHold == 0 {
+            guard seen.insert(id, now: now) else {
+                stats.duplicates &+= 1
+                return
+            }
+        } else {
+            // Admission (docs/PROTOCOL.md §5): a new id takes one from its source's share, and
+            // is recorded only if that evicts no id younger than the hold.
+            seen.expire(now: now)
+            if seen.has(id) { stats.duplicates &+= 1; return }
+            guard takeShare(source, forward: false, now: now) else {
+                stats.overShare &+= 1
+                // Over its share of new ids: held against a neighbour on its own connection.
+                if case .bound(let pi) = source {
+                    peerKeys[pi].bad &+= 1
+                    if peerKeys[pi].good > 0 { peerKeys[pi].good -= 1 }
+                }
+                return
+            }
+            guard seen.insert(id, now: now, hold: config.seenHold) == .inserted else { stats.seenFull &+= 1; return }
         }
         let h = hops == .max ? hops : hops + 1
         if !localTopics.isEmpty && localTopics.contains(topic) {
@@ -79,6 +198,10 @@ extension GossipEngine {
         }
         let targets = sendTargets(excluding: from)
         guard !targets.isEmpty else { return }
+        if config.seenHold != 0 && !takeShare(source, forward: true, now: now) {
+            stats.unforwarded &+= 1
+            return
+        }
         let body = envelope.forwardBody(ttl: ttl - 1, hops: h, from: nodeID)
         actions.append(.send(targets, OutFrame(topic: topic, body: body)))
         stats.relayed &+= UInt64(targets.count)
@@ -102,6 +225,10 @@ extension GossipEngine {
             peers[pi].leaf = h.leaf
             peers[pi].token = h.token
         } else {
+            // Peers without a link are bounded (a flood of HELLOs from new ids costs nothing).
+            var linkless = 0
+            for p in peers where p.link == nil { linkless += 1 }
+            if linkless >= Self.maxLinklessPeers { stats.strangersRefused &+= 1; return }
             var p = PeerState(id: from, endpoint: h.endpoint, leaf: h.leaf)
             p.token = h.token
             appendPeer(p, lastHeard: now)
@@ -111,12 +238,21 @@ extension GossipEngine {
         if h.echo != 0, let li = linkIndex(raw: h.echo) {
             bind(li, to: from, now: now, into: &actions)
         } else if let li = links.firstIndex(where: { $0.endpoint == h.endpoint }) {
-            // (2) we have a link to the endpoint it advertises.
-            bind(li, to: from, now: now, into: &actions)
+            // (2) we have a link to the endpoint it advertises: bound unless it carries another
+            // node that is up (a new incarnation there proves itself by echoing, rule 1).
+            if mayRebind(li, to: from) { bind(li, to: from, now: now, into: &actions) }
         } else if let pi = peerIndex(from), peers[pi].link == nil, dialable(h.endpoint) {
-            // (3) dial it back, pre-bound.
-            let l = dial(h.endpoint, seed: nil, node: from, now: now, into: &actions)
-            if let pi = peerIndex(from) { peers[pi].link = l }
+            // (3) dial it back, pre-bound: within the budget for endpoints never verified.
+            if mayDial(h.endpoint, now: now) {
+                let l = dial(h.endpoint, seed: nil, node: from, now: now, into: &actions)
+                if let pi = peerIndex(from) { peers[pi].link = l }
+            } else {
+                // Not kept: it dials us again after its own dial timeout.
+                stats.dialsDeferred &+= 1
+                stats.strangersRefused &+= 1
+                if let pi = peerIndex(from), peers[pi].link == nil { removePeer(at: pi) }
+                return
+            }
         }
 
         guard let pi = peerIndex(from), let l = peers[pi].link, let li = linkIndex(l), links[li].ready else { return }
@@ -127,10 +263,19 @@ extension GossipEngine {
         updateUp(from, now: now, into: &actions)
     }
 
+    /// At most this many peers that said HELLO but have no link of ours are kept.
+    static var maxLinklessPeers: Int { 256 }
+
     /// A HELLO from ourselves: one of our links leads back here (e.g. a seed that is an
-    /// alias of our own endpoint). Close it and never dial that endpoint again.
+    /// alias of our own endpoint). Close it and never dial that endpoint again. Only the HELLO we
+    /// sent can name such a link: its token is one of our (unpredictable) link ids, of a link that
+    /// carries no neighbour, and it advertises our endpoint. Anything else is forged.
     mutating func handleSelfHello(_ h: Frame.Hello, now: UInt64, into actions: inout [Action]) {
-        guard let li = linkIndex(raw: h.token) else { return }
+        let ours = Frame.isEncodable(endpoint: config.endpoint) ? config.endpoint : "-"
+        guard let li = linkIndex(raw: h.token), !linkIsUp(li), h.endpoint == ours else {
+            stats.forged &+= 1
+            return
+        }
         let l = links[li]
         selfEndpoints.insert(l.endpoint)
         if let s = l.seed { seeds[s].disabled = true }
@@ -160,11 +305,14 @@ extension GossipEngine {
         }
     }
 
-    /// Learns one endpoint; returns its index in the known table.
+    /// Learns one endpoint; returns its index in the known table. When the table is full, an
+    /// entry that has a link or was verified (once up) is never the one replaced.
     mutating func learn(_ endpoint: String, node: NodeID, rng: inout some RandomNumberGenerator) -> Int? {
         guard node != nodeID, endpoint != config.endpoint, !selfEndpoints.contains(endpoint),
               Frame.isEncodable(endpoint: endpoint) else { return nil }
         let links = self.links
-        return known.upsert(endpoint, node: node.raw, rng: &rng) { e in links.contains { $0.endpoint == e } }
+        let i = known.upsert(endpoint, node: node.raw, rng: &rng) { e in e.verified || links.contains { $0.endpoint == e.endpoint } }
+        if i == nil { stats.knownRefused &+= 1 }
+        return i
     }
 }

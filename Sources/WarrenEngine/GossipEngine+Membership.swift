@@ -7,6 +7,32 @@ extension GossipEngine {
         endpoint != config.endpoint && !selfEndpoints.contains(endpoint) && Frame.isEncodable(endpoint: endpoint)
     }
 
+    /// True if link `li` may be bound to `node` by rule 2 (it advertises the link's endpoint): the
+    /// link carries no other node that is up.
+    func mayRebind(_ li: Int, to node: NodeID) -> Bool {
+        guard let other = links[li].node, other != node, let pi = peerIndex(other) else { return true }
+        return !peers[pi].up
+    }
+
+    /// An endpoint that was up once (or is a seed) needs no dial budget.
+    func isVerified(_ endpoint: String) -> Bool {
+        if isSeed(endpoint) { return true }
+        if let i = known.find(endpoint) { return known[i].verified }
+        return false
+    }
+
+    /// The dial budget for endpoints never verified: at most `maxPendingDials` of them in flight,
+    /// at `dialRate` per second (burst `dialBurst`). Takes a token when it allows the dial.
+    mutating func mayDial(_ endpoint: String, now: UInt64) -> Bool {
+        if let i = known.find(endpoint), now < known[i].penalizedUntil { return false }
+        if isVerified(endpoint) { return true }
+        var pending = 0
+        for i in links.indices where !linkIsUp(i) && links[i].seed == nil && !isVerified(links[i].endpoint) { pending += 1 }
+        guard pending < config.maxPendingDials else { return false }
+        guard config.dialRate > 0 else { return true }
+        return dialBucket.take(now: now, rate: config.dialRate, burst: config.dialBurst)
+    }
+
     /// Opens a link. `node` pre-binds it.
     mutating func dial(_ endpoint: String, seed: Int?, node: NodeID?, now: UInt64, into actions: inout [Action]) -> LinkID {
         let id = newLinkID()
@@ -53,11 +79,12 @@ extension GossipEngine {
         peers[pi].up = true
         peers[pi].since = now
         peerKeys[pi].lastHeard = now
+        generation &+= 1
         let endpoint = peers[pi].endpoint
         if let s = links[li].seed { seeds[s].failures = 0 }
         for s in seeds.indices where seeds[s].endpoint == endpoint { seeds[s].failures = 0 }
-        if let i = known.find(endpoint) { known[i].failures = 0; known[i].retryAt = 0 }
-        if let i = known.find(links[li].endpoint) { known[i].failures = 0; known[i].retryAt = 0 }
+        if let i = known.find(endpoint) { known[i].failures = 0; known[i].retryAt = 0; known[i].verified = true }
+        if let i = known.find(links[li].endpoint) { known[i].failures = 0; known[i].retryAt = 0; known[i].verified = true }
         actions.append(.peerUp(neighbour(peers[pi])))
     }
 

@@ -54,6 +54,11 @@ extension GossipEngine {
             exchangeAt = nextPeriod(exchangeAt, config.peerExchangeInterval, now)
         }
 
+        if now >= scoreAt {
+            score(now: now, rng: &rng, into: &actions)
+            scoreAt = nextPeriod(scoreAt, config.scoreInterval, now)
+        }
+
         for s in seeds.indices where !seedSatisfied(s) && now >= seeds[s].retryAt {
             _ = dial(seeds[s].endpoint, seed: s, node: nil, now: now, into: &actions)
         }
@@ -90,6 +95,7 @@ extension GossipEngine {
         while have < config.targetDegree {
             guard let i = pickCandidate(now: now, rng: &rng) else { return }
             let e = known[i]
+            guard mayDial(e.endpoint, now: now) else { stats.dialsDeferred &+= 1; return }
             _ = dial(e.endpoint, seed: nil, node: nil, now: now, into: &actions)
             have += 1
         }
@@ -119,7 +125,7 @@ extension GossipEngine {
     /// so a stale (earlier) value just causes a harmless early tick.
     mutating func recomputeDeadline() {
         guard active else { cachedDeadline = nil; return }
-        var d = min(heartbeatAt, exchangeAt)
+        var d = min(heartbeatAt, exchangeAt, scoreAt)
         for i in links.indices {
             if linkIsUp(i), let n = links[i].node, let pi = peerIndex(n) {
                 d = min(d, satAdd(peerKeys[pi].lastHeard, config.deadAfter))
@@ -130,5 +136,65 @@ extension GossipEngine {
         for k in peers.indices where peers[k].link == nil { d = min(d, satAdd(peerKeys[k].lastHeard, config.deadAfter)) }
         for s in seeds.indices where !seedSatisfied(s) { d = min(d, seeds[s].retryAt) }
         cachedDeadline = d
+    }
+}
+
+// Per-neighbour accounting: a neighbour whose frames are mostly bad is disconnected.
+
+extension GossipEngine {
+    /// Ends one `scoreInterval`: every peer whose bad frames (forged, malformed on its
+    /// connection, over its rate limit or its share of new ids) reached `penaltyThreshold` and
+    /// outnumber its good ones is penalized; then the counts start again. Expired bans are dropped.
+    mutating func score(now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
+        bans.removeAll { $0.until <= now }
+        var k = 0
+        while k < peerKeys.count {
+            let bad = peerKeys[k].bad, good = peerKeys[k].good
+            peerKeys[k].bad = 0
+            peerKeys[k].good = 0
+            if config.penaltyThreshold > 0 && bad >= config.penaltyThreshold && bad > good {
+                penalize(at: k, now: now, rng: &rng, into: &actions)
+            } else {
+                k += 1
+            }
+        }
+    }
+
+    /// Disconnects peer `k` (`.misbehaving`), ignores its connection for `penaltyTime` and does
+    /// not dial its endpoint before then.
+    mutating func penalize(at k: Int, now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
+        stats.penalized &+= 1
+        let p = peers[k]
+        let until = satAdd(now, config.penaltyTime)
+        if peerKeys[k].conn != 0 {
+            if bans.count >= 256 { bans.removeFirst() }
+            bans.append(Ban(conn: peerKeys[k].conn, until: until))
+        }
+        for e in [p.endpoint] + (p.link.flatMap { l in linkIndex(l).map { [links[$0].endpoint] } } ?? []) {
+            if let i = known.find(e) {
+                known[i].failures &+= 1
+                known[i].retryAt = max(known[i].retryAt, until)
+                known[i].verified = false
+                known[i].penalizedUntil = until
+            }
+            for s in seeds.indices where seeds[s].endpoint == e {
+                seeds[s].failures &+= 1
+                seeds[s].retryAt = max(seeds[s].retryAt, until)
+            }
+        }
+        if let l = p.link, linkIndex(l) != nil {
+            closeLink(l, reason: .misbehaving, failure: false, now: now, rng: &rng, into: &actions)
+        } else {
+            removePeer(at: k)
+        }
+        if let i = peerIndex(p.id) { removePeer(at: i) }
+    }
+
+    /// True while `conn` is ignored (its neighbour was penalized).
+    @inline(__always)
+    func isBanned(_ conn: ConnectionID, now: UInt64) -> Bool {
+        guard !bans.isEmpty else { return false }
+        for b in bans where b.conn == conn.raw && now < b.until { return true }
+        return false
     }
 }

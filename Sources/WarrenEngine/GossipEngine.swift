@@ -1,3 +1,5 @@
+import CSodium
+
 /// The sans-I/O gossip engine: frame handling, de-duplication, TTL, peer table,
 /// membership handshake, liveness, peer exchange. Owns no sockets, threads, clock or
 /// global randomness. Every input appends `Action`s to a caller-supplied buffer; the
@@ -16,8 +18,11 @@ public struct GossipEngine: Sendable {
     /// `peers[i]`'s node id and the time it was last heard from, kept in step with `peers`: the
     /// compact part of the peer table that every inbound frame reads and writes.
     var peerKeys: [PeerKey] = []
-    /// Shared bucket for frames whose `from` is not a neighbour.
+    /// Shared bucket for frames whose `from` (or connection) is not a neighbour's.
     var strangerBucket = TokenBucket()
+    /// The shares of `newIDRate` (admitted, forwarded) of everything that is not a peer.
+    var strangerShare = TokenBucket()
+    var strangerForward = TokenBucket()
     var peers: [PeerState] = []
     var seen: SeenCache
     public internal(set) var stats = EngineStats()
@@ -33,9 +38,18 @@ public struct GossipEngine: Sendable {
     var seeds: [SeedState] = []
     /// Endpoints found to lead back to this engine (HELLO from ourselves).
     var selfEndpoints: Set<String> = []
-    var nextLinkRaw: UInt64
+    /// Link ids: SipHash-2-4 of a counter under a key drawn at start (unpredictable tokens).
+    var linkKey: (UInt64, UInt64) = (0, 0)
+    var linkCounter: UInt64 = 0
+    /// Set by the simulator: link ids are `base + 1, base + 2, …` instead (it indexes by them).
+    var sequentialLinkBase: UInt64?
     var heartbeatAt: UInt64 = 0
     var exchangeAt: UInt64 = 0
+    /// Dials to endpoints that were never up: a token bucket (`dialRate`, `dialBurst`).
+    var dialBucket = TokenBucket()
+    /// Connections of neighbours disconnected for misbehaviour, ignored until `until`.
+    var bans: [Ban] = []
+    var scoreAt: UInt64 = 0
 
     public init(config: EngineConfig, nodeID: NodeID) {
         self.config = config
@@ -44,7 +58,6 @@ public struct GossipEngine: Sendable {
         self.isLeaf = config.leaf
         self.seen = SeenCache(capacity: config.seenCapacity, window: config.seenWindow, seed: mix64(~nodeID.raw))
         self.known = KnownTable(limit: max(1, config.maxKnownEndpoints))
-        self.nextLinkRaw = mix64(nodeID.raw)
     }
 
     var active: Bool { started && !stopped }
@@ -55,6 +68,8 @@ public struct GossipEngine: Sendable {
     public mutating func start(now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
         guard !started else { return }
         started = true
+        if sequentialLinkBase == nil { linkKey = (rng.next(), rng.next()) }
+        scoreAt = satAdd(now, config.scoreInterval)
         actions.append(.subscribe(Topic.control.bytes))
         if !config.leaf { actions.append(.subscribe([])) }
         heartbeatAt = satAdd(now, config.heartbeatInterval)
@@ -85,59 +100,69 @@ public struct GossipEngine: Sendable {
 
     /// Decodes and handles one inbound 2-part message: one frame, or a BATCH of frames for
     /// the same topic. Malformed input is counted and dropped.
+    ///
+    /// `via`: the inbound connection it arrived on, if the driver can tell (the ZeroMQ driver
+    /// can). Then every frame speaks only for the node bound to that connection (bound by its
+    /// first HELLO): a frame claiming another node, or this one, is `forged` and changes nothing.
+    /// Without it the engine must trust each frame's `from` (the simulator, older drivers).
     public mutating func receive(
-        topic: some Collection<UInt8>, body: some Collection<UInt8>,
+        topic: some Collection<UInt8>, body: some Collection<UInt8>, via: ConnectionID? = nil,
         now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]
     ) {
         guard active else { return }
+        let via = via?.raw == 0 ? nil : via   // 0 names no connection
         let done: Bool? = topic.withContiguousStorageIfAvailable { t in
             body.withContiguousStorageIfAvailable { b in
-                receive(topic: t, contiguousBody: b, now: now, rng: &rng, into: &actions)
+                receive(topic: t, contiguousBody: b, via: via, now: now, rng: &rng, into: &actions)
                 return true
             }
         } ?? nil
         if done == true { return }
         let t = Array(topic), b = Array(body)
         t.withUnsafeBufferPointer { tp in
-            b.withUnsafeBufferPointer { bp in receive(topic: tp, contiguousBody: bp, now: now, rng: &rng, into: &actions) }
+            b.withUnsafeBufferPointer { bp in receive(topic: tp, contiguousBody: bp, via: via, now: now, rng: &rng, into: &actions) }
         }
     }
 
     mutating func receive(
-        topic: UnsafeBufferPointer<UInt8>, contiguousBody body: UnsafeBufferPointer<UInt8>,
+        topic: UnsafeBufferPointer<UInt8>, contiguousBody body: UnsafeBufferPointer<UInt8>, via: ConnectionID?,
         now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]
     ) {
+        if let via, isBanned(via, now: now) { stats.penaltyDrops &+= 1; return }
         guard FrameBatch.isBatch(body) else {
-            return receiveOne(topic: topic, body: body, now: now, rng: &rng, into: &actions)
+            return receiveOne(topic: topic, body: body, via: via, now: now, rng: &rng, into: &actions)
         }
         stats.batchesIn &+= 1
         // Each entry is one frame, as if it had come in its own message.
         let error = FrameBatch.split(body) { entry in
-            receiveOne(topic: topic, body: entry, now: now, rng: &rng, into: &actions)
+            receiveOne(topic: topic, body: entry, via: via, now: now, rng: &rng, into: &actions)
         }
-        if error != nil { stats.framesIn &+= 1; stats.malformed &+= 1 }
+        if error != nil { stats.framesIn &+= 1; malformed(via: via) }
     }
 
     /// One frame: DATA is handled in the receive buffer (GossipEngine+FastPath.swift); the rest is decoded.
     mutating func receiveOne(
-        topic: UnsafeBufferPointer<UInt8>, body: UnsafeBufferPointer<UInt8>,
+        topic: UnsafeBufferPointer<UInt8>, body: UnsafeBufferPointer<UInt8>, via: ConnectionID?,
         now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]
     ) {
         stats.framesIn &+= 1
-        if receiveData(topic: topic, body: body, now: now, into: &actions) { return }
+        if receiveData(topic: topic, body: body, via: via, now: now, into: &actions) { return }
         let frame: Frame
         switch Frame.decode(topic: topic, body: body) {
         case .success(let f): frame = f
-        case .failure: stats.malformed &+= 1; return
+        case .failure: malformed(via: via); return
         }
-        handle(frame, now: now, rng: &rng, into: &actions)
+        handle(frame, via: via, now: now, rng: &rng, into: &actions)
     }
 
     /// Handles one already decoded frame (e.g. decoded once and shared by a simulator).
-    public mutating func receive(_ frame: Frame, now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
+    public mutating func receive(_ frame: Frame, via: ConnectionID? = nil, now: UInt64,
+                                 rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
         guard active else { return }
+        let via = via?.raw == 0 ? nil : via   // 0 names no connection
+        if let via, isBanned(via, now: now) { stats.penaltyDrops &+= 1; return }
         stats.framesIn &+= 1
-        handle(frame, now: now, rng: &rng, into: &actions)
+        handle(frame, via: via, now: now, rng: &rng, into: &actions)
     }
 
     /// Publishes an envelope to `topic`. Refuses (counts `malformed`) the control topic and
@@ -153,7 +178,11 @@ public struct GossipEngine: Sendable {
             return
         }
         let id = MessageID(envelope: envelope)
-        guard seen.insert(id, now: now) else { stats.duplicates &+= 1; return }
+        switch seen.insert(id, now: now, hold: config.seenHold) {
+        case .duplicate: stats.duplicates &+= 1; return
+        case .full: stats.seenFull &+= 1; return
+        case .inserted: break
+        }
         stats.published &+= 1
         if localTopics.contains(topic) {
             actions.append(.deliver(topic: topic, envelope: envelope, hops: 0, id: id))
@@ -284,9 +313,29 @@ public struct GossipEngine: Sendable {
         return allReadyCache
     }
 
+    /// A fresh, unpredictable link id: SipHash-2-4 of a counter under `linkKey`.
     mutating func newLinkID() -> LinkID {
-        repeat { nextLinkRaw &+= 1 } while nextLinkRaw == 0
-        return LinkID(raw: nextLinkRaw)
+        if let base = sequentialLinkBase {
+            linkCounter &+= 1
+            return LinkID(raw: base &+ linkCounter)
+        }
+        _ = SodiumRuntime.ready
+        while true {
+            linkCounter &+= 1
+            var input = linkCounter.bigEndian
+            var key = linkKey
+            var out: UInt64 = 0
+            withUnsafeMutableBytes(of: &out) { o in
+                withUnsafeBytes(of: &input) { i in
+                    withUnsafeBytes(of: &key) { k in
+                        _ = crypto_shorthash(o.baseAddress!.assumingMemoryBound(to: UInt8.self),
+                                             i.baseAddress!.assumingMemoryBound(to: UInt8.self), 8,
+                                             k.baseAddress!.assumingMemoryBound(to: UInt8.self))
+                    }
+                }
+            }
+            if out != 0 && linkIndex(raw: out) == nil { return LinkID(raw: out) }
+        }
     }
 
     /// Reconnect delay after `failures` consecutive failures (≥ 1): initial × 2^(failures−1),
@@ -342,6 +391,20 @@ struct PeerKey: Sendable {
     var id: UInt64
     var lastHeard: UInt64
     var bucket = TokenBucket()
+    /// The inbound connection bound to it (0 = none yet, or the driver cannot tell).
+    var conn: UInt64 = 0
+    /// Its shares of `newIDRate`: new ids admitted, and forwarded.
+    var share = TokenBucket()
+    var forward = TokenBucket()
+    /// Frames this `scoreInterval`: good (admitted) and bad (forged, malformed, over the rate).
+    var good: UInt32 = 0
+    var bad: UInt32 = 0
+}
+
+/// A connection ignored until `until` (its neighbour misbehaved).
+struct Ban: Sendable {
+    var conn: UInt64
+    var until: UInt64
 }
 
 /// A token bucket: `rate` tokens per second up to `burst`; one token per frame.

@@ -15,13 +15,26 @@ public struct NodeID: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// An engine-assigned handle for one outbound link (one XPUB connected to one neighbour).
-/// Never 0 (0 means "no token" on the wire). Unique per engine, and different engines
-/// (incarnations) start from different, node-id-derived values, so a stale echo from a
-/// previous incarnation does not match a fresh link.
+/// Never 0 (0 means "no token" on the wire). Unique per engine and unpredictable: a keyed
+/// pseudo-random function (SipHash-2-4) of a counter, under a key drawn from the engine's
+/// random generator at start. A link's id is its HELLO token, which proves that a HELLO's
+/// sender has seen the HELLO sent on that link; so nobody else can guess it, and a stale
+/// echo from a previous incarnation does not match a fresh link.
 public struct LinkID: Hashable, Sendable, CustomStringConvertible {
     public var raw: UInt64
     public init(raw: UInt64) { self.raw = raw }
     public var description: String { "link:" + hex64(raw) }
+}
+
+/// The inbound connection a frame arrived on, as the driver names it (the ZeroMQ driver: a
+/// number its ZAP handler gives every accepted connection of the bound SUB). Distinct for
+/// every connection the driver accepted; never 0. A frame received with a `ConnectionID`
+/// speaks only for the node bound to that connection (docs/PROTOCOL.md §6, "Links speak for
+/// themselves"); a driver that cannot tell connections apart passes none.
+public struct ConnectionID: Hashable, Sendable, CustomStringConvertible {
+    public var raw: UInt64
+    public init(raw: UInt64) { self.raw = raw }
+    public var description: String { "conn:" + hex64(raw) }
 }
 
 /// A 32-byte ZeroMQ topic: the recipient's Curve25519 public key, or 32 zero bytes for

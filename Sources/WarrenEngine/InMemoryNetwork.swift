@@ -74,7 +74,7 @@ public struct InMemoryNetwork {
     enum EventKind {
         case tick(node: Int, generation: UInt64)
         case ready(node: Int, incarnation: Int, link: LinkID, targetIncarnation: Int)
-        case frame(node: Int, incarnation: Int, topic: [UInt8], body: [UInt8])
+        case frame(node: Int, incarnation: Int, topic: [UInt8], body: [UInt8], via: ConnectionID?)
     }
 
     struct Event {
@@ -102,6 +102,10 @@ public struct InMemoryNetwork {
     var byEndpoint: [String: Int] = [:]
     var aliases: [String: String] = [:]
     var scratch: [Action] = []
+    /// The inbound connection of each (sender, its incarnation, link, target incarnation): what
+    /// a ZeroMQ SUB would see as one TCP connection. Ids start at 1.
+    var connections: [ConnectionKey: ConnectionID] = [:]
+    struct ConnectionKey: Hashable { var node: Int; var incarnation: Int; var link: LinkID; var target: Int }
 
     public init(seed: UInt64, options: Options = Options()) {
         self.rng = SeededGenerator(seed: seed)
@@ -186,9 +190,15 @@ public struct InMemoryNetwork {
         drive(i) { e, _, _, a in e.unsubscribeLocal(topic, into: &a) }
     }
 
-    /// Hands a raw 2-part message to node `i` now (bypassing links).
-    public mutating func inject(to i: Int, topic: [UInt8], body: [UInt8]) {
-        drive(i) { e, now, rng, a in e.receive(topic: topic, body: body, now: now, rng: &rng, into: &a) }
+    /// Hands a raw 2-part message to node `i` now (bypassing links). `via` names the inbound
+    /// connection it arrives on (an outsider's own connection, say); nil: the engine cannot tell.
+    public mutating func inject(to i: Int, topic: [UInt8], body: [UInt8], via: ConnectionID? = nil) {
+        drive(i) { e, now, rng, a in e.receive(topic: topic, body: body, via: via, now: now, rng: &rng, into: &a) }
+    }
+
+    /// The inbound connection at node `to` of `from`'s link `link` (nil if it never carried a frame).
+    public func connection(from: Int, link: LinkID, to: Int) -> ConnectionID? {
+        connections[ConnectionKey(node: from, incarnation: nodes[from].incarnation, link: link, target: nodes[to].incarnation)]
     }
 
     /// Node `i` hears a LAN discovery beacon now (as if broadcast on its network).
@@ -237,11 +247,11 @@ public struct InMemoryNetwork {
                   link.readyIncarnation != tinc else { return }
             nodes[i].links[l]?.readyIncarnation = tinc
             drive(i) { e, now, rng, a in e.linkReady(l, now: now, rng: &rng, into: &a) }
-        case .frame(let i, let inc, let topic, let body):
+        case .frame(let i, let inc, let topic, let body, let via):
             guard nodes[i].alive, nodes[i].incarnation == inc else { return }
             nodes[i].framesReceived += 1
             if body.count > 1 && body[1] == Frame.TypeCode.data.rawValue { nodes[i].dataFramesReceived += 1 }
-            drive(i) { e, now, rng, a in e.receive(topic: topic, body: body, now: now, rng: &rng, into: &a) }
+            drive(i) { e, now, rng, a in e.receive(topic: topic, body: body, via: via, now: now, rng: &rng, into: &a) }
         }
     }
 
@@ -307,11 +317,17 @@ public struct InMemoryNetwork {
                     continue
                 }
                 let inc = nodes[t].incarnation
+                let key = ConnectionKey(node: i, incarnation: nodes[i].incarnation, link: l, target: inc)
+                let via: ConnectionID
+                if let c = connections[key] { via = c } else {
+                    via = ConnectionID(raw: UInt64(connections.count + 1))
+                    connections[key] = via
+                }
                 let extra = options.jitter > 0 ? rng.next(upperBound: options.jitter + 1) : 0
-                push(now &+ link.latency &+ extra, .frame(node: t, incarnation: inc, topic: topic, body: frame.body))
+                push(now &+ link.latency &+ extra, .frame(node: t, incarnation: inc, topic: topic, body: frame.body, via: via))
                 if options.duplication > 0 && Double.random(in: 0..<1, using: &rng) < options.duplication {
                     let extra2 = rng.next(upperBound: max(options.jitter, link.latency) + 1)
-                    push(now &+ link.latency &+ extra2, .frame(node: t, incarnation: inc, topic: topic, body: frame.body))
+                    push(now &+ link.latency &+ extra2, .frame(node: t, incarnation: inc, topic: topic, body: frame.body, via: via))
                 }
             }
         case .deliver(let topic, let envelope, let hops, let id):

@@ -9,6 +9,11 @@ struct KnownTable: Sendable {
         /// Node id that said BYE here; the endpoint is not dialled while `node` equals it.
         var blockedNode: UInt64 = 0
         var blocked: Bool { blockedNode != 0 && blockedNode == node }
+        /// A neighbour was up at this endpoint once: dials to it need no dial budget, and a
+        /// full table does not replace it.
+        var verified = false
+        /// Its neighbour was penalized: not dialled (not even back) before this time.
+        var penalizedUntil: UInt64 = 0
     }
 
     let limit: Int
@@ -29,7 +34,7 @@ struct KnownTable: Sendable {
 
     /// Inserts or updates. When full, replaces a random entry that `keep` does not protect.
     mutating func upsert(
-        _ endpoint: String, node: UInt64, rng: inout some RandomNumberGenerator, keep: (String) -> Bool
+        _ endpoint: String, node: UInt64, rng: inout some RandomNumberGenerator, keep: (Entry) -> Bool
     ) -> Int? {
         if let i = index[endpoint] {
             if node != 0 && entries[i].node != node {
@@ -47,7 +52,7 @@ struct KnownTable: Sendable {
         }
         for _ in 0..<8 {
             let i = Int(rng.next(upperBound: UInt64(entries.count)))
-            if keep(entries[i].endpoint) { continue }
+            if keep(entries[i]) { continue }
             index[entries[i].endpoint] = nil
             entries[i] = e
             index[endpoint] = i

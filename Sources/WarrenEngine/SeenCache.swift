@@ -91,13 +91,31 @@ public struct SeenCache: Sendable {
         return find(id, hash(id.hi, id.lo)) != nil
     }
 
+    /// What `insert(_:now:hold:)` did.
+    public enum InsertResult: Sendable, Equatable {
+        case inserted
+        /// Already present.
+        case duplicate
+        /// Not recorded: the cache is full and its oldest id is younger than the hold.
+        case full
+    }
+
     /// Records `id` at `now`. Returns false if it was already present (a duplicate).
     @discardableResult
     public mutating func insert(_ id: MessageID, now: UInt64) -> Bool {
+        insert(id, now: now, hold: 0) == .inserted
+    }
+
+    /// Records `id` at `now`, unless it is present or recording it would evict an id younger
+    /// than `hold` (0: the bound evicts the oldest id whatever its age).
+    public mutating func insert(_ id: MessageID, now: UInt64, hold: UInt64) -> InsertResult {
         expire(now: now)
         let h = hash(id.hi, id.lo)
-        if find(id, h) != nil { return false }
-        if count == capacity { evictOldest() }
+        if find(id, h) != nil { return .duplicate }
+        if count == capacity {
+            if hold > 0 && (now < oldest || now - oldest < hold) { return .full }
+            evictOldest()
+        }
         let slot: Int
         if ring.count < capacity && count == ring.count {
             // Still growing: make the ring contiguous from slot 0, then append.
@@ -117,8 +135,11 @@ public struct SeenCache: Sendable {
             while t[i] != 0 { i = (i + 1) & mask }
         }
         table[i] = entry(tag: tg, slot: slot, distance: (i - home) & mask)
-        return true
+        return .inserted
     }
+
+    /// True if `id` is present (no expiry, no change).
+    func has(_ id: MessageID) -> Bool { find(id, hash(id.hi, id.lo)) != nil }
 
     /// Hint: starts loading the index bucket a lookup of `id` reads first (no state change).
     func prefetch(_ id: MessageID) {

@@ -17,9 +17,11 @@ public struct GossipConfiguration: Sendable {
     /// Per-link send high-water mark (messages). Sized for bursts: 100,000 envelopes of ~300 B
     /// is ~30 MB per link at most. When reached, the frame is refused, dropped and counted.
     public var sendHighWaterMark: Int32 = 100_000
-    /// Receive high-water mark of the bound SUB; above it ZeroMQ stops reading the TCP stream,
-    /// which pushes back to the sender's send HWM (counted there).
-    public var receiveHighWaterMark: Int32 = 100_000
+    /// Receive high-water mark of the bound SUB, per inbound connection; above it ZeroMQ stops
+    /// reading that TCP stream, which pushes back to the sender's send HWM (counted there). With
+    /// `ZMQ_MAXMSGSIZE` = 64 KiB (the largest legal body) it bounds what one neighbour can have
+    /// queued here in bytes: 256 × 64 KiB = 16 MiB.
+    public var receiveHighWaterMark: Int32 = 256
     /// Seed for the engine's random generator (peer choice, jitter); nil = random.
     public var randomSeed: UInt64?
     /// The node's own key pair (a Curve25519 key, like the signaling keys: `warren node` uses

@@ -96,17 +96,26 @@ public final class GossipNode: Sendable {
 
         let zapDomain = "warren-" + String(nodeID.raw, radix: 16)
         self.zapDomain = configuration.isClosed ? zapDomain : nil
-        if configuration.isClosed {
-            do { try ZAPService.shared.start() } catch { close(fds[0]); close(fds[1]); throw error }
+        // The ZAP handler authenticates a closed overlay's links and, in any overlay, numbers the
+        // SUB's connections (so each frame is known to come from one connection). It serves the
+        // shared context only: a node on another context runs without connection numbers.
+        var zap = ZAPService.shared.serves(context)
+        if zap || configuration.isClosed {
+            do { try ZAPService.shared.start() } catch {
+                if configuration.isClosed { close(fds[0]); close(fds[1]); throw error }
+                logger.warning("no ZAP handler: frames cannot be told apart by connection", metadata: ["error": "\(error)"])
+                zap = false
+            }
         }
 
         // The SUB socket is created and bound here, then handed to the driver thread, which is
         // the only one to touch it afterwards (a hand-off, not sharing).
         let sub = try ZMQSocket(context, type: ZMQ_SUB)
         sub.set(ZMQ_RCVHWM, configuration.receiveHighWaterMark)
-        // ZeroMQ drops a connection that sends a message over 1 MiB (the engine refuses bodies
-        // over 64 KiB and counts them; this bounds memory before decoding).
-        var maxMsg: Int64 = 1 << 20
+        // ZeroMQ drops a connection that sends a message part larger than the largest legal
+        // body (a BATCH of 64 KiB), before anything is buffered: with the receive high-water mark
+        // this bounds what one connection can queue in bytes.
+        var maxMsg = Int64(Frame.maxBodyBytes)
         zmq_setsockopt(sub.handle, ZMQ_MAXMSGSIZE, &maxMsg, MemoryLayout<Int64>.size)
         sub.set(ZMQ_LINGER, 0)
         sub.set(ZMQ_HEARTBEAT_IVL, 1000)
@@ -120,7 +129,11 @@ public final class GossipNode: Sendable {
             sub.set(ZMQ_CURVE_SECRETKEY, bytes: nodeKey.key.bytes)
             sub.set(ZMQ_ZAP_DOMAIN, bytes: Array(zapDomain.utf8))
             curve = CurveKeys(secret: nodeKey.key.bytes, public: nodeKey.publicKey.bytes)
+        } else if zap {
+            ZAPService.shared.register(domain: zapDomain, allowed: nil, logger: logger)
+            sub.set(ZMQ_ZAP_DOMAIN, bytes: Array(zapDomain.utf8))
         }
+        let registered = configuration.isClosed || zap
         var advertised: String
         do {
             // Names are resolved here (ZeroMQ would take "localhost" for an interface name).
@@ -130,7 +143,7 @@ public final class GossipNode: Sendable {
             advertised = try configuration.advertise ?? Self.advertisable(sub.lastEndpoint)
         } catch {
             sub.close(); close(fds[0]); close(fds[1])
-            if configuration.isClosed { ZAPService.shared.unregister(domain: zapDomain) }
+            if registered { ZAPService.shared.unregister(domain: zapDomain) }
             throw error
         }
         // The key travels with the endpoint (HELLO, PEERS, beacons): in a closed overlay it
@@ -159,7 +172,7 @@ public final class GossipNode: Sendable {
                                 seed: configuration.randomSeed ?? UInt64.random(in: 1...UInt64.max),
                                 sendHWM: configuration.sendHighWaterMark, batching: configuration.batching,
                                 callbacks: callbacks, logger: logger,
-                                curve: curve, zapDomain: configuration.isClosed ? zapDomain : nil)
+                                curve: curve, zapDomain: registered ? zapDomain : nil)
         driver.ownKey = configuration.nodeKey?.publicKey
         driver.ownEndpoint = ownEndpoint
         driver.seedNames = Set(engineConfig.seeds)
@@ -170,7 +183,7 @@ public final class GossipNode: Sendable {
                                                        interval: configuration.beaconInterval, allowed: configuration.allowedKeys)
             } catch {
                 sub.close(); close(fds[0]); close(fds[1])
-                if configuration.isClosed { ZAPService.shared.unregister(domain: zapDomain) }
+                if registered { ZAPService.shared.unregister(domain: zapDomain) }
                 throw error
             }
         }
@@ -534,8 +547,10 @@ struct DriverLoop {
                 // Typed buffers: the decoder reads them in place (raw buffers would be copied first).
                 let t = UnsafeBufferPointer(start: zmq_msg_data(&topic).assumingMemoryBound(to: UInt8.self), count: zmq_msg_size(&topic))
                 let b = UnsafeBufferPointer(start: zmq_msg_data(&body).assumingMemoryBound(to: UInt8.self), count: zmq_msg_size(&body))
-                if let admitted, let uid = zmq_msg_gets(&body, "User-Id"), !admitted.contains(String(cString: uid)) {
-                    // A connection authenticated before its key left the allow-list.
+                if let admitted, let uid = zmq_msg_gets(&body, "User-Id"),
+                   !admitted.contains(String(String(cString: uid).prefix { $0 != "#" })) {
+                    // A connection authenticated before its key left the allow-list (its user id
+                    // is KEY#N: the key, then the connection's number).
                     unadmittedFrames &+= 1
                     zmq_msg_close(&topic)
                     zmq_msg_close(&body)
@@ -545,13 +560,28 @@ struct DriverLoop {
                     logger.trace("frame in", metadata: ["bytes": "\(b.count)", "type": "\(b.count > 1 ? b[1] : 0)",
                                                         "topic": "\(t.prefix(8).map { String($0, radix: 16) }.joined())"])
                 }
-                engine.receive(topic: t, body: b, now: monotonicNanos(), rng: &rng, into: &actions)
+                engine.receive(topic: t, body: b, via: Self.connection(of: &body), now: monotonicNanos(), rng: &rng, into: &actions)
             }
             zmq_msg_close(&topic)
             zmq_msg_close(&body)
             if n % Self.coalesceInputs == 0 && !actions.isEmpty { perform() }
         }
         return false
+    }
+
+    /// The connection a message arrived on: the number after the last `#` of the user id the ZAP
+    /// handler gave the connection (nil without one).
+    static func connection(of msg: inout zmq_msg_t) -> ConnectionID? {
+        guard let p = zmq_msg_gets(&msg, "User-Id") else { return nil }
+        var q = p, digits: UnsafePointer<CChar>? = nil
+        while q.pointee != 0 {
+            if q.pointee == 35 { digits = q + 1 }   // "#"
+            q += 1
+        }
+        guard var d = digits else { return nil }
+        var n: UInt64 = 0
+        while d.pointee >= 48 && d.pointee <= 57 { n = n &* 10 &+ UInt64(d.pointee - 48); d += 1 }
+        return n == 0 ? nil : ConnectionID(raw: n)
     }
 
     /// An XPUB link receives the remote SUB's (un)subscriptions. A subscription means the remote
@@ -654,6 +684,12 @@ struct DriverLoop {
                 logger.debug("peer up", metadata: ["peer": "\(n.endpoint)", "node": "\(n.nodeID)"])
                 if let k = (try? PeerAddress(parsing: n.endpoint))?.key { checkSharedKey(k, endpoint: n.endpoint) }
                 callbacks.peer(n, true, nil)
+            case .peerDown(let n, let reason) where reason == .misbehaving:
+                let s = engine.stats
+                logger.warning("disconnected a misbehaving neighbour: most of its frames were forged, malformed or over its rate or share",
+                               metadata: ["peer": "\(n.endpoint)", "node": "\(n.nodeID)", "reason": "\(reason)",
+                                          "forged": "\(s.forged)", "malformed": "\(s.malformed)", "rate_limited": "\(s.rateLimited)"])
+                callbacks.peer(n, false, reason)
             case .peerDown(let n, let reason):
                 logger.debug("peer down", metadata: ["peer": "\(n.endpoint)", "reason": "\(reason)"])
                 callbacks.peer(n, false, reason)

@@ -7,6 +7,7 @@ import WarrenEngine
 /// engine's and driver's own counters.
 struct NodeMetrics {
     let published, delivered, relayed, duplicates, ttlExpired, overTTL, malformed, refused, rateLimited, hwmDrops, batchesSent, batchedFrames: Counter
+    let forged, overShare, unforwarded, seenFull, dialsDeferred, strangersRefused, knownRefused, penalized, penaltyDrops: Counter
     let neighbours, dedupEntries: Gauge
     var last = DriverStats()
 
@@ -24,6 +25,15 @@ struct NodeMetrics {
         hwmDrops = Counter(label: "warren_hwm_drops_total", dimensions: d)
         batchesSent = Counter(label: "warren_batches_sent_total", dimensions: d)
         batchedFrames = Counter(label: "warren_batched_frames_total", dimensions: d)
+        forged = Counter(label: "warren_forged_total", dimensions: d)
+        overShare = Counter(label: "warren_over_share_total", dimensions: d)
+        unforwarded = Counter(label: "warren_unforwarded_total", dimensions: d)
+        seenFull = Counter(label: "warren_seen_full_total", dimensions: d)
+        dialsDeferred = Counter(label: "warren_dials_deferred_total", dimensions: d)
+        strangersRefused = Counter(label: "warren_strangers_refused_total", dimensions: d)
+        knownRefused = Counter(label: "warren_known_refused_total", dimensions: d)
+        penalized = Counter(label: "warren_penalized_total", dimensions: d)
+        penaltyDrops = Counter(label: "warren_penalty_drops_total", dimensions: d)
         neighbours = Gauge(label: "warren_neighbours", dimensions: d)
         dedupEntries = Gauge(label: "warren_dedup_entries", dimensions: d)
     }
@@ -44,6 +54,15 @@ struct NodeMetrics {
         add(hwmDrops, s.hwmDrops, last.hwmDrops)
         add(batchesSent, s.batchesSent, last.batchesSent)
         add(batchedFrames, s.batchedFrames, last.batchedFrames)
+        add(forged, s.engine.forged, last.engine.forged)
+        add(overShare, s.engine.overShare, last.engine.overShare)
+        add(unforwarded, s.engine.unforwarded, last.engine.unforwarded)
+        add(seenFull, s.engine.seenFull, last.engine.seenFull)
+        add(dialsDeferred, s.engine.dialsDeferred, last.engine.dialsDeferred)
+        add(strangersRefused, s.engine.strangersRefused, last.engine.strangersRefused)
+        add(knownRefused, s.engine.knownRefused, last.engine.knownRefused)
+        add(penalized, s.engine.penalized, last.engine.penalized)
+        add(penaltyDrops, s.engine.penaltyDrops, last.engine.penaltyDrops)
         neighbours.record(Double(s.neighbours.count))
         dedupEntries.record(Double(s.seenEntries))
         last = s

@@ -6,12 +6,17 @@ import WarrenCore
 import WarrenEngine
 
 /// The ZeroMQ authentication (ZAP, RFC 27) handler of the shared context: one thread with a REP
-/// socket on `inproc://zeromq.zap.01`. Every closed-overlay node registers its allow-list under
-/// its own ZAP domain; a CURVE client whose public key is not on the list of the node it dials
-/// is refused during the handshake, and the refusal is counted for that node.
+/// socket on `inproc://zeromq.zap.01`. Every node registers under its own ZAP domain: a
+/// closed-overlay node with its allow-list (a CURVE client whose public key is not on the list of
+/// the node it dials is refused during the handshake, and the refusal is counted for that node),
+/// an open one with none (every NULL handshake is accepted). Every accepted connection gets a
+/// user id ending in `#N`, N a number no other connection of the process gets: ZeroMQ attaches
+/// it to each message as the `User-Id` property, so the node knows which connection a frame
+/// arrived on (its `ConnectionID`).
 final class ZAPService: Sendable {
     struct Policy {
-        var allowed: Set<Key>
+        /// nil: an open overlay (NULL mechanism, no allow-list).
+        var allowed: Set<Key>?
         var refused: UInt64 = 0
         var refusedKeys: [Key: UInt64] = [:]
         var logger: Logger
@@ -23,8 +28,13 @@ final class ZAPService: Sendable {
     private let started = Atomic<Bool>(false)
     private let startLock = Mutex<Void>(())
     private let context: ZMQContext
+    /// The last connection number handed out.
+    private let connections = Atomic<UInt64>(0)
 
     init(context: ZMQContext) { self.context = context }
+
+    /// Whether `context` is the one this handler serves (ZAP is per context).
+    func serves(_ context: ZMQContext) -> Bool { context.handle == self.context.handle }
 
     /// Starts the handler (once); returns when it is bound.
     func start() throws {
@@ -43,7 +53,7 @@ final class ZAPService: Sendable {
         }
     }
 
-    func register(domain: String, allowed: Set<Key>, logger: Logger) {
+    func register(domain: String, allowed: Set<Key>?, logger: Logger) {
         policies.withLock { $0[domain] = Policy(allowed: allowed, logger: logger) }
     }
 
@@ -62,15 +72,24 @@ final class ZAPService: Sendable {
 
     func refusals(domain: String) -> UInt64 { policies.withLock { $0[domain]?.refused ?? 0 } }
 
-    /// Decides one request: 200 for listed CURVE keys, 400 otherwise.
+    /// A user id for a newly accepted connection: `prefix#N`.
+    func connectionUser(_ prefix: String) -> String {
+        prefix + "#" + String(connections.add(1, ordering: .relaxed).newValue)
+    }
+
+    /// Decides one request: NULL for an open node's domain, listed CURVE keys for a closed one's:
+    /// 200 with a fresh connection user id; 400 otherwise.
     func decide(domain: String, mechanism: String, credential: [UInt8]) -> (status: String, text: String, user: String) {
         guard mechanism == "CURVE" else {
-            return mechanism == "NULL" && domain.isEmpty ? ("200", "OK", "") : ("400", "CURVE required", "")
+            guard mechanism == "NULL" else { return ("400", "CURVE required", "") }
+            if domain.isEmpty { return ("200", "OK", "") }
+            let open = policies.withLock { $0[domain].map { $0.allowed == nil } }
+            return open == true ? ("200", "OK", connectionUser("")) : ("400", "CURVE required", "")
         }
         guard credential.count == 32, let key = try? Key(bytes: credential) else { return ("400", "bad key", "") }
         return policies.withLock { all -> (String, String, String) in
-            guard var p = all[domain] else { return ("400", "unknown domain", "") }
-            if p.allowed.contains(key) { return ("200", "OK", key.base64) }
+            guard var p = all[domain], let allowed = p.allowed else { return ("400", "unknown domain", "") }
+            if allowed.contains(key) { return ("200", "OK", connectionUser(key.base64)) }
             p.refused &+= 1
             let n = (p.refusedKeys[key] ?? 0) &+ 1
             if p.refusedKeys.count < 4096 || p.refusedKeys[key] != nil { p.refusedKeys[key] = n }

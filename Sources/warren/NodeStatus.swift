@@ -34,6 +34,9 @@ func statusObject(_ s: DriverStats, backend: GossipBackend, key: PrivateKey, bri
                        "malformed": e.malformed &+ s.badMultipart, "refused": s.refused,
                        "rate_limited": s.rateLimited, "hwm_drops": s.hwmDrops, "max_hops": e.maxHops,
                        "batches_sent": s.batchesSent, "batched_frames": s.batchedFrames, "batches_in": e.batchesIn,
+                       "forged": e.forged, "over_share": e.overShare, "unforwarded": e.unforwarded, "seen_full": e.seenFull,
+                       "dials_deferred": e.dialsDeferred, "strangers_refused": e.strangersRefused,
+                       "known_refused": e.knownRefused, "penalized": e.penalized, "penalty_drops": e.penaltyDrops,
                        "output_dropped": dropped]
     if let bridge {
         let g = bridge.counters

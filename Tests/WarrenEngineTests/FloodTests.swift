@@ -191,6 +191,7 @@ import WarrenEngine
         var c = cfg(0)
         c.seenWindow = 10 * second
         c.seenCapacity = 4
+        c.seenHold = 0   // the bound may evict ids of any age (no admission hold)
         var e = GossipEngine(config: c, nodeID: NodeID(raw: 1))
         var a = [Action]()
         e.start(now: 0, rng: &rng, into: &a)

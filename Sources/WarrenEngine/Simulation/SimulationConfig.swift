@@ -45,6 +45,12 @@ public struct SimulationConfig: Sendable, Hashable {
         c.maxTTL = ttl
         c.defaultTTL = ttl
         c.seenCapacity = seenCapacity
+        // No hostile neighbour is simulated: the defences against one (the admission hold and
+        // shares, the dial budget for unverified endpoints) are off, so what is measured is the
+        // protocol's own dynamics.
+        c.seenHold = 0
+        c.maxPendingDials = .max
+        c.dialRate = 0
         return c
     }
 

@@ -147,7 +147,11 @@ public struct Simulator {
     public mutating func addNode(config: EngineConfig) -> Int {
         let i = engines.count
         let id = NodeID.random(using: &rng)
-        engines.append(GossipEngine(config: config, nodeID: id))
+        var engine = GossipEngine(config: config, nodeID: id)
+        // The simulator indexes links by their number: consecutive ids from a known base (no
+        // outsider is simulated, so they need not be unpredictable).
+        engine.sequentialLinkBase = mix64(id.raw)
+        engines.append(engine)
         alive.append(true)
         endpoints.append(config.endpoint)
         links.append([])
