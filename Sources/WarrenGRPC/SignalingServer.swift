@@ -22,6 +22,17 @@ public struct GRPCBridgeConfiguration: Sendable, Equatable {
     public var queueBound: Int
     /// Permit plain text on a non-loopback address.
     public var allowPlaintextAnywhere: Bool
+    /// Concurrent calls (HTTP/2 streams) one client connection may have open, advertised in
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`. A client queues calls beyond it until others finish.
+    /// Subscribe streams stay open, so this must leave room for Publish calls beside them.
+    public var maxConcurrentStreams: Int
+    /// Longest a response write waits for others to share its flush (grpc-swift's flush
+    /// coalescing); nil writes every response at once. Signaling traffic is a trickle of small
+    /// messages, where waiting only adds latency.
+    public var maxFlushDelay: Duration?
+
+    /// The default of `maxConcurrentStreams`.
+    public static let defaultMaxConcurrentStreams = 4096
 
     public struct TLSFiles: Sendable, Equatable {
         public var certificateChain: String
@@ -33,12 +44,16 @@ public struct GRPCBridgeConfiguration: Sendable, Equatable {
     }
 
     public init(host: String = "127.0.0.1", port: Int = 8080, tls: TLSFiles? = nil,
-                queueBound: Int = SignalingBridge.defaultQueueBound, allowPlaintextAnywhere: Bool = false) {
+                queueBound: Int = SignalingBridge.defaultQueueBound, allowPlaintextAnywhere: Bool = false,
+                maxConcurrentStreams: Int = GRPCBridgeConfiguration.defaultMaxConcurrentStreams,
+                maxFlushDelay: Duration? = nil) {
         self.host = host
         self.port = port
         self.tls = tls
         self.queueBound = queueBound
         self.allowPlaintextAnywhere = allowPlaintextAnywhere
+        self.maxConcurrentStreams = maxConcurrentStreams
+        self.maxFlushDelay = maxFlushDelay
     }
 
     /// Parses `HOST:PORT` (IPv6 as `[ADDR]:PORT`); port 0 picks a free one.
@@ -80,6 +95,9 @@ public struct GRPCBridgeConfiguration: Sendable, Equatable {
             }
         }
         guard queueBound >= 1 else { throw GRPCBridgeError.badAddress("queue bound \(queueBound)", "must be at least 1") }
+        guard (1...Int(Int32.max)).contains(maxConcurrentStreams) else {
+            throw GRPCBridgeError.badAddress("max concurrent streams \(maxConcurrentStreams)", "must be 1…\(Int32.max)")
+        }
     }
 }
 
@@ -125,8 +143,24 @@ public final class SignalingServer: Service, Sendable {
         let address: GRPCNIOTransportCore.SocketAddress = configuration.host.contains(":")
             ? .ipv6(host: configuration.host, port: configuration.port)
             : .ipv4(host: configuration.host == "localhost" ? "127.0.0.1" : configuration.host, port: configuration.port)
-        server = GRPCServer(transport: .http2NIOPosix(address: address, transportSecurity: security),
+        server = GRPCServer(transport: .http2NIOPosix(address: address, transportSecurity: security,
+                                                      config: Self.transportConfig(configuration)),
                             services: [bridge])
+    }
+
+    /// The HTTP/2 transport's settings for `configuration`.
+    ///
+    /// swift-nio-http2 treats a client that opens more streams than the server's limit as a
+    /// connection error (GOAWAY, every call on the connection fails), and its limit is 100 unless
+    /// the server advertises another. So the limit is always advertised: conforming clients
+    /// (grpc-go, grpc-core, grpc-swift) then queue calls beyond it instead of opening them.
+    public static func transportConfig(_ configuration: GRPCBridgeConfiguration) -> HTTP2ServerTransport.Posix.Config {
+        .defaults { config in
+            config.http2.maxConcurrentStreams = configuration.maxConcurrentStreams
+            config.connection.flushCoalescing = configuration.maxFlushDelay.map {
+                HTTP2ServerTransport.Config.Connection.FlushCoalescing(maxFlushDelay: $0, maxBytes: 64 * 1024)
+            }
+        }
     }
 
     /// Serves until `shutdown()` or task cancellation.
@@ -148,7 +182,9 @@ public final class SignalingServer: Service, Sendable {
         return "\(address)"
     }
 
-    /// Stops accepting calls, lets open calls finish, then `run()` returns.
+    /// Stops accepting calls, ends every Subscribe stream with `UNAVAILABLE` (so clients subscribe
+    /// again, to this node once it is back or elsewhere), lets other open calls finish, then
+    /// `run()` returns.
     public func shutdown() {
         server.beginGracefulShutdown()
         bridge.closeStreams()

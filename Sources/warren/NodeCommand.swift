@@ -53,6 +53,7 @@ struct Node: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Serve cunīcu's gRPC signaling API (cunicu.signaling.Signaling) at HOST:PORT, so cunīcu daemons use the overlay with grpc://HOST:PORT?insecure=true.", discussion: "Plain text, so loopback only unless --grpc-tls is given.", valueName: "HOST:PORT")) var grpc: String?
     @Option(name: .long, parsing: .upToNextOption, help: ArgumentHelp("Serve the gRPC API over TLS with this PEM certificate chain and private key.", valueName: "CERT KEY")) var grpcTls: [String] = []
     @Option(name: .long, help: "Envelopes a gRPC subscriber stream may fall behind before it is closed with RESOURCE_EXHAUSTED.") var grpcQueue: Int = SignalingBridge.defaultQueueBound
+    @Option(name: .long, help: "Concurrent gRPC calls one client connection may have open (advertised to clients, which queue calls beyond it).") var grpcMaxStreams: Int = GRPCBridgeConfiguration.defaultMaxConcurrentStreams
     @Flag(name: .long, help: "Allow a plain-text gRPC API on a non-loopback address (unsafe: anyone reaching it can read any key's ciphertext and publish).") var grpcAllowPlaintext = false
 
     func validate() throws {
@@ -73,6 +74,7 @@ struct Node: AsyncParsableCommand {
         if !grpcTls.isEmpty && grpcTls.count != 2 { throw ValidationError("--grpc-tls takes two files: CERT KEY") }
         if grpc == nil && (!grpcTls.isEmpty || grpcAllowPlaintext) { throw ValidationError("--grpc-tls and --grpc-allow-plaintext need --grpc HOST:PORT") }
         if grpcQueue < 1 { throw ValidationError("--grpc-queue must be at least 1") }
+        if !(1...Int(Int32.max)).contains(grpcMaxStreams) { throw ValidationError("--grpc-max-streams must be 1…\(Int32.max)") }
         if grpc != nil { _ = try bridgeConfiguration() }
     }
 
@@ -83,6 +85,7 @@ struct Node: AsyncParsableCommand {
             var c = try GRPCBridgeConfiguration(address: grpc)
             if grpcTls.count == 2 { c.tls = .init(certificateChain: grpcTls[0], privateKey: grpcTls[1]) }
             c.queueBound = grpcQueue
+            c.maxConcurrentStreams = grpcMaxStreams
             c.allowPlaintextAnywhere = grpcAllowPlaintext
             try c.validate()
             return c
