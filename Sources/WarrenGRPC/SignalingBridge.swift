@@ -49,9 +49,13 @@ public final class SignalingBridge: Cunicu_Signaling_Signaling.SimpleServiceProt
         public var openStreams: Int = 0
     }
 
+    /// Where stream writers run (nil: the global concurrent executor).
+    let executor: (any TaskExecutor)?
+
     public init(backend: GossipBackend, queueBound: Int = SignalingBridge.defaultQueueBound,
-                logger: Logger = Logger(label: "warren.grpc")) {
+                logger: Logger = Logger(label: "warren.grpc"), executor: (any TaskExecutor)? = nil) {
         self.backend = backend
+        self.executor = executor
         self.queueBound = max(1, queueBound)
         self.logger = logger
         // The node closing ends the streams too (a library user may close it before the server).
@@ -147,7 +151,7 @@ public final class SignalingBridge: Cunicu_Signaling_Signaling.SimpleServiceProt
 
         // The writer runs as its own task so that an overflow can cancel a write that waits for
         // a client which stopped reading; this handler then returns at once.
-        let writer = Task { [self] in
+        let writer = Task(executorPreference: executor) { [self] in
             try await response.write(Envelope())   // "live": cunīcu's client waits for this
             for await bytes in queue.stream {
                 try await response.write(try Envelope(serializedBytes: bytes))

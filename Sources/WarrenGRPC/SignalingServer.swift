@@ -2,6 +2,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
+import NIOPosix
 import ServiceLifecycle
 import Synchronization
 import WarrenCore
@@ -121,18 +122,30 @@ public enum GRPCBridgeError: Error, CustomStringConvertible, Sendable {
 
 /// A gRPC server running a `SignalingBridge` for one gossip backend. A `Service`, so a
 /// `ServiceGroup` can run it and stop it gracefully.
+///
+/// It serves on a one-thread event loop (`eventLoopGroup`, shared by the bridges of a process),
+/// and its tasks — RPC handlers, stream writers — run on that thread too
+/// (`EventLoopTaskExecutor`): a message crosses the server without hopping between threads,
+/// which is most of what a small message costs.
 public final class SignalingServer: Service, Sendable {
     public let bridge: SignalingBridge
     public let configuration: GRPCBridgeConfiguration
     private let server: GRPCServer<HTTP2ServerTransport.Posix>
     private let logger: Logger
+    private let executor: EventLoopTaskExecutor
+
+    /// The event loop the bridges of this process serve on: one thread, started on first use,
+    /// kept for the life of the process (like NIO's own singleton groups).
+    public static let eventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 
     public init(backend: GossipBackend, configuration: GRPCBridgeConfiguration,
                 logger: Logger = Logger(label: "warren.grpc")) throws {
         try configuration.validate()
         self.configuration = configuration
         self.logger = logger
-        bridge = SignalingBridge(backend: backend, queueBound: configuration.queueBound, logger: logger)
+        executor = EventLoopTaskExecutor(Self.eventLoopGroup.next())
+        bridge = SignalingBridge(backend: backend, queueBound: configuration.queueBound, logger: logger,
+                                 executor: executor)
         let security: HTTP2ServerTransport.Posix.TransportSecurity
         if let tls = configuration.tls {
             security = .tls(certificateChain: [.file(path: tls.certificateChain, format: .pem)],
@@ -144,7 +157,8 @@ public final class SignalingServer: Service, Sendable {
             ? .ipv6(host: configuration.host, port: configuration.port)
             : .ipv4(host: configuration.host == "localhost" ? "127.0.0.1" : configuration.host, port: configuration.port)
         server = GRPCServer(transport: .http2NIOPosix(address: address, transportSecurity: security,
-                                                      config: Self.transportConfig(configuration)),
+                                                      config: Self.transportConfig(configuration),
+                                                      eventLoopGroup: Self.eventLoopGroup),
                             services: [bridge])
     }
 
@@ -165,10 +179,12 @@ public final class SignalingServer: Service, Sendable {
 
     /// Serves until `shutdown()` or task cancellation.
     public func run() async throws {
-        try await withGracefulShutdownHandler {
-            try await server.serve()
-        } onGracefulShutdown: {
-            self.shutdown()
+        try await withTaskExecutorPreference(executor) {
+            try await withGracefulShutdownHandler {
+                try await server.serve()
+            } onGracefulShutdown: {
+                self.shutdown()
+            }
         }
     }
 
