@@ -195,6 +195,8 @@ async def streams(args):
     peers = [Peer(i, stub) for i in range(n)]
     got = [[] for _ in range(n)]
     lives = [asyncio.Event() for _ in range(n)]
+    received = [asyncio.Event() for _ in range(n)]
+    release = asyncio.Event()
     errors = []
 
     async def subscribe(i):
@@ -207,9 +209,12 @@ async def streams(args):
                 m = signaling_pb2.Message()
                 m.ParseFromString(peers[i].box(env.sender).decrypt(env.contents.body, env.contents.nonce))
                 got[i].append(m.candidate.port)
+                received[i].set()
+                await release.wait()
                 return
         except grpc.aio.AioRpcError as e:
             errors.append(f"stream {i}: {e.code()} {e.details()}")
+            received[i].set()
         finally:
             call.cancel()
 
@@ -229,13 +234,17 @@ async def streams(args):
     failed = [r for r in results if isinstance(r, Exception)]
     if failed:
         raise AssertionError(f"{len(failed)} of {n} Publish calls failed, first: {failed[0]}")
-    await asyncio.wait_for(asyncio.gather(*subs), timeout=60)
+    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in received)), timeout=60)
     if errors:
         raise AssertionError(f"{len(errors)} streams failed, first: {errors[:3]}")
     wrong = [i for i in range(n) if got[i] != [i]]
     if wrong:
         raise AssertionError(f"{len(wrong)} streams did not get exactly their own envelope, e.g. {wrong[0]}: {got[wrong[0]]}")
+    # The connection still serves calls while the streams are open. (Cancelling all of them at
+    # once then trips swift-nio-http2's rapid-reset rule, which closes the connection.)
     info = await stub.GetBuildInfo(common_pb2.Empty(), timeout=10)
+    release.set()
+    await asyncio.wait_for(asyncio.gather(*subs), timeout=60)
     await channel.close()
     return {"streams": n, "published": n, "after": info.version}
 
