@@ -64,13 +64,13 @@ struct BridgeBench: AsyncParsableCommand {
         }
         let worlds = [
             try await TimedExchange(name: "baseline: one grpc-swift server, its defaults",
-                                    clients: clients { _ in baseline.address }, keys: keys, times: baselineTimes,
+                                    clients: clients { _ in baseline.address }, keys: keys, times: baselineTimes, isBridge: false,
                                     placement: { _ in 0 }),
             try await TimedExchange(name: "baseline with the bridge's HTTP/2 settings",
-                                    clients: clients { _ in tuned.address }, keys: keys, times: tunedTimes,
+                                    clients: clients { _ in tuned.address }, keys: keys, times: tunedTimes, isBridge: false,
                                     placement: { _ in 0 }),
-            try await TimedExchange(name: "Warren: \(nodes) nodes' bridges",
-                                    clients: clients { addresses[$0 % nodes] }, keys: keys, times: warrenTimes,
+            try await TimedExchange(name: nodes == 1 ? "Warren: one node's bridge" : "Warren: \(nodes) nodes' bridges",
+                                    clients: clients { addresses[$0 % nodes] }, keys: keys, times: warrenTimes, isBridge: true,
                                     placement: { $0 % nodes }),
         ]
         for w in worlds { _ = try await w.round(0) }   // warm-up: connections, shared keys, code paths
@@ -118,9 +118,11 @@ struct BridgeBench: AsyncParsableCommand {
                                    pct(cross, 0.5), pct(cross, 0.99), cross.max() ?? 0, cross.count, all.count))
             }
             let rpc = rs.flatMap(\.publishReturned), stage = rs.flatMap(\.atServer)
-            Output.line(String(format: "    stages, p50: Publish returned %5.0f   routed (%@) %5.0f   handler %5.0f",
-                               pct(rpc, 0.5), w.placementCount > 1 ? "receiving node's thread" : "server's Publish handler",
-                               pct(stage, 0.5), pct(all, 0.5)))
+            let place = w.isBridge ? "receiving node's thread" : "server's Publish handler"
+            for (q, label) in [(0.5, "p50"), (0.99, "p99")] {
+                Output.line(String(format: "    stages, %@: Publish returned %6.0f   routed (%@) %6.0f   handler %6.0f",
+                                   label, pct(rpc, q), place, pct(stage, q), pct(all, q)))
+            }
             let wrong = rs.map(\.wrong).reduce(0, +), missing = rs.map(\.missing).reduce(0, +),
                 doubled = rs.map(\.doubled).reduce(0, +), late = rs.map(\.late).reduce(0, +)
             Output.line("    delivered \(rs.map(\.delivered).reduce(0, +)) / \(rs.count * 4 * n * (n - 1)) handler calls   missing \(missing)   doubled \(doubled)   wrong id \(wrong)   late \(late)")
@@ -173,6 +175,8 @@ final class TimedExchange: Sendable {
     let times: StageTimes
     let node: [Int]
     let placementCount: Int
+    /// Peers use bridges of overlay nodes (not a single server).
+    let isBridge: Bool
     private let handlers: [TimedHandler]
     private let state: Mutex<Slots>
     private let total = Atomic<Int>(0)
@@ -184,9 +188,11 @@ final class TimedExchange: Sendable {
         var wrong = 0, late = 0
     }
 
-    init(name: String, clients: [GRPCBackend], keys: [PrivateKey], times: StageTimes, placement: (Int) -> Int) async throws {
+    init(name: String, clients: [GRPCBackend], keys: [PrivateKey], times: StageTimes, isBridge: Bool,
+         placement: (Int) -> Int) async throws {
         let n = keys.count
         self.name = name
+        self.isBridge = isBridge
         self.clients = clients
         self.keys = keys
         self.times = times
