@@ -47,6 +47,9 @@ public final class SignalingBridge: Cunicu_Signaling_Signaling.SimpleServiceProt
         public var overflows: UInt64 = 0
         /// Subscriber streams open now.
         public var openStreams: Int = 0
+        /// Client connections closed by the HTTP/2 layer because the client broke one of its
+        /// rules (the stream limit, rapid reset, …).
+        public var connectionErrors: UInt64 = 0
     }
 
     /// Where stream writers run (nil: the global concurrent executor).
@@ -78,6 +81,13 @@ public final class SignalingBridge: Cunicu_Signaling_Signaling.SimpleServiceProt
             return Array(o.queues.values)
         }
         for q in queues { q.close() }
+    }
+
+    /// Counts and logs a connection the HTTP/2 layer closed (every call on it failed).
+    func noteConnectionError(_ why: String, _ error: any Error, peer: String) {
+        state.withLock { $0.connectionErrors &+= 1 }
+        metrics.connectionErrors.increment()
+        logger.warning("closed a gRPC client connection: \(why)", metadata: ["peer": "\(peer)", "error": "\(error)"])
     }
 
     // MARK: GetBuildInfo
@@ -237,5 +247,6 @@ struct BridgeMetrics: Sendable {
     let published = Counter(label: "warren_grpc_published_total")
     let rejected = Counter(label: "warren_grpc_rejected_total")
     let overflows = Counter(label: "warren_grpc_stream_overflows_total")
+    let connectionErrors = Counter(label: "warren_grpc_connection_errors_total")
     let streams = Meter(label: "warren_grpc_streams")
 }

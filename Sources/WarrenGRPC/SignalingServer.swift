@@ -2,6 +2,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
+import NIOHTTP2
 import NIOPosix
 import ServiceLifecycle
 import Synchronization
@@ -157,7 +158,9 @@ public final class SignalingServer: Service, Sendable {
             ? .ipv6(host: configuration.host, port: configuration.port)
             : .ipv4(host: configuration.host == "localhost" ? "127.0.0.1" : configuration.host, port: configuration.port)
         server = GRPCServer(transport: .http2NIOPosix(address: address, transportSecurity: security,
-                                                      config: Self.transportConfig(configuration),
+                                                      config: Self.transportConfig(configuration) { [bridge] why, error, peer in
+                                                          bridge.noteConnectionError(why, error, peer: peer)
+                                                      },
                                                       eventLoopGroup: Self.eventLoopGroup),
                             services: [bridge])
     }
@@ -168,11 +171,25 @@ public final class SignalingServer: Service, Sendable {
     /// connection error (GOAWAY, every call on the connection fails), and its limit is 100 unless
     /// the server advertises another. So the limit is always advertised: conforming clients
     /// (grpc-go, grpc-core, grpc-swift) then queue calls beyond it instead of opening them.
-    public static func transportConfig(_ configuration: GRPCBridgeConfiguration) -> HTTP2ServerTransport.Posix.Config {
+    /// `onConnectionError` hears of every connection swift-nio-http2 closes because the client
+    /// broke one of its rules (`ConnectionErrorObserver`).
+    public static func transportConfig(
+        _ configuration: GRPCBridgeConfiguration,
+        onConnectionError: (@Sendable (_ why: String, _ error: any Error, _ peer: String) -> Void)? = nil
+    ) -> HTTP2ServerTransport.Posix.Config {
         .defaults { config in
             config.http2.maxConcurrentStreams = configuration.maxConcurrentStreams
             config.connection.flushCoalescing = configuration.maxFlushDelay.map {
                 HTTP2ServerTransport.Config.Connection.FlushCoalescing(maxFlushDelay: $0, maxBytes: 64 * 1024)
+            }
+            if let onConnectionError {
+                config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        let pipeline = channel.pipeline.syncOperations
+                        let http2 = try pipeline.handler(type: NIOHTTP2Handler.self)
+                        try pipeline.addHandler(ConnectionErrorObserver(report: onConnectionError), position: .after(http2))
+                    }
+                }
             }
         }
     }

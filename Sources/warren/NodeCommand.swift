@@ -226,7 +226,8 @@ func statusJSON(_ backend: GossipBackend, bridge: SignalingBridge? = nil) -> Str
     if let bridge {
         let g = bridge.counters
         obj["grpc"] = ["published": g.published, "rejected": g.rejected, "streamed": g.streamed,
-                       "overflows": g.overflows, "open_streams": g.openStreams, "queue_bound": bridge.queueBound]
+                       "overflows": g.overflows, "open_streams": g.openStreams, "queue_bound": bridge.queueBound,
+                       "connection_errors": g.connectionErrors]
     }
     let data = (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
     return String(decoding: data, as: UTF8.self)

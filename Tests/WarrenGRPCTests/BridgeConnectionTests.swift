@@ -79,6 +79,8 @@ import WarrenConformance
         #expect(outcome.after == WarrenVersion.string)
         #expect(bridge.counters.published == UInt64(count))
         #expect(await Conformance.eventually { bridge.counters.openStreams == 0 })
+        // The 1,000 cancellations broke the rapid-reset rule: that close is counted, not silent.
+        #expect(await Conformance.eventually { bridge.counters.connectionErrors == 1 })
         await served.stop()
         await overlay.close()
     }
@@ -128,6 +130,20 @@ import WarrenConformance
         #expect(published == calls)
         #expect(counts == [Int](repeating: calls / streams, count: streams))
         #expect(bridge.counters.published == UInt64(calls))
+        #expect(bridge.counters.connectionErrors == 0)
+        await served.stop()
+        await overlay.close()
+    }
+
+    /// A client that ignores the advertised limit loses its connection (swift-nio-http2's GOAWAY),
+    /// and the bridge counts and logs that instead of staying silent.
+    @Test func clientBeyondTheLimitIsCountedWhenClosed() async throws {
+        let overlay = try await GossipOverlay.start(nodes: 1, edges: [])
+        let served = try await ServedBridge.start(overlay.backends[0],
+                                                  GRPCBridgeConfiguration(host: "127.0.0.1", port: 0, maxConcurrentStreams: 8))
+        let goAway = try openStreamsIgnoringTheLimit(port: served.port, streams: 9)
+        #expect(goAway == 0x1, "GOAWAY PROTOCOL_ERROR")
+        #expect(await Conformance.eventually { served.bridge.counters.connectionErrors == 1 })
         await served.stop()
         await overlay.close()
     }
@@ -213,17 +229,42 @@ import WarrenConformance
     }
 }
 
-/// A counter that escaping child tasks can share.
-final class SharedCount: Sendable {
-    let value = Atomic<Int>(0)
+/// Opens `streams` Subscribe streams at once on a raw HTTP/2 connection (after acknowledging the
+/// server's settings, so its limit is in force) and returns the error code of the GOAWAY the
+/// server answers with, if any.
+func openStreamsIgnoringTheLimit(port: Int, streams: Int) throws -> UInt32? {
+    let fd = try connectedSocket(port: port)
+    defer { close(fd) }
+    func frame(_ type: UInt8, _ flags: UInt8, _ stream: UInt32, _ payload: [UInt8]) -> [UInt8] {
+        [UInt8(payload.count >> 16), UInt8(payload.count >> 8 & 0xff), UInt8(payload.count & 0xff), type, flags,
+         UInt8(stream >> 24), UInt8(stream >> 16 & 0xff), UInt8(stream >> 8 & 0xff), UInt8(stream & 0xff)] + payload
+    }
+    func literal(_ index: UInt8, _ value: String) -> [UInt8] {   // literal without indexing, indexed name < 15
+        [index, UInt8(value.utf8.count)] + Array(value.utf8)
+    }
+    try sendAll(fd, Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8) + frame(0x4, 0, 0, []))
+    let reader = FrameReader(fd: fd)
+    while true {   // the server's SETTINGS, then acknowledge them
+        let (type, flags, _) = try reader.next()
+        if type == 0x4 && flags & 0x1 == 0 { break }
+    }
+    try sendAll(fd, frame(0x4, 0x1, 0, []))
+    // :method POST, :scheme http, :path, :authority, content-type, te (HPACK, no Huffman coding)
+    let headers: [UInt8] = [0x83, 0x86] + literal(0x04, "/cunicu.signaling.Signaling/Subscribe")
+        + literal(0x01, "localhost") + [0x0f, 0x10, 16] + Array("application/grpc".utf8)
+        + [0x00, 2] + Array("te".utf8) + [8] + Array("trailers".utf8)
+    var out: [UInt8] = []
+    for i in 0..<streams { out += frame(0x1, 0x4, UInt32(2 * i + 1), headers) }   // HEADERS, END_HEADERS
+    try sendAll(fd, out)
+    while let (type, _, payload) = try? reader.next() {
+        if type == 0x7 { return payload.count >= 8 ? payload[4..<8].reduce(0) { $0 << 8 | UInt32($1) } : nil }
+    }
+    return nil
 }
 
-/// Connects to a local HTTP/2 server with the client preface and an empty SETTINGS frame, and
-/// returns the parameters of the server's first (non-ACK) SETTINGS frame.
-func serverSettings(port: Int) throws -> [UInt16: UInt32] {
+func connectedSocket(port: Int) throws -> Int32 {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { throw POSIXError(.EIO) }
-    defer { close(fd) }
     var addr = sockaddr_in()
     addr.sin_family = sa_family_t(AF_INET)
     addr.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -231,11 +272,25 @@ func serverSettings(port: Int) throws -> [UInt16: UInt32] {
     let connected = withUnsafePointer(to: &addr) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
     }
-    guard connected == 0 else { throw POSIXError(.ECONNREFUSED) }
+    guard connected == 0 else { close(fd); throw POSIXError(.ECONNREFUSED) }
     var timeout = timeval(tv_sec: 5, tv_usec: 0)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-    let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8) + [0, 0, 0, 4, 0, 0, 0, 0, 0]
-    guard send(fd, preface, preface.count, 0) == preface.count else { throw POSIXError(.EIO) }
+    return fd
+}
+
+func sendAll(_ fd: Int32, _ bytes: [UInt8]) throws {
+    var sent = 0
+    while sent < bytes.count {
+        let n = bytes.withUnsafeBytes { send(fd, $0.baseAddress! + sent, bytes.count - sent, 0) }
+        guard n > 0 else { throw POSIXError(.EIO) }
+        sent += n
+    }
+}
+
+/// Reads whole HTTP/2 frames from a socket.
+struct FrameReader {
+    let fd: Int32
+
     func read(_ n: Int) throws -> [UInt8] {
         var out = [UInt8](repeating: 0, count: n), got = 0
         while got < n {
@@ -245,13 +300,30 @@ func serverSettings(port: Int) throws -> [UInt16: UInt32] {
         }
         return out
     }
+    func next() throws -> (type: UInt8, flags: UInt8, payload: [UInt8]) {
+        let h = try read(9)
+        let length = Int(h[0]) << 16 | Int(h[1]) << 8 | Int(h[2])
+        return (h[3], h[4], try read(length))
+    }
+}
+
+/// A counter that escaping child tasks can share.
+final class SharedCount: Sendable {
+    let value = Atomic<Int>(0)
+}
+
+/// Connects to a local HTTP/2 server with the client preface and an empty SETTINGS frame, and
+/// returns the parameters of the server's first (non-ACK) SETTINGS frame.
+func serverSettings(port: Int) throws -> [UInt16: UInt32] {
+    let fd = try connectedSocket(port: port)
+    defer { close(fd) }
+    try sendAll(fd, Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8) + [0, 0, 0, 4, 0, 0, 0, 0, 0])
+    let reader = FrameReader(fd: fd)
     for _ in 0..<8 {
-        let header = try read(9)
-        let length = Int(header[0]) << 16 | Int(header[1]) << 8 | Int(header[2])
-        let payload = try read(length)
-        guard header[3] == 0x4, header[4] & 0x1 == 0 else { continue }   // SETTINGS, not an ACK
+        let (type, flags, payload) = try reader.next()
+        guard type == 0x4, flags & 0x1 == 0 else { continue }   // SETTINGS, not an ACK
         var settings: [UInt16: UInt32] = [:]
-        for i in stride(from: 0, to: length - 5, by: 6) {
+        for i in stride(from: 0, to: payload.count - 5, by: 6) {
             let id = UInt16(payload[i]) << 8 | UInt16(payload[i + 1])
             settings[id] = payload[(i + 2)..<(i + 6)].reduce(0) { $0 << 8 | UInt32($1) }
         }
