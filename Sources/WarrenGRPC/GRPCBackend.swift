@@ -2,6 +2,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
+import NIOPosix
 import Synchronization
 import WarrenCore
 
@@ -15,6 +16,11 @@ import WarrenCore
 /// opened again with back-off (100 ms doubling to 5 s, ±50 % jitter) for as long as the key has
 /// handlers; the last `unsubscribe` for a key closes its stream. A cancelled call is
 /// `BackendError.closed`.
+///
+/// Each backend's connection lives on one event loop of NIO's shared group, and its calls and
+/// streams run as tasks on that loop's thread too (`EventLoopTaskExecutor`), so a call does not
+/// hop between the loop and the cooperative pool. Handlers are therefore called on that thread:
+/// return quickly. Requests are written at once (no flush coalescing).
 public final class GRPCBackend: Backend {
     public let configuration: GRPCConfiguration
     public let registry = SubscriptionRegistry()
@@ -26,6 +32,7 @@ public final class GRPCBackend: Backend {
     private let streams = Mutex<[Key: SubscriptionStream]>([:])
     private let closed = Atomic<Bool>(false)
     private let counterState = Mutex(Counters())
+    let executor: EventLoopTaskExecutor
 
     public struct Counters: Sendable, Equatable {
         /// Envelopes received on subscriber streams (not counting the "live" markers).
@@ -65,12 +72,17 @@ public final class GRPCBackend: Backend {
         } else {
             target = .dns(host: host, port: configuration.port)
         }
-        let transport = try HTTP2ClientTransport.Posix(target: target, transportSecurity: security)
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let executor = EventLoopTaskExecutor(loop)
+        self.executor = executor
+        let transport = try HTTP2ClientTransport.Posix(
+            target: target, transportSecurity: security,
+            config: .defaults { $0.connection.flushCoalescing = nil }, eventLoopGroup: loop)
         let client = GRPCClient(transport: transport)
         self.client = client
         self.signaling = Cunicu_Signaling_Signaling.Client(wrapping: client)
         let log = logger
-        connections = Task.detached {
+        connections = Task.detached(executorPreference: executor) {
             do { try await client.runConnections() } catch {
                 log.error("gRPC client stopped", metadata: ["error": "\(error)"])
             }
@@ -95,7 +107,10 @@ public final class GRPCBackend: Backend {
     public func publish(envelope: Envelope) async throws {
         try checkOpen()
         do {
-            _ = try await signaling.publish(envelope, options: callOptions)
+            let signaling = self.signaling, options = callOptions
+            _ = try await withTaskExecutorPreference(executor) {
+                try await signaling.publish(envelope, options: options)
+            }
         } catch {
             throw mapped(error)
         }
@@ -234,7 +249,7 @@ final class SubscriptionStream: Sendable {
     var lastError: String? { state.withLock { $0.lastError } }
 
     func start(backend: GRPCBackend) {
-        let task = Task.detached { [self] in
+        let task = Task.detached(executorPreference: backend.executor) { [self] in
             var delay = 0.1
             var attempt = 0
             while !Task.isCancelled {

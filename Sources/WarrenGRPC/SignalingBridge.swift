@@ -18,6 +18,11 @@ import WarrenGossip
 /// (the client stopped reading, or reads slower than envelopes arrive) the envelope is not
 /// queued, the overflow is counted and logged, and the stream is closed with
 /// `RESOURCE_EXHAUSTED`, so the client subscribes again.
+///
+/// A Subscribe stream never ends with OK: cunīcu's client takes OK (and CANCELLED) as final and
+/// never subscribes again. Every other ending the server decides — the node or the server
+/// shutting down, a failed write — is `UNAVAILABLE`, so clients subscribe again (to this node
+/// once it is back).
 public final class SignalingBridge: Cunicu_Signaling_Signaling.SimpleServiceProtocol, Sendable {
     /// The default bound of each stream's queue, in envelopes.
     public static let defaultQueueBound = 1024
@@ -28,6 +33,7 @@ public final class SignalingBridge: Cunicu_Signaling_Signaling.SimpleServiceProt
     private let state = Mutex(Counters())
     private let open = Mutex<(queues: [ObjectIdentifier: StreamQueue], closing: Bool)>(([:], false))
     private let metrics = BridgeMetrics()
+    private let closeListener = Mutex<UInt64?>(nil)
 
     /// What the bridge did, for tests and `warren node`'s status.
     public struct Counters: Sendable, Equatable {
@@ -41,25 +47,47 @@ public final class SignalingBridge: Cunicu_Signaling_Signaling.SimpleServiceProt
         public var overflows: UInt64 = 0
         /// Subscriber streams open now.
         public var openStreams: Int = 0
+        /// Client connections closed by the HTTP/2 layer because the client broke one of its
+        /// rules (the stream limit, rapid reset, …).
+        public var connectionErrors: UInt64 = 0
     }
 
+    /// Where stream writers run (nil: the global concurrent executor).
+    let executor: (any TaskExecutor)?
+
     public init(backend: GossipBackend, queueBound: Int = SignalingBridge.defaultQueueBound,
-                logger: Logger = Logger(label: "warren.grpc")) {
+                logger: Logger = Logger(label: "warren.grpc"), executor: (any TaskExecutor)? = nil) {
         self.backend = backend
+        self.executor = executor
         self.queueBound = max(1, queueBound)
         self.logger = logger
+        // The node closing ends the streams too (a library user may close it before the server).
+        let token = backend.addCloseListener { [weak self] in self?.closeStreams() }
+        closeListener.withLock { $0 = token }
+    }
+
+    deinit {
+        if let token = closeListener.withLock({ $0 }) { backend.removeCloseListener(token) }
     }
 
     public var counters: Counters { state.withLock { $0 } }
 
-    /// Ends every subscriber stream (with status OK, after what is queued) and refuses new ones,
-    /// so that a graceful server shutdown is not held up by streams that never end by themselves.
+    /// Ends every subscriber stream (after what is queued) with `UNAVAILABLE` and refuses new ones
+    /// with it, so that a graceful server shutdown is not held up by streams that never end by
+    /// themselves, and clients know to subscribe again.
     public func closeStreams() {
         let queues = open.withLock { o -> [StreamQueue] in
             o.closing = true
             return Array(o.queues.values)
         }
         for q in queues { q.close() }
+    }
+
+    /// Counts and logs a connection the HTTP/2 layer closed (every call on it failed).
+    func noteConnectionError(_ why: String, _ error: any Error, peer: String) {
+        state.withLock { $0.connectionErrors &+= 1 }
+        metrics.connectionErrors.increment()
+        logger.warning("closed a gRPC client connection: \(why)", metadata: ["peer": "\(peer)", "error": "\(error)"])
     }
 
     // MARK: GetBuildInfo
@@ -133,7 +161,7 @@ public final class SignalingBridge: Cunicu_Signaling_Signaling.SimpleServiceProt
 
         // The writer runs as its own task so that an overflow can cancel a write that waits for
         // a client which stopped reading; this handler then returns at once.
-        let writer = Task { [self] in
+        let writer = Task(executorPreference: executor) { [self] in
             try await response.write(Envelope())   // "live": cunīcu's client waits for this
             for await bytes in queue.stream {
                 try await response.write(try Envelope(serializedBytes: bytes))
@@ -160,8 +188,18 @@ public final class SignalingBridge: Cunicu_Signaling_Signaling.SimpleServiceProt
             throw RPCError(code: .resourceExhausted,
                            message: "stream fell more than \(queueBound) envelopes behind; subscribe again")
         }
-        if case .failure(let error) = outcome, !(error is CancellationError) { throw error }
-        logger.debug("stream closed", metadata: ["key": "\(key.base64)"])
+        // Not an overflow: the node or server is shutting down, a write failed, or the client
+        // cancelled (then it sees no status at all). Never OK, which cunīcu's client takes as final.
+        let why: String
+        if open.withLock({ $0.closing }) {
+            why = "this node is shutting down; subscribe again"
+        } else if case .failure(let error) = outcome, !(error is CancellationError) {
+            why = "stream failed: \(error); subscribe again"
+        } else {
+            why = "stream ended; subscribe again"
+        }
+        logger.debug("stream closed", metadata: ["key": "\(key.base64)", "reason": "\(why)"])
+        throw RPCError(code: .unavailable, message: why)
     }
 }
 
@@ -209,5 +247,6 @@ struct BridgeMetrics: Sendable {
     let published = Counter(label: "warren_grpc_published_total")
     let rejected = Counter(label: "warren_grpc_rejected_total")
     let overflows = Counter(label: "warren_grpc_stream_overflows_total")
+    let connectionErrors = Counter(label: "warren_grpc_connection_errors_total")
     let streams = Meter(label: "warren_grpc_streams")
 }

@@ -2,6 +2,8 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
+import NIOHTTP2
+import NIOPosix
 import ServiceLifecycle
 import Synchronization
 import WarrenCore
@@ -22,6 +24,17 @@ public struct GRPCBridgeConfiguration: Sendable, Equatable {
     public var queueBound: Int
     /// Permit plain text on a non-loopback address.
     public var allowPlaintextAnywhere: Bool
+    /// Concurrent calls (HTTP/2 streams) one client connection may have open, advertised in
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`. A client queues calls beyond it until others finish.
+    /// Subscribe streams stay open, so this must leave room for Publish calls beside them.
+    public var maxConcurrentStreams: Int
+    /// Longest a response write waits for others to share its flush (grpc-swift's flush
+    /// coalescing); nil writes every response at once. Signaling traffic is a trickle of small
+    /// messages, where waiting only adds latency.
+    public var maxFlushDelay: Duration?
+
+    /// The default of `maxConcurrentStreams`.
+    public static let defaultMaxConcurrentStreams = 4096
 
     public struct TLSFiles: Sendable, Equatable {
         public var certificateChain: String
@@ -33,12 +46,16 @@ public struct GRPCBridgeConfiguration: Sendable, Equatable {
     }
 
     public init(host: String = "127.0.0.1", port: Int = 8080, tls: TLSFiles? = nil,
-                queueBound: Int = SignalingBridge.defaultQueueBound, allowPlaintextAnywhere: Bool = false) {
+                queueBound: Int = SignalingBridge.defaultQueueBound, allowPlaintextAnywhere: Bool = false,
+                maxConcurrentStreams: Int = GRPCBridgeConfiguration.defaultMaxConcurrentStreams,
+                maxFlushDelay: Duration? = nil) {
         self.host = host
         self.port = port
         self.tls = tls
         self.queueBound = queueBound
         self.allowPlaintextAnywhere = allowPlaintextAnywhere
+        self.maxConcurrentStreams = maxConcurrentStreams
+        self.maxFlushDelay = maxFlushDelay
     }
 
     /// Parses `HOST:PORT` (IPv6 as `[ADDR]:PORT`); port 0 picks a free one.
@@ -80,6 +97,9 @@ public struct GRPCBridgeConfiguration: Sendable, Equatable {
             }
         }
         guard queueBound >= 1 else { throw GRPCBridgeError.badAddress("queue bound \(queueBound)", "must be at least 1") }
+        guard (1...Int(Int32.max)).contains(maxConcurrentStreams) else {
+            throw GRPCBridgeError.badAddress("max concurrent streams \(maxConcurrentStreams)", "must be 1…\(Int32.max)")
+        }
     }
 }
 
@@ -103,18 +123,30 @@ public enum GRPCBridgeError: Error, CustomStringConvertible, Sendable {
 
 /// A gRPC server running a `SignalingBridge` for one gossip backend. A `Service`, so a
 /// `ServiceGroup` can run it and stop it gracefully.
+///
+/// It serves on a one-thread event loop (`eventLoopGroup`, shared by the bridges of a process),
+/// and its tasks — RPC handlers, stream writers — run on that thread too
+/// (`EventLoopTaskExecutor`): a message crosses the server without hopping between threads,
+/// which is most of what a small message costs.
 public final class SignalingServer: Service, Sendable {
     public let bridge: SignalingBridge
     public let configuration: GRPCBridgeConfiguration
     private let server: GRPCServer<HTTP2ServerTransport.Posix>
     private let logger: Logger
+    private let executor: EventLoopTaskExecutor
+
+    /// The event loop the bridges of this process serve on: one thread, started on first use,
+    /// kept for the life of the process (like NIO's own singleton groups).
+    public static let eventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 
     public init(backend: GossipBackend, configuration: GRPCBridgeConfiguration,
                 logger: Logger = Logger(label: "warren.grpc")) throws {
         try configuration.validate()
         self.configuration = configuration
         self.logger = logger
-        bridge = SignalingBridge(backend: backend, queueBound: configuration.queueBound, logger: logger)
+        executor = EventLoopTaskExecutor(Self.eventLoopGroup.next())
+        bridge = SignalingBridge(backend: backend, queueBound: configuration.queueBound, logger: logger,
+                                 executor: executor)
         let security: HTTP2ServerTransport.Posix.TransportSecurity
         if let tls = configuration.tls {
             security = .tls(certificateChain: [.file(path: tls.certificateChain, format: .pem)],
@@ -125,16 +157,51 @@ public final class SignalingServer: Service, Sendable {
         let address: GRPCNIOTransportCore.SocketAddress = configuration.host.contains(":")
             ? .ipv6(host: configuration.host, port: configuration.port)
             : .ipv4(host: configuration.host == "localhost" ? "127.0.0.1" : configuration.host, port: configuration.port)
-        server = GRPCServer(transport: .http2NIOPosix(address: address, transportSecurity: security),
+        server = GRPCServer(transport: .http2NIOPosix(address: address, transportSecurity: security,
+                                                      config: Self.transportConfig(configuration) { [bridge] why, error, peer in
+                                                          bridge.noteConnectionError(why, error, peer: peer)
+                                                      },
+                                                      eventLoopGroup: Self.eventLoopGroup),
                             services: [bridge])
+    }
+
+    /// The HTTP/2 transport's settings for `configuration`.
+    ///
+    /// swift-nio-http2 treats a client that opens more streams than the server's limit as a
+    /// connection error (GOAWAY, every call on the connection fails), and its limit is 100 unless
+    /// the server advertises another. So the limit is always advertised: conforming clients
+    /// (grpc-go, grpc-core, grpc-swift) then queue calls beyond it instead of opening them.
+    /// `onConnectionError` hears of every connection swift-nio-http2 closes because the client
+    /// broke one of its rules (`ConnectionErrorObserver`).
+    public static func transportConfig(
+        _ configuration: GRPCBridgeConfiguration,
+        onConnectionError: (@Sendable (_ why: String, _ error: any Error, _ peer: String) -> Void)? = nil
+    ) -> HTTP2ServerTransport.Posix.Config {
+        .defaults { config in
+            config.http2.maxConcurrentStreams = configuration.maxConcurrentStreams
+            config.connection.flushCoalescing = configuration.maxFlushDelay.map {
+                HTTP2ServerTransport.Config.Connection.FlushCoalescing(maxFlushDelay: $0, maxBytes: 64 * 1024)
+            }
+            if let onConnectionError {
+                config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        let pipeline = channel.pipeline.syncOperations
+                        let http2 = try pipeline.handler(type: NIOHTTP2Handler.self)
+                        try pipeline.addHandler(ConnectionErrorObserver(report: onConnectionError), position: .after(http2))
+                    }
+                }
+            }
+        }
     }
 
     /// Serves until `shutdown()` or task cancellation.
     public func run() async throws {
-        try await withGracefulShutdownHandler {
-            try await server.serve()
-        } onGracefulShutdown: {
-            self.shutdown()
+        try await withTaskExecutorPreference(executor) {
+            try await withGracefulShutdownHandler {
+                try await server.serve()
+            } onGracefulShutdown: {
+                self.shutdown()
+            }
         }
     }
 
@@ -148,7 +215,9 @@ public final class SignalingServer: Service, Sendable {
         return "\(address)"
     }
 
-    /// Stops accepting calls, lets open calls finish, then `run()` returns.
+    /// Stops accepting calls, ends every Subscribe stream with `UNAVAILABLE` (so clients subscribe
+    /// again, to this node once it is back or elsewhere), lets other open calls finish, then
+    /// `run()` returns.
     public func shutdown() {
         server.beginGracefulShutdown()
         bridge.closeStreams()

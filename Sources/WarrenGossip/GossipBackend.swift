@@ -30,6 +30,7 @@ public final class GossipBackend: Backend {
     private let neighbourCount = Atomic<Int>(0)
     private let counterState = Mutex(Counters())
     private let listeners = Mutex<[UInt64: @Sendable (Neighbour, Bool, PeerDownReason?) -> Void]>([:])
+    private let closeListeners = Mutex<[UInt64: @Sendable () -> Void]>([:])
     /// Who holds each recipient key's topic: the handler registry (one reference while it has
     /// handlers for the key) and every envelope tap. The node subscribes the topic on the first
     /// reference and unsubscribes it when the last goes; changes are queued to the node under
@@ -108,6 +109,24 @@ public final class GossipBackend: Backend {
         let id = UInt64.random(in: 1...UInt64.max)
         listeners.withLock { $0[id] = f }
         return id
+    }
+
+    /// Registers `f` to run once when `close()` begins, before the node stops (at once if the
+    /// backend is already closed); returns a token for `removeCloseListener`.
+    @discardableResult
+    public func addCloseListener(_ f: @escaping @Sendable () -> Void) -> UInt64 {
+        let id = UInt64.random(in: 1...UInt64.max)
+        let already = closeListeners.withLock { l -> Bool in
+            if closed.load(ordering: .relaxed) { return true }
+            l[id] = f
+            return false
+        }
+        if already { f() }
+        return id
+    }
+
+    public func removeCloseListener(_ id: UInt64) {
+        _ = closeListeners.withLock { $0.removeValue(forKey: id) }
     }
 
     func peerChanged(_ n: Neighbour, _ up: Bool, _ reason: PeerDownReason?) {
@@ -249,7 +268,12 @@ public final class GossipBackend: Backend {
 
     /// Says goodbye to the neighbours, closes every socket and stops the node's thread.
     public func close() async throws {
-        closed.store(true, ordering: .relaxed)
+        let toCall = closeListeners.withLock { l -> [@Sendable () -> Void] in
+            closed.store(true, ordering: .relaxed)
+            defer { l.removeAll() }
+            return Array(l.values)
+        }
+        for f in toCall { f() }
         await node.stop()
     }
 

@@ -61,7 +61,8 @@ public final class GossipNode: Sendable {
         case stop
     }
 
-    private let queue = Mutex<[Command]>([])
+    /// Commands for the driver thread; `closed` once it has finished and closed its pipe.
+    private let queue = Mutex<(commands: [Command], closed: Bool)>(([], false))
     private let wakePending = Atomic<Bool>(false)
     private let wakeFD: Int32       // write end of the wake-up pipe
     private let wakeReadFD: Int32   // read end, polled by the driver thread
@@ -218,10 +219,27 @@ public final class GossipNode: Sendable {
     // MARK: Commands (any thread)
 
     func enqueue(_ c: Command) {
-        queue.withLock { $0.append(c) }
-        if !wakePending.exchange(true, ordering: .acquiring) {
-            var one: UInt8 = 1
-            _ = write(wakeFD, &one, 1)
+        // The wake-up byte is written under the lock, so that nothing writes to the pipe once the
+        // finished driver has closed it (the descriptor number may already belong to another
+        // socket of the process); a command that comes too late is answered here.
+        let accepted = queue.withLock { q -> Bool in
+            guard !q.closed else { return false }
+            q.commands.append(c)
+            if !wakePending.exchange(true, ordering: .acquiring) {
+                var one: UInt8 = 1
+                _ = write(wakeFD, &one, 1)
+            }
+            return true
+        }
+        if !accepted { Self.answerLate(c) }
+    }
+
+    /// Answers a command the finished driver will never see, so no caller waits forever.
+    static func answerLate(_ c: Command) {
+        switch c {
+        case .subscribe(_, let k), .unsubscribe(_, let k): k?.resume()
+        case .stats(let k): k.resume(returning: DriverStats())
+        case .publish, .allowList, .stop: break
         }
     }
 
@@ -230,7 +248,7 @@ public final class GossipNode: Sendable {
     func drain(into buffer: inout [Command]) {
         wakePending.store(false, ordering: .releasing)
         buffer.removeAll(keepingCapacity: true)
-        queue.withLock { swap(&$0, &buffer) }
+        queue.withLock { swap(&$0.commands, &buffer) }
     }
 
     func drain() -> [Command] {
@@ -302,8 +320,14 @@ public final class GossipNode: Sendable {
             defer { list.removeAll() }
             return list
         }
+        let late = queue.withLock { q -> [Command] in
+            q.closed = true
+            defer { q.commands.removeAll() }
+            return q.commands
+        }
         close(wakeFD)
         close(wakeReadFD)
+        for c in late { Self.answerLate(c) }
         for w in waiters { w.resume() }
     }
 

@@ -9,7 +9,8 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure Warren against its baseline, in one run, on this machine.",
         discussion: "Build with -c release for meaningful figures: swift run -c release warren bench crypto",
-        subcommands: [CryptoBench.self, RelayBench.self, LatencyBench.self, CompareBench.self, BenchPeer.self, SessionBench.self, BenchSessionPeer.self])
+        subcommands: [CryptoBench.self, RelayBench.self, LatencyBench.self, BridgeBench.self, CompareBench.self, BenchPeer.self,
+                      SessionBench.self, BenchSessionPeer.self])
 }
 
 func machineLine() -> String {

@@ -91,6 +91,7 @@ struct Connect: AsyncParsableCommand {
         }
         let unsupported: [(String, Bool)] = [
             ("--grpc", node.grpc != nil), ("--grpc-tls", !node.grpcTls.isEmpty), ("--grpc-queue", node.grpcQueue != nil),
+            ("--grpc-max-streams", node.grpcMaxStreams != nil),
             ("--grpc-allow-plaintext", node.grpcAllowPlaintext), ("--community", node.community != nil),
             ("--community-file", node.communityFile != nil), ("--control", node.control != nil),
             ("--output-queue", node.outputQueue != nil),

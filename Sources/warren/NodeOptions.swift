@@ -28,6 +28,7 @@ struct NodeOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Serve cunīcu's gRPC signaling API (cunicu.signaling.Signaling) at HOST:PORT, so cunīcu daemons use the overlay with grpc://HOST:PORT?insecure=true.", discussion: "Plain text, so loopback only unless --grpc-tls is given.", valueName: "HOST:PORT")) var grpc: String?
     @Option(name: .long, parsing: .upToNextOption, help: ArgumentHelp("Serve the gRPC API over TLS with this PEM certificate chain and private key.", valueName: "CERT KEY")) var grpcTls: [String] = []
     @Option(name: .long, help: "Envelopes a gRPC subscriber stream may fall behind before it is closed with RESOURCE_EXHAUSTED (default 1024).") var grpcQueue: Int?
+    @Option(name: .long, help: "Concurrent gRPC calls one client connection may have open (advertised to clients, which queue calls beyond it; default 4096).") var grpcMaxStreams: Int?
     @Flag(name: .long, help: "Allow a plain-text gRPC API on a non-loopback address (unsafe: anyone reaching it can read any key's ciphertext and publish).") var grpcAllowPlaintext = false
     @Option(name: .long, help: ArgumentHelp("Control socket for warren status/members/send (default: $XDG_RUNTIME_DIR/warren.sock, else /run/warren/warren.sock; none: no socket).", valueName: "PATH")) var control: String?
     @Option(name: .long, help: "Lines stdout may fall behind before deliveries are dropped and counted (default 4096).") var outputQueue: Int?
@@ -93,12 +94,17 @@ struct NodeOptions: ParsableArguments {
         }
         if !tls.isEmpty && tls.count != 2 { throw RuntimeError("--grpc-tls takes two files: CERT KEY") }
         if queue < 1 { throw RuntimeError("--grpc-queue must be at least 1, got \(queue)") }
+        let maxStreams = grpcMaxStreams ?? file.grpcMaxStreams ?? GRPCBridgeConfiguration.defaultMaxConcurrentStreams
+        if !(1...Int(Int32.max)).contains(maxStreams) {
+            throw RuntimeError("--grpc-max-streams must be 1…\(Int32.max), got \(maxStreams)")
+        }
         var bridge: GRPCBridgeConfiguration?
         if let grpcAddress {
             do {
                 var c = try GRPCBridgeConfiguration(address: grpcAddress)
                 if tls.count == 2 { c.tls = .init(certificateChain: tls[0], privateKey: tls[1]) }
                 c.queueBound = queue
+                c.maxConcurrentStreams = maxStreams
                 c.allowPlaintextAnywhere = allowPlaintext
                 try c.validate()
                 bridge = c
@@ -187,6 +193,7 @@ struct NodeFileSettings: Decodable {
     var grpc: String?
     var grpcTls: [String]?
     var grpcQueue: Int?
+    var grpcMaxStreams: Int?
     var grpcAllowPlaintext: Bool?
     var control: String?
     var outputQueue: Int?
@@ -195,7 +202,7 @@ struct NodeFileSettings: Decodable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case keyFile = "key-file", listen, peer, allow, community, communityFile = "community-file", ttl, degree, leaf
         case preset, advertise, discover, discoverPort = "discover-port", batch, logLevel = "log-level", metrics, grpc
-        case grpcTls = "grpc-tls", grpcQueue = "grpc-queue", grpcAllowPlaintext = "grpc-allow-plaintext", control
+        case grpcTls = "grpc-tls", grpcQueue = "grpc-queue", grpcMaxStreams = "grpc-max-streams", grpcAllowPlaintext = "grpc-allow-plaintext", control
         case outputQueue = "output-queue", publishTimeout = "publish-timeout"
     }
 

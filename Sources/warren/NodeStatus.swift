@@ -41,7 +41,8 @@ func statusObject(_ s: DriverStats, backend: GossipBackend, key: PrivateKey, bri
     if let bridge {
         let g = bridge.counters
         obj["grpc"] = ["published": g.published, "rejected": g.rejected, "streamed": g.streamed,
-                       "overflows": g.overflows, "open_streams": g.openStreams, "queue_bound": bridge.queueBound]
+                       "overflows": g.overflows, "open_streams": g.openStreams, "queue_bound": bridge.queueBound,
+                       "connection_errors": g.connectionErrors]
     }
     return obj
 }
