@@ -147,6 +147,7 @@ extension GossipEngine {
     /// outnumber its good ones is penalized; then the counts start again. Expired bans are dropped.
     mutating func score(now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
         bans.removeAll { $0.until <= now }
+        if !strangerBad.isEmpty { strangerBad.removeAll(keepingCapacity: true) }
         var k = 0
         while k < peerKeys.count {
             let bad = peerKeys[k].bad, good = peerKeys[k].good
@@ -160,16 +161,33 @@ extension GossipEngine {
         }
     }
 
+    /// Penalizes the peer bound to `conn` at once, within the score interval, as soon as its bad
+    /// frames reach the threshold and outnumber its good ones (checked after every message).
+    @inline(__always)
+    mutating func penalizeIfDue(_ conn: ConnectionID, now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
+        guard config.penaltyThreshold > 0 else { return }
+        guard let k = peerIndex(conn: conn.raw) else {
+            // A connection bound to nobody that keeps forging: ignored for the penalty time.
+            if let b = strangerBad[conn.raw], b >= config.penaltyThreshold {
+                strangerBad[conn.raw] = nil
+                stats.penalized &+= 1
+                ban(conn.raw, until: satAdd(now, config.penaltyTime))
+            }
+            return
+        }
+        let bad = peerKeys[k].bad
+        guard bad >= config.penaltyThreshold && bad > peerKeys[k].good else { return }
+        penalize(at: k, now: now, rng: &rng, into: &actions)
+        recomputeDeadline()
+    }
+
     /// Disconnects peer `k` (`.misbehaving`), ignores its connection for `penaltyTime` and does
     /// not dial its endpoint before then.
     mutating func penalize(at k: Int, now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
         stats.penalized &+= 1
         let p = peers[k]
         let until = satAdd(now, config.penaltyTime)
-        if peerKeys[k].conn != 0 {
-            if bans.count >= 256 { bans.removeFirst() }
-            bans.append(Ban(conn: peerKeys[k].conn, until: until))
-        }
+        if peerKeys[k].conn != 0 { ban(peerKeys[k].conn, until: until) }
         for e in [p.endpoint] + (p.link.flatMap { l in linkIndex(l).map { [links[$0].endpoint] } } ?? []) {
             if let i = known.find(e) {
                 known[i].failures &+= 1
@@ -188,6 +206,11 @@ extension GossipEngine {
             removePeer(at: k)
         }
         if let i = peerIndex(p.id) { removePeer(at: i) }
+    }
+
+    mutating func ban(_ conn: UInt64, until: UInt64) {
+        if bans.count >= 256 { bans.removeFirst() }
+        bans.append(Ban(conn: conn, until: until))
     }
 
     /// True while `conn` is ignored (its neighbour was penalized).

@@ -49,6 +49,8 @@ public struct GossipEngine: Sendable {
     var dialBucket = TokenBucket()
     /// Connections of neighbours disconnected for misbehaviour, ignored until `until`.
     var bans: [Ban] = []
+    /// Forged frames this score interval per connection bound to nobody.
+    var strangerBad: [UInt64: UInt32] = [:]
     var scoreAt: UInt64 = 0
 
     public init(config: EngineConfig, nodeID: NodeID) {
@@ -129,6 +131,7 @@ public struct GossipEngine: Sendable {
         now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]
     ) {
         if let via, isBanned(via, now: now) { stats.penaltyDrops &+= 1; return }
+        defer { if let via { penalizeIfDue(via, now: now, rng: &rng, into: &actions) } }
         guard FrameBatch.isBatch(body) else {
             return receiveOne(topic: topic, body: body, via: via, now: now, rng: &rng, into: &actions)
         }
@@ -163,6 +166,7 @@ public struct GossipEngine: Sendable {
         if let via, isBanned(via, now: now) { stats.penaltyDrops &+= 1; return }
         stats.framesIn &+= 1
         handle(frame, via: via, now: now, rng: &rng, into: &actions)
+        if let via { penalizeIfDue(via, now: now, rng: &rng, into: &actions) }
     }
 
     /// Publishes an envelope to `topic`. Refuses (counts `malformed`) the control topic and
