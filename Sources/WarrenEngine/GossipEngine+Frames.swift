@@ -25,7 +25,7 @@ extension GossipEngine {
         let from = frame.from
         if from == nodeID {
             // A connection bound to a neighbour cannot speak for us.
-            if let via, let pi = peerIndex(conn: via.raw) { stats.forged &+= 1; peerKeys[pi].bad &+= 1; return }
+            if let via, let pi = peerIndex(conn: via.raw) { stats.forged &+= 1; peerKeys[pi].noteBad(.forged); return }
             if case .hello(let h) = frame.kind, !handleSelfHello(h, now: now, into: &actions) { forgedByStranger(via) }
             return
         }
@@ -95,7 +95,7 @@ extension GossipEngine {
     /// A malformed frame: counted, and held against the neighbour bound to its connection.
     mutating func malformed(via: ConnectionID?) {
         stats.malformed &+= 1
-        if let via, let pi = peerIndex(conn: via.raw) { peerKeys[pi].bad &+= 1 }
+        if let via, let pi = peerIndex(conn: via.raw) { peerKeys[pi].noteBad(.malformed) }
     }
 
     /// Connection binding, rate limit, then liveness; `.drop` if the frame must be dropped
@@ -106,12 +106,12 @@ extension GossipEngine {
             if let pi = peerIndex(conn: via.raw) {
                 guard peerKeys[pi].id == from.raw else {
                     stats.forged &+= 1
-                    peerKeys[pi].bad &+= 1
+                    peerKeys[pi].noteBad(.forged)
                     return .drop
                 }
                 if config.rateLimit > 0 && !peerKeys[pi].bucket.take(now: now, rate: config.rateLimit, burst: config.rateBurst) {
                     stats.rateLimited &+= 1
-                    peerKeys[pi].bad &+= 1
+                    peerKeys[pi].noteBad(.overRate)
                     return .drop
                 }
                 peerKeys[pi].good &+= 1
@@ -187,7 +187,7 @@ extension GossipEngine {
                 stats.overShare &+= 1
                 // Over its share of new ids: held against a neighbour on its own connection.
                 if case .bound(let pi) = source {
-                    peerKeys[pi].bad &+= 1
+                    peerKeys[pi].noteBad(.overShare)
                     if peerKeys[pi].good > 0 { peerKeys[pi].good -= 1 }
                 }
                 return

@@ -260,6 +260,9 @@ import Testing
         let e = try #require(net.engine(0))
         #expect(e.stats.penalized == 1)
         #expect(net.nodes[0].peerEvents.contains { if case .down(bad, .misbehaving, _) = $0 { true } else { false } })
+        let p = try #require(e.recentPenalties.last)
+        #expect(p.node == bad && p.endpoint == endpoint(4) && p.reason == .malformed)
+        #expect(p.counts.malformed + p.counts.forged >= 1_000 && p.counts.forged > 0 && p.connection == conn)
         #expect(!net.isUp(0, 4))
         // Its connection is ignored, and its endpoint not dialled, for the penalty.
         let drops = e.stats.penaltyDrops
