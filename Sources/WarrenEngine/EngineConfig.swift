@@ -60,8 +60,8 @@ public struct EngineConfig: Sendable {
 
     /// New message ids per second the seen cache holds for `seenHold`, derived from it:
     /// `seenCapacity / (2 × seenHold)` (0 = unlimited, when `seenHold` is 0). Each source (every
-    /// peer, and one for everything else) may have half of it admitted (burst `seenCapacity / 4`)
-    /// and a quarter of it forwarded (burst `seenCapacity / 8`), so one flooding neighbour cannot
+    /// peer, and one for everything else) may have half of it admitted and a quarter of it
+    /// forwarded, each with a burst of one second's worth, so one flooding neighbour cannot
     /// crowd the others out, and what a relay forwards from it stays well inside what the
     /// relay's own neighbours admit from the relay (docs/PROTOCOL.md §5, "Admission").
     public var newIDRate: Double {

@@ -49,7 +49,7 @@ extension GossipEngine {
         case .failure: malformed(via: via); return true
         }
         if h.from == nodeID {
-            if let via, let pi = peerIndex(conn: via.raw) { stats.forged &+= 1; peerKeys[pi].bad &+= 1 }
+            if let via, let pi = peerIndex(conn: via.raw) { stats.forged &+= 1; peerKeys[pi].noteBad(.forged) }
             return true
         }
         let source = admit(h.from, via: via, now: now)

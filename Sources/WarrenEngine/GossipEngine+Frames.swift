@@ -25,8 +25,8 @@ extension GossipEngine {
         let from = frame.from
         if from == nodeID {
             // A connection bound to a neighbour cannot speak for us.
-            if let via, let pi = peerIndex(conn: via.raw) { stats.forged &+= 1; peerKeys[pi].bad &+= 1; return }
-            if case .hello(let h) = frame.kind { handleSelfHello(h, now: now, into: &actions) }
+            if let via, let pi = peerIndex(conn: via.raw) { stats.forged &+= 1; peerKeys[pi].noteBad(.forged); return }
+            if case .hello(let h) = frame.kind, !handleSelfHello(h, now: now, into: &actions) { forgedByStranger(via) }
             return
         }
         let source = admit(from, via: via, now: now)
@@ -45,10 +45,10 @@ extension GossipEngine {
         case .heartbeat:
             break
         case .peers(let list):
-            guard speaks else { return claimed(from) }
+            guard speaks else { return claimed(from, via: via) }
             learn(list, now: now, rng: &rng)
         case .bye:
-            guard speaks else { return claimed(from) }
+            guard speaks else { return claimed(from, via: via) }
             handleBye(from: from, now: now, rng: &rng, into: &actions)
             recomputeDeadline()
         }
@@ -56,19 +56,28 @@ extension GossipEngine {
 
     /// A frame on a connection that is not bound to `from`: forged if `from` is a peer of ours
     /// (it would speak for another node's link).
-    mutating func claimed(_ from: NodeID) {
-        if peerIndex(from) != nil { stats.forged &+= 1 }
+    mutating func claimed(_ from: NodeID, via: ConnectionID?) {
+        if peerIndex(from) != nil { stats.forged &+= 1; forgedByStranger(via) }
     }
 
-    /// A first HELLO on connection `via` (not bound yet) from `from`. A node that is bound to
-    /// another connection and has a link of ours may move to this one only if the HELLO proves
-    /// that it saw our HELLO on that link (it echoes the link's token): a reconnect. Anything
-    /// else claiming that node is forged.
+    /// A forged frame on a connection bound to nobody: counted per connection (at most 1,024
+    /// connections per score interval), so that one which keeps forging is ignored too.
+    mutating func forgedByStranger(_ via: ConnectionID?) {
+        guard let via, peerIndex(conn: via.raw) == nil else { return }
+        if strangerBad.count < 1_024 || strangerBad[via.raw] != nil { strangerBad[via.raw, default: 0] &+= 1 }
+    }
+
+    /// A first HELLO on connection `via` (not bound yet) from `from`. A node that is up, bound to
+    /// another connection, may move to this one only if the HELLO proves that it saw our HELLO on
+    /// our link to it (it echoes the link's token): a reconnect. Anything else claiming that node
+    /// is forged. A node that is not up yet has nothing to steal and may move freely (its link may
+    /// have reconnected before it saw our HELLO).
     mutating func bindConnection(_ via: ConnectionID, to from: NodeID, hello h: Frame.Hello) -> Bool {
         guard let pi = peerIndex(from) else { return true }
         let conn = peerKeys[pi].conn
-        if conn != 0 && conn != via.raw, let l = peers[pi].link, h.echo != l.raw {
+        if conn != 0 && conn != via.raw, peers[pi].up, let l = peers[pi].link, h.echo != l.raw {
             stats.forged &+= 1
+            forgedByStranger(via)
             return false
         }
         return true
@@ -86,7 +95,7 @@ extension GossipEngine {
     /// A malformed frame: counted, and held against the neighbour bound to its connection.
     mutating func malformed(via: ConnectionID?) {
         stats.malformed &+= 1
-        if let via, let pi = peerIndex(conn: via.raw) { peerKeys[pi].bad &+= 1 }
+        if let via, let pi = peerIndex(conn: via.raw) { peerKeys[pi].noteBad(.malformed) }
     }
 
     /// Connection binding, rate limit, then liveness; `.drop` if the frame must be dropped
@@ -97,12 +106,12 @@ extension GossipEngine {
             if let pi = peerIndex(conn: via.raw) {
                 guard peerKeys[pi].id == from.raw else {
                     stats.forged &+= 1
-                    peerKeys[pi].bad &+= 1
+                    peerKeys[pi].noteBad(.forged)
                     return .drop
                 }
                 if config.rateLimit > 0 && !peerKeys[pi].bucket.take(now: now, rate: config.rateLimit, burst: config.rateBurst) {
                     stats.rateLimited &+= 1
-                    peerKeys[pi].bad &+= 1
+                    peerKeys[pi].noteBad(.overRate)
                     return .drop
                 }
                 peerKeys[pi].good &+= 1
@@ -139,12 +148,12 @@ extension GossipEngine {
                    from: from, source: source, now: now, into: &actions)
     }
 
-    /// Takes one new id from the source's share of `newIDRate`: half of it (burst a quarter of
-    /// the cache) to admit, a quarter (burst an eighth) to forward.
+    /// Takes one new id from the source's share of `newIDRate`: half of it to admit, a quarter to
+    /// forward, each with a burst of one second's worth.
     @inline(__always)
     mutating func takeShare(_ source: Source, forward: Bool, now: UInt64) -> Bool {
         let rate = config.newIDRate / (forward ? 4 : 2)
-        let burst = max(1, Double(config.seenCapacity) / (forward ? 8 : 4))
+        let burst = max(1, rate)
         if let pi = source.peerIndex {
             return forward ? peerKeys[pi].forward.take(now: now, rate: rate, burst: burst)
                            : peerKeys[pi].share.take(now: now, rate: rate, burst: burst)
@@ -178,7 +187,7 @@ extension GossipEngine {
                 stats.overShare &+= 1
                 // Over its share of new ids: held against a neighbour on its own connection.
                 if case .bound(let pi) = source {
-                    peerKeys[pi].bad &+= 1
+                    peerKeys[pi].noteBad(.overShare)
                     if peerKeys[pi].good > 0 { peerKeys[pi].good -= 1 }
                 }
                 return
@@ -270,11 +279,13 @@ extension GossipEngine {
     /// alias of our own endpoint). Close it and never dial that endpoint again. Only the HELLO we
     /// sent can name such a link: its token is one of our (unpredictable) link ids, of a link that
     /// carries no neighbour, and it advertises our endpoint. Anything else is forged.
-    mutating func handleSelfHello(_ h: Frame.Hello, now: UInt64, into actions: inout [Action]) {
+    /// Returns false if the HELLO was forged (counted).
+    @discardableResult
+    mutating func handleSelfHello(_ h: Frame.Hello, now: UInt64, into actions: inout [Action]) -> Bool {
         let ours = Frame.isEncodable(endpoint: config.endpoint) ? config.endpoint : "-"
         guard let li = linkIndex(raw: h.token), !linkIsUp(li), h.endpoint == ours else {
             stats.forged &+= 1
-            return
+            return false
         }
         let l = links[li]
         selfEndpoints.insert(l.endpoint)
@@ -282,6 +293,7 @@ extension GossipEngine {
         known.remove(l.endpoint)
         closeLink(l.id, reason: nil, failure: false, now: now, into: &actions)
         recomputeDeadline()
+        return true
     }
 
     mutating func handleBye(from: NodeID, now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]) {

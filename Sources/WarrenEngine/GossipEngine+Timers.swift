@@ -147,29 +147,55 @@ extension GossipEngine {
     /// outnumber its good ones is penalized; then the counts start again. Expired bans are dropped.
     mutating func score(now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
         bans.removeAll { $0.until <= now }
+        if !strangerBad.isEmpty { strangerBad.removeAll(keepingCapacity: true) }
         var k = 0
         while k < peerKeys.count {
             let bad = peerKeys[k].bad, good = peerKeys[k].good
+            let kinds = peerKeys[k].badKinds
             peerKeys[k].bad = 0
             peerKeys[k].good = 0
+            peerKeys[k].badKinds = Penalty.Counts()
             if config.penaltyThreshold > 0 && bad >= config.penaltyThreshold && bad > good {
-                penalize(at: k, now: now, rng: &rng, into: &actions)
+                penalize(at: k, kinds: kinds, good: good, now: now, rng: &rng, into: &actions)
             } else {
                 k += 1
             }
         }
     }
 
+    /// Penalizes the peer bound to `conn` at once, within the score interval, as soon as its bad
+    /// frames reach the threshold and outnumber its good ones (checked after every message).
+    @inline(__always)
+    mutating func penalizeIfDue(_ conn: ConnectionID, now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
+        guard config.penaltyThreshold > 0 else { return }
+        guard let k = peerIndex(conn: conn.raw) else {
+            // A connection bound to nobody that keeps forging: ignored for the penalty time.
+            if let b = strangerBad[conn.raw], b >= config.penaltyThreshold {
+                strangerBad[conn.raw] = nil
+                stats.penalized &+= 1
+                ban(conn.raw, until: satAdd(now, config.penaltyTime))
+                var counts = Penalty.Counts()
+                counts.forged = b
+                record(Penalty(node: nil, endpoint: nil, connection: conn, counts: counts, good: 0, time: now))
+            }
+            return
+        }
+        let bad = peerKeys[k].bad
+        guard bad >= config.penaltyThreshold && bad > peerKeys[k].good else { return }
+        penalize(at: k, kinds: peerKeys[k].badKinds, good: peerKeys[k].good, now: now, rng: &rng, into: &actions)
+        recomputeDeadline()
+    }
+
     /// Disconnects peer `k` (`.misbehaving`), ignores its connection for `penaltyTime` and does
     /// not dial its endpoint before then.
-    mutating func penalize(at k: Int, now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
+    mutating func penalize(at k: Int, kinds: Penalty.Counts, good: UInt32, now: UInt64,
+                           rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
         stats.penalized &+= 1
         let p = peers[k]
+        record(Penalty(node: p.id, endpoint: p.endpoint, connection: ConnectionID(raw: peerKeys[k].conn),
+                       counts: kinds, good: good, time: now))
         let until = satAdd(now, config.penaltyTime)
-        if peerKeys[k].conn != 0 {
-            if bans.count >= 256 { bans.removeFirst() }
-            bans.append(Ban(conn: peerKeys[k].conn, until: until))
-        }
+        if peerKeys[k].conn != 0 { ban(peerKeys[k].conn, until: until) }
         for e in [p.endpoint] + (p.link.flatMap { l in linkIndex(l).map { [links[$0].endpoint] } } ?? []) {
             if let i = known.find(e) {
                 known[i].failures &+= 1
@@ -188,6 +214,16 @@ extension GossipEngine {
             removePeer(at: k)
         }
         if let i = peerIndex(p.id) { removePeer(at: i) }
+    }
+
+    mutating func record(_ p: Penalty) {
+        if recentPenalties.count >= 16 { recentPenalties.removeFirst() }
+        recentPenalties.append(p)
+    }
+
+    mutating func ban(_ conn: UInt64, until: UInt64) {
+        if bans.count >= 256 { bans.removeFirst() }
+        bans.append(Ban(conn: conn, until: until))
     }
 
     /// True while `conn` is ignored (its neighbour was penalized).

@@ -49,6 +49,10 @@ public struct GossipEngine: Sendable {
     var dialBucket = TokenBucket()
     /// Connections of neighbours disconnected for misbehaviour, ignored until `until`.
     var bans: [Ban] = []
+    /// Forged frames this score interval per connection bound to nobody.
+    var strangerBad: [UInt64: UInt32] = [:]
+    /// The last penalties (at most 16), newest last.
+    public internal(set) var recentPenalties: [Penalty] = []
     var scoreAt: UInt64 = 0
 
     public init(config: EngineConfig, nodeID: NodeID) {
@@ -129,6 +133,7 @@ public struct GossipEngine: Sendable {
         now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]
     ) {
         if let via, isBanned(via, now: now) { stats.penaltyDrops &+= 1; return }
+        defer { if let via { penalizeIfDue(via, now: now, rng: &rng, into: &actions) } }
         guard FrameBatch.isBatch(body) else {
             return receiveOne(topic: topic, body: body, via: via, now: now, rng: &rng, into: &actions)
         }
@@ -163,6 +168,7 @@ public struct GossipEngine: Sendable {
         if let via, isBanned(via, now: now) { stats.penaltyDrops &+= 1; return }
         stats.framesIn &+= 1
         handle(frame, via: via, now: now, rng: &rng, into: &actions)
+        if let via { penalizeIfDue(via, now: now, rng: &rng, into: &actions) }
     }
 
     /// Publishes an envelope to `topic`. Refuses (counts `malformed`) the control topic and
@@ -396,9 +402,48 @@ struct PeerKey: Sendable {
     /// Its shares of `newIDRate`: new ids admitted, and forwarded.
     var share = TokenBucket()
     var forward = TokenBucket()
-    /// Frames this `scoreInterval`: good (admitted) and bad (forged, malformed, over the rate).
+    /// Frames this `scoreInterval`: good (admitted) and bad (forged, malformed, over the rate or
+    /// share), and the bad ones by kind.
     var good: UInt32 = 0
     var bad: UInt32 = 0
+    var badKinds = Penalty.Counts()
+
+    mutating func noteBad(_ kind: Penalty.Kind) {
+        bad &+= 1
+        switch kind {
+        case .forged: badKinds.forged &+= 1
+        case .malformed: badKinds.malformed &+= 1
+        case .overRate: badKinds.overRate &+= 1
+        case .overShare: badKinds.overShare &+= 1
+        }
+    }
+}
+
+/// A neighbour (or a connection bound to nobody) disconnected and ignored for misbehaviour, with
+/// what it sent in the score interval that ended it.
+public struct Penalty: Sendable, Hashable {
+    public enum Kind: Sendable, Hashable { case forged, malformed, overRate, overShare }
+    public struct Counts: Sendable, Hashable {
+        public var forged: UInt32 = 0
+        public var malformed: UInt32 = 0
+        public var overRate: UInt32 = 0
+        public var overShare: UInt32 = 0
+        public init() {}
+    }
+    /// The neighbour (nil: a connection bound to nobody that kept forging).
+    public var node: NodeID?
+    public var endpoint: String?
+    public var connection: ConnectionID
+    public var counts: Counts
+    /// Good frames in the same interval.
+    public var good: UInt32
+    public var time: UInt64
+    /// The kind of bad frame it sent most.
+    public var reason: Kind {
+        let c = counts
+        let m = max(c.forged, c.malformed, c.overRate, c.overShare)
+        return m == c.forged ? .forged : m == c.malformed ? .malformed : m == c.overRate ? .overRate : .overShare
+    }
 }
 
 /// A connection ignored until `until` (its neighbour misbehaved).

@@ -356,6 +356,7 @@ struct DriverLoop {
     var commands: [GossipNode.Command] = []
     var hwmDrops: UInt64 = 0
     var badMultipart: UInt64 = 0
+    var penaltiesLogged: UInt64 = 0
     var running = true
     var pollItems: [zmq_pollitem_t] = []
     var pollDirty = true
@@ -632,6 +633,7 @@ struct DriverLoop {
     }
 
     mutating func perform() {
+        logPenalties()
         var i = 0
         while i < actions.count {
             let a = actions[i]
@@ -708,12 +710,6 @@ struct DriverLoop {
                 logger.debug("peer up", metadata: ["peer": "\(n.endpoint)", "node": "\(n.nodeID)"])
                 if let k = (try? PeerAddress(parsing: n.endpoint))?.key { checkSharedKey(k, endpoint: n.endpoint) }
                 callbacks.peer(n, true, nil)
-            case .peerDown(let n, let reason) where reason == .misbehaving:
-                let s = engine.stats
-                logger.warning("disconnected a misbehaving neighbour: most of its frames were forged, malformed or over its rate or share",
-                               metadata: ["peer": "\(n.endpoint)", "node": "\(n.nodeID)", "reason": "\(reason)",
-                                          "forged": "\(s.forged)", "malformed": "\(s.malformed)", "rate_limited": "\(s.rateLimited)"])
-                callbacks.peer(n, false, reason)
             case .peerDown(let n, let reason):
                 logger.debug("peer down", metadata: ["peer": "\(n.endpoint)", "reason": "\(reason)"])
                 callbacks.peer(n, false, reason)
@@ -745,6 +741,24 @@ struct DriverLoop {
         } else {
             logger.debug("no answer from a peer again; retrying with back-off", metadata: ["endpoint": "\(name)"])
         }
+    }
+
+    /// Logs the engine's penalties since the last call (a warning each, with what was sent).
+    mutating func logPenalties() {
+        let n = engine.stats.penalized
+        guard n != penaltiesLogged else { return }
+        let fresh = Int(min(n &- penaltiesLogged, UInt64(engine.recentPenalties.count)))
+        penaltiesLogged = n
+        for p in engine.recentPenalties.suffix(fresh) { log(p) }
+    }
+
+    func log(_ p: Penalty) {
+        logger.warning("disconnected a misbehaving neighbour: most of its frames were bad; ignored for the penalty time",
+                       metadata: ["peer": "\(p.endpoint ?? "-")", "node": "\(p.node.map { "\($0)" } ?? "-")",
+                                  "connection": "\(p.connection)", "reason": "\(p.reason)",
+                                  "forged": "\(p.counts.forged)", "malformed": "\(p.counts.malformed)",
+                                  "over_rate": "\(p.counts.overRate)", "over_share": "\(p.counts.overShare)",
+                                  "good": "\(p.good)"])
     }
 
     /// Sends the coalesced messages (a refused one counts each of its frames as an HWM drop).

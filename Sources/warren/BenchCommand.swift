@@ -143,9 +143,10 @@ struct RelayLine {
 
     init(topic: Topic, batching: Bool) async throws {
         func cfg(_ peers: [String]) -> GossipConfiguration {
-            // Unlimited per-neighbour rate: the bench measures the transport, not the limiter.
+            // Unlimited per-neighbour rate and no admission hold (whose shares cap one source at
+            // newIDRate / 2): the bench measures the transport, not the limiters.
             var c = GossipConfiguration.local(listen: "tcp://127.0.0.1:*", peers: peers)
-            c.degree = 0; c.engine.rateLimit = 0; c.batching = batching
+            c.degree = 0; c.engine.rateLimit = 0; c.engine.seenHold = 0; c.batching = batching
             return c
         }
         let got = self.got

@@ -155,7 +155,9 @@ import Testing
         #expect(dials <= Int(c.dialBurst + c.dialRate * 5.2) + 1, "dials \(dials)")
         #expect(e.knownEndpoints.count <= c.maxKnownEndpoints)
         #expect(e.peers.count <= GossipEngine.maxLinklessPeers + honest.count + c.maxPendingDials)
-        #expect(e.stats.dialsDeferred > 1000 && e.stats.strangersRefused > 1000 && e.stats.forged > 6000)
+        #expect(e.stats.dialsDeferred > 1000 && e.stats.strangersRefused > 1000)
+        // The attacker's own connection is cut off once its forged HELLOs outnumber the rest.
+        #expect(e.stats.forged > 1000 && e.stats.penalized >= 1 && e.stats.forged + e.stats.penaltyDrops > 6000)
         #expect(Self.neighbourSet(net) == honest)
         let r = Self.allPairs(&net, rng: &rng)
         #expect(r.once == 12 && r.twice == 0)
@@ -190,7 +192,8 @@ import Testing
         _ = net.run(for: 2 * second)
         let s = try #require(net.engine(0)).stats
         #expect(net.deliveries(0, m).count == 1, "delivered twice: the flood evicted its id")
-        #expect(s.overShare - before.overShare > 10_000)
+        #expect(s.overShare - before.overShare > 1_000 && s.penalized - before.penalized == 1)
+        #expect(s.overShare + s.penaltyDrops - before.overShare - before.penaltyDrops > 10_000)
         #expect(s.duplicates > before.duplicates)
         let r = Self.allPairsThree(&net, rng: &rng)
         #expect(r.once == 6 && r.twice == 0)
@@ -231,7 +234,9 @@ import Testing
         let late = honest.compactMap { id -> UInt64? in net.deliveries(2, id).first.map(\.hops).map(UInt64.init) }
         #expect(late.allSatisfy { $0 == 2 })
         #expect(try #require(net.engine(2)).stats.rateLimited == 0)
-        #expect(try #require(net.engine(0)).stats.overShare > 1_000)
+        // Refused beyond its share, then cut off (its connection ignored) as it keeps on.
+        let rs = try #require(net.engine(0)).stats
+        #expect(rs.overShare > 500 && rs.penalized == 1 && rs.overShare + rs.penaltyDrops > 5_000)
     }
 
     @Test func misbehavingNeighbourIsDisconnectedAndIgnored() throws {
@@ -255,6 +260,9 @@ import Testing
         let e = try #require(net.engine(0))
         #expect(e.stats.penalized == 1)
         #expect(net.nodes[0].peerEvents.contains { if case .down(bad, .misbehaving, _) = $0 { true } else { false } })
+        let p = try #require(e.recentPenalties.last)
+        #expect(p.node == bad && p.endpoint == endpoint(4) && p.reason == .malformed)
+        #expect(p.counts.malformed + p.counts.forged >= 1_000 && p.counts.forged > 0 && p.connection == conn)
         #expect(!net.isUp(0, 4))
         // Its connection is ignored, and its endpoint not dialled, for the penalty.
         let drops = e.stats.penaltyDrops

@@ -14,7 +14,7 @@ struct HostileNeighbourProcessTests {
     /// `mesh`: the honest nodes also know each other, so every message reaches every node
     /// several times and exactly-once rests on the de-dup cache under the flood.
     @Test(arguments: [
-        ("bye", "forged", false), ("selfhello", "forged", false), ("helloflood", "forged", false),
+        ("bye", "forged", false), ("selfhello", "forged", false), ("helloflood", "dials_deferred", false),
         ("batch", "penalized", false), ("relayflood", "over_share", false), ("relayflood", "over_share", true),
     ])
     func victimHolds(attack: String, counter: String, mesh: Bool) throws {

@@ -12,7 +12,7 @@ PEERS), and then runs one attack while all honest pairs exchange messages twice 
   bye         BYE frames whose `from` is each honest neighbour of V
   selfhello   HELLO frames claiming V's own node id, with predictable and observed tokens
   helloflood  20,000 HELLOs from random node ids, each advertising another dead endpoint,
-              on the attacker's connection and on hundreds of fresh ones
+              on the attacker's connection and on a fresh connection every 10 HELLOs
   batch       valid DATA frames packed into 64 KiB BATCH messages, as fast as it can send
   relayflood  distinct DATA frames through V, as fast as it can send
   none        no attack (the baseline)
@@ -287,26 +287,23 @@ def run_attack(att, kind, duration, stop):
             time.sleep(0.01)
         for s in fresh: s.close()
     elif kind == "helloflood":
-        # 20,000 HELLOs over the attack: on the attacker's connection and on fresh connections
-        # (a new one every 100 HELLOs), each from a new node id with a dead endpoint.
+        # 20,000 HELLOs over the attack, each from a new node id with a dead endpoint: every
+        # other one on the attacker's connection, the rest on fresh connections (a new one every
+        # 10 HELLOs, up to 100 open: each costs the victim a descriptor), so each fresh
+        # connection's first HELLO asks for a dial back.
         total = 20000
-        per = max(1, int(total / max(duration, 0.1) / 100))
         k = 0
-        sock = att.pub
         extra = []
         while k < total and time.time() < end and not stop.is_set():
-            if k % 100 == 0 and k % 200 == 100:
-                sock = att.connect(timeout=0.5); extra.append(sock)
-                if len(extra) > 50: extra.pop(0).close()
-            elif k % 200 == 0:
-                sock = att.pub
-            for _ in range(per):
-                dead = f"tcp://127.0.0.1:{1 + (k % 999)}"
-                peers = [(random.getrandbits(63) | 1, f"tcp://127.0.0.1:{1000 + (k * 7 + j) % 9000}") for j in range(8)]
-                att.send(hello(random.getrandbits(63) | 1, random.getrandbits(63) | 1, 0, dead, peers), sock=sock)
-                k += 1; sent += 1
-            att.heartbeat()
-            time.sleep(0.01)
+            if k % 20 == 10:
+                extra.append(att.connect(timeout=0.1))
+                if len(extra) > 100: extra.pop(0).close()
+            sock = att.pub if k % 20 < 10 else extra[-1]
+            dead = f"tcp://127.0.0.1:{1 + (k % 999)}"
+            peers = [(random.getrandbits(63) | 1, f"tcp://127.0.0.1:{1000 + (k * 7 + j) % 9000}") for j in range(8)]
+            att.send(hello(random.getrandbits(63) | 1, random.getrandbits(63) | 1, 0, dead, peers), sock=sock)
+            k += 1; sent += 1
+            if k % 100 == 0: att.heartbeat()
         for s in extra: s.close()
     elif kind in ("batch", "relayflood"):
         topic = bytes([0x42] * 31 + [1])
