@@ -24,7 +24,9 @@ import WarrenCore
         #expect(ma.status().map(\.generation) == [1] && mb.status().map(\.generation) == [1])
         #expect(ma.status()[0].controlling == Key.isBigEndianLess(a.publicKey, b.publicKey))
         #expect(ma.status()[0].controlling != mb.status()[0].controlling)
-        #expect(ea.states.prefix(2) == [.idle, .new])
+        // Idle (resends while the other side's credentials travel, on a busy machine), then New:
+        // no agent was closed on the way.
+        #expect(ea.states.first == .idle && !ea.states.contains(.closed) && !eb.states.contains(.closed))
         // Data crosses both ways.
         #expect(ma.send([1, 2, 3], to: b.publicKey))
         #expect(mb.send([4], to: a.publicKey))
@@ -107,9 +109,9 @@ import WarrenCore
 
 // MARK: - Support
 
-/// Polls until `condition` holds (at most 5 s).
+/// Polls until `condition` holds (at most 20 s: the whole suite runs in parallel on 2 cores).
 func eventually(_ condition: () -> Bool) async -> Bool {
-    for _ in 0..<500 {
+    for _ in 0..<2000 {
         if condition() { return true }
         try? await Task.sleep(for: .milliseconds(10))
     }
