@@ -157,6 +157,24 @@ struct NodeOperatorTests {
         }
     }
 
+    /// A line with no end (stdin from /dev/zero, a binary file) is skipped up to its newline
+    /// and reported: memory stays bounded and the next line is read.
+    @Test func anEndlessLineIsSkippedNotBuffered() async throws {
+        try await T.withTempDir { dir in
+            let k = PrivateKey.generate()
+            let f = try T.writeKey(k, "k.key", in: dir)
+            let (n, _, _) = try await T.startNode("N", key: f, peers: [], extra: ["--control", "none"], in: dir)
+            defer { n.forceKill() }
+            let me = Self.pub(k)
+            let chunk = Data(repeating: 0x61, count: 1 << 20)
+            for _ in 0..<3 { try n.input.fileHandleForWriting.write(contentsOf: chunk) }
+            try n.write("\n" + #"{"to":"\#(me)","message":{"credentials":{"bogus":1}}}"# + "\n")
+            #expect(await T.eventually { n.stderr.contains("stdin line 2") }, "stderr: \(n.stderr)")
+            #expect(n.stderr.contains("stdin line 1: longer than 1048576 bytes; skipped"), "\(n.stderr)")
+            #expect(n.stderr.contains("stdin line 2") && n.stderr.contains("unknown field \"bogus\""), "\(n.stderr)")
+        }
+    }
+
     // MARK: Secrets
 
     @Test func secretsAreNeverPrinted() async throws {
