@@ -89,14 +89,17 @@ public final class GossipOverlay: Sendable {
         let clock = ContinuousClock()
         let deadline = clock.now.advanced(by: timeout)
         let want = expectedDegrees
-        while clock.now < deadline {
+        while true {
+            // The check always runs once more after the deadline: a poller that was starved (its
+            // executor busy with other work) must not report the overlay unformed unchecked.
+            let late = clock.now >= deadline
             var formed = 0
             for (i, b) in backends.enumerated() where await b.stats().neighbours.count >= want[i] { formed += 1 }
             progress?(formed, backends.count)
             if formed == backends.count { return true }
+            if late { return false }
             try? await Task.sleep(for: .milliseconds(25))
         }
-        return false
     }
 
     public func close() async {
