@@ -74,7 +74,9 @@ struct ConnectNetnsTests {
         #expect(relayed >= x.echoed, "the relay ports got \(relayed) datagrams for \(x.echoed) echoed: \(lab.counters())")
         // SIGTERM: each side closes its agent (releasing its TURN allocation) and exits 0.
         for h in [h1, h2] { kill(h.process.process.processIdentifier, SIGTERM) }
-        let exited = await netnsEventually(timeout: .seconds(5)) { !h1.process.running && !h2.process.running }
+        // Foundation must have reaped both (terminationStatus traps before it has): a zombie
+        // is not enough, hence isRunning rather than `running`.
+        let exited = await netnsEventually(timeout: .seconds(10)) { !h1.process.process.isRunning && !h2.process.process.isRunning }
         #expect(exited, "warren connect still running 5 s after SIGTERM; \(lab.diagnostics())")
         let statuses = exited ? [h1, h2].map { $0.process.process.terminationStatus } : []
         #expect(statuses == [0, 0], "exit statuses after SIGTERM \(statuses); \(lab.diagnostics())")
