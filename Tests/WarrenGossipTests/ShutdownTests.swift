@@ -5,37 +5,49 @@ import WarrenConformance
 
 /// Closing backends leaves no thread, socket or file descriptor behind.
 @Suite(.serialized) struct ShutdownTests {
-    static func openDescriptors() -> Int {
-        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
-    }
-    static func threads() -> Int {
-        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? -1
+    /// A /proc file's text (they report size 0, so it is read to its end rather than by size).
+    static func read(_ path: String) -> String {
+        guard let h = FileHandle(forReadingAtPath: path) else { return "" }
+        defer { try? h.close() }
+        return String(decoding: (try? h.readToEnd()) ?? Data(), as: UTF8.self)
     }
 
+    /// TCP ports something in this network namespace listens on (IPv4 and IPv6).
+    static func listeningPorts() -> Set<Int> {
+        var ports = Set<Int>()
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            let text = Self.read(table)
+            for line in text.split(separator: "\n").dropFirst() {
+                let f = line.split(separator: " ")
+                guard f.count > 3, f[3] == "0A", let colon = f[1].lastIndex(of: ":"),
+                      let port = Int(f[1][f[1].index(after: colon)...], radix: 16) else { continue }
+                ports.insert(port)
+            }
+        }
+        return ports
+    }
+
+    /// Other suites in this process open and close descriptors and threads at the same time, so
+    /// process-wide counts cannot tell this test's from theirs: what is checked is this test's
+    /// own — its nodes' threads (each node reports when its thread has ended) and the ports
+    /// its nodes listened on.
     @Test func closeReleasesEverything() async throws {
-        // Warm up: the shared ZeroMQ context and its I/O threads exist for the process lifetime.
-        let warm = try await GossipOverlay.start(nodes: 2, edges: GossipOverlay.line(2))
-        _ = await warm.waitFormed()
-        await warm.close()
-        try await Task.sleep(for: .milliseconds(300))
-        let fds0 = Self.openDescriptors(), threads0 = Self.threads()
-
+        var ports = Set<Int>()
         for round in 0..<3 {
-            // Other suites in this process open and close descriptors meanwhile: the "holds
-            // sockets" check compares with the count just before this round's nodes start, and
-            // right after they start (not after formation, which can take seconds under load).
-            let before = Self.openDescriptors()
             let o = try await GossipOverlay.start(nodes: 6, edges: GossipOverlay.ring(6))
-            #expect(Self.openDescriptors() > before, "nodes hold sockets while running")
+            let mine = Set(o.backends.compactMap { Int($0.endpoint.split(separator: ":").last ?? "") })
+            #expect(mine.count == 6 && mine.isSubset(of: Self.listeningPorts()), "nodes listen while running: \(mine.sorted()) in \(Self.listeningPorts().sorted()); \(o.backends.map(\.endpoint))")
+            for b in o.backends { #expect(b.node.isRunning) }
+            ports.formUnion(mine)
             #expect(await o.waitFormed(), "round \(round)")
             await o.close()
             for b in o.backends { #expect(!b.node.isRunning) }
         }
         // ZeroMQ's reaper closes sockets asynchronously: give it a moment.
         let settled = await Conformance.eventually(timeout: .seconds(5)) {
-            Self.openDescriptors() <= fds0 && Self.threads() <= threads0
+            Self.listeningPorts().isDisjoint(with: ports)
         }
-        #expect(settled, "fds \(fds0) → \(Self.openDescriptors()), threads \(threads0) → \(Self.threads())")
+        #expect(settled, "still listening: \(ports.intersection(Self.listeningPorts()).sorted())")
     }
 
     @Test func closedBackendRefusesAndCloseIsIdempotent() async throws {
