@@ -8,7 +8,9 @@ import WarrenCore
 /// parsed and opened) with scripted agents that connect when both sides hold each other's
 /// credentials and a candidate: the manager's wiring, glare and restarts, without libnice.
 @Suite struct SessionManagerTests {
-    @Test func bothSidesStartingAtOnceMakeOneSession() async throws {
+    /// Two managers over in-process backends, both started and connecting to each other at once.
+    static func connectedPair() async throws
+        -> (FakeICE, PrivateKey, PrivateKey, SessionManager, SessionManager, Recorder, Recorder) {
         let ice = FakeICE()
         let (a, b) = (PrivateKey.generate(), PrivateKey.generate())
         let ma = SessionManager(backend: InProcessBackend(), privateKey: a, ice: ice)
@@ -18,6 +20,11 @@ import WarrenCore
         let ea = Recorder(ma.events), eb = Recorder(mb.events)
         try ma.connect(to: b.publicKey)
         try mb.connect(to: a.publicKey)
+        return (ice, a, b, ma, mb, ea, eb)
+    }
+
+    @Test func bothSidesStartingAtOnceMakeOneSession() async throws {
+        let (ice, a, b, ma, mb, ea, eb) = try await Self.connectedPair()
         #expect(await eventually { ea.reached(.completed) && eb.reached(.completed) },
                 "a: \(ea.states) b: \(eb.states)")
         // One agent on each side: glare did not make a second session.
@@ -86,15 +93,7 @@ import WarrenCore
     /// A lost path (the agent reports FAILED after READY) goes Disconnected → Closed → Idle and
     /// both sides connect again with new agents.
     @Test func aLostPathStartsOverOnBothSides() async throws {
-        let ice = FakeICE()
-        let (a, b) = (PrivateKey.generate(), PrivateKey.generate())
-        let ma = SessionManager(backend: InProcessBackend(), privateKey: a, ice: ice)
-        let mb = SessionManager(backend: InProcessBackend(), privateKey: b, ice: ice)
-        try await ma.start()
-        try await mb.start()
-        let ea = Recorder(ma.events), eb = Recorder(mb.events)
-        try ma.connect(to: b.publicKey)
-        try mb.connect(to: a.publicKey)
+        let (ice, _, _, ma, mb, ea, eb) = try await Self.connectedPair()
         #expect(await eventually { ea.reached(.completed) && eb.reached(.completed) })
         ice.cutAll()
         #expect(await eventually {
