@@ -21,6 +21,15 @@ struct Driven {
         m = SessionMachine(local: local, remote: remote, config: config)
     }
 
+    /// Started, with the peer's credentials and one of its candidates: Connecting.
+    static func connecting() -> Driven {
+        var d = Driven()
+        d.feed(.start)
+        d.feed(.remoteCredentials(credentials()))
+        d.feed(.remoteCandidate(candidate().message))
+        return d
+    }
+
     @discardableResult
     mutating func feed(_ input: SessionMachine.Input) -> [SessionMachine.Action] {
         var a: [SessionMachine.Action] = []
