@@ -251,6 +251,14 @@ public struct GossipEngine: Sendable {
     /// Current outbound links (for drivers and tests).
     public var linkIDs: [LinkID] { links.map(\.id) }
 
+    /// Our link to the node whose last HELLO carried `token` (its LinkID of its link to us),
+    /// nil if no such node has a link of ours. Only that node and we know the token: a driver
+    /// uses it to attach a back-link that node opened (docs/PROTOCOL.md §1, "Back-links").
+    public func link(toPeerWithToken token: UInt64) -> LinkID? {
+        guard token != 0, let p = peers.first(where: { $0.token == token }) else { return nil }
+        return p.link
+    }
+
     /// Rough bytes of engine state.
     public var approximateStateBytes: Int { stateBytes(reserved: true) }
 

@@ -50,6 +50,16 @@ public struct GossipConfiguration: Sendable {
     /// Receiving batches is always on.
     public var batching = true
 
+    /// Back-links (docs/PROTOCOL.md §1): a node that cannot be dialled (behind a NAT, or a
+    /// firewall that lets only outbound connections through) opens one to the nodes it dials,
+    /// and they send to it over that connection. This is where this node's back-link socket
+    /// binds, `tcp://HOST:PORT`; nil (the default) is the listen host at a free port, which the
+    /// node announces to every node that dials it. Name a port when a firewall or port forward
+    /// in front of this node must let it through.
+    public var backlink: String?
+    /// False: no back-link socket (nodes that cannot be dialled then never receive from this one).
+    public var backlinkEnabled = true
+
     /// True when links use CurveZMQ with an allow-list.
     public var isClosed: Bool { allowedKeys != nil }
 
@@ -83,7 +93,7 @@ public struct GossipConfiguration: Sendable {
     /// `GossipPublishError.noNeighbour` (default 5 s; 0: do not wait).
     public var publishTimeout: Duration = .seconds(5)
 
-    /// Parses `gossip://HOST:PORT?peer=tcp://…&peer=…&ttl=N&leaf=true&degree=N&preset=local|lan&advertise=tcp://…&discover=PORT&batch=false`.
+    /// Parses `gossip://HOST:PORT?peer=tcp://…&peer=…&ttl=N&leaf=true&degree=N&preset=local|lan&advertise=tcp://…&discover=PORT&batch=false&backlink=tcp://…|off`.
     public init(url: URL) throws {
         guard url.scheme?.lowercased() == "gossip" else { throw GossipConfigurationError.invalid("scheme must be gossip://") }
         guard let comps = URLComponents(url: url, resolvingAgainstBaseURL: false),
@@ -105,10 +115,11 @@ public struct GossipConfiguration: Sendable {
             case "advertise": s.advertise = v
             case "discover": s.discover = true; s.discoveryPort = try Self.integer(v, "discover")
             case "batch": s.batching = try Self.boolean(v, "batch")
+            case "backlink": s.backlink = v
             case "allow": s.allowedKeys = try Self.readAllowList(path: v)
             case "key": keyFile = v
             default:
-                throw GossipConfigurationError.invalid("unknown option \"\(item.name)\" (known: peer, ttl, leaf, degree, preset, advertise, allow, key, discover, batch)")
+                throw GossipConfigurationError.invalid("unknown option \"\(item.name)\" (known: peer, ttl, leaf, degree, preset, advertise, allow, key, discover, batch, backlink)")
             }
         }
         if let keyFile {
@@ -172,6 +183,17 @@ public struct GossipConfiguration: Sendable {
         }
         if s.discover { discoveryPort = UInt16(s.discoveryPort ?? Int(Self.defaultDiscoveryPort)) }
         batching = s.batching
+        if let b = s.backlink {
+            if b == "off" {
+                backlinkEnabled = false
+            } else {
+                let e: TCPEndpoint
+                do { e = try TCPEndpoint(parsing: b, for: .listen) } catch {
+                    throw fail("backlink", "must be tcp://HOST:PORT or off: \(Self.reason(error))")
+                }
+                backlink = e.description
+            }
+        }
         if let t = s.publishTimeout {
             guard t >= 0 && t <= 3600 else { throw fail("publish-timeout", "must be 0…3600 seconds, got \(t)") }
             publishTimeout = .milliseconds(Int64((t * 1000).rounded()))
@@ -254,6 +276,8 @@ public struct GossipSettings: Sendable {
     /// With `discover` only; nil: the default port.
     public var discoveryPort: Int?
     public var batching = true
+    /// `tcp://HOST:PORT`, or `off` (`GossipConfiguration.backlink`); nil: the default.
+    public var backlink: String?
     /// Seconds (`GossipConfiguration.publishTimeout`).
     public var publishTimeout: Double?
     public var allowedKeys: Set<Key>?

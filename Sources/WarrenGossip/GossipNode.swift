@@ -45,6 +45,15 @@ public struct DriverStats: Sendable {
     public var lastHeard: [NodeID: UInt64] = [:]
     /// Closed overlay: frames dropped because their connection's key left the allow-list.
     public var unadmittedFrames: UInt64 = 0
+    /// Back-links (docs/PROTOCOL.md §1): links of ours carried on a back-link another node opened
+    /// (it cannot be dialled), back-links we have open to nodes we dial, and frames a back-link
+    /// could not take (counted in `hwmDrops` too).
+    public var backlinksCarried = 0
+    public var backlinksOpen = 0
+    public var backlinkDrops: UInt64 = 0
+    /// Messages to the back-link socket that named no back-link, and routes dropped or refused
+    /// because the route table was full.
+    public var backlinksRefused: UInt64 = 0
     public init() {}
 }
 
@@ -136,12 +145,18 @@ public final class GossipNode: Sendable {
         }
         let registered = configuration.isClosed || zap
         var advertised: String
+        var backlinks: BacklinkListener?
         do {
             // Names are resolved here (ZeroMQ would take "localhost" for an interface name).
             let listen = try TCPEndpoint(parsing: configuration.listen, for: .listen).resolved()
             if listen.isIPv6 { sub.set(ZMQ_IPV6, 1) }
             try sub.bind(listen.description)
             advertised = try configuration.advertise ?? Self.advertisable(sub.lastEndpoint)
+            if configuration.backlinkEnabled {
+                backlinks = try Self.bindBacklinks(configuration, context: context, listenHost: listen.host, curve: curve,
+                                                   zapDomain: registered ? zapDomain : nil, logger: logger)
+                if let b = backlinks { sub.set(ZMQ_SUBSCRIBE, bytes: Backlink.announcement(port: b.port)) }
+            }
         } catch {
             sub.close(); close(fds[0]); close(fds[1])
             if registered { ZAPService.shared.unregister(domain: zapDomain) }
@@ -174,6 +189,8 @@ public final class GossipNode: Sendable {
                                 sendHWM: configuration.sendHighWaterMark, batching: configuration.batching,
                                 callbacks: callbacks, logger: logger,
                                 curve: curve, zapDomain: registered ? zapDomain : nil)
+        driver.backlinks = backlinks
+        driver.receiveHWM = configuration.receiveHighWaterMark
         driver.ownKey = configuration.nodeKey?.publicKey
         driver.ownEndpoint = ownEndpoint
         driver.seedNames = Set(engineConfig.seeds)
@@ -183,7 +200,7 @@ public final class GossipNode: Sendable {
                 driver.discovery = try DiscoverySocket(port: port, beacon: Beacon(nodeID: nodeID, endpoint: advertised),
                                                        interval: configuration.beaconInterval, allowed: configuration.allowedKeys)
             } catch {
-                sub.close(); close(fds[0]); close(fds[1])
+                sub.close(); backlinks?.router.close(); close(fds[0]); close(fds[1])
                 if registered { ZAPService.shared.unregister(domain: zapDomain) }
                 throw error
             }
@@ -204,6 +221,43 @@ public final class GossipNode: Sendable {
     public func start() {
         let t = thread.withLock { t -> UnsafeSendable<Thread>? in defer { t = nil }; return t }
         t?.value.start()
+    }
+
+    /// Binds the back-link ROUTER (Backlink.swift) where the configuration says, or on the listen
+    /// host at any free port. An explicit endpoint that cannot be bound is an error; the default
+    /// one only a warning (the node then runs without, as a node before back-links did).
+    static func bindBacklinks(_ c: GossipConfiguration, context: ZMQContext, listenHost: String, curve: CurveKeys?, zapDomain: String?,
+                              logger: Logger) throws -> BacklinkListener? {
+        let r = try ZMQSocket(context, type: ZMQ_ROUTER)
+        r.set(ZMQ_ROUTER_MANDATORY, 1)
+        r.set(ZMQ_ROUTER_HANDOVER, 1)
+        r.set(ZMQ_LINGER, 0)
+        r.set(ZMQ_SNDHWM, c.sendHighWaterMark)
+        r.set(ZMQ_RCVHWM, c.receiveHighWaterMark)
+        // Dialers send only probes and prefixes (a topic at most); the limit also bounds the
+        // handshake's commands (a CurveZMQ INITIATE is a few hundred bytes).
+        var maxMsg = Int64(4096)
+        zmq_setsockopt(r.handle, ZMQ_MAXMSGSIZE, &maxMsg, MemoryLayout<Int64>.size)
+        r.set(ZMQ_HEARTBEAT_IVL, 1000)
+        r.set(ZMQ_HEARTBEAT_TIMEOUT, 3000)
+        if let curve {
+            r.set(ZMQ_CURVE_SERVER, 1)
+            r.set(ZMQ_CURVE_SECRETKEY, bytes: curve.secret)
+        }
+        if let zapDomain { r.set(ZMQ_ZAP_DOMAIN, bytes: Array(zapDomain.utf8)) }
+        let endpoint: TCPEndpoint
+        do {
+            endpoint = try (c.backlink.map { try TCPEndpoint(parsing: $0, for: .listen) } ?? TCPEndpoint(host: listenHost, port: nil)).resolved()
+            if endpoint.isIPv6 { r.set(ZMQ_IPV6, 1) }
+            try r.bind(endpoint.description)
+        } catch {
+            r.close()
+            if c.backlink != nil { throw GossipConfigurationError.invalid("cannot bind the back-link endpoint \(c.backlink!): \(error)") }
+            logger.warning("no back-link: nodes that cannot be dialled will not receive from this node", metadata: ["error": "\(error)"])
+            return nil
+        }
+        guard let port = (try? TCPEndpoint(parsing: r.lastEndpoint, for: .listen))?.port else { r.close(); return nil }
+        return BacklinkListener(router: r, port: port)
     }
 
     /// `tcp://0.0.0.0:7001` is where we listen, not where others can dial: advertise the first
@@ -380,6 +434,14 @@ struct DriverLoop {
     var admitted: Set<String>?
     /// Frames dropped because their connection's key was removed from the allow-list.
     var unadmittedFrames: UInt64 = 0
+    /// Back-links (Backlink.swift): the ROUTER other nodes' back-links connect to (nil: none),
+    /// our back-links to the nodes we dial, and the SUB's prefixes they mirror.
+    var backlinks: BacklinkListener?
+    var backDialers: [LinkID: BacklinkDialer] = [:]
+    var subscribedPrefixes: [[UInt8]] = []
+    var receiveHWM: Int32 = 256
+    /// Poll items after the wake pipe and the SUB: the ROUTER (if any), back-links, then links.
+    var polledDialers: [LinkID] = []
 
     let curve: CurveKeys?
     let zapDomain: String?
@@ -441,10 +503,23 @@ struct DriverLoop {
                 commands.removeAll(keepingCapacity: true)
             }
             var inputPending = false
-            if running && pollItems[1].revents & Int16(ZMQ_POLLIN) != 0 { inputPending = !receiveData() }
-            if running && pollItems.count > 2 {
-                for i in 2..<pollItems.count where pollItems[i].revents & Int16(ZMQ_POLLIN) != 0 {
-                    receiveSubscriptions(linkOrder[i - 2])
+            if running && pollItems[1].revents & Int16(ZMQ_POLLIN) != 0 {
+                inputPending = !receiveData()
+                // A back-link can arrive before the HELLO that names its token.
+                if let b = backlinks, b.routes.count > b.carried.count { attachBacklinkRoutes() }
+            }
+            var i = 2
+            if running && backlinks != nil {
+                if pollItems[i].revents & Int16(ZMQ_POLLIN) != 0 { receiveBacklinkRoutes() }
+                i += 1
+            }
+            let dialersAt = i, linksAt = i + polledDialers.count
+            if running {
+                for i in dialersAt..<linksAt where pollItems[i].revents & Int16(ZMQ_POLLIN) != 0 {
+                    receiveBacklink(polledDialers[i - dialersAt])
+                }
+                for i in linksAt..<pollItems.count where pollItems[i].revents & Int16(ZMQ_POLLIN) != 0 {
+                    receiveSubscriptions(linkOrder[i - linksAt])
                 }
             }
             if running, let d = engine.nextDeadline, d <= monotonicNanos() {
@@ -456,12 +531,16 @@ struct DriverLoop {
             if now &- metricsAt >= 1_000_000_000 {
                 metricsAt = now
                 metrics.report(snapshot())
+                if running && backlinks.map({ !$0.routes.isEmpty }) == true { attachBacklinkRoutes() }
             }
         }
         metrics.report(snapshot())
         // Shut down: everything this thread opened is closed here.
         for (_, s) in links { s.close() }
         links.removeAll()
+        for (_, d) in backDialers { d.socket.close() }
+        backDialers.removeAll()
+        backlinks?.router.close()
         sub.close()
         discovery?.close()
         if let zapDomain { ZAPService.shared.unregister(domain: zapDomain) }
@@ -481,6 +560,11 @@ struct DriverLoop {
         pollItems.removeAll(keepingCapacity: true)
         pollItems.append(zmq_pollitem_t(socket: nil, fd: node.wakeDescriptor, events: Int16(ZMQ_POLLIN), revents: 0))
         pollItems.append(zmq_pollitem_t(socket: sub.handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0))
+        if let l = backlinks { pollItems.append(zmq_pollitem_t(socket: l.router.handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0)) }
+        polledDialers = Array(backDialers.keys)
+        for id in polledDialers {
+            pollItems.append(zmq_pollitem_t(socket: backDialers[id]!.socket.handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0))
+        }
         for id in linkOrder {
             pollItems.append(zmq_pollitem_t(socket: links[id]!.handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0))
         }
@@ -527,7 +611,11 @@ struct DriverLoop {
         s.neighbours = engine.neighbours
         s.knownEndpoints = engine.knownEndpoints
         s.seenEntries = engine.seenCount
-        s.links = links.count
+        s.links = links.count + (backlinks?.withoutDirect.count ?? 0)
+        s.backlinksCarried = backlinks?.carried.count ?? 0
+        s.backlinksOpen = backDialers.count
+        s.backlinkDrops = backlinks?.drops ?? 0
+        s.backlinksRefused = backlinks?.refused ?? 0
         s.batchesSent = outbox.batches
         s.batchedFrames = outbox.batchedFrames
         s.rateLimited = engine.stats.rateLimited
@@ -614,14 +702,22 @@ struct DriverLoop {
     mutating func receiveSubscriptions(_ id: LinkID) {
         guard let s = links[id] else { return }
         var ready = false
+        var backlinkPort: UInt16?
         var msg = zmq_msg_t()
         while true {
             zmq_msg_init(&msg)
             if zmq_msg_recv(&msg, s.handle, ZMQ_DONTWAIT) < 0 { zmq_msg_close(&msg); break }
             if zmq_msg_size(&msg) >= 1, zmq_msg_data(&msg).load(as: UInt8.self) == 1 { ready = true }
+            if let p = Backlink.port(inSubscription: UnsafeRawBufferPointer(start: zmq_msg_data(&msg), count: zmq_msg_size(&msg))) {
+                backlinkPort = p
+            }
             zmq_msg_close(&msg)
         }
+        // The remote can be reached through a back-link of ours if it cannot dial us; it closes
+        // the back-link once its own link to us is ready.
+        if let backlinkPort { openBacklink(for: id, port: backlinkPort) }
         if ready {
+            directLinkReady(id)
             if readyLinks.insert(id).inserted, let name = linkNames[id]?.name {
                 silentEndpoints.remove(name)
                 logger.debug("link ready: the remote accepted the connection (handshake done)",
@@ -640,7 +736,9 @@ struct DriverLoop {
             i += 1
             switch a {
             case .send(let ids, let frame):
-                for id in ids where links[id] != nil { outbox.add(link: id, topic: frame.topic, body: frame.body) }
+                for id in ids where links[id] != nil || backlinks?.carried[id] != nil {
+                    outbox.add(link: id, topic: frame.topic, body: frame.body)
+                }
             case .deliver(let topic, let env, let hops, let id):
                 callbacks.deliver(topic, env, hops, id)
             case .connect(let id, let name):
@@ -702,10 +800,14 @@ struct DriverLoop {
                     linkOrder.removeAll { $0 == id }
                     pollDirty = true
                 }
+                closeBacklinkRoute(of: id)
+                closeBacklink(of: id)
             case .subscribe(let prefix):
                 sub.set(ZMQ_SUBSCRIBE, bytes: prefix)
+                noteSubscription(prefix, subscribe: true)
             case .unsubscribe(let prefix):
                 sub.set(ZMQ_UNSUBSCRIBE, bytes: prefix)
+                noteSubscription(prefix, subscribe: false)
             case .peerUp(let n):
                 logger.debug("peer up", metadata: ["peer": "\(n.endpoint)", "node": "\(n.nodeID)"])
                 if let k = (try? PeerAddress(parsing: n.endpoint))?.key { checkSharedKey(k, endpoint: n.endpoint) }
@@ -764,7 +866,12 @@ struct DriverLoop {
     /// Sends the coalesced messages (a refused one counts each of its frames as an HWM drop).
     mutating func sendReady() {
         guard !outbox.ready.isEmpty else { return }
+        let carrying = !(backlinks?.carried.isEmpty ?? true)
         for m in outbox.ready {
+            if carrying, let route = backlinks?.carried[m.link] {
+                if !sendCarried(m.link, route: route, topic: m.topic, body: m.body) { hwmDrops &+= UInt64(m.frames) }
+                continue
+            }
             guard let s = links[m.link] else { continue }
             // The topic's 32 bytes on the stack (big-endian words), no buffer to fill.
             var topicWords = m.topic.bigEndianWords

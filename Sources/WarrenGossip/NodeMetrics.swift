@@ -8,7 +8,8 @@ import WarrenEngine
 struct NodeMetrics {
     let published, delivered, relayed, duplicates, ttlExpired, overTTL, malformed, refused, rateLimited, hwmDrops, batchesSent, batchedFrames: Counter
     let forged, overShare, unforwarded, seenFull, dialsDeferred, strangersRefused, knownRefused, penalized, penaltyDrops: Counter
-    let neighbours, dedupEntries: Gauge
+    let backlinkDrops, backlinksRefused: Counter
+    let neighbours, dedupEntries, backlinksCarried, backlinksOpen: Gauge
     var last = DriverStats()
 
     init(node: String) {
@@ -34,6 +35,10 @@ struct NodeMetrics {
         knownRefused = Counter(label: "warren_known_refused_total", dimensions: d)
         penalized = Counter(label: "warren_penalized_total", dimensions: d)
         penaltyDrops = Counter(label: "warren_penalty_drops_total", dimensions: d)
+        backlinkDrops = Counter(label: "warren_backlink_drops_total", dimensions: d)
+        backlinksRefused = Counter(label: "warren_backlinks_refused_total", dimensions: d)
+        backlinksCarried = Gauge(label: "warren_backlinks_carried", dimensions: d)
+        backlinksOpen = Gauge(label: "warren_backlinks_open", dimensions: d)
         neighbours = Gauge(label: "warren_neighbours", dimensions: d)
         dedupEntries = Gauge(label: "warren_dedup_entries", dimensions: d)
     }
@@ -63,6 +68,10 @@ struct NodeMetrics {
         add(knownRefused, s.engine.knownRefused, last.engine.knownRefused)
         add(penalized, s.engine.penalized, last.engine.penalized)
         add(penaltyDrops, s.engine.penaltyDrops, last.engine.penaltyDrops)
+        add(backlinkDrops, s.backlinkDrops, last.backlinkDrops)
+        add(backlinksRefused, s.backlinksRefused, last.backlinksRefused)
+        backlinksCarried.record(Double(s.backlinksCarried))
+        backlinksOpen.record(Double(s.backlinksOpen))
         neighbours.record(Double(s.neighbours.count))
         dedupEntries.record(Double(s.seenEntries))
         last = s

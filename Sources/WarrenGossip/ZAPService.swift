@@ -72,6 +72,9 @@ final class ZAPService: Sendable {
 
     func refusals(domain: String) -> UInt64 { policies.withLock { $0[domain]?.refused ?? 0 } }
 
+    /// A connection number no accepted connection has (for connections the driver opens itself).
+    func nextConnectionNumber() -> UInt64 { connections.add(1, ordering: .relaxed).newValue }
+
     /// A user id for a newly accepted connection: `prefix#N`.
     func connectionUser(_ prefix: String) -> String {
         prefix + "#" + String(connections.add(1, ordering: .relaxed).newValue)

@@ -18,9 +18,9 @@ struct SessionBenchError: Error, CustomStringConvertible { let description: Stri
 /// - `.cone`: routers `nat1`/`nat2` (203.0.113.11/12 on the bridge, 10.0.N.1 inside) with
 ///   MASQUERADE, FORWARD policy DROP but lan→wan and ESTABLISHED,RELATED, and on `wan0` INPUT
 ///   only ESTABLISHED,RELATED (so the mapping is endpoint-independent and the router never
-///   answers a peer's check itself); hosts `h1`/`h2` at 10.0.N.2. TCP 7001 is forwarded to the
-///   host: a gossip link carries frames one way (dialer to listener), so the public node dials
-///   each host back at its advertised endpoint.
+///   answers a peer's check itself); hosts `h1`/`h2` at 10.0.N.2. Nothing is forwarded to the
+///   hosts: the public node cannot dial them and sends over their back-links
+///   (docs/PROTOCOL.md §1).
 final class SessionBenchNetwork: Sendable {
     enum Kind: String, Sendable { case lan, cone }
     static let prefix = "wsb"
@@ -86,13 +86,9 @@ final class SessionBenchNetwork: Sendable {
                 try inside(r, [sysctl, "-qw", "net.ipv4.ip_forward=1"])
                 let rules: [[String]] = [
                     ["-t", "nat", "-A", "POSTROUTING", "-o", "wan0", "-j", "MASQUERADE"],
-                    ["-t", "nat", "-A", "PREROUTING", "-i", "wan0", "-p", "tcp", "--dport", "7001",
-                     "-j", "DNAT", "--to-destination", "\(hostAddress(n)):7001"],
                     ["-P", "FORWARD", "DROP"],
                     ["-A", "FORWARD", "-i", "lan0", "-o", "wan0", "-j", "ACCEPT"],
                     ["-A", "FORWARD", "-i", "wan0", "-o", "lan0", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
-                    ["-A", "FORWARD", "-i", "wan0", "-o", "lan0", "-p", "tcp", "-d", hostAddress(n), "--dport", "7001",
-                     "-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"],
                     ["-A", "INPUT", "-i", "wan0", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
                     ["-A", "INPUT", "-i", "wan0", "-j", "DROP"],
                 ]

@@ -254,7 +254,7 @@ struct SessionBenchRunner {
         }
         let k1 = try key("h1-\(round)"), k2 = try key("h2-\(round)")
         func backend(_ n: Int) -> String {
-            "gossip://\(net.hostAddress(n)):7001?advertise=tcp://\(net.publicAddress(n)):7001&peer=tcp://203.0.113.1:7000&degree=0"
+            "gossip://\(net.hostAddress(n)):7001?peer=tcp://203.0.113.1:7000&degree=0"
         }
         let h1 = try SessionBenchChild(name: "h1", ip: ip, namespace: net.host(1), exe: exe,
                                        args: ["connect", "--key-file", k1.file, "--to", k2.publicKey, "--backend", backend(1)] + iceArgs,
@@ -270,7 +270,7 @@ struct SessionBenchRunner {
         var a = SessionAttempt(ok: ok)
         for (n, c) in [(1, h1), (2, h2)] {
             if let idle = first(c, "Idle") { a.firstSend.append(Double(idle.at - c.launchedAt) / 1e6) }
-            let endpoint = "tcp://\(net.publicAddress(n)):7001"
+            let endpoint = "tcp://\(net.hostAddress(n)):7001"
             if let up = node.objects.first(where: { $0.object["event"] as? String == "peer-up" && $0.object["peer"] as? String == endpoint }),
                up.at >= c.launchedAt {
                 a.overlayUp.append(Double(up.at - c.launchedAt) / 1e6)

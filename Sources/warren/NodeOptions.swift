@@ -20,6 +20,7 @@ struct NodeOptions: ParsableArguments {
     @Flag(name: .long, inversion: .prefixedNo, help: "Leaf mode: receive only our own keys' topics and forward nothing.") var leaf: Bool?
     @Option(name: .long, help: "Timer preset: local (one machine; the default) or lan.") var preset: String?
     @Option(name: .long, help: ArgumentHelp("Endpoint other nodes should dial, tcp://HOST:PORT (default: the listen endpoint; with 0.0.0.0, this host's first non-loopback address).", valueName: "ENDPOINT")) var advertise: String?
+    @Option(name: .long, help: ArgumentHelp("Where nodes that cannot be dialled (behind a NAT) connect their back-links, tcp://HOST:PORT, or off (default: the listen host, a free port, announced to every node that dials this one).", discussion: "Name a port when a firewall or port forward in front of this node must let it through. A node behind a NAT needs nothing: it opens back-links by itself (docs/PROTOCOL.md §1).", valueName: "ENDPOINT")) var backlink: String?
     @Flag(name: .long, inversion: .prefixedNo, help: ArgumentHelp("LAN discovery: broadcast UDP beacons and dial the nodes heard (no seeds needed).", discussion: "Beacons reach the local IPv4 networks only (not loopback, routers or VPNs); --peer and peer exchange work alongside.")) var discover: Bool?
     @Option(name: .long, help: "UDP port of the discovery beacons (with --discover; default 5670).") var discoverPort: Int?
     @Flag(name: .long, inversion: .prefixedNo, help: ArgumentHelp("Send consecutive frames as BATCH messages (the default); --no-batch sends every frame alone.", discussion: "--no-batch is for an overlay that still has nodes older than BATCH messages. Receiving batches stays on.")) var batch: Bool?
@@ -52,6 +53,7 @@ struct NodeOptions: ParsableArguments {
         var s = GossipSettings(listen: listenSpec)
         s.peers = peer.isEmpty ? file.peer ?? [] : peer
         s.advertise = advertise ?? file.advertise
+        s.backlink = backlink ?? file.backlink
         s.preset = preset ?? file.preset ?? "local"
         s.ttl = ttl ?? file.ttl
         s.degree = degree ?? file.degree
@@ -185,6 +187,7 @@ struct NodeFileSettings: Decodable {
     var leaf: Bool?
     var preset: String?
     var advertise: String?
+    var backlink: String?
     var discover: Bool?
     var discoverPort: Int?
     var batch: Bool?
@@ -201,7 +204,7 @@ struct NodeFileSettings: Decodable {
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case keyFile = "key-file", listen, peer, allow, community, communityFile = "community-file", ttl, degree, leaf
-        case preset, advertise, discover, discoverPort = "discover-port", batch, logLevel = "log-level", metrics, grpc
+        case preset, advertise, backlink, discover, discoverPort = "discover-port", batch, logLevel = "log-level", metrics, grpc
         case grpcTls = "grpc-tls", grpcQueue = "grpc-queue", grpcMaxStreams = "grpc-max-streams", grpcAllowPlaintext = "grpc-allow-plaintext", control
         case outputQueue = "output-queue", publishTimeout = "publish-timeout"
     }

@@ -21,6 +21,8 @@ func statusObject(_ s: DriverStats, backend: GossipBackend, key: PrivateKey, bri
         "known_endpoints": s.knownEndpoints.map { shown($0, closed: closed) },
         "dedup_entries": s.seenEntries,
         "links": s.links,
+        "backlinks": ["carried": s.backlinksCarried, "open": s.backlinksOpen, "drops": s.backlinkDrops,
+                      "refused": s.backlinksRefused],
     ]
     obj["neighbours"] = s.neighbours.map { n -> [String: Any] in
         var o: [String: Any] = ["node": "\(n.nodeID)", "endpoint": shown(n.endpoint, closed: closed), "leaf": n.leaf,

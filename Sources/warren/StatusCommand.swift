@@ -41,6 +41,10 @@ struct Status: ParsableCommand {
         var lines = ["node \(obj["endpoint"] ?? "?") (\(obj["node"] ?? "?"))"]
         if let k = obj["public_key"] { lines.append("  public key \(k)") }
         lines.append("  \(neighbours.count) neighbours, \(known.count) known endpoints, \(obj["dedup_entries"] ?? 0) ids in the de-dup cache")
+        if let b = obj["backlinks"] as? [String: Any], (b["carried"] as? Int ?? 0) + (b["open"] as? Int ?? 0) > 0 {
+            // docs/PROTOCOL.md §1: carried = neighbours that cannot be dialled; open = ours.
+            lines.append("  back-links: \(b["carried"] ?? 0) carried (neighbours that cannot be dialled), \(b["open"] ?? 0) open to the nodes this one dials")
+        }
         if !neighbours.isEmpty {
             lines.append("")
             let rows = neighbours.sorted { "\($0["endpoint"] ?? "")" < "\($1["endpoint"] ?? "")" }.map { n -> [String] in

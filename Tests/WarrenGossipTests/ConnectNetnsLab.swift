@@ -38,10 +38,9 @@ enum ConnectNetnsEnv {
 ///   symmetric), FORWARD policy DROP with lan→wan and ESTABLISHED,RELATED back, and on `wan0`
 ///   INPUT only ESTABLISHED,RELATED (without that drop the router itself answers the peer's first
 ///   check and a cone NAT behaves like a symmetric one).
-///   The overlay's TCP port 7001 is forwarded (DNAT) to the host: a gossip link carries frames
-///   one way only (the dialer's XPUB to the listener's SUB), so the public node must dial each
-///   host back at its advertised endpoint. UDP is not forwarded: the NATs' UDP behaviour is the
-///   one under test.
+///   Nothing is forwarded to the hosts: each host's node dials the public node, which cannot
+///   dial it back and sends to it over the host's back-link instead (docs/PROTOCOL.md §1), so the
+///   hosts use outbound connections only, TCP and UDP alike.
 /// - `.lan`: `h1` 203.0.113.21 and `h2` 203.0.113.22 directly on the bridge (no NAT).
 ///
 /// Counting rules (iptables rules without a target, tagged with a comment) are read by
@@ -120,14 +119,10 @@ final class ConnectLab: @unchecked Sendable {
                 try exec(r, ["/sbin/sysctl", "-qw", "net.ipv4.ip_forward=1"])
                 try iptables(r, ["-t", "nat", "-A", "POSTROUTING", "-o", "wan0", "-j", "MASQUERADE"]
                     + (kind == .symmetric ? ["--random"] : []))
-                try iptables(r, ["-t", "nat", "-A", "PREROUTING", "-i", "wan0", "-p", "tcp", "--dport", "7001",
-                                 "-j", "DNAT", "--to-destination", "\(hostAddress(n)):7001"])
                 try iptables(r, ["-P", "FORWARD", "DROP"])
                 try iptables(r, ["-A", "FORWARD", "-i", "lan0", "-o", "wan0", "-j", "ACCEPT"])
                 try iptables(r, ["-A", "FORWARD", "-i", "wan0", "-o", "lan0", "-m", "conntrack",
                                  "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"])
-                try iptables(r, ["-A", "FORWARD", "-i", "wan0", "-o", "lan0", "-p", "tcp", "-d", hostAddress(n),
-                                 "--dport", "7001", "-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"])
                 try iptables(r, ["-A", "INPUT", "-i", "wan0", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"])
                 try iptables(r, ["-A", "INPUT", "-i", "wan0", "-j", "DROP"])
                 // UDP from this host's network straight to the other NAT (no relay in between).
@@ -385,16 +380,15 @@ extension ConnectLab {
         guard ready, p.running else { throw NetnsError("\(c.name) printed no ready line; \(diagnostics())") }
     }
 
-    /// The gossip backend URL of host `n`: a node on the host, advertised at its public address
-    /// (the NAT forwards TCP 7001), with the public node as its only neighbour.
+    /// The gossip backend URL of host `n`: a node on the host (it advertises its private address,
+    /// which nobody outside can dial), with the public node as its only neighbour.
     func gossipBackend(_ n: Int) -> String {
-        "gossip://\(hostAddress(n)):7001?advertise=tcp://\(publicAddress(n)):7001&peer=tcp://203.0.113.1:7000&degree=0"
+        "gossip://\(hostAddress(n)):7001?peer=tcp://203.0.113.1:7000&degree=0"
     }
 
     /// The same node as `gossipBackend(n)`, given with warren node's own flags.
     func nodeFlags(_ n: Int) -> [String] {
-        ["--listen", "tcp://\(hostAddress(n)):7001", "--advertise", "tcp://\(publicAddress(n)):7001",
-         "--peer", "tcp://203.0.113.1:7000", "--degree", "0"]
+        ["--listen", "tcp://\(hostAddress(n)):7001", "--peer", "tcp://203.0.113.1:7000", "--degree", "0"]
     }
 
     /// How a host's `warren connect` reaches the overlay.
