@@ -40,7 +40,10 @@ extension GossipEngine {
         case .hello(let h):
             if let via, !speaks, !bindConnection(via, to: from, hello: h) { return }
             handleHello(h, from: from, now: now, rng: &rng, into: &actions)
-            if let via, let pi = peerIndex(from) { peerKeys[pi].conn = via.raw }
+            if let via, let pi = peerIndex(from), peerKeys[pi].conn != via.raw {
+                peerKeys[pi].left = peerKeys[pi].conn
+                peerKeys[pi].conn = via.raw
+            }
             recomputeDeadline()
         case .heartbeat:
             break
@@ -57,7 +60,12 @@ extension GossipEngine {
     /// A frame on a connection that is not bound to `from`: forged if `from` is a peer of ours
     /// (it would speak for another node's link).
     mutating func claimed(_ from: NodeID, via: ConnectionID?) {
-        if peerIndex(from) != nil { stats.forged &+= 1; forgedByStranger(via) }
+        guard let pi = peerIndex(from) else { return }
+        // Sent before it moved to its new connection (a driver's connections can overtake each
+        // other): late, not forged.
+        if let via, peerKeys[pi].left == via.raw { return }
+        stats.forged &+= 1
+        forgedByStranger(via)
     }
 
     /// A forged frame on a connection bound to nobody: counted per connection (at most 1,024
@@ -72,9 +80,14 @@ extension GossipEngine {
     /// our link to it (it echoes the link's token): a reconnect. Anything else claiming that node
     /// is forged. A node that is not up yet has nothing to steal and may move freely (its link may
     /// have reconnected before it saw our HELLO).
+    ///
+    /// A node never moves back to the connection it left: a HELLO still arriving there was sent
+    /// before the one that moved it (two connections of the same node, e.g. a back-link and the
+    /// link that replaced it, can deliver out of order), and is ignored.
     mutating func bindConnection(_ via: ConnectionID, to from: NodeID, hello h: Frame.Hello) -> Bool {
         guard let pi = peerIndex(from) else { return true }
         let conn = peerKeys[pi].conn
+        if conn != 0 && conn != via.raw && peerKeys[pi].left == via.raw { return false }
         if conn != 0 && conn != via.raw, peers[pi].up, let l = peers[pi].link, h.echo != l.raw {
             stats.forged &+= 1
             forgedByStranger(via)

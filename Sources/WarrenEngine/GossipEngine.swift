@@ -405,8 +405,10 @@ struct PeerKey: Sendable {
     var id: UInt64
     var lastHeard: UInt64
     var bucket = TokenBucket()
-    /// The inbound connection bound to it (0 = none yet, or the driver cannot tell).
+    /// The inbound connection bound to it (0 = none yet, or the driver cannot tell), and the one
+    /// it was bound to before (frames still arriving there are late, not forged).
     var conn: UInt64 = 0
+    var left: UInt64 = 0
     /// Its shares of `newIDRate`: new ids admitted, and forwarded.
     var share = TokenBucket()
     var forward = TokenBucket()

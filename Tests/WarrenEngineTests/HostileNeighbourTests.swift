@@ -407,3 +407,49 @@ extension InMemoryNetwork {
         #expect(s.forged > 0 && s.malformed > 0)
     }
 }
+
+/// A node that moved to a new connection (its back-link replaced by its own link) is not moved
+/// back by a HELLO that was sent earlier on the old one and arrives late.
+@Suite struct ConnectionMoveTests {
+    @Test func aLateHelloOnTheConnectionALinkLeftDoesNotMoveItBack() throws {
+        let second: UInt64 = 1_000_000_000
+        var e = GossipEngine(config: .local(endpoint: "tcp://10.0.0.1:7000", seeds: []), nodeID: NodeID(raw: 1))
+        var rng = SeededGenerator(seed: 3)
+        var actions: [Action] = []
+        var now: UInt64 = second
+        e.start(now: now, rng: &rng, into: &actions)
+        let peer = NodeID(raw: 2), old = ConnectionID(raw: 7), new = ConnectionID(raw: 8)
+        func hello(echo: UInt64) -> OutFrame {
+            Frame(kind: .hello(Frame.Hello(leaf: false, token: 99, echo: echo, endpoint: "tcp://10.0.0.2:7000", peers: [])), from: peer).encode()
+        }
+        func receive(_ f: OutFrame, via: ConnectionID) {
+            e.receive(topic: f.topic.bytes, body: f.body, via: via, now: now, rng: &rng, into: &actions)
+        }
+        // The peer says HELLO on its first connection; we dial it back and our link is ready.
+        actions.removeAll()
+        receive(hello(echo: 0), via: old)
+        guard case .connect(let link, _)? = actions.first(where: { if case .connect = $0 { return true }; return false }) else {
+            Issue.record("no dial back: \(actions)")
+            return
+        }
+        e.linkReady(link, now: now, rng: &rng, into: &actions)
+        receive(hello(echo: link.raw), via: old)
+        #expect(e.neighbours.map(\.nodeID) == [peer])
+        // It moves to a new connection (echoing our token), then a HELLO it sent earlier arrives
+        // on the old one.
+        receive(hello(echo: link.raw), via: new)
+        receive(hello(echo: link.raw), via: old)
+        let forged = e.stats.forged
+        // It speaks on the new connection only: PEERS there is its own, and its heartbeats keep
+        // it alive past the dead-after time.
+        receive(Frame(kind: .peers([]), from: peer).encode(), via: new)
+        receive(Frame(kind: .peers([]), from: peer).encode(), via: old)   // late, not forged
+        #expect(e.stats.forged == forged, "forged \(e.stats.forged - forged)")
+        for _ in 0..<12 {
+            now += e.config.heartbeatInterval
+            receive(Frame(kind: .heartbeat, from: peer).encode(), via: new)
+            e.tick(now: now, rng: &rng, into: &actions)
+        }
+        #expect(e.neighbours.map(\.nodeID) == [peer], "the peer timed out: its frames on the new connection no longer counted")
+    }
+}
