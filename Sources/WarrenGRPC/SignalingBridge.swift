@@ -104,6 +104,12 @@ public final class SignalingBridge: Cunicu_Signaling_Signaling.SimpleServiceProt
             try backend.publish(envelope: try request.serializedBytes(), to: try Self.validate(request))
         } catch BackendError.closed {
             throw RPCError(code: .unavailable, message: "this node is shutting down")
+        } catch let e as GossipPublishError {
+            // A full publish queue is back-pressure, not a bad request: retry later.
+            state.withLock { $0.rejected &+= 1 }
+            metrics.rejected.increment()
+            if case .queueFull = e { throw RPCError(code: .resourceExhausted, message: "\(e)") }
+            throw RPCError(code: .invalidArgument, message: "\(e)")
         } catch {
             state.withLock { $0.rejected &+= 1 }
             metrics.rejected.increment()

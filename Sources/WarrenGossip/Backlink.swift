@@ -249,23 +249,24 @@ extension DriverLoop {
         let endpoint = TCPEndpoint(host: dialled.host, port: port).description
         do {
             let s = try ZMQSocket(context, type: ZMQ_DEALER)
-            if let curve, let serverKey = address.key {
-                s.set(ZMQ_CURVE_SERVERKEY, bytes: serverKey.bytes)
-                s.set(ZMQ_CURVE_PUBLICKEY, bytes: curve.public)
-                s.set(ZMQ_CURVE_SECRETKEY, bytes: curve.secret)
-            }
-            s.set(ZMQ_ROUTING_ID, bytes: Backlink.routingID(token: link.raw))
-            s.set(ZMQ_PROBE_ROUTER, 1)
-            s.set(ZMQ_RCVHWM, receiveHWM)
-            var maxMsg = Int64(Frame.maxBodyBytes)
-            zmq_setsockopt(s.handle, ZMQ_MAXMSGSIZE, &maxMsg, MemoryLayout<Int64>.size)
-            s.set(ZMQ_LINGER, 0)
-            s.set(ZMQ_RECONNECT_IVL, 100)
-            s.set(ZMQ_RECONNECT_IVL_MAX, 2000)
-            s.set(ZMQ_HEARTBEAT_IVL, 1000)
-            s.set(ZMQ_HEARTBEAT_TIMEOUT, 3000)
-            if !dialled.isIPv4 { s.set(ZMQ_IPV6, 1) }
-            do { try s.connect(endpoint) } catch { s.close(); throw error }
+            do {
+                if let curve, let serverKey = address.key {
+                    try s.set(ZMQ_CURVE_SERVERKEY, bytes: serverKey.bytes)
+                    try s.set(ZMQ_CURVE_PUBLICKEY, bytes: curve.public)
+                    try s.set(ZMQ_CURVE_SECRETKEY, bytes: curve.secret)
+                }
+                try s.set(ZMQ_ROUTING_ID, bytes: Backlink.routingID(token: link.raw))
+                try s.set(ZMQ_PROBE_ROUTER, 1)
+                try s.set(ZMQ_RCVHWM, receiveHWM)
+                try s.set(ZMQ_MAXMSGSIZE, int64: Int64(Frame.maxBodyBytes))
+                try s.set(ZMQ_LINGER, 0)
+                try s.set(ZMQ_RECONNECT_IVL, 100)
+                try s.set(ZMQ_RECONNECT_IVL_MAX, 2000)
+                try s.set(ZMQ_HEARTBEAT_IVL, 1000)
+                try s.set(ZMQ_HEARTBEAT_TIMEOUT, 3000)
+                if !dialled.isIPv4 { try s.set(ZMQ_IPV6, 1) }
+                try s.connect(endpoint)
+            } catch { s.close(); throw error }
             for p in subscribedPrefixes { sendPrefix(p, kind: Backlink.subscribe, on: s) }
             backDialers[link] = BacklinkDialer(socket: s, connection: ConnectionID(raw: ZAPService.shared.nextConnectionNumber()),
                                                endpoint: endpoint)

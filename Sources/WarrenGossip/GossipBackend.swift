@@ -91,6 +91,12 @@ public final class GossipBackend: Backend {
         if start { node.start() }
     }
 
+    /// A backend dropped without `close()` still stops its node: the thread ends, the sockets
+    /// close and the port is free again (without waiting here).
+    deinit {
+        if !closed.load(ordering: .relaxed) { node.requestStop() }
+    }
+
     /// Starts the node's thread (for `init(start: false)`); a second call does nothing.
     public func start() { node.start() }
 
@@ -196,7 +202,9 @@ public final class GossipBackend: Backend {
         guard bytes.count <= Self.maxEnvelopeBytes else {
             throw BackendError.envelopeTooLarge(bytes.count, limit: Self.maxEnvelopeBytes)
         }
-        node.publish(topic: Topic(recipient), envelope: bytes, ttl: ttl)
+        guard node.publish(topic: Topic(recipient), envelope: bytes, ttl: ttl) else {
+            throw GossipPublishError.queueFull(limit: configuration.publishQueueLimit)
+        }
     }
 
     @discardableResult
@@ -306,6 +314,9 @@ public enum GossipPublishError: Error, Equatable, Sendable, CustomStringConverti
     case noNeighbour(waited: Duration)
     /// The all-zero key means "any peer" in a subscription; nothing can be sent to it.
     case zeroRecipient
+    /// `limit` publishes were already waiting for the node's thread (counted in
+    /// `DriverStats.queueFull`); nothing was queued.
+    case queueFull(limit: Int)
 
     public var description: String {
         switch self {
@@ -314,6 +325,8 @@ public enum GossipPublishError: Error, Equatable, Sendable, CustomStringConverti
             return "not sent: no neighbour came up within \(Double(ms) / 1000) s (are the peers running and reachable?)"
         case .zeroRecipient:
             return "the all-zero key means \"any peer\" and cannot be a recipient"
+        case .queueFull(let limit):
+            return "not sent: \(limit) messages are already waiting for the node to send them (publishing faster than the overlay takes them)"
         }
     }
 }

@@ -17,6 +17,11 @@ public struct GossipConfiguration: Sendable {
     /// Per-link send high-water mark (messages). Sized for bursts: 100,000 envelopes of ~300 B
     /// is ~30 MB per link at most. When reached, the frame is refused, dropped and counted.
     public var sendHighWaterMark: Int32 = 100_000
+    /// Publishes that may wait for the node's thread (each holds its envelope, ≤ 64 KiB; typical
+    /// ones are a few hundred bytes). Beyond it `GossipNode.publish` returns false and
+    /// `GossipBackend.publish` throws `GossipPublishError.queueFull`: a caller that publishes
+    /// faster than the node sends learns it instead of growing the queue without bound.
+    public var publishQueueLimit = 65_536
     /// Receive high-water mark of the bound SUB, per inbound connection; above it ZeroMQ stops
     /// reading that TCP stream, which pushes back to the sender's send HWM (counted there). With
     /// `ZMQ_MAXMSGSIZE` = 64 KiB (the largest legal body) it bounds what one neighbour can have

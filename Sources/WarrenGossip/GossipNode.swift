@@ -54,6 +54,9 @@ public struct DriverStats: Sendable {
     /// Messages to the back-link socket that named no back-link, and routes dropped or refused
     /// because the route table was full.
     public var backlinksRefused: UInt64 = 0
+    /// Publishes refused because `GossipConfiguration.publishQueueLimit` were waiting for the
+    /// node's thread.
+    public var queueFull: UInt64 = 0
     public init() {}
 }
 
@@ -71,7 +74,12 @@ public final class GossipNode: Sendable {
     }
 
     /// Commands for the driver thread; `closed` once it has finished and closed its pipe.
-    private let queue = Mutex<(commands: [Command], closed: Bool)>(([], false))
+    /// `publishes` counts the queued publishes, at most `publishQueueLimit`.
+    private let queue = Mutex<(commands: [Command], publishes: Int, closed: Bool)>(([], 0, false))
+    private let publishQueueLimit: Int
+    /// Publishes refused because `publishQueueLimit` were waiting for the driver thread.
+    private let queueFull = Atomic<UInt64>(0)
+    var queueFullCount: UInt64 { queueFull.load(ordering: .relaxed) }
     private let wakePending = Atomic<Bool>(false)
     private let wakeFD: Int32       // write end of the wake-up pipe
     private let wakeReadFD: Int32   // read end, polled by the driver thread
@@ -82,6 +90,8 @@ public final class GossipNode: Sendable {
     private let thread = Mutex<UnsafeSendable<Thread>?>(nil)
     /// The endpoint the SUB socket is bound to (the port resolved when `*` was asked for).
     public let endpoint: String
+    /// Where the back-link socket listens (docs/PROTOCOL.md §1), nil without one.
+    public let backlinkEndpoint: String?
     public let nodeID: NodeID
     let logger: Logger
     let zapDomain: String?
@@ -92,11 +102,22 @@ public final class GossipNode: Sendable {
     public init(configuration: GossipConfiguration, context: ZMQContext = .shared,
                 callbacks: GossipNodeCallbacks, logger: Logger, start: Bool = true) throws {
         self.logger = logger
+        publishQueueLimit = max(1, configuration.publishQueueLimit)
         try configuration.validate()
         var seedRNG = SystemRandomNumberGenerator()
         nodeID = NodeID.random(using: &seedRNG)
         var fds: [Int32] = [-1, -1]
         guard pipe(&fds) == 0 else { throw ZMQError("pipe", code: errno) }
+        // Everything opened from here on is closed again if `init` throws.
+        var opened: (sockets: [ZMQSocket], zapDomain: String?) = ([], nil)
+        var succeeded = false
+        defer {
+            if !succeeded {
+                for s in opened.sockets.reversed() { s.close() }
+                close(fds[0]); close(fds[1])
+                if let d = opened.zapDomain { ZAPService.shared.unregister(domain: d) }
+            }
+        }
         for f in fds {
             _ = fcntl(f, F_SETFL, fcntl(f, F_GETFL) | O_NONBLOCK)
             _ = fcntl(f, F_SETFD, FD_CLOEXEC)
@@ -112,7 +133,7 @@ public final class GossipNode: Sendable {
         var zap = ZAPService.shared.serves(context)
         if zap || configuration.isClosed {
             do { try ZAPService.shared.start() } catch {
-                if configuration.isClosed { close(fds[0]); close(fds[1]); throw error }
+                if configuration.isClosed { throw error }
                 logger.warning("no ZAP handler: frames cannot be told apart by connection", metadata: ["error": "\(error)"])
                 zap = false
             }
@@ -121,47 +142,46 @@ public final class GossipNode: Sendable {
         // The SUB socket is created and bound here, then handed to the driver thread, which is
         // the only one to touch it afterwards (a hand-off, not sharing).
         let sub = try ZMQSocket(context, type: ZMQ_SUB)
-        sub.set(ZMQ_RCVHWM, configuration.receiveHighWaterMark)
+        opened.sockets.append(sub)
+        try sub.set(ZMQ_RCVHWM, configuration.receiveHighWaterMark)
         // ZeroMQ drops a connection that sends a message part larger than the largest legal
         // body (a BATCH of 64 KiB), before anything is buffered: with the receive high-water mark
         // this bounds what one connection can queue in bytes.
-        var maxMsg = Int64(Frame.maxBodyBytes)
-        zmq_setsockopt(sub.handle, ZMQ_MAXMSGSIZE, &maxMsg, MemoryLayout<Int64>.size)
-        sub.set(ZMQ_LINGER, 0)
-        sub.set(ZMQ_HEARTBEAT_IVL, 1000)
-        sub.set(ZMQ_HEARTBEAT_TIMEOUT, 3000)
+        try sub.set(ZMQ_MAXMSGSIZE, int64: Int64(Frame.maxBodyBytes))
+        try sub.set(ZMQ_LINGER, 0)
+        try sub.set(ZMQ_HEARTBEAT_IVL, 1000)
+        try sub.set(ZMQ_HEARTBEAT_TIMEOUT, 3000)
         var curve: CurveKeys?
         if configuration.isClosed, let nodeKey = configuration.nodeKey {
             // CurveZMQ server: every inbound link is encrypted, and the ZAP handler admits only
             // the allow-listed client keys (per this node's ZAP domain).
             ZAPService.shared.register(domain: zapDomain, allowed: configuration.allowedKeys ?? [], logger: logger)
-            sub.set(ZMQ_CURVE_SERVER, 1)
-            sub.set(ZMQ_CURVE_SECRETKEY, bytes: nodeKey.key.bytes)
-            sub.set(ZMQ_ZAP_DOMAIN, bytes: Array(zapDomain.utf8))
+            opened.zapDomain = zapDomain
+            try sub.set(ZMQ_CURVE_SERVER, 1)
+            try sub.set(ZMQ_CURVE_SECRETKEY, bytes: nodeKey.key.bytes)
+            try sub.set(ZMQ_ZAP_DOMAIN, bytes: Array(zapDomain.utf8))
             curve = CurveKeys(secret: nodeKey.key.bytes, public: nodeKey.publicKey.bytes)
         } else if zap {
             ZAPService.shared.register(domain: zapDomain, allowed: nil, logger: logger)
-            sub.set(ZMQ_ZAP_DOMAIN, bytes: Array(zapDomain.utf8))
+            opened.zapDomain = zapDomain
+            try sub.set(ZMQ_ZAP_DOMAIN, bytes: Array(zapDomain.utf8))
         }
         let registered = configuration.isClosed || zap
-        var advertised: String
         var backlinks: BacklinkListener?
-        do {
-            // Names are resolved here (ZeroMQ would take "localhost" for an interface name).
-            let listen = try TCPEndpoint(parsing: configuration.listen, for: .listen).resolved()
-            if listen.isIPv6 { sub.set(ZMQ_IPV6, 1) }
-            try sub.bind(listen.description)
-            advertised = try configuration.advertise ?? Self.advertisable(sub.lastEndpoint)
-            if configuration.backlinkEnabled {
-                backlinks = try Self.bindBacklinks(configuration, context: context, listenHost: listen.host, curve: curve,
-                                                   zapDomain: registered ? zapDomain : nil, logger: logger)
-                if let b = backlinks { sub.set(ZMQ_SUBSCRIBE, bytes: Backlink.announcement(port: b.port)) }
+        // Names are resolved here (ZeroMQ would take "localhost" for an interface name).
+        let listen = try TCPEndpoint(parsing: configuration.listen, for: .listen).resolved()
+        if listen.isIPv6 { try sub.set(ZMQ_IPV6, 1) }
+        try sub.bind(listen.description)
+        var advertised = try configuration.advertise ?? Self.advertisable(sub.lastEndpoint)
+        if configuration.backlinkEnabled {
+            backlinks = try Self.bindBacklinks(configuration, context: context, listenHost: listen.host, curve: curve,
+                                               zapDomain: registered ? zapDomain : nil, logger: logger)
+            if let b = backlinks {
+                opened.sockets.append(b.router)
+                try sub.set(ZMQ_SUBSCRIBE, bytes: Backlink.announcement(port: b.port))
             }
-        } catch {
-            sub.close(); close(fds[0]); close(fds[1])
-            if registered { ZAPService.shared.unregister(domain: zapDomain) }
-            throw error
         }
+        backlinkEndpoint = backlinks.map { TCPEndpoint(host: listen.host, port: $0.port).description }
         // The key travels with the endpoint (HELLO, PEERS, beacons): in a closed overlay it
         // authenticates the server; in an open one it only tells others whose node this is.
         if let k = configuration.nodeKey, !advertised.contains("@") {
@@ -196,15 +216,10 @@ public final class GossipNode: Sendable {
         driver.seedNames = Set(engineConfig.seeds)
 
         if let port = configuration.discoveryPort {
-            do {
-                driver.discovery = try DiscoverySocket(port: port, beacon: Beacon(nodeID: nodeID, endpoint: advertised),
-                                                       interval: configuration.beaconInterval, allowed: configuration.allowedKeys)
-            } catch {
-                sub.close(); backlinks?.router.close(); close(fds[0]); close(fds[1])
-                if registered { ZAPService.shared.unregister(domain: zapDomain) }
-                throw error
-            }
+            driver.discovery = try DiscoverySocket(port: port, beacon: Beacon(nodeID: nodeID, endpoint: advertised),
+                                                   interval: configuration.beaconInterval, allowed: configuration.allowedKeys)
         }
+        succeeded = true
         let loop = UnsafeSendable(driver)
         let t = Thread { [self] in
             var l = loop.value
@@ -229,26 +244,11 @@ public final class GossipNode: Sendable {
     static func bindBacklinks(_ c: GossipConfiguration, context: ZMQContext, listenHost: String, curve: CurveKeys?, zapDomain: String?,
                               logger: Logger) throws -> BacklinkListener? {
         let r = try ZMQSocket(context, type: ZMQ_ROUTER)
-        r.set(ZMQ_ROUTER_MANDATORY, 1)
-        r.set(ZMQ_ROUTER_HANDOVER, 1)
-        r.set(ZMQ_LINGER, 0)
-        r.set(ZMQ_SNDHWM, c.sendHighWaterMark)
-        r.set(ZMQ_RCVHWM, c.receiveHighWaterMark)
-        // Dialers send only probes and prefixes (a topic at most); the limit also bounds the
-        // handshake's commands (a CurveZMQ INITIATE is a few hundred bytes).
-        var maxMsg = Int64(4096)
-        zmq_setsockopt(r.handle, ZMQ_MAXMSGSIZE, &maxMsg, MemoryLayout<Int64>.size)
-        r.set(ZMQ_HEARTBEAT_IVL, 1000)
-        r.set(ZMQ_HEARTBEAT_TIMEOUT, 3000)
-        if let curve {
-            r.set(ZMQ_CURVE_SERVER, 1)
-            r.set(ZMQ_CURVE_SECRETKEY, bytes: curve.secret)
-        }
-        if let zapDomain { r.set(ZMQ_ZAP_DOMAIN, bytes: Array(zapDomain.utf8)) }
+        do { try configureBacklinks(r, c, curve: curve, zapDomain: zapDomain) } catch { r.close(); throw error }
         let endpoint: TCPEndpoint
         do {
             endpoint = try (c.backlink.map { try TCPEndpoint(parsing: $0, for: .listen) } ?? TCPEndpoint(host: listenHost, port: nil)).resolved()
-            if endpoint.isIPv6 { r.set(ZMQ_IPV6, 1) }
+            if endpoint.isIPv6 { try r.set(ZMQ_IPV6, 1) }
             try r.bind(endpoint.description)
         } catch {
             r.close()
@@ -258,6 +258,24 @@ public final class GossipNode: Sendable {
         }
         guard let port = (try? TCPEndpoint(parsing: r.lastEndpoint, for: .listen))?.port else { r.close(); return nil }
         return BacklinkListener(router: r, port: port)
+    }
+
+    static func configureBacklinks(_ r: ZMQSocket, _ c: GossipConfiguration, curve: CurveKeys?, zapDomain: String?) throws {
+        try r.set(ZMQ_ROUTER_MANDATORY, 1)
+        try r.set(ZMQ_ROUTER_HANDOVER, 1)
+        try r.set(ZMQ_LINGER, 0)
+        try r.set(ZMQ_SNDHWM, c.sendHighWaterMark)
+        try r.set(ZMQ_RCVHWM, c.receiveHighWaterMark)
+        // Dialers send only probes and prefixes (a topic at most); the limit also bounds the
+        // handshake's commands (a CurveZMQ INITIATE is a few hundred bytes).
+        try r.set(ZMQ_MAXMSGSIZE, int64: Int64(4096))
+        try r.set(ZMQ_HEARTBEAT_IVL, 1000)
+        try r.set(ZMQ_HEARTBEAT_TIMEOUT, 3000)
+        if let curve {
+            try r.set(ZMQ_CURVE_SERVER, 1)
+            try r.set(ZMQ_CURVE_SECRETKEY, bytes: curve.secret)
+        }
+        if let zapDomain { try r.set(ZMQ_ZAP_DOMAIN, bytes: Array(zapDomain.utf8)) }
     }
 
     /// `tcp://0.0.0.0:7001` is where we listen, not where others can dial: advertise the first
@@ -272,12 +290,20 @@ public final class GossipNode: Sendable {
 
     // MARK: Commands (any thread)
 
-    func enqueue(_ c: Command) {
+    /// Queues a command for the driver thread. False for a publish refused because
+    /// `publishQueueLimit` publishes are waiting (counted); other commands are never refused.
+    @discardableResult
+    func enqueue(_ c: Command) -> Bool {
         // The wake-up byte is written under the lock, so that nothing writes to the pipe once the
         // finished driver has closed it (the descriptor number may already belong to another
         // socket of the process); a command that comes too late is answered here.
+        var full = false
         let accepted = queue.withLock { q -> Bool in
             guard !q.closed else { return false }
+            if case .publish = c {
+                guard q.publishes < publishQueueLimit else { full = true; return false }
+                q.publishes += 1
+            }
             q.commands.append(c)
             if !wakePending.exchange(true, ordering: .acquiring) {
                 var one: UInt8 = 1
@@ -285,7 +311,12 @@ public final class GossipNode: Sendable {
             }
             return true
         }
+        if full {
+            queueFull.add(1, ordering: .relaxed)
+            return false
+        }
         if !accepted { Self.answerLate(c) }
+        return true
     }
 
     /// Answers a command the finished driver will never see, so no caller waits forever.
@@ -302,7 +333,10 @@ public final class GossipNode: Sendable {
     func drain(into buffer: inout [Command]) {
         wakePending.store(false, ordering: .releasing)
         buffer.removeAll(keepingCapacity: true)
-        queue.withLock { swap(&$0.commands, &buffer) }
+        queue.withLock { q in
+            swap(&q.commands, &buffer)
+            q.publishes = 0
+        }
     }
 
     func drain() -> [Command] {
@@ -314,9 +348,13 @@ public final class GossipNode: Sendable {
     var wakeDescriptor: Int32 { wakeReadFD }
 
     /// Floods an envelope (already sealed and serialized) to `topic` = the recipient's public key.
-    public func publish(topic: Topic, envelope: [UInt8], ttl: UInt8? = nil) {
-        guard !stopped.load(ordering: .relaxed) else { return }
-        enqueue(.publish(topic, envelope, ttl))
+    /// Returns false, and counts it (`DriverStats.queueFull`), if `publishQueueLimit` publishes
+    /// are already waiting for the node's thread: the caller is publishing faster than the node
+    /// sends. A stopped node drops the publish (and returns true: nothing is waiting).
+    @discardableResult
+    public func publish(topic: Topic, envelope: [UInt8], ttl: UInt8? = nil) -> Bool {
+        guard !stopped.load(ordering: .relaxed) else { return true }
+        return enqueue(.publish(topic, envelope, ttl))
     }
 
     /// Starts delivering `topic` locally; returns once the engine has it.
@@ -350,14 +388,21 @@ public final class GossipNode: Sendable {
 
     /// A snapshot of counters, neighbours and known endpoints.
     public func stats() async -> DriverStats {
-        if isFinished.load(ordering: .acquiring) { return DriverStats() }
-        return await withCheckedContinuation { enqueue(.stats($0)) }
+        var s = isFinished.load(ordering: .acquiring) ? DriverStats() : await withCheckedContinuation { enqueue(.stats($0)) }
+        s.queueFull = queueFull.load(ordering: .relaxed)
+        return s
+    }
+
+    /// Asks the driver thread to stop (BYE, sockets closed, thread ended) without waiting for it.
+    /// Idempotent; `stop()` waits.
+    public func requestStop() {
+        if !stopped.exchange(true, ordering: .relaxed) { enqueue(.stop) }
+        start()   // a node that never started still has to close its sockets
     }
 
     /// Says BYE to the neighbours, closes every socket and ends the driver thread. Idempotent.
     public func stop() async {
-        if !stopped.exchange(true, ordering: .relaxed) { enqueue(.stop) }
-        start()   // a node that never started still has to close its sockets
+        requestStop()
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let resumeNow = finished.withLock { list -> Bool in
                 if isFinished.load(ordering: .acquiring) { return true }
@@ -530,7 +575,9 @@ struct DriverLoop {
             let now = monotonicNanos()
             if now &- metricsAt >= 1_000_000_000 {
                 metricsAt = now
-                metrics.report(snapshot())
+                var snap = snapshot()
+                snap.queueFull = node.queueFullCount
+                metrics.report(snap)
                 if running && backlinks.map({ !$0.routes.isEmpty }) == true { attachBacklinkRoutes() }
             }
         }
@@ -761,22 +808,24 @@ struct DriverLoop {
                         continue
                     }
                     let s = try ZMQSocket(context, type: ZMQ_XPUB)
-                    if let curve, let serverKey = address.key {
-                        s.set(ZMQ_CURVE_SERVERKEY, bytes: serverKey.bytes)
-                        s.set(ZMQ_CURVE_PUBLICKEY, bytes: curve.public)
-                        s.set(ZMQ_CURVE_SECRETKEY, bytes: curve.secret)
-                    }
-                    s.set(ZMQ_SNDHWM, sendHWM)
-                    s.set(ZMQ_XPUB_NODROP, 1)
-                    s.set(ZMQ_XPUB_VERBOSE, 1)
-                    s.set(ZMQ_LINGER, 0)
-                    s.set(ZMQ_RECONNECT_IVL, 100)
-                    s.set(ZMQ_RECONNECT_IVL_MAX, 2000)
-                    s.set(ZMQ_HEARTBEAT_IVL, 1000)
-                    s.set(ZMQ_HEARTBEAT_TIMEOUT, 3000)
-                    // IPv6 addresses, and names that may resolve to one, need ZMQ_IPV6.
-                    if let e = try? TCPEndpoint(parsing: endpoint, for: .dial), !e.isIPv4 { s.set(ZMQ_IPV6, 1) }
-                    do { try s.connect(endpoint) } catch { s.close(); throw error }
+                    do {
+                        if let curve, let serverKey = address.key {
+                            try s.set(ZMQ_CURVE_SERVERKEY, bytes: serverKey.bytes)
+                            try s.set(ZMQ_CURVE_PUBLICKEY, bytes: curve.public)
+                            try s.set(ZMQ_CURVE_SECRETKEY, bytes: curve.secret)
+                        }
+                        try s.set(ZMQ_SNDHWM, sendHWM)
+                        try s.set(ZMQ_XPUB_NODROP, 1)
+                        try s.set(ZMQ_XPUB_VERBOSE, 1)
+                        try s.set(ZMQ_LINGER, 0)
+                        try s.set(ZMQ_RECONNECT_IVL, 100)
+                        try s.set(ZMQ_RECONNECT_IVL_MAX, 2000)
+                        try s.set(ZMQ_HEARTBEAT_IVL, 1000)
+                        try s.set(ZMQ_HEARTBEAT_TIMEOUT, 3000)
+                        // IPv6 addresses, and names that may resolve to one, need ZMQ_IPV6.
+                        if let e = try? TCPEndpoint(parsing: endpoint, for: .dial), !e.isIPv4 { try s.set(ZMQ_IPV6, 1) }
+                        try s.connect(endpoint)
+                    } catch { s.close(); throw error }
                     logger.debug("dialling", metadata: ["endpoint": "\(name)", "link": "\(id)", "curve": "\(curve != nil)"])
                     linkNames[id] = (name, monotonicNanos())
                     links[id] = s
@@ -802,12 +851,13 @@ struct DriverLoop {
                 }
                 closeBacklinkRoute(of: id)
                 closeBacklink(of: id)
-            case .subscribe(let prefix):
-                sub.set(ZMQ_SUBSCRIBE, bytes: prefix)
-                noteSubscription(prefix, subscribe: true)
-            case .unsubscribe(let prefix):
-                sub.set(ZMQ_UNSUBSCRIBE, bytes: prefix)
-                noteSubscription(prefix, subscribe: false)
+            case .subscribe(let prefix), .unsubscribe(let prefix):
+                let on: Bool
+                if case .subscribe = a { on = true } else { on = false }
+                do { try sub.set(on ? ZMQ_SUBSCRIBE : ZMQ_UNSUBSCRIBE, bytes: prefix) } catch {
+                    logger.error("cannot change a subscription of the node's socket", metadata: ["error": "\(error)", "prefix bytes": "\(prefix.count)"])
+                }
+                noteSubscription(prefix, subscribe: on)
             case .peerUp(let n):
                 logger.debug("peer up", metadata: ["peer": "\(n.endpoint)", "node": "\(n.nodeID)"])
                 if let k = (try? PeerAddress(parsing: n.endpoint))?.key { checkSharedKey(k, endpoint: n.endpoint) }

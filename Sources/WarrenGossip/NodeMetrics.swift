@@ -8,7 +8,7 @@ import WarrenEngine
 struct NodeMetrics {
     let published, delivered, relayed, duplicates, ttlExpired, overTTL, malformed, refused, rateLimited, hwmDrops, batchesSent, batchedFrames: Counter
     let forged, overShare, unforwarded, seenFull, dialsDeferred, strangersRefused, knownRefused, penalized, penaltyDrops: Counter
-    let backlinkDrops, backlinksRefused: Counter
+    let backlinkDrops, backlinksRefused, queueFull: Counter
     let neighbours, dedupEntries, backlinksCarried, backlinksOpen: Gauge
     var last = DriverStats()
 
@@ -37,6 +37,7 @@ struct NodeMetrics {
         penaltyDrops = Counter(label: "warren_penalty_drops_total", dimensions: d)
         backlinkDrops = Counter(label: "warren_backlink_drops_total", dimensions: d)
         backlinksRefused = Counter(label: "warren_backlinks_refused_total", dimensions: d)
+        queueFull = Counter(label: "warren_queue_full_total", dimensions: d)
         backlinksCarried = Gauge(label: "warren_backlinks_carried", dimensions: d)
         backlinksOpen = Gauge(label: "warren_backlinks_open", dimensions: d)
         neighbours = Gauge(label: "warren_neighbours", dimensions: d)
@@ -70,6 +71,7 @@ struct NodeMetrics {
         add(penaltyDrops, s.engine.penaltyDrops, last.engine.penaltyDrops)
         add(backlinkDrops, s.backlinkDrops, last.backlinkDrops)
         add(backlinksRefused, s.backlinksRefused, last.backlinksRefused)
+        add(queueFull, s.queueFull, last.queueFull)
         backlinksCarried.record(Double(s.backlinksCarried))
         backlinksOpen.record(Double(s.backlinksOpen))
         neighbours.record(Double(s.neighbours.count))

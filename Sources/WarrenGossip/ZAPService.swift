@@ -43,7 +43,7 @@ final class ZAPService: Sendable {
         try startLock.withLock { _ throws in
             guard !started.load(ordering: .acquiring) else { return }
             let rep = try ZMQSocket(context, type: ZMQ_REP)
-            rep.set(ZMQ_LINGER, 0)
+            try rep.set(ZMQ_LINGER, 0)
             do { try rep.bind("inproc://zeromq.zap.01") } catch { rep.close(); throw error }
             let socket = UnsafeSendable(rep)
             let t = Thread { [self] in serve(socket.value) }

@@ -34,13 +34,21 @@ struct ZMQSocket {
         handle = h
     }
 
-    func set(_ option: Int32, _ value: Int32) {
+    /// Sets an option; a refusal (an unknown option, a value out of range, a key of the wrong
+    /// length) is an error naming the option, never ignored.
+    func set(_ option: Int32, _ value: Int32) throws {
         var v = value
-        zmq_setsockopt(handle, option, &v, MemoryLayout<Int32>.size)
+        guard zmq_setsockopt(handle, option, &v, MemoryLayout<Int32>.size) == 0 else { throw ZMQError("set socket option \(option)") }
     }
 
-    func set(_ option: Int32, bytes: [UInt8]) {
-        bytes.withUnsafeBytes { _ = zmq_setsockopt(handle, option, $0.baseAddress, $0.count) }
+    func set(_ option: Int32, int64 value: Int64) throws {
+        var v = value
+        guard zmq_setsockopt(handle, option, &v, MemoryLayout<Int64>.size) == 0 else { throw ZMQError("set socket option \(option)") }
+    }
+
+    func set(_ option: Int32, bytes: [UInt8]) throws {
+        let rc = bytes.withUnsafeBytes { zmq_setsockopt(handle, option, $0.baseAddress, $0.count) }
+        guard rc == 0 else { throw ZMQError("set socket option \(option)") }
     }
 
     func bind(_ endpoint: String) throws {

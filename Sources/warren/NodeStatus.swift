@@ -39,7 +39,7 @@ func statusObject(_ s: DriverStats, backend: GossipBackend, key: PrivateKey, bri
                        "forged": e.forged, "over_share": e.overShare, "unforwarded": e.unforwarded, "seen_full": e.seenFull,
                        "dials_deferred": e.dialsDeferred, "strangers_refused": e.strangersRefused,
                        "known_refused": e.knownRefused, "penalized": e.penalized, "penalty_drops": e.penaltyDrops,
-                       "output_dropped": dropped]
+                       "queue_full": s.queueFull, "output_dropped": dropped]
     if let bridge {
         let g = bridge.counters
         obj["grpc"] = ["published": g.published, "rejected": g.rejected, "streamed": g.streamed,

@@ -79,6 +79,7 @@ struct HelpMetricsFactory: MetricsFactory {
         "warren_penalty_drops_total": "Frames ignored because their connection is serving a penalty.",
         "warren_backlink_drops_total": "Frames for a link carried on a back-link that the back-link socket could not take.",
         "warren_backlinks_refused_total": "Messages to the back-link socket that named no back-link, and routes dropped because the route table was full.",
+        "warren_queue_full_total": "Publishes refused because the node's queue of messages waiting to be sent was full.",
         "warren_backlinks_carried": "Links of this node carried on back-links of nodes that cannot be dialled.",
         "warren_backlinks_open": "Back-links this node has open to the nodes it dials.",
         "warren_neighbours": "Neighbours up now.",

@@ -1,4 +1,6 @@
+import CZeroMQ
 import Foundation
+import Logging
 import Testing
 import Warren
 import WarrenConformance
@@ -35,8 +37,10 @@ import WarrenConformance
         var ports = Set<Int>()
         for round in 0..<3 {
             let o = try await GossipOverlay.start(nodes: 6, edges: GossipOverlay.ring(6))
-            let mine = Set(o.backends.compactMap { Int($0.endpoint.split(separator: ":").last ?? "") })
-            #expect(mine.count == 6 && mine.isSubset(of: Self.listeningPorts()), "nodes listen while running: \(mine.sorted()) in \(Self.listeningPorts().sorted()); \(o.backends.map(\.endpoint))")
+            let mine = Set(o.backends.flatMap { b in
+                [b.endpoint, b.node.backlinkEndpoint ?? ""].compactMap { Int($0.split(separator: ":").last ?? "") }
+            })
+            #expect(mine.count == 12 && mine.isSubset(of: Self.listeningPorts()), "nodes listen while running: \(mine.sorted()) in \(Self.listeningPorts().sorted()); \(o.backends.map(\.endpoint))")
             for b in o.backends { #expect(b.node.isRunning) }
             ports.formUnion(mine)
             #expect(await o.waitFormed(), "round \(round)")
@@ -48,6 +52,53 @@ import WarrenConformance
             Self.listeningPorts().isDisjoint(with: ports)
         }
         #expect(settled, "still listening: \(ports.intersection(Self.listeningPorts()).sorted())")
+    }
+
+    /// A node that cannot start (its endpoint is taken) closes everything it had opened: its
+    /// wake-up pipe, its sockets, its ZAP domain. Each failure here leaked two to three descriptors before.
+    @Test func aFailedStartLeaksNothing() async throws {
+        let a = try await GossipBackend.start(.local())
+        let taken = a.endpoint
+        func descriptors() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0 }
+        let before = descriptors()
+        for _ in 0..<300 {
+            #expect(throws: (any Error).self) { _ = try GossipBackend(.local(listen: taken)) }
+        }
+        var pinned = GossipConfiguration.local()
+        pinned.backlink = a.node.backlinkEndpoint
+        for _ in 0..<100 {
+            #expect { _ = try GossipBackend(pinned) } throws: { "\($0)".contains("back-link endpoint") }
+        }
+        // A context with no socket left: the node's first socket cannot even be made.
+        let full = ZMQContext(handle: zmq_ctx_new())
+        zmq_ctx_set(full.handle, ZMQ_MAX_SOCKETS, 1)
+        let filler = zmq_socket(full.handle, ZMQ_PUB)
+        for _ in 0..<300 {
+            #expect(throws: ZMQError.self) {
+                _ = try GossipNode(configuration: .local(), context: full, callbacks: GossipNodeCallbacks(), logger: Logger(label: "test"))
+            }
+        }
+        zmq_close(filler)
+        zmq_ctx_term(full.handle)
+        let after = descriptors()
+        // Other suites open and close descriptors meanwhile: allow for their noise, not for a leak.
+        #expect(after - before < 150, "descriptors \(before) → \(after)")
+        try await a.close()
+    }
+
+    /// A backend dropped without `close()` stops its node's thread and frees its ports.
+    @Test func aDroppedBackendStopsItsNode() async throws {
+        func start() throws -> (GossipNode, Set<Int>) {
+            let b = try GossipBackend(.local())
+            let ports = Set([b.endpoint, b.node.backlinkEndpoint ?? ""].compactMap { Int($0.split(separator: ":").last ?? "") })
+            return (b.node, ports)
+        }
+        let (node, ports) = try start()   // the backend is gone once `start` returns
+        #expect(ports.count == 2)
+        let ended = await Conformance.eventually(timeout: .seconds(5)) { !node.isRunning }
+        #expect(ended, "the node's thread still runs")
+        let freed = await Conformance.eventually(timeout: .seconds(5)) { Self.listeningPorts().isDisjoint(with: ports) }
+        #expect(freed, "still listening: \(ports.intersection(Self.listeningPorts()).sorted())")
     }
 
     @Test func closedBackendRefusesAndCloseIsIdempotent() async throws {
