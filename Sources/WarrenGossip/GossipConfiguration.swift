@@ -193,7 +193,10 @@ public struct GossipConfiguration: Sendable {
                 backlinkEnabled = false
             } else {
                 let e: TCPEndpoint
-                do { e = try TCPEndpoint(parsing: b, for: .listen) } catch {
+                do {
+                    e = try TCPEndpoint(parsing: b, for: .listen)
+                    if !e.isLiteral { _ = try TCPEndpoint.resolve(e.host) }
+                } catch {
                     throw fail("backlink", "must be tcp://HOST:PORT or off: \(Self.reason(error))")
                 }
                 backlink = e.description

@@ -252,7 +252,7 @@ public final class GossipNode: Sendable {
             try r.bind(endpoint.description)
         } catch {
             r.close()
-            if c.backlink != nil { throw GossipConfigurationError.invalid("cannot bind the back-link endpoint \(c.backlink!): \(error)") }
+            if let pinned = c.backlink { throw BacklinkBindError(endpoint: pinned, reason: "\(error)") }
             logger.warning("no back-link: nodes that cannot be dialled will not receive from this node", metadata: ["error": "\(error)"])
             return nil
         }
@@ -433,6 +433,14 @@ public final class GossipNode: Sendable {
     public var isRunning: Bool { !isFinished.load(ordering: .acquiring) }
 }
 
+
+/// The back-link endpoint the configuration names cannot be bound (in use, not an address of
+/// this host).
+public struct BacklinkBindError: Error, CustomStringConvertible, Sendable {
+    public var endpoint: String
+    public var reason: String
+    public var description: String { "cannot bind the back-link endpoint \(endpoint): \(reason)" }
+}
 
 /// This node's CurveZMQ key pair (binary, 32 bytes each).
 struct CurveKeys { var secret: [UInt8]; var `public`: [UInt8] }

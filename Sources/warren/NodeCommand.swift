@@ -139,7 +139,9 @@ struct Node: AsyncParsableCommand {
     /// no neighbour event is missed.
     static func startBackend(_ plan: NodePlan, out: StdoutQueue, logger: Logger) throws -> GossipBackend {
         let backend: GossipBackend
-        do { backend = try GossipBackend(plan.configuration, logger: logger, start: false) } catch {
+        do { backend = try GossipBackend(plan.configuration, logger: logger, start: false) } catch let e as BacklinkBindError {
+            throw RuntimeError("--backlink: cannot listen on \(e.endpoint): \(e.reason)")
+        } catch {
             throw RuntimeError("cannot listen on \(plan.configuration.listen): \(plain(error))")
         }
         let closed = plan.configuration.isClosed
@@ -160,6 +162,7 @@ extension NodePlan {
         let c = configuration
         var lines = ["configuration is valid",
                      "  listen     \(c.listen)" + (c.advertise.map { " (advertised as \($0))" } ?? ""),
+                     "  backlink   \(c.backlinkEnabled ? c.backlink ?? "the listen host, a free port (announced)" : "off")",
                      "  public key \(key.publicKey.base64)",
                      "  peers      \(c.peers.isEmpty ? "none" : c.peers.joined(separator: ", "))",
                      "  overlay    \(c.isClosed ? "closed, \(c.allowedKeys?.count ?? 0) allowed keys" : "open")" +

@@ -56,7 +56,7 @@ struct Status: ParsableCommand {
         }
         if let c = obj["counters"] as? [String: Any] {
             lines.append("")
-            let order = ["published", "delivered", "relayed", "duplicates", "ttl_expired", "over_ttl", "malformed", "refused", "rate_limited", "hwm_drops", "max_hops", "batches_sent", "batched_frames", "batches_in", "output_dropped"]
+            let order = ["published", "delivered", "relayed", "duplicates", "ttl_expired", "over_ttl", "malformed", "refused", "rate_limited", "hwm_drops", "max_hops", "batches_sent", "batched_frames", "batches_in", "queue_full", "output_dropped"]
             lines.append("  " + order.filter { c[$0] != nil }.map { "\($0.replacingOccurrences(of: "_", with: "-")) \(c[$0] ?? 0)" }.joined(separator: "  "))
         }
         if let g = obj["grpc"] as? [String: Any] {
