@@ -82,6 +82,10 @@ struct NodeOperatorTests {
                 (node + ["--key-file", f, "--listen", "tcp://127.0.0.1:*"], "--key-file given 2 times"),
                 (node + ["--listen", "tcp://127.0.0.1:*", "--degree", "65"], "--degree"),
                 (node + ["--listen", "tcp://127.0.0.1:*", "--preset", "wan"], "--preset"),
+                (node + ["--listen", "tcp://127.0.0.1:*", "--backlink", "tcp://127.0.0.1:x"], "--backlink must be tcp://HOST:PORT or off"),
+                (node + ["--listen", "tcp://127.0.0.1:*", "--backlink", ""], "--backlink"),
+                (node + ["--listen", "tcp://127.0.0.1:*", "--backlink", "tcp://no-such-host.invalid:7002"], "cannot resolve"),
+                (node + ["--listen", "tcp://127.0.0.1:*", "--backlink", "tcp://192.0.2.254:7002"], "--backlink: cannot listen on tcp://192.0.2.254:7002"),
             ]
             for (args, needle) in cases {
                 let r = try await T.run(args, in: dir, timeout: .seconds(10))
@@ -93,7 +97,8 @@ struct NodeOperatorTests {
             }
             // The URL goes through the same validator.
             for url in ["gossip://127.0.0.1:7001?advertise=foo", "gossip://127.0.0.1:7001?peer=tcp://x:99999",
-                        "gossip://127.0.0.1:7001?discover=0", "gossip://127.0.0.1:7001?peer=\(Self.pub(other))@tcp://127.0.0.1:1"] {
+                        "gossip://127.0.0.1:7001?discover=0", "gossip://127.0.0.1:7001?peer=\(Self.pub(other))@tcp://127.0.0.1:1",
+                        "gossip://127.0.0.1:7001?backlink=yes"] {
                 #expect(throws: GossipConfigurationError.self, "\(url)") { try GossipConfiguration(url: URL(string: url)!) }
             }
         }
