@@ -87,7 +87,7 @@ public final class GossipBackend: Backend {
             peer: { n, up, reason in box.backend?.peerChanged(n, up, reason) }
         ), logger: logger, start: false)
         // Only now may the node's thread run: before this, its callbacks would find no backend.
-        box.backend = self
+        box.set(self)
         if start { node.start() }
     }
 
@@ -100,7 +100,15 @@ public final class GossipBackend: Backend {
     /// Starts the node's thread (for `init(start: false)`); a second call does nothing.
     public func start() { node.start() }
 
-    final class WeakBox: @unchecked Sendable { weak var backend: GossipBackend? }
+    /// The node's callbacks reach the backend through this: weakly (a backend dropped without
+    /// `close()` is freed, and its `deinit` stops the node), set once before the node's thread
+    /// starts, read under a lock.
+    final class WeakBox: Sendable {
+        private struct Weak: Sendable { weak var backend: GossipBackend? }
+        private let ref = Mutex(Weak())
+        var backend: GossipBackend? { ref.withLock { $0.backend } }
+        func set(_ b: GossipBackend) { ref.withLock { $0.backend = b } }
+    }
 
     public var type: BackendType { .gossip }
 

@@ -3,6 +3,7 @@ import Glibc
 
 /// A ZeroMQ context. Contexts are thread-safe (sockets are not): one is shared by every node of
 /// the process, so 32+ nodes run on one I/O thread.
+// @unchecked: a raw pointer, and libzmq contexts are thread-safe (zmq_ctx_new(3)).
 public struct ZMQContext: @unchecked Sendable {
     public let handle: UnsafeMutableRawPointer
 

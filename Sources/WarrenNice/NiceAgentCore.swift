@@ -5,6 +5,7 @@ import WarrenSession
 
 /// The state of one libnice agent. Everything except `outbox` is confined to the factory's GLib
 /// thread: the public `NiceAgent` methods only post closures there, and libnice calls back there.
+// @unchecked: confined to the GLib thread (above); `outbox` is a Mutex.
 final class NiceAgentCore: @unchecked Sendable {
     struct Settings: Sendable {
         var controlling = false

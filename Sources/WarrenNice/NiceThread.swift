@@ -5,6 +5,7 @@ import CNiceShim
 ///
 /// The thread ends once the last reference to this object is gone (the factory and every agent
 /// hold one), after the functions already posted have run.
+// @unchecked: an opaque C pointer whose operations the shim makes thread-safe (below).
 final class NiceThread: @unchecked Sendable {
     // `loop` is only read after init; the shim makes `post`, `isCurrent` and `stop` thread-safe.
     private let loop: OpaquePointer

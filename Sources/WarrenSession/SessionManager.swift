@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Logging
 import Metrics
 import WarrenCore
@@ -49,6 +50,7 @@ public enum SessionError: Error, Equatable, Sendable, CustomStringConvertible {
 /// events and timers are hopped onto it, so the machines see one input at a time in order.
 /// Outgoing signaling goes through one task, so a peer receives our messages in the order
 /// the machine sent them.
+// @unchecked: mutable state is touched on `queue` only (above); `connected` is a Mutex.
 public final class SessionManager: @unchecked Sendable {
     public let backend: any Backend
     public let privateKey: PrivateKey
@@ -74,8 +76,7 @@ public final class SessionManager: @unchecked Sendable {
     private var ignored = 0
 
     /// Agents whose session is connected, for `send` without a queue hop.
-    private let paths = NSLock()
-    private var connected: [Key: any ICEAgent] = [:]
+    private let connected = Mutex<[Key: any ICEAgent]>([:])
 
     private let sessionsGauge: [SessionState: Gauge]
     private let restartsCounter = Counter(label: "warren_session_restarts_total")
@@ -147,9 +148,7 @@ public final class SessionManager: @unchecked Sendable {
     /// Sends one datagram to a connected peer; false when no path to it is up.
     @discardableResult
     public func send(_ datagram: [UInt8], to peer: Key) -> Bool {
-        paths.lock()
-        let agent = connected[peer]
-        paths.unlock()
+        let agent = connected.withLock { $0[peer] }
         return agent?.send(datagram) ?? false
     }
 
@@ -301,9 +300,7 @@ public final class SessionManager: @unchecked Sendable {
     }
 
     private func setPath(_ peer: Key, _ agent: (any ICEAgent)?) {
-        paths.lock()
-        connected[peer] = agent
-        paths.unlock()
+        connected.withLock { $0[peer] = agent }
     }
 
     private func updateGauges() {

@@ -153,6 +153,7 @@ final class ControlSocket: Sendable {
     }
 }
 
+// @unchecked: carries a JSON value (Any) from the thread that made it to the one that sends it; neither keeps it.
 final class UncheckedBox<T>: @unchecked Sendable {
     let value: T
     init(_ v: T) { value = v }

@@ -119,6 +119,7 @@ struct HelpMetricsFactory: MetricsFactory {
 }
 
 /// SIGHUP: re-reads the allow-list and the log level and applies them to the running node.
+// @unchecked: `source` is written once by `install` before the signal source can fire, then only read.
 final class Reloader: @unchecked Sendable {
     let plan: NodePlan
     let backend: GossipBackend

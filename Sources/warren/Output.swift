@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Glibc
+import Synchronization
 import SwiftProtobuf
 
 /// Writes whole lines to stdout and stderr, without interleaving across threads. A failed
@@ -8,12 +9,13 @@ import SwiftProtobuf
 /// `warren: cannot write stdout: <reason>` on stderr and exit status 1.
 enum Output {
     // Two locks: a stdout write that blocks (nobody reads the pipe) never holds up stderr.
-    private static let outLock = NSLock()
-    private static let errLock = NSLock()
+    private static let outLock = Mutex(())
+    private static let errLock = Mutex(())
 
     static func line(_ s: String) {
-        outLock.lock(); defer { outLock.unlock() }
-        if let e = writeAll(1, s + "\n") { failStdout(e) }
+        outLock.withLock { _ in
+            if let e = writeAll(1, s + "\n") { failStdout(e) }
+        }
     }
 
     /// Several lines in one write (the node's output queue).
@@ -21,13 +23,13 @@ enum Output {
         guard !batch.isEmpty else { return }
         var text = ""
         for l in batch { text += l; text += "\n" }
-        outLock.lock(); defer { outLock.unlock() }
-        if let e = writeAll(1, text) { failStdout(e) }
+        outLock.withLock { _ in
+            if let e = writeAll(1, text) { failStdout(e) }
+        }
     }
 
     static func error(_ s: String) {
-        errLock.lock(); defer { errLock.unlock() }
-        _ = writeAll(2, s + "\n")
+        errLock.withLock { _ in _ = writeAll(2, s + "\n") }
     }
 
     /// Nothing is buffered (every line is one write), but Foundation's `print` may be; kept for

@@ -8,6 +8,7 @@ import Metrics
 /// the reader has caught up, `{"event":"dropped","count":N}` says how many were lost since the
 /// last such line; the first drop of each run also warns on stderr, and
 /// `warren_output_dropped_total` counts them all.
+// @unchecked: every mutable field is guarded by `condition` (a lock the writer thread also waits on).
 final class StdoutQueue: @unchecked Sendable {
     static let defaultBound = 4096
     /// Bytes that may wait (a delivery can be ~90 KB of JSON): 16 MiB.

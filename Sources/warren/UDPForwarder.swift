@@ -1,23 +1,22 @@
 import Foundation
 import Glibc
+import Synchronization
 
 /// A local UDP socket for `warren connect --forward`: datagrams a local application sends to it
 /// go to the peer over the ICE path, and datagrams from the peer go back to the application
 /// (the last address that sent to the socket, or a fixed `--forward-to`).
-final class UDPForwarder: @unchecked Sendable {
+final class UDPForwarder: Sendable {
     let address: String
     private let fd: Int32
-    private let lock = NSLock()
-    private var replyTo: sockaddr_storage?
-    private var replyLength: socklen_t = 0
     private let fixed: Bool
-    private let thread: Thread
 
-    /// Counters (read under the lock).
-    private(set) var toPeer = 0
-    private(set) var fromPeer = 0
-    private(set) var droppedNoPath = 0
-    private(set) var droppedNoApplication = 0
+    /// Where replies go, and the counters.
+    private struct State {
+        var replyTo: sockaddr_storage?
+        var replyLength: socklen_t = 0
+        var toPeer = 0, fromPeer = 0, droppedNoPath = 0, droppedNoApplication = 0
+    }
+    private let state = Mutex(State())
 
     /// Binds `bind` (HOST:PORT, IPv4 or [IPv6]); `onDatagram` gets every datagram the local
     /// application sends and returns false when it could not be sent on.
@@ -35,15 +34,16 @@ final class UDPForwarder: @unchecked Sendable {
         fd = s
         address = Self.describe(fd: s) ?? bind
         if let fixedTarget {
-            let t = try Self.resolve(fixedTarget, option: "--forward-to")
-            replyTo = t.0
-            replyLength = t.1
+            let t: (sockaddr_storage, socklen_t)
+            do { t = try Self.resolve(fixedTarget, option: "--forward-to") } catch { close(s); throw error }
+            state.withLock { $0.replyTo = t.0; $0.replyLength = t.1 }
             fixed = true
         } else {
             fixed = false
         }
         let box = FDBox(fd: s)
-        thread = Thread {
+        // The thread ends when `stop()` closes the socket (its recvfrom fails).
+        let thread = Thread {
             var buf = [UInt8](repeating: 0, count: 65_536)
             while true {
                 var from = sockaddr_storage()
@@ -55,39 +55,30 @@ final class UDPForwarder: @unchecked Sendable {
                     if errno == EINTR { continue }
                     return  // closed
                 }
-                box.forwarder?.fromApplication(Array(buf[0..<n]), from: from, length: len, send: onDatagram)
+                box.forwarder.withLock { $0.value }?.fromApplication(Array(buf[0..<n]), from: from, length: len, send: onDatagram)
             }
         }
         thread.name = "warren-forward"
-        box.forwarder = self
+        box.forwarder.withLock { $0.value = self }
         thread.start()
     }
 
     private func fromApplication(_ d: [UInt8], from: sockaddr_storage, length: socklen_t,
                                  send: @Sendable ([UInt8]) -> Bool) {
-        lock.lock()
-        if !fixed {
-            replyTo = from
-            replyLength = length
-        }
-        lock.unlock()
+        if !fixed { state.withLock { $0.replyTo = from; $0.replyLength = length } }
         let ok = send(d)
-        lock.lock()
-        if ok { toPeer += 1 } else { droppedNoPath += 1 }
-        lock.unlock()
+        state.withLock { if ok { $0.toPeer += 1 } else { $0.droppedNoPath += 1 } }
     }
 
     /// A datagram from the peer, for the local application.
     func deliver(_ d: [UInt8]) {
-        lock.lock()
-        guard var to = replyTo else {
-            droppedNoApplication += 1
-            lock.unlock()
-            return
+        let target = state.withLock { s -> (sockaddr_storage, socklen_t)? in
+            guard let to = s.replyTo else { s.droppedNoApplication += 1; return nil }
+            s.fromPeer += 1
+            return (to, s.replyLength)
         }
-        let len = replyLength
-        fromPeer += 1
-        lock.unlock()
+        guard let (address, len) = target else { return }
+        var to = address
         _ = withUnsafePointer(to: &to) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, d, d.count, 0, $0, len) }
         }
@@ -99,8 +90,7 @@ final class UDPForwarder: @unchecked Sendable {
     }
 
     var counters: (toPeer: Int, fromPeer: Int, noPath: Int, noApplication: Int) {
-        lock.lock(); defer { lock.unlock() }
-        return (toPeer, fromPeer, droppedNoPath, droppedNoApplication)
+        state.withLock { ($0.toPeer, $0.fromPeer, $0.droppedNoPath, $0.droppedNoApplication) }
     }
 
     /// HOST:PORT or [IPv6]:PORT, names resolved (UDP).
@@ -156,9 +146,12 @@ final class UDPForwarder: @unchecked Sendable {
     }
 }
 
-private final class FDBox: @unchecked Sendable {
+/// What the receive thread holds: the socket and, once `init` has finished, the forwarder
+/// (weakly: the thread does not keep it alive).
+private final class FDBox: Sendable {
+    struct Weak: Sendable { weak var value: UDPForwarder? }
     let fd: Int32
-    weak var forwarder: UDPForwarder?
+    let forwarder = Mutex(Weak())
     init(fd: Int32) { self.fd = fd }
 }
 
