@@ -42,7 +42,8 @@ let package = Package(
         .systemLibrary(name: "CZeroMQ", providers: [.apt(["libzmq3-dev"])]),
         .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
         .systemLibrary(name: "CArgon2", pkgConfig: "libargon2", providers: [.apt(["libargon2-dev"])]),
-        // Header only: a cache prefetch hint (__builtin_prefetch) for the simulator's hot loop.
+        // Header only, for the simulator: a cache prefetch hint (__builtin_prefetch) for its hot
+        // loop, and the spin-then-futex barrier of its threads.
         .systemLibrary(name: "CPrefetch"),
         .systemLibrary(name: "CSimSync"),
         // libnice (Debian: libnice-dev) and GLib, for the ICE agent: a C layer with plain C types
@@ -66,8 +67,12 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // The sans-I/O gossip engine: frames, de-dup, TTL, peer table, membership.
-        .target(name: "WarrenEngine", dependencies: ["CSodium", "CPrefetch", "CSimSync"]),
+        // The sans-I/O gossip engine: frames, de-dup, TTL, peer table, membership. The protocol
+        // only: no sockets, threads or clock.
+        .target(name: "WarrenEngine", dependencies: ["CSodium"]),
+        // The discrete-event simulator: thousands of engines in virtual time, sharded over
+        // threads, and the workload and report of `warren simulate`.
+        .target(name: "WarrenSimulator", dependencies: ["WarrenEngine", "CPrefetch", "CSimSync"]),
         // The ZeroMQ driver and the gossip:// backend.
         .target(
             name: "WarrenGossip",
@@ -124,7 +129,7 @@ let package = Package(
         .executableTarget(
             name: "warren",
             dependencies: [
-                "Warren", "WarrenConformance", "WarrenSession", "WarrenNice", "CZeroMQ",
+                "Warren", "WarrenConformance", "WarrenSession", "WarrenNice", "WarrenSimulator", "CZeroMQ",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -146,9 +151,10 @@ let package = Package(
                     resources: [.copy("Vectors")]),
         .testTarget(name: "WarrenEngineTests",
                     dependencies: ["WarrenEngine", .product(name: "PropertyBased", package: "swift-property-based")]),
+        .testTarget(name: "WarrenSimulatorTests", dependencies: ["WarrenSimulator", "WarrenEngine"]),
         .testTarget(name: "WarrenSessionTests", dependencies: ["WarrenSession", "WarrenCore", "WarrenEngine"]),
         .testTarget(name: "WarrenNiceTests", dependencies: ["WarrenNice", "WarrenSession"]),
-        .testTarget(name: "WarrenGossipTests", dependencies: ["Warren", "WarrenGossip", "WarrenConformance"]),
+        .testTarget(name: "WarrenGossipTests", dependencies: ["Warren", "WarrenGossip", "WarrenConformance", "WarrenSimulator"]),
         .testTarget(name: "WarrenGRPCTests", dependencies: [
             "Warren", "WarrenGRPC", "WarrenConformance",
             .product(name: "GRPCCore", package: "grpc-swift-2"),

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Warren
 import WarrenConformance
+import WarrenSimulator
 
 /// `warren simulate`: thousands of nodes running the real `GossipEngine` in virtual time.
 struct Simulate: AsyncParsableCommand {

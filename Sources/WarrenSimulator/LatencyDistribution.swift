@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import WarrenEngine
 
 /// One-way latency of a simulated link, drawn once per (directional) link. Nanoseconds.
 public enum LatencyDistribution: Sendable, Hashable, CustomStringConvertible {

@@ -1,7 +1,8 @@
 import Testing
-@testable import WarrenEngine
+import WarrenEngine
+@testable import WarrenSimulator
 
-/// The simulator (`Sources/WarrenEngine/Simulation`) drives the real engine in virtual time.
+/// The simulator (`Sources/WarrenSimulator`) drives the real engine in virtual time.
 @Suite struct SimulatorTests {
     static func small(seed: UInt64 = 7, nodes: Int = 60, messages: Int = 40) -> SimulationConfig {
         var c = SimulationConfig()

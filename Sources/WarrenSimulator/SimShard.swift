@@ -1,4 +1,5 @@
 import CPrefetch
+import WarrenEngine
 
 /// The per-node state of a `Simulator`, seen through pointers so that shards on different
 /// threads can drive their own nodes in place. Node i belongs to shard i % shardCount; during a
@@ -195,7 +196,7 @@ struct SimShard {
         let next = heap[0]
         if next.kind == .frame {
             let slot = Int(next.arg)
-            if poolIsData[slot] { n.engines[next.node].prefetchData(id: poolIDs[slot]) }
+            if poolIsData[slot] { n.engines[next.node].visitDataReceiveMemory(id: poolIDs[slot]) { warren_prefetch($0) } }
         }
     }
 

@@ -1,3 +1,5 @@
+import WarrenEngine
+
 /// A simulated overlay and workload (`warren simulate`). Times are nanoseconds of virtual time.
 public struct SimulationConfig: Sendable, Hashable {
     /// Number of nodes (slots; churn replaces the node of a slot).

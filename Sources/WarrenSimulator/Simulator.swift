@@ -1,3 +1,5 @@
+import WarrenEngine
+
 /// A discrete-event driver for thousands of `GossipEngine`s: the same engine the ZeroMQ
 /// driver runs, with virtual time and seeded generators, so a run is reproducible from its
 /// seed. It emulates the socket model of docs/PROTOCOL.md §1 like `InMemoryNetwork`, but is
@@ -150,7 +152,7 @@ public struct Simulator {
         var engine = GossipEngine(config: config, nodeID: id)
         // The simulator indexes links by their number: consecutive ids from a known base (no
         // outsider is simulated, so they need not be unpredictable).
-        engine.sequentialLinkBase = mix64(id.raw)
+        engine.numberLinksSequentially(from: mix64(id.raw))
         engines.append(engine)
         alive.append(true)
         endpoints.append(config.endpoint)
@@ -224,10 +226,7 @@ public struct Simulator {
     /// Up (handshake complete) neighbours of node `i`, and links not yet up.
     public func degree(_ i: Int) -> (up: Int, pending: Int) {
         guard alive[i] else { return (0, 0) }
-        let e = engines[i]
-        var up = 0, pending = 0
-        for li in e.links.indices { if e.linkIsUp(li) { up += 1 } else { pending += 1 } }
-        return (up, pending)
+        return engines[i].linkCounts
     }
 
     // MARK: - Running

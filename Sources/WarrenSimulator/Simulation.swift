@@ -1,3 +1,5 @@
+import WarrenEngine
+
 /// The workload of `warren simulate`, run on a `Simulator`:
 ///
 /// 1. **Formation.** Node i starts at i × `startSpacing` with 1–2 random earlier nodes as seeds
@@ -257,7 +259,7 @@ struct Workload {
 
         var bytes = 0, bytesMax = 0, deg = 0, degMax = 0
         for i in slotNode {
-            let b = sim.engines[i].stateBytes(reserved: false)
+            let b = sim.engines[i].countedStateBytes
             bytes += b; bytesMax = max(bytesMax, b)
             let d = sim.degree(i).up
             deg += d; degMax = max(degMax, d)
