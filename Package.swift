@@ -82,11 +82,25 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
-        // cunīcu's gRPC signaling service: the bridge a node serves and the grpc:// client backend.
+        // The grpc:// client backend of cunīcu's gRPC signaling service, and the service's
+        // generated stubs (shared with the bridge). No ZeroMQ: a client needs only WarrenCore.
+        .target(
+            name: "WarrenGRPCClient",
+            dependencies: [
+                "WarrenCore",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The bridge a node serves: cunīcu's gRPC signaling service over the gossip overlay.
         .target(
             name: "WarrenGRPC",
             dependencies: [
-                "WarrenCore", "WarrenGossip",
+                "WarrenCore", "WarrenGossip", "WarrenGRPCClient",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -120,7 +134,7 @@ let package = Package(
         .target(
             name: "Warren",
             dependencies: [
-                "WarrenCore", "WarrenEngine", "WarrenGossip", "WarrenGRPC",
+                "WarrenCore", "WarrenEngine", "WarrenGossip", "WarrenGRPCClient", "WarrenGRPC",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
