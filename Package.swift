@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "Warren", targets: ["Warren"]),
         .library(name: "WarrenConformance", targets: ["WarrenConformance"]),
         .executable(name: "warren", targets: ["warren"]),
+        .executable(name: "warren-bench", targets: ["warren-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
@@ -140,10 +141,21 @@ let package = Package(
         ),
         // Reusable backend conformance suite (used by tests and by `warren demo`).
         .target(name: "WarrenConformance", dependencies: ["Warren"]),
+        // What both executables share: stdout/stderr lines and error sentences, key files, JSON
+        // text, progress lines, the machine line of a report, the entry point.
+        .target(
+            name: "WarrenCLI",
+            dependencies: [
+                "WarrenCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
+        ),
+        // The operator's CLI: keys, seal/open, node, status, demo, connect, simulate.
         .executableTarget(
             name: "warren",
             dependencies: [
-                "Warren", "WarrenConformance", "WarrenSession", "WarrenNice", "WarrenSimulator", "CZeroMQ",
+                "Warren", "WarrenCLI", "WarrenConformance", "WarrenSession", "WarrenNice", "WarrenSimulator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -154,7 +166,17 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
-                // `warren bench bridge`'s baseline: a minimal signaling server on the same stack.
+            ]
+        ),
+        // Benchmarks and comparisons (relay, latency, bridge, compare, session, soak): Warren
+        // against raw ZeroMQ, NATS, a plain gRPC server and libnice over a pipe. Runs the
+        // product's `warren` for the nodes it measures.
+        .executableTarget(
+            name: "warren-bench",
+            dependencies: [
+                "Warren", "WarrenCLI", "WarrenConformance", "WarrenSession", "WarrenNice", "CZeroMQ",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                // `warren-bench bridge`'s baseline: a minimal signaling server on the same stack.
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             ]
@@ -168,12 +190,16 @@ let package = Package(
         .testTarget(name: "WarrenSimulatorTests", dependencies: ["WarrenSimulator", "WarrenEngine"]),
         .testTarget(name: "WarrenSessionTests", dependencies: ["WarrenSession", "WarrenCore", "WarrenEngine"]),
         .testTarget(name: "WarrenNiceTests", dependencies: ["WarrenNice", "WarrenSession"]),
-        .testTarget(name: "WarrenGossipTests", dependencies: ["Warren", "WarrenGossip", "WarrenConformance", "WarrenSimulator"]),
+        // Test support: finds the built executables for the tests that run them.
+        .target(name: "WarrenTestSupport", path: "Tests/WarrenTestSupport"),
+        .testTarget(name: "WarrenGossipTests",
+                    dependencies: ["Warren", "WarrenGossip", "WarrenConformance", "WarrenSimulator", "WarrenTestSupport"]),
         .testTarget(name: "WarrenGRPCTests", dependencies: [
             "Warren", "WarrenGRPC", "WarrenConformance",
             .product(name: "GRPCCore", package: "grpc-swift-2"),
             .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         ]),
+        .testTarget(name: "WarrenBenchTests", dependencies: ["WarrenTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

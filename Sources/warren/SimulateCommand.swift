@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Warren
+import WarrenCLI
 import WarrenConformance
 import WarrenSimulator
 

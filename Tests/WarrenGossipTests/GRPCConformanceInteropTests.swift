@@ -4,6 +4,7 @@ import Glibc
 #endif
 import Testing
 import Warren
+import WarrenTestSupport
 
 /// `warren node --grpc` processes driven by tools/grpc-interop/conformance.py (Python's grpcio,
 /// which, unlike grpc-swift, does not limit its streams before the server says so).

@@ -5,6 +5,7 @@ import Glibc
 import Testing
 import Warren
 import WarrenConformance
+import WarrenTestSupport
 
 /// `warren node --grpc` processes driven by an independent gRPC implementation: Python's grpcio
 /// with code generated from Proto/ at run time, sealing with PyNaCl (tools/grpc-interop/).

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import WarrenTestSupport
 
 /// A raw hostile neighbour over real ZeroMQ: tools/hostile/hostile.py (pyzmq, written from
 /// docs/PROTOCOL.md) joins a victim `warren node` whose three honest neighbours reach each other

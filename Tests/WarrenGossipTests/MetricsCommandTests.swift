@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import WarrenTestSupport
 
 /// `warren node --metrics` serves Prometheus text and a /status table; `warren status` reads it.
 @Suite(.serialized) struct MetricsCommandTests {

@@ -4,6 +4,7 @@ import Glibc
 #endif
 import Testing
 import Warren
+import WarrenTestSupport
 
 /// The `warren` executable as a child process: key tools, seal/open, and `warren node`.
 @Suite(.serialized, .timeLimit(.minutes(1)),
@@ -427,40 +428,6 @@ struct NodeCommandTests {
 }
 
 private func sendSignal(_ pid: Int32, _ sig: Int32) { _ = kill(pid, sig) }
-
-enum WarrenExecutable {
-    /// The built `warren`: first in the products directory that holds this test executable
-    /// (works for `.build` and custom `--scratch-path`s), then in `<package>/.build*/debug`.
-    static let url: URL? = {
-        let fm = FileManager.default
-        var dirs: [URL] = []
-        if let exe = Bundle.main.executableURL { dirs.append(exe.resolvingSymlinksInPath().deletingLastPathComponent()) }
-        if let arg0 = CommandLine.arguments.first {
-            dirs.append(URL(fileURLWithPath: arg0).resolvingSymlinksInPath().deletingLastPathComponent())
-        }
-        // macOS: the test bundle is a directory (…/debug/WarrenPackageTests.xctest).
-        dirs.append(Bundle.main.bundleURL.deletingLastPathComponent())
-        for d in Array(dirs) {
-            // An .xctest bundle's executable is in Contents/MacOS; climb to the products dir.
-            var u = d
-            for _ in 0..<3 {
-                if u.pathExtension == "xctest" { dirs.append(u.deletingLastPathComponent()); break }
-                u = u.deletingLastPathComponent()
-            }
-        }
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-            .deletingLastPathComponent().deletingLastPathComponent()
-        if let names = try? fm.contentsOfDirectory(atPath: root.path) {
-            for n in names.sorted() where n.hasPrefix(".build") { dirs.append(root.appending(path: n).appending(path: "debug")) }
-        }
-        for d in dirs {
-            let u = d.appending(path: "warren")
-            var isDir: ObjCBool = false
-            if fm.fileExists(atPath: u.path, isDirectory: &isDir), !isDir.boolValue, fm.isExecutableFile(atPath: u.path) { return u }
-        }
-        return nil
-    }()
-}
 
 // Toolchain note (Swift 6.3.1, Linux): in these async test bodies, a chained call on the result
 // of a typed-throwing initializer, e.g. `try PrivateKey(base64: "…").publicKey.base64` or

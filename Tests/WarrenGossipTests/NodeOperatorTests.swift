@@ -4,6 +4,7 @@ import Glibc
 #endif
 import Testing
 import Warren
+import WarrenTestSupport
 
 /// `warren` as an operator runs it: write errors, one validation for every value, no secrets
 /// in errors, visible failures, a bounded stdout, publishes that wait for a neighbour, the

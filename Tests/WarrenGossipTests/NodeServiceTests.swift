@@ -4,6 +4,7 @@ import Glibc
 #endif
 import Testing
 import Warren
+import WarrenTestSupport
 
 /// A node run as a service: its configuration file, its control socket (status, members,
 /// send), SIGHUP (allow-list and log level), a shared key, --version.

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import WarrenTestSupport
 
 /// `warren simulate` from the command line: `--threads` changes only the real time, and bad
 /// input is refused with a message that names the option.

@@ -1,16 +1,17 @@
 import ArgumentParser
 import Foundation
 import Synchronization
+import WarrenCLI
 import WarrenConformance
 import WarrenNice
 import WarrenSession
 
 /// One libnice agent whose credentials and candidates travel as JSON lines on stdin/stdout:
-/// the floor of `warren bench session` (ICE alone, with a pipe for signaling).
+/// the floor of `warren-bench session` (ICE alone, with a pipe for signaling).
 struct BenchSessionPeer: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "session-peer",
-        abstract: "One ICE agent of `warren bench session`'s floor, signaling over stdin/stdout.",
+        abstract: "One ICE agent of `warren-bench session`'s floor, signaling over stdin/stdout.",
         discussion: """
         Prints its credentials at once ({"creds":…}); on the other agent's credentials (a line \
         {"creds":…} on stdin) it sets them and gathers, printing each local candidate \

@@ -5,7 +5,7 @@ import Glibc
 import Synchronization
 import Warren
 
-// The networks and child processes of `warren bench session`.
+// The networks and child processes of `warren-bench session`.
 
 struct SessionBenchError: Error, CustomStringConvertible { let description: String; init(_ s: String) { description = s } }
 

@@ -1,12 +1,12 @@
 import ArgumentParser
 import Foundation
 import Glibc
-import Warren
+import WarrenCore
 
 /// Reads a key file: a base64 key with an optional trailing newline. Warns, as wg does, when a
 /// private key file can be read by others ("world accessible") or by its group ("group
 /// accessible"). Errors never repeat the file's content.
-func readKeyFile(_ path: String, isPrivate: Bool = true) throws -> Key {
+package func readKeyFile(_ path: String, isPrivate: Bool = true) throws -> Key {
     let data = try readFile(path, what: "key file")
     if isPrivate { warnIfReadableByOthers(path, what: "key file") }
     guard let text = String(data: data, encoding: .utf8) else { throw RuntimeError("key file \(path) is not text") }
@@ -14,7 +14,7 @@ func readKeyFile(_ path: String, isPrivate: Bool = true) throws -> Key {
 }
 
 /// The wg-style warning for a secret file that others than its owner can read.
-func warnIfReadableByOthers(_ path: String, what: String) {
+package func warnIfReadableByOthers(_ path: String, what: String) {
     var st = stat()
     guard stat(path, &st) == 0 else { return }
     let mode = st.st_mode
@@ -26,14 +26,14 @@ func warnIfReadableByOthers(_ path: String, what: String) {
 }
 
 /// A passphrase file: its first line (a trailing newline is not part of the passphrase).
-func readPassphraseFile(_ path: String) throws -> String {
+package func readPassphraseFile(_ path: String) throws -> String {
     let data = try readFile(path, what: "passphrase file")
     warnIfReadableByOthers(path, what: "passphrase file")
     return try passphrase(fromText: data, source: "passphrase file \(path)")
 }
 
 /// The passphrase on stdin (its first line).
-func readPassphraseStdin() throws -> String {
+package func readPassphraseStdin() throws -> String {
     var data = Data()
     var buf = [UInt8](repeating: 0, count: 4096)
     while true {
@@ -46,7 +46,7 @@ func readPassphraseStdin() throws -> String {
     return try passphrase(fromText: data, source: "stdin")
 }
 
-func passphrase(fromText data: Data, source: String) throws -> String {
+package func passphrase(fromText data: Data, source: String) throws -> String {
     guard let text = String(data: data, encoding: .utf8) else { throw RuntimeError("\(source) is not UTF-8 text") }
     var line = text.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
     if line.hasSuffix("\r") { line.removeLast() }
@@ -54,6 +54,6 @@ func passphrase(fromText data: Data, source: String) throws -> String {
     return line
 }
 
-func parseKeyArgument(_ s: String, name: String) throws -> Key {
+package func parseKeyArgument(_ s: String, name: String) throws -> Key {
     do { return try Key(base64: s) } catch { throw ValidationError("\(name): \(error)") }
 }

@@ -4,6 +4,7 @@ import Foundation
 import Glibc
 #endif
 import Warren
+import WarrenCLI
 
 extension CompareBench {
     /// Polls the children's states until `pred(index, state)` holds for all, or fails clearly
@@ -80,14 +81,14 @@ extension CompareBench {
     func printReport(_ results: [(System, SystemOutcome)], sizes: (credentials: Int, candidate: Int, rawCredentials: Int, rawCandidate: Int),
                      natsVersion: String?) {
         let exchangeCount = peers * (peers - 1) * (1 + candidates)
-        Output.line("warren bench compare — \(machineLine())")
+        Output.line("warren-bench compare — \(machineLine())")
         Output.line("  \(peers) peers, one process each; one at a time: \(singles) candidates, each sent after the previous arrived; exchange: every ordered pair sends 1 credentials + \(candidates) candidates (\(exchangeCount) messages), \(rounds) rounds; flood: \(flood) candidates, \(floodRounds) rounds; rounds alternate between systems")
         Output.line("  message sizes: sealed envelope \(sizes.credentials) B (credentials) / \(sizes.candidate) B (candidate) on Warren and NATS; raw ZeroMQ sends sender key + plain protobuf, \(sizes.rawCredentials) / \(sizes.rawCandidate) B")
         for (sys, o) in results {
             switch sys {
             case .warren: Output.line("  Warren: \(peers) × `warren node --degree 0`, fixed random topology (\(o.note)), flooding with de-dup and TTL")
-            case .nats: Output.line("  NATS: nats-server \(natsVersion ?? "") + \(peers) × `warren bench peer --system nats` (a subject per recipient, sealed envelopes)")
-            case .zmq: Output.line("  raw ZeroMQ: \(peers) × `warren bench peer --system zmq` (every SUB connected to every XPUB, topic = recipient key)")
+            case .nats: Output.line("  NATS: nats-server \(natsVersion ?? "") + \(peers) × `warren-bench peer --system nats` (a subject per recipient, sealed envelopes)")
+            case .zmq: Output.line("  raw ZeroMQ: \(peers) × `warren-bench peer --system zmq` (every SUB connected to every XPUB, topic = recipient key)")
             }
         }
         Output.line("")

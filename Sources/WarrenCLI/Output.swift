@@ -5,19 +5,21 @@ import SwiftProtobuf
 
 /// Writes whole lines to stdout and stderr, without interleaving across threads. A failed
 /// write to stdout (a full disk, a closed pipe) ends the program with
-/// `warren: cannot write stdout: <reason>` on stderr and exit status 1.
-enum Output {
+/// `warren: cannot write stdout: <reason>` (or `warren-bench: …`) on stderr and exit status 1.
+package enum Output {
     // Two locks: a stdout write that blocks (nobody reads the pipe) never holds up stderr.
     private static let outLock = NSLock()
     private static let errLock = NSLock()
+    /// The executable's name, for the messages it prints (`warren`, `warren-bench`).
+    package static let programName = String(CommandLine.arguments.first?.split(separator: "/").last ?? "warren")
 
-    static func line(_ s: String) {
+    package static func line(_ s: String) {
         outLock.lock(); defer { outLock.unlock() }
         if let e = writeAll(1, s + "\n") { failStdout(e) }
     }
 
     /// Several lines in one write (the node's output queue).
-    static func lines(_ batch: [String]) {
+    package static func lines(_ batch: [String]) {
         guard !batch.isEmpty else { return }
         var text = ""
         for l in batch { text += l; text += "\n" }
@@ -25,17 +27,17 @@ enum Output {
         if let e = writeAll(1, text) { failStdout(e) }
     }
 
-    static func error(_ s: String) {
+    package static func error(_ s: String) {
         errLock.lock(); defer { errLock.unlock() }
         _ = writeAll(2, s + "\n")
     }
 
     /// Nothing is buffered (every line is one write), but Foundation's `print` may be; kept for
     /// callers that mix both.
-    static func flush() { fflush(nil) }
+    package static func flush() { fflush(nil) }
 
     /// Writes all of `s`; returns errno on failure.
-    static func writeAll(_ fd: Int32, _ s: String) -> Int32? {
+    package static func writeAll(_ fd: Int32, _ s: String) -> Int32? {
         var s = s
         return s.withUTF8 { buf -> Int32? in
             var off = 0
@@ -48,21 +50,21 @@ enum Output {
         }
     }
 
-    static func failStdout(_ code: Int32) -> Never {
-        _ = writeAll(2, "warren: cannot write stdout: \(String(cString: strerror(code)))\n")
+    package static func failStdout(_ code: Int32) -> Never {
+        _ = writeAll(2, "\(programName): cannot write stdout: \(String(cString: strerror(code)))\n")
         exit(1)
     }
 }
 
 /// An error of a command that ran: printed as `Error: <sentence>`, exit status 1, no usage
 /// text (ArgumentParser's `ValidationError` is for arguments: usage and status 64).
-struct RuntimeError: Error, CustomStringConvertible {
-    var description: String
-    init(_ d: String) { description = d }
+package struct RuntimeError: Error, CustomStringConvertible {
+    package var description: String
+    package init(_ d: String) { description = d }
 }
 
 /// An error as a sentence: SwiftProtobuf's and Foundation's errors are named, not dumped.
-func describe(_ error: any Error) -> String {
+package func describe(_ error: any Error) -> String {
     if let e = error as? JSONDecodingError { return describeJSON(e) }
     if let e = error as? BinaryDecodingError {
         if case .truncated = e { return "the protobuf data is truncated" }
@@ -79,6 +81,13 @@ func describe(_ error: any Error) -> String {
         return String(cString: strerror(Int32(posix.code)))
     }
     return ns.localizedDescription
+}
+
+/// A configuration error's text without the "invalid gossip configuration:" prefix.
+package func plain(_ error: any Error) -> String {
+    let d = describe(error)
+    let prefix = "invalid gossip configuration: "
+    return d.hasPrefix(prefix) ? String(d.dropFirst(prefix.count)) : d
 }
 
 private func describeJSON(_ e: JSONDecodingError) -> String {
@@ -108,7 +117,7 @@ private func describeJSON(_ e: JSONDecodingError) -> String {
 }
 
 /// Reads a whole file; errors are sentences with the system's reason.
-func readFile(_ path: String, what: String) throws -> Data {
+package func readFile(_ path: String, what: String) throws -> Data {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { throw RuntimeError("cannot read \(what) \(path): \(String(cString: strerror(errno)))") }
     defer { close(fd) }

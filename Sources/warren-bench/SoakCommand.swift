@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Synchronization
 import Warren
+import WarrenCLI
 import WarrenConformance
 
 struct Soak: AsyncParsableCommand {
@@ -73,7 +74,7 @@ struct Soak: AsyncParsableCommand {
         let counter = ClosureMessageHandler { _, _ in tally.delivered.add(1, ordering: .relaxed) }
         for (b, k) in zip(overlay.backends, keys) { try await b.subscribe(KeyPair(ours: k, theirs: .zero), counter) }
 
-        Output.line("warren soak — \(machineLine())")
+        Output.line("warren-bench soak — \(machineLine())")
         Output.line("  \(nodes) nodes (ring), \(rate) envelopes/s for \(duration) s, report every \(interval) s")
         Output.line("     t    sent   delivered  in flight RSS MB   fds  threads  de-dup (min…max)  HWM drops")
         var rssSamples: [(Double, Double)] = []

@@ -4,6 +4,7 @@ import Glibc
 #endif
 import Synchronization
 import Warren
+import WarrenCLI
 import WarrenConformance
 
 /// What one phase of one system delivered.

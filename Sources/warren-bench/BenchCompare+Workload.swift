@@ -3,8 +3,9 @@ import Foundation
 import Glibc
 #endif
 import Warren
+import WarrenCLI
 
-/// The messages of `warren bench compare`, the same for every system: ids, who sends each to
+/// The messages of `warren-bench compare`, the same for every system: ids, who sends each to
 /// whom, and the stdin lines (`{"to":…,"message":…}`) that make the peers send them.
 ///
 /// Every message carries its id in a field a real message has anyway — the credentials' `ufrag`

@@ -1,11 +1,13 @@
+import ArgumentParser
 import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
 import Synchronization
 import Warren
+import WarrenCLI
 
-// The child processes of `warren bench compare`: spawning, reading their JSON lines, CPU time,
+// The child processes of `warren-bench compare`: spawning, reading their JSON lines, CPU time,
 // and making sure none outlives the bench (normal end, error, SIGINT/SIGTERM).
 
 /// One delivered message as the driver saw it.
@@ -27,7 +29,7 @@ enum ChildRegistry {
             signal(sig, SIG_IGN)
             let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
             s.setEventHandler {
-                Output.error("\nwarren bench compare: \(sig == SIGINT ? "interrupted" : "terminated"); stopping every child process")
+                Output.error("\nwarren-bench compare: \(sig == SIGINT ? "interrupted" : "terminated"); stopping every child process")
                 terminateAll(grace: .seconds(1))
                 exit(128 + sig)
             }
@@ -64,7 +66,21 @@ enum ChildRegistry {
 
 struct CompareError: Error, CustomStringConvertible { let description: String; init(_ s: String) { description = s } }
 
-/// The absolute path of this executable (children run the same binary).
+/// The `warren` whose `node` and `connect` a bench runs as children: `explicit` if given, else the
+/// one beside this executable (the same build directory), else `warren` in PATH.
+func warrenExecutable(_ explicit: String?) throws -> String {
+    if let explicit {
+        guard access(explicit, X_OK) == 0 else { throw ValidationError("--warren \(explicit): not an executable") }
+        return explicit
+    }
+    let beside = URL(fileURLWithPath: ownExecutablePath()).deletingLastPathComponent().appending(path: "warren").path
+    if access(beside, X_OK) == 0 { return beside }
+    if let p = findExecutable("warren") { return p }
+    throw ValidationError("the warren executable was not found beside warren-bench (\(beside)) or in PATH: build it (swift build -c release --product warren) or pass --warren PATH")
+}
+
+/// The absolute path of this executable (the benches' own helpers, `peer` and `session-peer`,
+/// run the same binary).
 func ownExecutablePath() -> String {
     var buf = [CChar](repeating: 0, count: 4096)
     let n = readlink("/proc/self/exe", &buf, buf.count - 1)
@@ -172,7 +188,7 @@ final class PhaseCounter: Sendable {
     func contains(_ id: Int) -> Bool { id >= lo.load(ordering: .relaxed) && id < hi.load(ordering: .acquiring) }
 }
 
-/// A child process speaking JSON lines (a `warren node` or a `warren bench peer`), its stdin
+/// A child process speaking JSON lines (a `warren node` or a `warren-bench peer`), its stdin
 /// pipe, and a thread that reads its stdout.
 final class LineChild: Sendable {
     let name: String

@@ -3,12 +3,13 @@ import Foundation
 import Glibc
 #endif
 import Testing
+import WarrenTestSupport
 
-/// `warren bench compare` through the built executable: a small run over all three systems
+/// `warren-bench compare` through the built executable: a small run over all three systems
 /// (Warren's overlay, nats-server, raw ZeroMQ) must deliver every message exactly once on each.
 @Suite(.serialized, .timeLimit(.minutes(5)),
-       .enabled(if: WarrenExecutable.url != nil,
-                "warren executable not found next to the test bundle (build it: swift build --product warren)"))
+       .enabled(if: WarrenBenchExecutable.url != nil && WarrenExecutable.url != nil,
+                "warren-bench or warren executable not found next to the test bundle (build them: swift build)"))
 struct BenchCompareTests {
     static let natsServer: String? = {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
@@ -19,8 +20,8 @@ struct BenchCompareTests {
 
     struct Run { var status: Int32?; var stdout: String; var stderr: String }
 
-    /// Runs `warren args…` to completion; SIGKILL (status nil) after `timeout` seconds.
-    static func warren(_ args: [String], timeout: Double) throws -> Run {
+    /// Runs `warren-bench args…` to completion; SIGKILL (status nil) after `timeout` seconds.
+    static func warrenBench(_ args: [String], timeout: Double) throws -> Run {
         let dir = FileManager.default.temporaryDirectory.appending(path: "warren-compare-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -30,7 +31,7 @@ struct BenchCompareTests {
         let out = try FileHandle(forWritingTo: outURL), err = try FileHandle(forWritingTo: errURL)
         defer { try? out.close(); try? err.close() }
         let p = Process()
-        p.executableURL = WarrenExecutable.url!
+        p.executableURL = WarrenBenchExecutable.url!
         p.arguments = args
         p.standardInput = FileHandle.nullDevice
         p.standardOutput = out
@@ -58,8 +59,8 @@ struct BenchCompareTests {
         let csv = FileManager.default.temporaryDirectory.appending(path: "warren-compare-csv-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: csv) }
         let peers = 4, candidates = 4, flood = 480, rounds = 2
-        let r = try Self.warren(["bench", "compare", "--peers", "\(peers)", "--candidates", "\(candidates)", "--rounds", "\(rounds)",
-                                 "--flood", "\(flood)", "--flood-rounds", "1", "--singles", "20", "--csv", csv.path, "--timeout", "60"], timeout: 240)
+        let r = try Self.warrenBench(["compare", "--peers", "\(peers)", "--candidates", "\(candidates)", "--rounds", "\(rounds)",
+                                      "--flood", "\(flood)", "--flood-rounds", "1", "--singles", "20", "--csv", csv.path, "--timeout", "60"], timeout: 240)
         #expect(r.status == 0, "bench compare exited \(r.status.map(String.init) ?? "only when killed"):\n\(r.stdout)\n\(r.stderr.suffix(3000))")
         #expect(r.stdout.contains("PASS"), "\(r.stdout)")
 
@@ -91,7 +92,7 @@ struct BenchCompareTests {
     }
 
     @Test func missingNATSServerSaysRunBootstrap() throws {
-        let r = try Self.warren(["bench", "compare", "--systems", "nats", "--nats-server", "/nonexistent/nats-server"], timeout: 30)
+        let r = try Self.warrenBench(["compare", "--systems", "nats", "--nats-server", "/nonexistent/nats-server"], timeout: 30)
         #expect(r.status != 0 && r.status != nil)
         #expect(r.stderr.contains("./bootstrap"), "stderr: \(r.stderr)")
     }

@@ -4,6 +4,7 @@ import Foundation
 import Glibc
 #endif
 import Warren
+import WarrenCLI
 
 /// Time to a working ICE path with the overlay as the signaling channel, against libnice alone
 /// with its candidates swapped over a pipe, on namespaced networks built for the run.
@@ -18,7 +19,7 @@ struct SessionBench: ParsableCommand {
           Warren: a fresh public overlay node, then two `warren connect` in the two hosts, each \
         with an overlay node of its own peered with the public one. Times from each process's \
         launch to its first selected pair (Connected) and to Completed (libnice READY).
-          floor: two `warren bench session-peer` (one libnice agent each) in the same hosts, \
+          floor: two `warren-bench session-peer` (one libnice agent each) in the same hosts, \
         whose credentials and candidates this process copies from one's stdout to the other's \
         stdin. The same times, from each process's launch.
         Medians (min … max) over both sides of every round; the overhead is Warren's median over \
@@ -32,6 +33,7 @@ struct SessionBench: ParsableCommand {
     @Option(help: "Seconds an attempt may take before it counts as failed.") var timeout: Double = 20
     @Option(name: .long, help: "The first STUN retransmission timeout, in ms (both sides, both systems).") var stunTimeout: Int = 100
     @Option(name: .long, help: "STUN retransmissions (both sides, both systems).") var stunRetransmissions: Int = 2
+    @Option(help: ArgumentHelp("The `warren` whose node and connect are measured (default: the one beside warren-bench, else in PATH).", valueName: "PATH")) var warren: String?
     @Flag(help: "Keep the children's logs (stderr) in the temporary directory.") var keepLogs = false
 
     func validate() throws {
@@ -41,15 +43,16 @@ struct SessionBench: ParsableCommand {
 
     func run() throws {
         guard getuid() == 0 else {
-            throw ValidationError("warren bench session builds network namespaces and NAT rules: run it as root")
+            throw ValidationError("warren-bench session builds network namespaces and NAT rules: run it as root")
         }
         var tools: [String: String] = [:]
         for t in ["ip", "iptables", "sysctl", "turnserver", "ss"] {
             guard let p = findExecutable(t) else {
-                throw ValidationError("warren bench session needs `\(t)` (\(t == "turnserver" ? "Debian package coturn" : t == "iptables" ? "iptables" : "iproute2/procps")): not found")
+                throw ValidationError("warren-bench session needs `\(t)` (\(t == "turnserver" ? "Debian package coturn" : t == "iptables" ? "iptables" : "iproute2/procps")): not found")
             }
             tools[t] = p
         }
+        let warrenPath = try warrenExecutable(warren)
         let ip = tools["ip"]!
         SessionBenchNetwork.removeLeftovers(ip: ip)
         installSignalHandlers(ip: ip)
@@ -60,13 +63,13 @@ struct SessionBench: ParsableCommand {
             if keepLogs { Output.line("logs kept in \(dir.path)") } else { try? FileManager.default.removeItem(at: dir) }
         }
         let exe = ownExecutablePath()
-        Output.line("warren bench session — \(machineLine())")
+        Output.line("warren-bench session — \(machineLine())")
         Output.line("  \(rounds) rounds per network, Warren and the floor alternating (ABBA); STUN timeout \(stunTimeout) ms, \(stunRetransmissions) retransmissions; times from each process's launch")
         var summaries: [String] = []
         for kind in network {
             let net = try SessionBenchNetwork(kind == .lan ? .lan : .cone, ip: ip, iptables: tools["iptables"]!, sysctl: tools["sysctl"]!)
             defer { net.tearDown() }
-            let runner = SessionBenchRunner(net: net, exe: exe, ip: ip, ss: tools["ss"]!, turnserver: tools["turnserver"]!,
+            let runner = SessionBenchRunner(net: net, exe: exe, warren: warrenPath, ip: ip, ss: tools["ss"]!, turnserver: tools["turnserver"]!,
                                             dir: dir, timeout: timeout, stunTimeout: stunTimeout,
                                             stunRetransmissions: stunRetransmissions)
             try runner.startCoturn()
@@ -134,7 +137,7 @@ struct SessionBench: ParsableCommand {
             signal(sig, SIG_IGN)
             let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
             s.setEventHandler {
-                Output.error("\nwarren bench session: \(sig == SIGINT ? "interrupted" : "terminated"); stopping the children and deleting the namespaces")
+                Output.error("\nwarren-bench session: \(sig == SIGINT ? "interrupted" : "terminated"); stopping the children and deleting the namespaces")
                 ChildRegistry.terminateAll(grace: .seconds(1))
                 SessionBenchNetwork.remove(Array(SessionBenchNetwork.live.withLock { $0 }), ip: ip)
                 if let d = SessionBenchNetwork.logDirectory.withLock({ $0 }) { try? FileManager.default.removeItem(atPath: d) }
@@ -178,7 +181,9 @@ struct SessionAttempt {
 /// Runs the attempts on one network.
 struct SessionBenchRunner {
     let net: SessionBenchNetwork
+    /// This binary (the floor's `session-peer`s) and the `warren` measured (`node`, `connect`).
     let exe: String
+    let warren: String
     let ip: String
     let ss: String
     let turnserver: String
@@ -190,9 +195,9 @@ struct SessionBenchRunner {
 
     final class Box: @unchecked Sendable { var child: SessionBenchChild? }
 
-    init(net: SessionBenchNetwork, exe: String, ip: String, ss: String, turnserver: String, dir: URL, timeout: Double,
-         stunTimeout: Int, stunRetransmissions: Int) {
-        self.net = net; self.exe = exe; self.ip = ip; self.ss = ss; self.turnserver = turnserver; self.dir = dir
+    init(net: SessionBenchNetwork, exe: String, warren: String, ip: String, ss: String, turnserver: String, dir: URL,
+         timeout: Double, stunTimeout: Int, stunRetransmissions: Int) {
+        self.net = net; self.exe = exe; self.warren = warren; self.ip = ip; self.ss = ss; self.turnserver = turnserver; self.dir = dir
         self.timeout = timeout; self.stunTimeout = stunTimeout; self.stunRetransmissions = stunRetransmissions
     }
 
@@ -244,7 +249,7 @@ struct SessionBenchRunner {
     /// A fresh public node, then both `warren connect` launched back to back.
     func warrenAttempt(round: Int) throws -> SessionAttempt {
         let pk = try key("public-\(round)")
-        let node = try SessionBenchChild(name: "public", ip: ip, namespace: net.wan, exe: exe,
+        let node = try SessionBenchChild(name: "public", ip: ip, namespace: net.wan, exe: warren,
                                          args: ["node", "--key-file", pk.file, "--listen", "tcp://203.0.113.1:7000", "--degree", "0",
                                                 "--control", "none"],
                                          logPath: log("public"))
@@ -256,10 +261,10 @@ struct SessionBenchRunner {
         func backend(_ n: Int) -> String {
             "gossip://\(net.hostAddress(n)):7001?advertise=tcp://\(net.publicAddress(n)):7001&peer=tcp://203.0.113.1:7000&degree=0"
         }
-        let h1 = try SessionBenchChild(name: "h1", ip: ip, namespace: net.host(1), exe: exe,
+        let h1 = try SessionBenchChild(name: "h1", ip: ip, namespace: net.host(1), exe: warren,
                                        args: ["connect", "--key-file", k1.file, "--to", k2.publicKey, "--backend", backend(1)] + iceArgs,
                                        logPath: log("h1-connect"))
-        let h2 = try SessionBenchChild(name: "h2", ip: ip, namespace: net.host(2), exe: exe,
+        let h2 = try SessionBenchChild(name: "h2", ip: ip, namespace: net.host(2), exe: warren,
                                        args: ["connect", "--key-file", k2.file, "--to", k1.publicKey, "--backend", backend(2)] + iceArgs,
                                        logPath: log("h2-connect"))
         defer { for c in [h1, h2] { c.stop(grace: .seconds(3)) } }
@@ -306,10 +311,10 @@ struct SessionBenchRunner {
     func floorAttempt(round: Int) throws -> SessionAttempt {
         let relayed = ["{\"creds\"", "{\"cand\""]
         let p1 = try SessionBenchChild(name: "p1", ip: ip, namespace: net.host(1), exe: exe,
-                                       args: ["bench", "session-peer", "--controlling"] + iceArgs, logPath: log("p1"),
+                                       args: ["session-peer", "--controlling"] + iceArgs, logPath: log("p1"),
                                        relayPrefixes: relayed)
         let p2 = try SessionBenchChild(name: "p2", ip: ip, namespace: net.host(2), exe: exe,
-                                       args: ["bench", "session-peer"] + iceArgs, logPath: log("p2"), relayPrefixes: relayed)
+                                       args: ["session-peer"] + iceArgs, logPath: log("p2"), relayPrefixes: relayed)
         p1.relay(to: p2)
         p2.relay(to: p1)
         defer { for c in [p1, p2] { c.stop(grace: .seconds(3)) } }

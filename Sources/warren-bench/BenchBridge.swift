@@ -4,6 +4,7 @@ import GRPCCore
 import GRPCNIOTransportHTTP2
 import Synchronization
 import Warren
+import WarrenCLI
 import WarrenConformance
 
 struct BridgeBench: AsyncParsableCommand {
@@ -93,7 +94,7 @@ struct BridgeBench: AsyncParsableCommand {
 
     func report(worlds: [TimedExchange], results: [[RoundResult]]) {
         let n = peers
-        Output.line("warren bench bridge — \(machineLine())")
+        Output.line("warren-bench bridge — \(machineLine())")
         Output.line("  cunīcu's conformance procedure: \(n) peers on their own grpc:// connections, 4 handlers per ordered pair,")
         Output.line("  every peer publishes to every other one call at a time (\(n * (n - 1)) messages a round);")
         Output.line("  \(rounds) rounds each after a warm-up, the three alternating; peer i on node i mod \(nodes)")

@@ -5,8 +5,9 @@ import Foundation
 import Glibc
 #endif
 import Warren
+import WarrenCLI
 
-/// `warren bench peer`: one peer of `warren bench compare` on a system other than Warren's
+/// `warren-bench peer`: one peer of `warren-bench compare` on a system other than Warren's
 /// overlay. It speaks `warren node`'s stdin/stdout protocol, so the comparison's driver treats
 /// all three systems alike:
 ///   stdout: {"event":"ready",…} once it can send and receive, then
@@ -16,7 +17,7 @@ import Warren
 struct BenchPeer: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "peer",
-        abstract: "One peer of `warren bench compare` on NATS or raw ZeroMQ (JSON lines like warren node).",
+        abstract: "One peer of `warren-bench compare` on NATS or raw ZeroMQ (JSON lines like warren node).",
         discussion: """
         nats: connects to --nats HOST:PORT, subscribes to the subject warren.<hex of its public \
         key>, seals each stdin message with Warren's envelope codec and publishes it to the \

@@ -3,24 +3,8 @@ import CZeroMQ
 import Foundation
 import Synchronization
 import Warren
+import WarrenCLI
 import WarrenConformance
-
-struct Bench: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Measure Warren against its baseline, in one run, on this machine.",
-        discussion: "Build with -c release for meaningful figures: swift run -c release warren bench crypto",
-        subcommands: [CryptoBench.self, RelayBench.self, LatencyBench.self, BridgeBench.self, CompareBench.self, BenchPeer.self,
-                      SessionBench.self, BenchSessionPeer.self])
-}
-
-func machineLine() -> String {
-    let cpu = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
-        .split(separator: "\n").first { $0.hasPrefix("model name") }
-        .map { $0.split(separator: ":", maxSplits: 1).last!.trimmingCharacters(in: .whitespaces) } ?? "unknown CPU"
-    return "\(cpu), \(ProcessInfo.processInfo.activeProcessorCount) cores"
-}
-
-func median(_ v: [Double]) -> Double { let s = v.sorted(); return s[s.count / 2] }
 
 func typicalCredentials() -> SignalingMessage {
     var m = SignalingMessage()
@@ -60,7 +44,7 @@ struct CryptoBench: ParsableCommand {
         }
         let f = median(fast), sl = median(slow)
         let envelopeSize = try EnvelopeCodec.shared.sealBytes(msg, from: a, to: b.publicKey).count
-        Output.line("warren bench crypto — \(machineLine())")
+        Output.line("warren-bench crypto — \(machineLine())")
         Output.line("  message: credentials, envelope \(envelopeSize) bytes; seal + serialize + parse + open + decode per round trip")
         Output.line("  \(rounds) interleaved rounds of \(cached) cached and \(uncached) uncached round trips; medians (min … max)")
         Output.line(String(format: "  cached shared key (crypto_box_beforenm once per pair): %9.0f round trips/s  (%.2f µs)  (%.0f … %.0f)",
@@ -120,7 +104,7 @@ struct RelayBench: AsyncParsableCommand {
         let lost = batched.lost, duplicates = batched.duplicates(total: total)
         await batched.stop(); await unbatched.stop()
         let rate = median(warrens), rawRate = median(raws), single = median(singles)
-        Output.line("warren bench relay — \(machineLine())")
+        Output.line("warren-bench relay — \(machineLine())")
         Output.line("  \(rounds) interleaved rounds of \(count) envelopes of \(envelopes[0].count) bytes (ZeroMQ message \(frameSize) bytes), window \(window); medians (min … max)")
         Output.line(String(format: "  raw ZeroMQ PUB→SUB (baseline):  %9.0f msg/s (%.0f … %.0f)   lost %d", rawRate, raws.min()!, raws.max()!, rawLost))
         Output.line(String(format: "  Warren A → R → B:               %9.0f env/s (%.0f … %.0f)   lost %d   HWM drops %d   duplicates at B %d",
@@ -261,7 +245,7 @@ struct LatencyBench: AsyncParsableCommand {
         let raw = try rawOneWay(samples: samples)
         let one = try await lineLatency(hops: 1, samples: samples)
         let eight = try await lineLatency(hops: 8, samples: samples)
-        Output.line("warren bench latency — \(machineLine())")
+        Output.line("warren-bench latency — \(machineLine())")
         Output.line("  \(samples) sequential messages each; times in µs")
         func row(_ name: String, _ v: [Double]) {
             let s = v.sorted()

@@ -5,7 +5,7 @@ import GRPCNIOTransportHTTP2
 import Synchronization
 import Warren
 
-/// The single-process baseline of `warren bench bridge`: the smallest server of cunīcu's
+/// The single-process baseline of `warren-bench bridge`: the smallest server of cunīcu's
 /// signaling service a user would otherwise run — what `cunicu signal` does, on the same
 /// grpc-swift stack as the bridge, with grpc-swift's default transport settings. `Publish` hands
 /// the envelope to every stream subscribed to its recipient (dropped when there is none);

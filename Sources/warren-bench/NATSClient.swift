@@ -3,9 +3,10 @@ import Foundation
 import Glibc
 #endif
 import Synchronization
+import WarrenCLI
 
 /// A small client for the NATS text protocol (CONNECT, SUB, PUB, MSG, PING/PONG) over one
-/// loopback TCP connection, written for `warren bench compare`: it is what lets a NATS peer be
+/// loopback TCP connection, written for `warren-bench compare`: it is what lets a NATS peer be
 /// driven like a `warren node`. No TLS, no auth, no reconnects, no headers (HMSG).
 ///
 /// Writes go through one buffer that a flusher thread empties with a single `send` per wake-up,

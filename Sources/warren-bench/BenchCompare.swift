@@ -4,9 +4,10 @@ import Foundation
 import Glibc
 #endif
 import Warren
+import WarrenCLI
 import WarrenConformance
 
-/// `warren bench compare`: the same signaling workload over Warren's overlay, a central NATS
+/// `warren-bench compare`: the same signaling workload over Warren's overlay, a central NATS
 /// server and raw ZeroMQ, one after the other in one run, each as one process per peer driven
 /// through the same JSON-lines protocol.
 struct CompareBench: ParsableCommand {
@@ -14,9 +15,9 @@ struct CompareBench: ParsableCommand {
         commandName: "compare",
         abstract: "Warren's overlay vs a central NATS server vs raw ZeroMQ PUB/SUB: one workload, one run.",
         discussion: """
-        Each system runs as one process per peer, all started from this binary and driven alike \
-        over stdin/stdout JSON lines: `warren node` for Warren, `warren bench peer --system nats` \
-        (with a nats-server started on a free loopback port) and `warren bench peer --system zmq`. \
+        Each system runs as one process per peer, all child processes of this one, driven alike \
+        over stdin/stdout JSON lines: `warren node` for Warren (the `warren` beside this binary, or --warren), `warren-bench peer --system nats` \
+        (with a nats-server started on a free loopback port) and `warren-bench peer --system zmq`. \
         All systems are started and warmed up first; then their rounds alternate:
           single    --singles candidates one at a time (each after the previous arrived): unloaded latency
           exchange  (--rounds) every ordered pair: 1 credentials + --candidates candidates (cunīcu's session start)
@@ -53,6 +54,7 @@ struct CompareBench: ParsableCommand {
     @Option(help: ArgumentHelp("Write the exchange latency CDFs as a PNG (gnuplot), e.g. docs/plots/compare-cdf.png.", valueName: "FILE")) var plot: String?
     @Option(help: "The nats-server executable (default: found in PATH or /usr/sbin).") var natsServer: String?
     @Option(help: ArgumentHelp("Keep the peers' keys and stderr logs in DIR (default: a temporary directory, removed at the end).", valueName: "DIR")) var workDir: String?
+    @Option(help: ArgumentHelp("The `warren` whose nodes are measured (default: the one beside warren-bench, else in PATH).", valueName: "PATH")) var warren: String?
     @Option(help: "Log level of the `warren node` processes (their stderr goes to the work directory).") var nodeLogLevel: String = "warning"
 
     func validate() throws {
@@ -85,6 +87,7 @@ struct CompareBench: ParsableCommand {
         if plot != nil && findExecutable("gnuplot") == nil {
             throw ValidationError("gnuplot not found, needed for --plot: run ./bootstrap (Debian's gnuplot-nox)")
         }
+        let warrenPath = chosen.contains(.warren) ? try warrenExecutable(warren) : ""
         ChildRegistry.installSignalHandlers()
         defer { ChildRegistry.terminateAll(grace: .seconds(3)) }
 
@@ -107,7 +110,7 @@ struct CompareBench: ParsableCommand {
             keyFiles.append(path)
         }
         let sizes = try envelopeSizes(workload)
-        let env = Setup(exe: ownExecutablePath(), dir: dir.path, keyFiles: keyFiles, natsPath: natsPath)
+        let env = Setup(exe: ownExecutablePath(), warren: warrenPath, dir: dir.path, keyFiles: keyFiles, natsPath: natsPath)
 
         // Start every system (each warmed up), then interleave their rounds, so that a change
         // in the machine's background load hits all of them alike.
@@ -150,7 +153,8 @@ struct CompareBench: ParsableCommand {
     }
 
     struct Setup {
-        let exe: String, dir: String, keyFiles: [String], natsPath: String?
+        /// This binary (the `peer` children) and the `warren` whose nodes are measured.
+        let exe: String, warren: String, dir: String, keyFiles: [String], natsPath: String?
     }
 
     struct SystemOutcome {
@@ -194,8 +198,10 @@ struct CompareBench: ParsableCommand {
         let sys = run.system
         let senders = workload.senderIndex
         let ports = try freeLoopbackPorts(peers + 1)
+        // Warren's peers are the product's `warren node`; the others this binary's `peer`.
+        let path = sys == .warren ? env.warren : env.exe
         func start(_ i: Int, _ args: [String]) throws {
-            run.children.append(try LineChild(name: "\(sys.rawValue)-\(i)", index: i, path: env.exe, args: args,
+            run.children.append(try LineChild(name: "\(sys.rawValue)-\(i)", index: i, path: path, args: args,
                                               logPath: "\(env.dir)/\(sys.rawValue)-\(i).log", senders: senders, counter: run.counter))
         }
         var expectedNeighbours: [Int]?
@@ -223,11 +229,11 @@ struct CompareBench: ParsableCommand {
             run.server = pid
             try waitForNATS(port: port, pid: pid, log: log)
             for i in 0..<peers {
-                try start(i, ["bench", "peer", "--system", "nats", "--key-file", env.keyFiles[i], "--nats", "127.0.0.1:\(port)"])
+                try start(i, ["peer", "--system", "nats", "--key-file", env.keyFiles[i], "--nats", "127.0.0.1:\(port)"])
             }
         case .zmq:
             for i in 0..<peers {
-                var args = ["bench", "peer", "--system", "zmq", "--key-file", env.keyFiles[i], "--listen", "tcp://127.0.0.1:\(ports[i])"]
+                var args = ["peer", "--system", "zmq", "--key-file", env.keyFiles[i], "--listen", "tcp://127.0.0.1:\(ports[i])"]
                 for j in 0..<peers where j != i { args += ["--peer", "tcp://127.0.0.1:\(ports[j])"] }
                 try start(i, args)
             }
