@@ -190,16 +190,16 @@ let package = Package(
         .testTarget(name: "WarrenSimulatorTests", dependencies: ["WarrenSimulator", "WarrenEngine"]),
         .testTarget(name: "WarrenSessionTests", dependencies: ["WarrenSession", "WarrenCore", "WarrenEngine"]),
         .testTarget(name: "WarrenNiceTests", dependencies: ["WarrenNice", "WarrenSession"]),
-        // Test support: finds the built executables for the tests that run them.
-        .target(name: "WarrenTestSupport", path: "Tests/WarrenTestSupport"),
         .testTarget(name: "WarrenGossipTests", dependencies: ["Warren", "WarrenGossip", "WarrenConformance", "WarrenSimulator"]),
         .testTarget(name: "WarrenGRPCTests", dependencies: [
             "Warren", "WarrenGRPC", "WarrenConformance",
             .product(name: "GRPCCore", package: "grpc-swift-2"),
             .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         ]),
-        // The executables through their command lines: `warren` (keys, node, status, connect,
-        // simulate, the bridge with an independent client, network namespaces) and `warren-bench`.
+        // The executables through their command lines: WarrenCLITests runs the built `warren`
+        // (keys, node, status, connect, simulate, the bridge with an independent client, network
+        // namespaces), WarrenBenchTests `warren-bench`; WarrenTestSupport finds them.
+        .target(name: "WarrenTestSupport", path: "Tests/WarrenTestSupport"),
         .testTarget(name: "WarrenCLITests", dependencies: ["Warren", "WarrenConformance", "WarrenTestSupport"]),
         .testTarget(name: "WarrenBenchTests", dependencies: ["WarrenTestSupport"]),
     ],
