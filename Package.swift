@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "Warren", targets: ["Warren"]),
         .library(name: "WarrenConformance", targets: ["WarrenConformance"]),
         .executable(name: "warren", targets: ["warren"]),
+        .executable(name: "warren-bench", targets: ["warren-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
@@ -42,7 +43,8 @@ let package = Package(
         .systemLibrary(name: "CZeroMQ", providers: [.apt(["libzmq3-dev"])]),
         .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
         .systemLibrary(name: "CArgon2", pkgConfig: "libargon2", providers: [.apt(["libargon2-dev"])]),
-        // Header only: a cache prefetch hint (__builtin_prefetch) for the simulator's hot loop.
+        // Header only, for the simulator: a cache prefetch hint (__builtin_prefetch) for its hot
+        // loop, and the spin-then-futex barrier of its threads.
         .systemLibrary(name: "CPrefetch"),
         .systemLibrary(name: "CSimSync"),
         // libnice (Debian: libnice-dev) and GLib, for the ICE agent: a C layer with plain C types
@@ -66,8 +68,12 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // The sans-I/O gossip engine: frames, de-dup, TTL, peer table, membership.
-        .target(name: "WarrenEngine", dependencies: ["CSodium", "CPrefetch", "CSimSync"]),
+        // The sans-I/O gossip engine: frames, de-dup, TTL, peer table, membership. The protocol
+        // only: no sockets, threads or clock.
+        .target(name: "WarrenEngine", dependencies: ["CSodium"]),
+        // The discrete-event simulator: thousands of engines in virtual time, sharded over
+        // threads, and the workload and report of `warren simulate`.
+        .target(name: "WarrenSimulator", dependencies: ["WarrenEngine", "CPrefetch", "CSimSync"]),
         // The ZeroMQ driver and the gossip:// backend.
         .target(
             name: "WarrenGossip",
@@ -77,11 +83,25 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
-        // cunīcu's gRPC signaling service: the bridge a node serves and the grpc:// client backend.
+        // The grpc:// client backend of cunīcu's gRPC signaling service, and the service's
+        // generated stubs (shared with the bridge). No ZeroMQ: a client needs only WarrenCore.
+        .target(
+            name: "WarrenGRPCClient",
+            dependencies: [
+                "WarrenCore",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The bridge a node serves: cunīcu's gRPC signaling service over the gossip overlay.
         .target(
             name: "WarrenGRPC",
             dependencies: [
-                "WarrenCore", "WarrenGossip",
+                "WarrenCore", "WarrenGossip", "WarrenGRPCClient",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -115,16 +135,27 @@ let package = Package(
         .target(
             name: "Warren",
             dependencies: [
-                "WarrenCore", "WarrenEngine", "WarrenGossip", "WarrenGRPC",
+                "WarrenCore", "WarrenEngine", "WarrenGossip", "WarrenGRPCClient", "WarrenGRPC",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // Reusable backend conformance suite (used by tests and by `warren demo`).
         .target(name: "WarrenConformance", dependencies: ["Warren"]),
+        // What both executables share: stdout/stderr lines and error sentences, key files, JSON
+        // text, progress lines, the machine line of a report, the entry point.
+        .target(
+            name: "WarrenCLI",
+            dependencies: [
+                "WarrenCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
+        ),
+        // The operator's CLI: keys, seal/open, node, status, demo, connect, simulate.
         .executableTarget(
             name: "warren",
             dependencies: [
-                "Warren", "WarrenConformance", "WarrenSession", "WarrenNice", "CZeroMQ",
+                "Warren", "WarrenCLI", "WarrenConformance", "WarrenSession", "WarrenNice", "WarrenSimulator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -135,7 +166,17 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
-                // `warren bench bridge`'s baseline: a minimal signaling server on the same stack.
+            ]
+        ),
+        // Benchmarks and comparisons (relay, latency, bridge, compare, session, soak): Warren
+        // against raw ZeroMQ, NATS, a plain gRPC server and libnice over a pipe. Runs the
+        // product's `warren` for the nodes it measures.
+        .executableTarget(
+            name: "warren-bench",
+            dependencies: [
+                "Warren", "WarrenCLI", "WarrenConformance", "WarrenSession", "WarrenNice", "CZeroMQ",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                // `warren-bench bridge`'s baseline: a minimal signaling server on the same stack.
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             ]
@@ -146,14 +187,21 @@ let package = Package(
                     resources: [.copy("Vectors")]),
         .testTarget(name: "WarrenEngineTests",
                     dependencies: ["WarrenEngine", .product(name: "PropertyBased", package: "swift-property-based")]),
+        .testTarget(name: "WarrenSimulatorTests", dependencies: ["WarrenSimulator", "WarrenEngine"]),
         .testTarget(name: "WarrenSessionTests", dependencies: ["WarrenSession", "WarrenCore", "WarrenEngine"]),
         .testTarget(name: "WarrenNiceTests", dependencies: ["WarrenNice", "WarrenSession"]),
-        .testTarget(name: "WarrenGossipTests", dependencies: ["Warren", "WarrenGossip", "WarrenConformance"]),
+        .testTarget(name: "WarrenGossipTests", dependencies: ["Warren", "WarrenGossip", "WarrenConformance", "WarrenSimulator"]),
         .testTarget(name: "WarrenGRPCTests", dependencies: [
             "Warren", "WarrenGRPC", "WarrenConformance",
             .product(name: "GRPCCore", package: "grpc-swift-2"),
             .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         ]),
+        // The executables through their command lines: WarrenCLITests runs the built `warren`
+        // (keys, node, status, connect, simulate, the bridge with an independent client, network
+        // namespaces), WarrenBenchTests `warren-bench`; WarrenTestSupport finds them.
+        .target(name: "WarrenTestSupport", path: "Tests/WarrenTestSupport"),
+        .testTarget(name: "WarrenCLITests", dependencies: ["Warren", "WarrenConformance", "WarrenTestSupport"]),
+        .testTarget(name: "WarrenBenchTests", dependencies: ["WarrenTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

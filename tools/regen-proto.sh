@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates the committed protobuf and gRPC code from Proto/:
-#   Sources/WarrenCore/Generated/*.pb.swift     (messages; protoc-gen-swift)
-#   Sources/WarrenGRPC/Generated/*.grpc.swift   (cunicu.signaling.Signaling; protoc-gen-grpc-swift-2)
+#   Sources/WarrenCore/Generated/*.pb.swift           (messages; protoc-gen-swift)
+#   Sources/WarrenGRPCClient/Generated/*.grpc.swift   (cunicu.signaling.Signaling; protoc-gen-grpc-swift-2)
 # Uses Debian's protoc (apt-get install protobuf-compiler) and the two plugins built once from
 # the package's dependencies (not the SwiftPM build plugins, which compile protoc from C++).
 set -euo pipefail
@@ -19,7 +19,7 @@ protoc --plugin=protoc-gen-swift="$BIN/protoc-gen-swift" \
     --swift_opt=Visibility=Public --swift_opt=FileNaming=PathToUnderscores \
     --swift_out="$OUT" -I Proto $PROTOS
 
-GOUT=Sources/WarrenGRPC/Generated
+GOUT=Sources/WarrenGRPCClient/Generated
 mkdir -p "$GOUT"
 rm -f "$GOUT"/*.grpc.swift
 protoc --plugin=protoc-gen-grpc-swift-2="$BIN/protoc-gen-grpc-swift-2" \

@@ -1,4 +1,4 @@
-// The barrier of the simulator's threads (Sources/WarrenEngine/Simulation/SimThreads.swift).
+// The barrier of the simulator's threads (Sources/WarrenSimulator/SimThreads.swift).
 // Header only: nothing to link. A thread that arrives early spins for a while (windows of
 // virtual time are short, and on an idle machine the other thread arrives within microseconds),
 // then sleeps on a futex, so that on a machine with fewer free cores than threads the thread

@@ -2,7 +2,7 @@ import Foundation
 import Logging
 import WarrenCore
 import WarrenGossip
-import WarrenGRPC
+import WarrenGRPCClient
 
 /// Creates backends from URLs, like cunīcu: the scheme picks the implementation.
 ///

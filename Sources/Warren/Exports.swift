@@ -2,3 +2,4 @@
 @_exported import WarrenEngine
 @_exported import WarrenGossip
 @_exported import WarrenGRPC
+@_exported import WarrenGRPCClient

@@ -1,5 +1,3 @@
-import CPrefetch
-
 // The receive fast path for DATA: checked and de-duplicated in the receive buffer, so a
 // duplicate costs no allocation and a forward is one copy of the received bytes with the
 // header patched (no decode into a Frame, no re-encoding).
@@ -58,22 +56,5 @@ extension GossipEngine {
         handleDataFrame(topic: h.topic, envelope: .received(body), id: id, ttl: h.ttl, hops: h.hops,
                         from: h.from, source: source, now: now, into: &actions)
         return true
-    }
-}
-
-extension GossipEngine {
-    /// Hint for drivers that know their next input ahead (the simulator): starts loading the
-    /// memory that receiving a DATA frame with this id reads first — the peer table and the
-    /// seen-cache bucket. Changes nothing; receiving without it gives the same result.
-    /// (`mutating` only so that a caller's array element is used in place, not copied.)
-    public mutating func prefetchData(id: MessageID) {
-        // An array's header (count) sits just before its elements: both are read.
-        peerKeys.withUnsafeBufferPointer { b in
-            if let p = b.baseAddress {
-                let r = UnsafeRawPointer(p)
-                warren_prefetch(r - 32); warren_prefetch(r + 32); warren_prefetch(r + 96)
-            }
-        }
-        seen.prefetch(id)
     }
 }

@@ -42,7 +42,9 @@ public struct ConnectionID: Hashable, Sendable, CustomStringConvertible {
 public struct Topic: Hashable, Sendable, CustomStringConvertible {
     @usableFromInline var w0: UInt64, w1: UInt64, w2: UInt64, w3: UInt64
 
-    @inlinable init(w0: UInt64, w1: UInt64, w2: UInt64, w3: UInt64) {
+    /// The topic of four big-endian words (`bigEndianWords`). Package surface: the simulator
+    /// draws its workload's topics word by word.
+    @inlinable package init(w0: UInt64, w1: UInt64, w2: UInt64, w3: UInt64) {
         self.w0 = w0; self.w1 = w1; self.w2 = w2; self.w3 = w3
     }
 

@@ -25,8 +25,10 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
     }
 }
 
+/// SplitMix64's output function: the engine's hashes and seeds, and the simulator's per-node seeds and
+/// link-number bases (package surface).
 @inline(__always)
-func mix64(_ x: UInt64) -> UInt64 {
+package func mix64(_ x: UInt64) -> UInt64 {
     var z = x &+ 0x9E37_79B9_7F4A_7C15
     z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
     z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB

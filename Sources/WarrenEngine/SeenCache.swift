@@ -1,5 +1,3 @@
-import CPrefetch
-
 /// The de-duplication cache: remembers message ids for at most `window` ns, and at most
 /// `capacity` ids (the oldest is evicted first). O(1) insert and lookup.
 ///
@@ -141,16 +139,17 @@ public struct SeenCache: Sendable {
     /// True if `id` is present (no expiry, no change).
     func has(_ id: MessageID) -> Bool { find(id, hash(id.hi, id.lo)) != nil }
 
-    /// Hint: starts loading the index bucket a lookup of `id` reads first (no state change).
-    func prefetch(_ id: MessageID) {
+    /// The memory a lookup of `id` reads first, for a prefetch hint: the index's header and the
+    /// id's bucket, and the ring's header (no state change).
+    func visitLookupMemory(_ id: MessageID, _ visit: (UnsafeRawPointer) -> Void) {
         let i = home(id.hi, id.lo)
         table.withUnsafeBufferPointer { t in
             guard let base = t.baseAddress else { return }
-            warren_prefetch(UnsafeRawPointer(base) - 32)   // the array's header (count)
-            warren_prefetch(base + i)
+            visit(UnsafeRawPointer(base) - 32)   // the array's header (count)
+            visit(UnsafeRawPointer(base + i))
         }
         ring.withUnsafeBufferPointer { r in
-            if let base = r.baseAddress { warren_prefetch(UnsafeRawPointer(base) - 32) }
+            if let base = r.baseAddress { visit(UnsafeRawPointer(base) - 32) }
         }
     }
 

@@ -4,6 +4,7 @@ import Logging
 import Metrics
 import Synchronization
 import WarrenCore
+import WarrenGRPCClient
 import WarrenGossip
 
 /// cunīcu's gRPC service `cunicu.signaling.Signaling`, served by one gossip node.

@@ -7,6 +7,7 @@ import NIOPosix
 import ServiceLifecycle
 import Synchronization
 import WarrenCore
+import WarrenGRPCClient
 import WarrenGossip
 
 /// How a node serves cunīcu's signaling API.

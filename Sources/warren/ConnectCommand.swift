@@ -5,6 +5,7 @@ import Metrics
 import Prometheus
 import ServiceLifecycle
 import Warren
+import WarrenCLI
 import WarrenNice
 import WarrenSession
 

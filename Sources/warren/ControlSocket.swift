@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Logging
 import Warren
+import WarrenCLI
 
 /// A running node's control socket: a Unix stream socket that takes one JSON request line per
 /// connection and answers one JSON line. `warren status`, `warren members` and `warren send`

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Glibc
 import Warren
+import WarrenCLI
 
 struct GenKey: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -134,8 +135,4 @@ struct Open: ParsableCommand {
         }
         if failed { throw ExitCode(1) }
     }
-}
-
-func jsonLine(sender: Key, recipient: Key, message: SignalingMessage) throws -> String {
-    "{\"sender\":\"\(sender.base64)\",\"recipient\":\"\(recipient.base64)\",\"message\":\(try message.jsonString())}"
 }

@@ -4,6 +4,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import Prometheus
+import WarrenCLI
 
 /// The metrics endpoint: an HTTP/1.1 server (SwiftNIO) for `GET /metrics` (Prometheus text
 /// format) and `GET /status` (JSON). Anything else is 404/405. Connections are served

@@ -6,6 +6,7 @@ import Metrics
 import Prometheus
 import ServiceLifecycle
 import Warren
+import WarrenCLI
 
 struct Node: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import Warren
+import WarrenCLI
 import Yams
 
 /// Everything that configures a running node: `warren node`'s flags and its configuration file
@@ -138,13 +139,6 @@ struct NodeOptions: ParsableArguments {
         guard let level = Logger.Level(rawValue: name) else { throw RuntimeError("--log-level: unknown level \"\(name)\"") }
         return (allowed, level)
     }
-}
-
-/// A configuration error's text without the "invalid gossip configuration:" prefix.
-func plain(_ error: any Error) -> String {
-    let d = describe(error)
-    let prefix = "invalid gossip configuration: "
-    return d.hasPrefix(prefix) ? String(d.dropFirst(prefix.count)) : d
 }
 
 /// A node's resolved settings (a class: large values then never live in an async frame, which

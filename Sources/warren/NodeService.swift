@@ -3,6 +3,7 @@ import Glibc
 import Logging
 import ServiceLifecycle
 import Warren
+import WarrenCLI
 
 /// One stdin line: text, bytes that are not UTF-8, or a line longer than `StdinReader.maxLine`.
 enum InputLine: Sendable {

@@ -1,5 +1,6 @@
 import Foundation
 import Warren
+import WarrenCLI
 
 /// The public key in a `KEY@tcp://…` endpoint (closed overlays advertise their node key).
 func endpointKey(_ endpoint: String) -> String? { (try? PeerAddress(parsing: endpoint))?.key?.base64 }

@@ -6,6 +6,7 @@ import Logging
 import Prometheus
 import Synchronization
 import Warren
+import WarrenCLI
 
 /// The node's logging: stderr, with one process-wide level that SIGHUP can change.
 enum NodeLogging {

@@ -1,5 +1,6 @@
 import Foundation
 import Warren
+import WarrenCLI
 
 /// Publishes the node's stdin lines and the control socket's `send` requests.
 final class Publisher: Sendable {
@@ -54,10 +55,4 @@ func jsonKind(_ v: Any) -> String {
     case is NSNull: return "null"
     default: return "a number or boolean"
     }
-}
-
-func jsonString(_ s: String) -> String {
-    let data = (try? JSONSerialization.data(withJSONObject: [s], options: [.fragmentsAllowed, .withoutEscapingSlashes])) ?? Data("[\"\"]".utf8)
-    let arr = String(decoding: data, as: UTF8.self)
-    return String(arr.dropFirst().dropLast())
 }

@@ -1,7 +1,9 @@
 import ArgumentParser
 import Foundation
 import Warren
+import WarrenCLI
 import WarrenConformance
+import WarrenSimulator
 
 /// `warren simulate`: thousands of nodes running the real `GossipEngine` in virtual time.
 struct Simulate: AsyncParsableCommand {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import WarrenCLI
 
 /// Where a client command finds the node: its control socket (default), or `--metrics`.
 struct NodeAddress: ParsableArguments {

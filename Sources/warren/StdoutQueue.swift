@@ -1,5 +1,6 @@
 import Foundation
 import Metrics
+import WarrenCLI
 
 /// The node's stdout: a bounded queue written by its own thread, so that a reader that falls
 /// behind (or stops reading) never holds up the overlay. Events (ready, peer-up/down) are always

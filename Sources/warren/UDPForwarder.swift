@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Synchronization
+import WarrenCLI
 
 /// A local UDP socket for `warren connect --forward`: datagrams a local application sends to it
 /// go to the peer over the ICE path, and datagrams from the peer go back to the application

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
-import Glibc
 import Warren
+import WarrenCLI
 
 @main
 struct WarrenCommand: AsyncParsableCommand {
@@ -18,22 +18,8 @@ struct WarrenCommand: AsyncParsableCommand {
         """,
         version: WarrenVersion.string,
         subcommands: [GenKey.self, PubKey.self, CommunityKeyCommand.self, Seal.self, Open.self,
-                      Node.self, Connect.self, Status.self, Members.self, Send.self, Demo.self, Soak.self, Bench.self,
-                      Simulate.self]
+                      Node.self, Connect.self, Status.self, Members.self, Send.self, Demo.self, Simulate.self]
     )
 
-    /// ArgumentParser's entry point, with SIGPIPE ignored first: a closed stdout is then a
-    /// write error (EPIPE) that `Output` reports, not a silent death.
-    static func main() async {
-        signal(SIGPIPE, SIG_IGN)
-        do {
-            var command = try parseAsRoot()
-            if var async = command as? AsyncParsableCommand { try await async.run() } else { try command.run() }
-            Output.flush()
-        } catch {
-            Output.flush()
-            exit(withError: error)
-        }
-    }
+    static func main() async { await CommandMain.run(Self.self) }
 }
-

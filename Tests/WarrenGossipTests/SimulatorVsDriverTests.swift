@@ -3,6 +3,7 @@ import Logging
 import Synchronization
 import Testing
 import Warren
+import WarrenSimulator
 
 /// The simulator against the real driver: the same small topology (a ring of 6, degree 0,
 /// explicit seeds) and the same workload give the same deliveries with the same hop counts in

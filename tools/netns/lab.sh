@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A namespaced lab network by hand, the same one Tests/WarrenGossipTests/NetnsFaultTests.swift
+# A namespaced lab network by hand, the same one Tests/WarrenCLITests/NetnsFaultTests.swift
 # builds: a hub namespace with bridges br0/br1 and nodes n1…nN on 10.77.0.I/24. Root only.
 # Nothing is created in, or changed on, the host's own namespace. See docs/FAULTS.md.
 #

@@ -1,0 +1,42 @@
+// The package surface of the engine: what this package's drivers and the simulator
+// (WarrenSimulator) may read or set beyond the public API. Everything else about an engine's
+// state stays internal to this module; each entry here is narrow and changes no protocol rule.
+
+extension GossipEngine {
+    /// Numbers this engine's links `base + 1, base + 2, …` instead of drawing unpredictable link
+    /// ids (SipHash of a counter under a key drawn at `start`), so a driver can index its links
+    /// by number. Only for drivers that run every node themselves and so face no outsider
+    /// guessing ids (the simulator). Call before `start`.
+    package mutating func numberLinksSequentially(from base: UInt64) {
+        sequentialLinkBase = base
+    }
+
+    /// Outbound links that carry an up neighbour (`up`), and the others: dialling, waiting for
+    /// the handshake, or bound to a node that is not up on this link (`pending`).
+    package var linkCounts: (up: Int, pending: Int) {
+        var up = 0
+        for i in links.indices where linkIsUp(i) { up += 1 }
+        return (up, links.count - up)
+    }
+
+    /// Bytes of engine state counted by element (not by reserved capacity, which on Linux
+    /// follows `malloc_usable_size`): the same for the same run, so a simulation's report is
+    /// reproducible. `approximateStateBytes` counts capacity.
+    package var countedStateBytes: Int { stateBytes(reserved: false) }
+
+    /// For a driver that knows its next input ahead (the simulator, hiding memory latency):
+    /// calls `visit` with the addresses that receiving a DATA frame with message id `id` reads
+    /// first — the peer table's header and first entries, and the seen cache's bucket for `id`
+    /// — so that it can prefetch them. Changes nothing; receiving without it gives the same
+    /// result. (`mutating` only so that a caller's array element is used in place, not copied.)
+    package mutating func visitDataReceiveMemory(id: MessageID, _ visit: (UnsafeRawPointer) -> Void) {
+        // An array's header (count) sits just before its elements: both are read.
+        peerKeys.withUnsafeBufferPointer { b in
+            if let p = b.baseAddress {
+                let r = UnsafeRawPointer(p)
+                visit(r - 32); visit(r + 32); visit(r + 96)
+            }
+        }
+        seen.visitLookupMemory(id, visit)
+    }
+}

@@ -1,0 +1,508 @@
+import CPrefetch
+import WarrenEngine
+
+/// The per-node state of a `Simulator`, seen through pointers so that shards on different
+/// threads can drive their own nodes in place. Node i belongs to shard i % shardCount; during a
+/// window a shard writes only its own nodes' entries and reads the others' `alive`,
+/// `subscribesAll` and `prefixes`, which change only between windows (kills and subscriptions
+/// are workload operations; the engine subscribes only in `start` and `subscribeLocal`).
+struct SimNodes {
+    let engines: UnsafeMutablePointer<GossipEngine>
+    let links: UnsafeMutablePointer<[SimLink]>
+    let linkBase: UnsafeMutablePointer<UInt64>
+    let alive: UnsafeMutablePointer<Bool>
+    let subscribesAll: UnsafeMutablePointer<Bool>
+    let prefixes: UnsafeMutablePointer<[[UInt8]]>
+    let tickAt: UnsafeMutablePointer<UInt64>
+    let tickGeneration: UnsafeMutablePointer<UInt64>
+    /// Each node's own generator: what a node draws does not depend on what others drew.
+    let rngs: UnsafeMutablePointer<SeededGenerator>
+    /// Each node's count of events it has scheduled: the tie-break of events at the same time.
+    let seqs: UnsafeMutablePointer<UInt64>
+    let byEndpoint: [String: Int32]
+    let latency: LatencyDistribution
+    let lossThreshold: UInt64
+    let shardCount: Int
+    /// `2 × shardCount × shardCount` mailboxes: [parity][from][to].
+    let mail: UnsafeMutablePointer<SimMailbox>
+    let stepBudget: Int
+
+    @inline(__always) func shard(of node: Int) -> Int { shardCount == 1 ? 0 : node % shardCount }
+    @inline(__always) func mailbox(parity: Int, from: Int, to: Int) -> UnsafeMutablePointer<SimMailbox> {
+        mail + ((parity * shardCount + from) * shardCount + to)
+    }
+}
+
+/// Frames sent from one shard to another's nodes during a window; they arrive one link latency
+/// later, so never inside the window they were sent in. A DATA frame travels as its fields and
+/// envelope bytes, so that the receiving shard builds its own copy: the threads then never
+/// share (and contend on the reference counts of) an envelope.
+struct SimMailbox {
+    /// `frame` ≥ 0: index in `data`; < 0: index −1 − frame in `frames`.
+    struct Entry { var event: SimEvent; var frame: Int32 }
+    struct Data {
+        var topic: Topic
+        var id: MessageID
+        var from: NodeID
+        var message: Int32
+        var offset: Int
+        var count: Int
+        var ttl: UInt8
+        var hops: UInt8
+    }
+    var events: [Entry] = []
+    var data: [Data] = []
+    var bytes: [UInt8] = []
+    /// Other frames (control), shared.
+    var frames: [SimFrame] = []
+
+    mutating func add(_ f: SimFrame) -> Int32 {
+        if case .data(let topic, let envelope, let id) = f.frame.kind {
+            data.append(Data(topic: topic, id: id, from: f.frame.from, message: f.message,
+                             offset: bytes.count, count: envelope.count, ttl: f.frame.ttl, hops: f.frame.hops))
+            bytes.append(contentsOf: envelope)
+            return Int32(data.count - 1)
+        }
+        frames.append(f)
+        return -Int32(frames.count)
+    }
+
+    mutating func removeAll() {
+        events.removeAll(keepingCapacity: true)
+        data.removeAll(keepingCapacity: true)
+        bytes.removeAll(keepingCapacity: true)
+        frames.removeAll(keepingCapacity: true)
+    }
+}
+
+/// One shard of a `Simulator`: its nodes' pending events (a binary heap on (time, key)), the
+/// decoded frames they reference, and what its nodes sent and delivered.
+struct SimShard {
+    let index: Int
+    var now: UInt64 = 0
+    var heap: [SimEvent] = []
+    var actions: [Action] = []
+    // Decoded frames in flight, shared by their receivers in this shard.
+    var pool: [SimFrame] = []
+    var poolRefs: [Int32] = []
+    /// Per pool slot: a DATA frame, and its message id (read by `prefetchNext` without copying the frame).
+    var poolIsData: [Bool] = []
+    var poolIDs: [MessageID] = []
+    var freeSlots: [Int32] = []
+    // The DATA frame (pool slot) or publish being handled: relayed frames reuse its envelope
+    // and id, deliveries and link-sends are booked to its message.
+    var contextSlot = -1
+    var contextMessage: Int32 = -1
+    var publishEnvelope: [UInt8] = []
+    var publishID = MessageID(hi: 0, lo: 0)
+    var contextValid = false
+    /// Parity of the mailboxes that sends go to, and the earliest time sent to another shard.
+    var mailParity = 0
+    var earliestMailed: UInt64 = .max
+    /// The shortest latency of a link its nodes have dialled.
+    var shortestLink: UInt64 = .max
+    /// Per shard: the index of the frame being sent in this shard's mailbox to it.
+    var mailSlots: [Int32] = []
+    static let notMailed = Int32.min
+    /// The envelope of the last DATA frame taken from the mail (floods come one message at a
+    /// time, so consecutive frames mostly carry the same one).
+    var mailEnvelope: [UInt8] = []
+    var mailEnvelopeID = MessageID(hi: 0, lo: 0)
+
+    // Results, folded into the simulator's totals.
+    var deliveries: [Simulator.Delivery] = []
+    var messageFrames: [Int] = []
+    var controlFramesSent = 0
+    var dataFramesSent = 0
+    var framesLost = 0
+    var droppedNotReady = 0
+    var filteredAtSender = 0
+    var peerUps = 0
+    var peerDowns = 0
+    var steps = 0
+    var budgetExceeded = false
+
+    /// Sends must arrive at or after this time (the end of the window being run; 0 outside runs).
+    var windowEnd: UInt64 = 0
+
+    init(index: Int, shardCount: Int) {
+        self.index = index
+        mailSlots = [Int32](repeating: SimShard.notMailed, count: shardCount)
+        actions.reserveCapacity(64)
+    }
+
+    var nextTime: UInt64 { heap.isEmpty ? .max : heap[0].time }
+
+    // MARK: - Events
+
+    /// Handles this shard's events with time < `end` in (time, key) order.
+    mutating func runWindow(end: UInt64, _ n: SimNodes) {
+        while !heap.isEmpty && heap[0].time < end {
+            if steps >= n.stepBudget { budgetExceeded = true; return }
+            steps += 1
+            let ev = popEvent()
+            if ev.time > now { now = ev.time }
+            prefetchNext(n)
+            dispatch(ev, n)
+        }
+    }
+
+    mutating func dispatch(_ ev: SimEvent, _ n: SimNodes) {
+        let i = ev.node
+        switch ev.kind {
+        case .frame:
+            let slot = Int(ev.arg)
+            if n.alive[i] {
+                contextSlot = slot
+                contextMessage = pool[slot].message
+                contextValid = contextMessage >= 0
+                n.engines[i].receive(pool[slot].frame, now: now, rng: &n.rngs[i], into: &actions)
+                if !actions.isEmpty { perform(i, n) } else { scheduleTick(i, n) }
+                contextSlot = -1
+            }
+            release(slot)
+        case .ready:
+            let li = Int(ev.arg)
+            guard n.alive[i], li < n.links[i].count else { return }
+            let t = Int(n.links[i][li].target)
+            guard t >= 0, n.alive[t], !n.links[i][li].ready else { return }
+            n.links[i][li].ready = true
+            contextValid = false
+            n.engines[i].linkReady(LinkID(raw: n.linkBase[i] &+ UInt64(li) &+ 1), now: now, rng: &n.rngs[i], into: &actions)
+            perform(i, n)
+        case .tick:
+            guard n.alive[i], n.tickGeneration[i] & SimEvent.argMask == ev.arg else { return }
+            n.tickAt[i] = .max
+            contextValid = false
+            n.engines[i].tick(now: now, rng: &n.rngs[i], into: &actions)
+            perform(i, n)
+        }
+    }
+
+    /// Memory latency hiding: at 10,000 nodes every event touches a cold engine. While this event
+    /// is handled, start loading what the next ones will read: the engines of the two events
+    /// after next (their hot fields), and, for the next event (its engine loaded one step ago),
+    /// the peer table and seen-cache bucket its frame will hit. Hints only: no state changes.
+    @inline(__always)
+    mutating func prefetchNext(_ n: SimNodes) {
+        let count = heap.count
+        guard count > 0 else { return }
+        let stride = MemoryLayout<GossipEngine>.stride
+        for k in 1...2 where k < count {
+            let p = UnsafeRawPointer(n.engines + heap[k].node)
+            var off = 0
+            while off < min(stride, 320) { warren_prefetch(p + off); off += 64 }
+        }
+        let next = heap[0]
+        if next.kind == .frame {
+            let slot = Int(next.arg)
+            if poolIsData[slot] { n.engines[next.node].visitDataReceiveMemory(id: poolIDs[slot]) { warren_prefetch($0) } }
+        }
+    }
+
+    /// Index of link `raw` of node i in `links[i]` (nil if never opened or closed).
+    @inline(__always)
+    func linkIndex(_ i: Int, _ raw: UInt64, _ n: SimNodes) -> Int? {
+        let k = raw &- n.linkBase[i] &- 1
+        guard k < UInt64(n.links[i].count), n.links[i][Int(k)].target != SimLink.closed else { return nil }
+        return Int(k)
+    }
+
+    mutating func scheduleTick(_ i: Int, _ n: SimNodes) {
+        guard n.alive[i], let d = n.engines[i].nextDeadline else { return }
+        let t = max(d, now)
+        if n.tickAt[i] <= t { return }
+        n.tickGeneration[i] &+= 1
+        n.tickAt[i] = t
+        push(SimEvent(time: t, node: i, kind: .tick, arg: n.tickGeneration[i] & SimEvent.argMask), by: i, n)
+    }
+
+    /// Performs the actions node `i` emitted, then reschedules its tick.
+    mutating func perform(_ i: Int, _ n: SimNodes) {
+        var k = 0
+        while k < actions.count {
+            switch actions[k] {
+            case .send(let targets, let out):
+                send(from: i, targets: targets, out, n)
+            case .connect(let l, let endpoint):
+                let lat = n.latency.draw(&n.rngs[i])
+                if lat < shortestLink { shortestLink = lat }
+                let t = n.byEndpoint[endpoint] ?? -1
+                let k = l.raw &- n.linkBase[i] &- 1
+                precondition(k < 1 << 30, "engine link ids are consecutive")
+                while UInt64(n.links[i].count) <= k { n.links[i].append(SimLink(target: SimLink.closed, latency: 0, ready: false)) }
+                n.links[i][Int(k)] = SimLink(target: t, latency: lat, ready: false)
+                if t >= 0 && n.alive[Int(t)] {
+                    push(SimEvent(time: now &+ lat, node: i, kind: .ready, arg: k), by: i, n)
+                }
+            case .disconnect(let l):
+                if let li = linkIndex(i, l.raw, n) { n.links[i][li] = SimLink(target: SimLink.closed, latency: 0, ready: false) }
+            case .deliver(_, _, let hops, _):
+                deliveries.append(Simulator.Delivery(node: Int32(i), message: contextMessage, hops: hops, time: now))
+            case .subscribe(let prefix):
+                if prefix.isEmpty { n.subscribesAll[i] = true } else { n.prefixes[i].append(prefix) }
+            case .unsubscribe(let prefix):
+                if prefix.isEmpty { n.subscribesAll[i] = false }
+                else if let p = n.prefixes[i].firstIndex(of: prefix) { n.prefixes[i].remove(at: p) }
+            case .peerUp:
+                peerUps += 1
+            case .peerDown:
+                peerDowns += 1
+            }
+            k += 1
+        }
+        actions.removeAll(keepingCapacity: true)
+        scheduleTick(i, n)
+    }
+
+    /// Decodes `out` once and schedules its arrival on each ready link.
+    mutating func send(from i: Int, targets: [LinkID], _ out: OutFrame, _ n: SimNodes) {
+        let isData = !out.topic.isControl
+        var message: Int32 = -1
+        let frame: Frame
+        if isData, contextValid, let f = relayedData(out) {
+            frame = f
+            message = contextMessage
+        } else {
+            do { frame = try Frame.decode(topic: out.topic.bytes, body: out.body) } catch { return }
+            if isData { message = contextMessage }
+        }
+        if isData {
+            dataFramesSent += targets.count
+            if message >= 0 {
+                let m = Int(message)
+                if m >= messageFrames.count { messageFrames.append(contentsOf: repeatElement(0, count: m + 1 - messageFrames.count)) }
+                messageFrames[m] += targets.count
+            }
+        } else {
+            controlFramesSent += targets.count
+        }
+        var slot = -1
+        // Per other shard: this frame's index in that mailbox (−1: not copied there yet).
+        if n.shardCount > 1 { for s in 0..<n.shardCount { mailSlots[s] = SimShard.notMailed } }
+        for l in targets {
+            guard let li = linkIndex(i, l.raw, n) else { droppedNotReady += 1; continue }
+            let link = n.links[i][li]
+            let t = Int(link.target)
+            guard link.ready, t >= 0, n.alive[t] else { droppedNotReady += 1; continue }
+            if !n.subscribesAll[t] && !n.prefixes[t].contains(where: { out.topic.hasPrefix($0) }) {
+                filteredAtSender += 1
+                continue
+            }
+            if n.lossThreshold != 0 && n.rngs[i].next() < n.lossThreshold {
+                framesLost += 1
+                continue
+            }
+            let event = SimEvent(time: now &+ link.latency, node: t, kind: .frame, arg: 0)
+            let s = n.shard(of: t)
+            if s == index {
+                if slot < 0 { slot = allocate(SimFrame(frame: frame, message: message)) }
+                poolRefs[slot] += 1
+                var e = event
+                e.packed |= UInt64(slot)
+                push(e, by: i, n)
+            } else {
+                let box = n.mailbox(parity: mailParity, from: index, to: s)
+                if mailSlots[s] == SimShard.notMailed { mailSlots[s] = box.pointee.add(SimFrame(frame: frame, message: message)) }
+                var e = event
+                e.seq = key(by: i, n)
+                precondition(e.time >= windowEnd, "a frame to another shard arrives inside the window")
+                box.pointee.events.append(SimMailbox.Entry(event: e, frame: mailSlots[s]))
+                if e.time < earliestMailed { earliestMailed = e.time }
+            }
+        }
+    }
+
+    /// Moves the frames other shards sent to this one (in the mailboxes of `parity`) into its heap.
+    mutating func receiveMail(parity: Int, _ n: SimNodes) {
+        for from in 0..<n.shardCount where from != index {
+            let box = n.mailbox(parity: parity, from: from, to: index)
+            if box.pointee.events.isEmpty { continue }
+            var dataSlots = [Int](repeating: -1, count: box.pointee.data.count)
+            var frameSlots = [Int](repeating: -1, count: box.pointee.frames.count)
+            for entry in box.pointee.events {
+                let f = Int(entry.frame)
+                let slot: Int
+                if f >= 0 {
+                    if dataSlots[f] < 0 { dataSlots[f] = allocate(mailedData(box.pointee.data[f], box.pointee.bytes)) }
+                    slot = dataSlots[f]
+                } else {
+                    if frameSlots[-1 - f] < 0 { frameSlots[-1 - f] = allocate(box.pointee.frames[-1 - f]) }
+                    slot = frameSlots[-1 - f]
+                }
+                poolRefs[slot] += 1
+                var e = entry.event
+                e.packed |= UInt64(slot)
+                insert(e)
+            }
+            box.pointee.removeAll()
+        }
+    }
+
+    /// A mailed DATA frame, with this shard's own copy of the envelope.
+    mutating func mailedData(_ d: SimMailbox.Data, _ bytes: [UInt8]) -> SimFrame {
+        if d.id != mailEnvelopeID || mailEnvelope.count != d.count {
+            mailEnvelope = Array(bytes[d.offset..<d.offset + d.count])
+            mailEnvelopeID = d.id
+        }
+        return SimFrame(frame: Frame(kind: .data(topic: d.topic, envelope: mailEnvelope, id: d.id), ttl: d.ttl, hops: d.hops, from: d.from),
+                        message: d.message)
+    }
+
+    /// The decoded form of a relayed DATA frame whose envelope equals the one being handled
+    /// (validated exactly as `Frame.decode` would), without copying or hashing the envelope.
+    func relayedData(_ out: OutFrame) -> Frame? {
+        let contextEnvelope: [UInt8], contextID: MessageID
+        if contextSlot >= 0 {
+            guard case .data(_, let env, let id) = pool[contextSlot].frame.kind else { return nil }
+            contextEnvelope = env; contextID = id
+        } else {
+            contextEnvelope = publishEnvelope; contextID = publishID
+        }
+        let body = out.body
+        let h = Frame.headerSize
+        guard body.count == h + contextEnvelope.count, contextEnvelope.count > 0,
+              body[0] == Frame.version, body[1] == Frame.TypeCode.data.rawValue, body[2] != 0 else { return nil }
+        var from: UInt64 = 0
+        for k in 4..<12 { from = from << 8 | UInt64(body[k]) }
+        guard from != 0 else { return nil }
+        let same = body.withUnsafeBufferPointer { b in
+            contextEnvelope.withUnsafeBufferPointer { e in
+                memcmpEqual(UnsafeRawPointer(b.baseAddress! + h), UnsafeRawPointer(e.baseAddress!), e.count)
+            }
+        }
+        guard same else { return nil }
+        return Frame(kind: .data(topic: out.topic, envelope: contextEnvelope, id: contextID),
+                     ttl: body[2], hops: body[3], from: NodeID(raw: from))
+    }
+
+    mutating func allocate(_ f: SimFrame) -> Int {
+        var isData = false, id = MessageID(hi: 0, lo: 0)
+        if case .data(_, _, let d) = f.frame.kind { isData = true; id = d }
+        if let s = freeSlots.popLast() {
+            pool[Int(s)] = f
+            poolIsData[Int(s)] = isData
+            poolIDs[Int(s)] = id
+            return Int(s)
+        }
+        pool.append(f)
+        poolRefs.append(0)
+        poolIsData.append(isData)
+        poolIDs.append(id)
+        return pool.count - 1
+    }
+
+    @inline(__always)
+    mutating func release(_ slot: Int) {
+        poolRefs[slot] -= 1
+        if poolRefs[slot] == 0 { freeSlots.append(Int32(slot)) }
+    }
+
+    // MARK: Heap (binary, on (time, key))
+
+    /// The order key of the next event node `i` schedules: (node, node's own count). Events at
+    /// the same time are taken in this order, whichever shard or thread made them.
+    @inline(__always)
+    func key(by i: Int, _ n: SimNodes) -> UInt64 {
+        n.seqs[i] &+= 1
+        return UInt64(i) << SimEvent.keyCountBits | (n.seqs[i] & SimEvent.keyCountMask)
+    }
+
+    @inline(__always)
+    mutating func push(_ e: SimEvent, by i: Int, _ n: SimNodes) {
+        var e = e
+        e.seq = key(by: i, n)
+        insert(e)
+    }
+
+    @inline(__always)
+    mutating func insert(_ e: SimEvent) {
+        heap.append(e)
+        var c = heap.count - 1
+        heap.withUnsafeMutableBufferPointer { h in
+            while c > 0 {
+                let p = (c - 1) >> 1
+                guard e.before(h[p]) else { break }
+                h[c] = h[p]
+                c = p
+            }
+            h[c] = e
+        }
+    }
+
+    @inline(__always)
+    mutating func popEvent() -> SimEvent {
+        let top = heap[0]
+        let last = heap.removeLast()
+        let count = heap.count
+        if count > 0 {
+            heap.withUnsafeMutableBufferPointer { h in
+                var p = 0
+                while true {
+                    let l = 2 * p + 1
+                    if l >= count { break }
+                    var m = l
+                    if l + 1 < count && h[l + 1].before(h[l]) { m = l + 1 }
+                    guard h[m].before(last) else { break }
+                    h[p] = h[m]
+                    p = m
+                }
+                h[p] = last
+            }
+        }
+        return top
+    }
+}
+
+struct SimLink {
+    static let closed: Int32 = -2
+    /// Node index at the dialled endpoint (−1: nobody ever listened there; −2: closed).
+    var target: Int32
+    var latency: UInt64
+    var ready: Bool
+}
+
+struct SimFrame {
+    var frame: Frame
+    var message: Int32
+}
+
+/// 24 bytes: time, order key (scheduling node 26 bits | that node's count 38 bits), and
+/// (node 26 bits | kind 2 bits | argument 36 bits).
+struct SimEvent {
+    enum Kind: UInt64 { case frame = 0, ready = 1, tick = 2 }
+    static let argMask: UInt64 = (1 << 36) - 1
+    static let keyCountBits: UInt64 = 38
+    static let keyCountMask: UInt64 = (1 << 38) - 1
+    var time: UInt64
+    var seq: UInt64 = 0
+    var packed: UInt64
+
+    init(time: UInt64, node: Int, kind: Kind, arg: UInt64) {
+        precondition(node < 1 << 26 && arg <= SimEvent.argMask)
+        self.time = time
+        packed = UInt64(node) << 38 | kind.rawValue << 36 | arg
+    }
+
+    var node: Int { Int(packed >> 38) }
+    var kind: Kind { Kind(rawValue: (packed >> 36) & 3)! }
+    /// frame: pool slot; ready: link index; tick: generation (low 36 bits).
+    var arg: UInt64 { packed & SimEvent.argMask }
+
+    @inline(__always)
+    func before(_ o: SimEvent) -> Bool { time != o.time ? time < o.time : seq < o.seq }
+}
+
+@inline(__always)
+func memcmpEqual(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ n: Int) -> Bool {
+    var k = 0
+    while k + 8 <= n {
+        if a.loadUnaligned(fromByteOffset: k, as: UInt64.self) != b.loadUnaligned(fromByteOffset: k, as: UInt64.self) { return false }
+        k += 8
+    }
+    while k < n {
+        if a.load(fromByteOffset: k, as: UInt8.self) != b.load(fromByteOffset: k, as: UInt8.self) { return false }
+        k += 1
+    }
+    return true
+}

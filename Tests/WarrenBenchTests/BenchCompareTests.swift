@@ -1,0 +1,112 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+import Testing
+import WarrenTestSupport
+
+/// `warren-bench compare` through the built executable: a small run over all three systems
+/// (Warren's overlay, nats-server, raw ZeroMQ) must deliver every message exactly once on each.
+@Suite(.serialized, .timeLimit(.minutes(5)),
+       .enabled(if: WarrenBenchExecutable.url != nil && WarrenExecutable.url != nil,
+                "warren-bench or warren executable not found next to the test bundle (build them: swift build)"))
+struct BenchCompareTests {
+    static let natsServer: String? = {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
+        for d in path.split(separator: ":").map(String.init) + ["/usr/sbin", "/usr/local/sbin", "/usr/local/bin"]
+        where access("\(d)/nats-server", X_OK) == 0 { return "\(d)/nats-server" }
+        return nil
+    }()
+
+    struct Run { var status: Int32?; var stdout: String; var stderr: String }
+
+    /// Runs `warren-bench args…` to completion; SIGKILL (status nil) after `timeout` seconds.
+    static func warrenBench(_ args: [String], timeout: Double) throws -> Run {
+        let dir = FileManager.default.temporaryDirectory.appending(path: "warren-compare-test-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let outURL = dir.appending(path: "out"), errURL = dir.appending(path: "err")
+        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        let out = try FileHandle(forWritingTo: outURL), err = try FileHandle(forWritingTo: errURL)
+        defer { try? out.close(); try? err.close() }
+        let p = Process()
+        p.executableURL = WarrenBenchExecutable.url!
+        p.arguments = args
+        p.standardInput = FileHandle.nullDevice
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let deadline = Date().addingTimeInterval(timeout)
+        while p.isRunning && Date() < deadline { usleep(50_000) }
+        var status: Int32?
+        if p.isRunning {
+            // SIGINT first: the bench must stop its children itself.
+            kill(p.processIdentifier, SIGINT)
+            usleep(3_000_000)
+            if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+            p.waitUntilExit()
+        } else {
+            status = p.terminationStatus
+        }
+        return Run(status: status,
+                   stdout: (try? String(contentsOf: outURL, encoding: .utf8)) ?? "",
+                   stderr: (try? String(contentsOf: errURL, encoding: .utf8)) ?? "")
+    }
+
+    @Test(.enabled(if: natsServer != nil, "nats-server is not installed (run ./bootstrap): the three-system comparison is skipped"))
+    func everyMessageExactlyOnceOnAllThreeSystems() throws {
+        let csv = FileManager.default.temporaryDirectory.appending(path: "warren-compare-csv-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: csv) }
+        let peers = 4, candidates = 4, flood = 480, rounds = 2
+        let r = try Self.warrenBench(["compare", "--peers", "\(peers)", "--candidates", "\(candidates)", "--rounds", "\(rounds)",
+                                      "--flood", "\(flood)", "--flood-rounds", "1", "--singles", "20", "--csv", csv.path, "--timeout", "60"], timeout: 240)
+        #expect(r.status == 0, "bench compare exited \(r.status.map(String.init) ?? "only when killed"):\n\(r.stdout)\n\(r.stderr.suffix(3000))")
+        #expect(r.stdout.contains("PASS"), "\(r.stdout)")
+
+        let text = (try? String(contentsOf: csv.appending(path: "summary.csv"), encoding: .utf8)) ?? ""
+        let rows = text.split(separator: "\n").map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
+        guard let header = rows.first else { Issue.record("no summary.csv written:\n\(r.stderr.suffix(2000))"); return }
+        func col(_ name: String) -> Int { header.firstIndex(of: name) ?? -1 }
+        var seen: [String: Int] = [:]
+        for row in rows.dropFirst() where row.count == header.count {
+            let system = row[col("system")], phase = row[col("phase")]
+            seen["\(system)/\(phase)", default: 0] += 1
+            let expected = phase == "exchange" ? peers * (peers - 1) * (1 + candidates) : phase == "single" ? 20 : flood
+            #expect(Int(row[col("expected")]) == expected, "\(system) \(phase): expected column \(row[col("expected")])")
+            #expect(Int(row[col("delivered")]) == expected, "\(system) \(phase): delivered \(row[col("delivered")]) of \(expected)")
+            #expect(row[col("missing")] == "0", "\(system) \(phase): missing \(row[col("missing")])")
+            #expect(row[col("duplicates")] == "0", "\(system) \(phase): duplicates \(row[col("duplicates")])")
+            #expect(row[col("misrouted")] == "0", "\(system) \(phase): misrouted \(row[col("misrouted")])")
+        }
+        #expect(seen == ["warren/single": 1, "warren/exchange": rounds, "warren/flood": 1,
+                         "nats/single": 1, "nats/exchange": rounds, "nats/flood": 1,
+                         "zmq/single": 1, "zmq/exchange": rounds, "zmq/flood": 1], "summary.csv rows: \(seen)")
+        // Every exchange latency sample is there, one per message and round.
+        for system in ["warren", "nats", "zmq"] {
+            let samples = (try? String(contentsOf: csv.appending(path: "latency-\(system).csv"), encoding: .utf8)) ?? ""
+            #expect(samples.split(separator: "\n").count == 1 + rounds * peers * (peers - 1) * (1 + candidates), "latency-\(system).csv")
+        }
+        // No child process is left behind.
+        #expect(!Self.childrenOfDeadBenchRunning(), "a warren node / bench peer / nats-server outlived the bench")
+    }
+
+    @Test func missingNATSServerSaysRunBootstrap() throws {
+        let r = try Self.warrenBench(["compare", "--systems", "nats", "--nats-server", "/nonexistent/nats-server"], timeout: 30)
+        #expect(r.status != 0 && r.status != nil)
+        #expect(r.stderr.contains("./bootstrap"), "stderr: \(r.stderr)")
+    }
+
+    /// True if a process whose parent is gone (re-parented to init) is one of the bench's children.
+    static func childrenOfDeadBenchRunning() -> Bool {
+        guard let pids = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return false }
+        for p in pids where Int32(p) != nil {
+            guard let cmd = try? String(contentsOfFile: "/proc/\(p)/cmdline", encoding: .utf8) else { continue }
+            let args = cmd.split(separator: "\0")
+            let ours = args.contains("peer") && args.contains("--system") && args.contains { $0.contains("warren-compare-") }
+                || args.contains("node") && args.contains { $0.contains("warren-compare-") }
+            if ours { return true }
+        }
+        return false
+    }
+}

@@ -1,0 +1,43 @@
+import Foundation
+import Testing
+import WarrenTestSupport
+
+/// `warren simulate` from the command line: `--threads` changes only the real time, and bad
+/// input is refused with a message that names the option.
+@Suite(.serialized, .timeLimit(.minutes(2))) struct SimulateCommandTests {
+    static func run(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
+        let p = Process()
+        p.executableURL = WarrenExecutable.url!
+        p.arguments = ["simulate"] + args
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
+    @Test(.enabled(if: WarrenExecutable.url != nil, "the warren executable was not found next to the tests"))
+    func threadsChangeOnlyTheRealTime() throws {
+        let args = ["--nodes", "120", "--messages", "40", "--loss", "0.02", "--seed", "9"]
+        let one = try Self.run(args + ["--threads", "1"])
+        let two = try Self.run(args + ["--threads", "2"])
+        #expect(one.status == 0 && two.status == 0)
+        let body = { (s: String) in s.split(separator: "\n").filter { !$0.hasPrefix("real time:") } }
+        #expect(body(one.out) == body(two.out))
+        #expect(one.out.contains("ratio 1.0000"))
+        // On a busy machine the two threads may fall back to one for a while; the CLI says so.
+        #expect(one.out.contains("(1 thread)") && two.out.contains("(2 threads"))
+    }
+
+    @Test(.enabled(if: WarrenExecutable.url != nil, "the warren executable was not found next to the tests"))
+    func badThreadsRefused() throws {
+        for bad in ["0", "65"] {
+            let r = try Self.run(["--nodes", "10", "--threads", bad])
+            #expect(r.status != 0)
+            #expect(r.err.contains("--threads must be 1…64"))
+        }
+    }
+}
