@@ -101,7 +101,7 @@ let package = Package(
         .target(
             name: "WarrenGRPC",
             dependencies: [
-                "WarrenCore", "WarrenGossip", "WarrenGRPCClient",
+                "WarrenCore", "WarrenEngine", "WarrenGossip", "WarrenGRPCClient",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),

@@ -40,10 +40,9 @@ public struct Beacon: Sendable, Hashable {
         let at = endpoint.firstIndex(of: "@")
         let prefix = at.map { String(endpoint[...$0]) } ?? ""
         let rest = at.map { String(endpoint[endpoint.index(after: $0)...]) } ?? endpoint
-        guard rest.hasPrefix("tcp://"), let colon = rest.lastIndex(of: ":") else { return endpoint }
-        let host = rest[rest.index(rest.startIndex, offsetBy: 6)..<colon]
-        let local = host == "0.0.0.0" || host == "*" || host == "localhost" || host.hasPrefix("127.")
-        guard local, !source.isEmpty else { return endpoint }
-        return prefix + "tcp://" + source + rest[colon...]
+        guard rest.hasPrefix("tcp://"), var hp = try? HostPort(parsing: rest.dropFirst(6), for: .listen),
+              hp.isLoopback || hp.isUnspecified, !source.isEmpty else { return endpoint }
+        hp.host = source
+        return prefix + "tcp://" + hp.description
     }
 }

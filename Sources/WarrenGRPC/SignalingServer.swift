@@ -7,6 +7,7 @@ import NIOPosix
 import ServiceLifecycle
 import Synchronization
 import WarrenCore
+import WarrenEngine
 import WarrenGRPCClient
 import WarrenGossip
 
@@ -70,22 +71,17 @@ public struct GRPCBridgeConfiguration: Sendable, Equatable {
     static func split(_ address: String) throws -> (String, Int) {
         var text = address
         if text.hasPrefix("grpc://") { text.removeFirst("grpc://".count) }
-        guard let colon = text.lastIndex(of: ":") else {
-            throw GRPCBridgeError.badAddress(address, "expected HOST:PORT, e.g. 127.0.0.1:8080")
+        // A listening address: port 0 or * picks a free one.
+        do {
+            let hp = try HostPort(parsing: text, for: .listen)
+            return (hp.host, Int(hp.port ?? 0))
+        } catch {
+            throw GRPCBridgeError.badAddress(address, "expected HOST:PORT, e.g. 127.0.0.1:8080 (\(error.rule))")
         }
-        var host = String(text[..<colon])
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        guard !host.isEmpty else { throw GRPCBridgeError.badAddress(address, "missing host") }
-        guard let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
-            throw GRPCBridgeError.badAddress(address, "port must be 0–65535")
-        }
-        return (host, port)
     }
 
-    /// True for 127.0.0.0/8, ::1 and localhost.
-    public var isLoopback: Bool {
-        host == "localhost" || host == "::1" || host.hasPrefix("127.")
-    }
+    /// This host only (`HostPort.isLoopback`: 127.0.0.0/8, ::1, localhost).
+    public var isLoopback: Bool { HostPort(host: host, port: nil).isLoopback }
 
     /// Throws if this configuration would serve plain text on a reachable address.
     public func validate() throws {

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import WarrenEngine
 
 /// A parsed `tcp://HOST:PORT`: the one parser for every endpoint Warren takes (`--listen`,
 /// `--advertise`, `--peer`, the `gossip://` URL and its options, the configuration file).
@@ -18,68 +19,33 @@ public struct TCPEndpoint: Sendable, Hashable, CustomStringConvertible {
 
     public init(host: String, port: UInt16?) { self.host = host; self.port = port }
 
-    /// Parses `text`; the error names the value and the rule.
+    /// Parses `text`; the error names the value and the rule (`HostPort`'s grammar after `tcp://`).
     public init(parsing text: String, for use: Use) throws {
-        func bad(_ rule: String) -> GossipConfigurationError {
-            .invalid("\"\(text)\" is not a valid endpoint: \(rule)")
+        guard text.hasPrefix("tcp://") else {
+            throw GossipConfigurationError.invalid("\"\(text)\" is not a valid endpoint: it must be tcp://HOST:PORT")
         }
-        guard text.hasPrefix("tcp://") else { throw bad("it must be tcp://HOST:PORT") }
-        let rest = text.dropFirst(6)
-        let hostPart: Substring, portPart: Substring
-        if rest.hasPrefix("[") {
-            guard let close = rest.firstIndex(of: "]") else { throw bad("an IPv6 address needs its closing ']'") }
-            hostPart = rest[rest.index(after: rest.startIndex)..<close]
-            let after = rest[rest.index(after: close)...]
-            guard after.hasPrefix(":") else { throw bad("it must be tcp://[IPv6]:PORT") }
-            portPart = after.dropFirst()
-            guard Self.isIPv6(String(hostPart)) else { throw bad("\"\(hostPart)\" in brackets is not an IPv6 address") }
-        } else {
-            guard let colon = rest.lastIndex(of: ":") else { throw bad("it has no :PORT") }
-            hostPart = rest[..<colon]
-            portPart = rest[rest.index(after: colon)...]
-            if hostPart.contains(":") { throw bad("an IPv6 address goes in brackets, e.g. tcp://[::1]:7001") }
-        }
-        guard !hostPart.isEmpty else { throw bad("it has no host") }
-        guard !hostPart.contains(where: { $0.isWhitespace || $0 == "/" || $0 == "@" }) else {
-            throw bad("the host \"\(hostPart)\" contains a space, '/' or '@'")
-        }
-        var host = String(hostPart)
-        if host == "*" {
-            guard use == .listen else { throw bad("'*' is not a host others can dial") }
-            host = "0.0.0.0"
-        }
-        if portPart == "*" {
-            guard use == .listen else { throw bad("the port must be 1…65535") }
-            port = nil
-        } else {
-            guard !portPart.isEmpty, portPart.allSatisfy(\.isASCII), portPart.allSatisfy(\.isNumber),
-                  let p = Int(portPart), p <= 65535 else {
-                throw bad("the port must be 1…65535\(use == .listen ? " (or * for any)" : "")")
-            }
-            if p == 0 {
-                guard use == .listen else { throw bad("the port must be 1…65535") }
-                port = nil
-            } else {
-                port = UInt16(p)
-            }
-        }
-        self.host = host
-        if use == .dial && isUnspecified {
-            throw bad("\(host) means every interface, which is where a node listens, not an address others can dial")
+        do {
+            let hp = try HostPort(parsing: text.dropFirst(6), for: use == .listen ? .listen : .dial)
+            host = hp.host
+            port = hp.port
+        } catch {
+            // The rule's examples are given as endpoints here.
+            let rule = error.rule.replacingOccurrences(of: "e.g. [::1]:7001", with: "e.g. tcp://[::1]:7001")
+                .replacingOccurrences(of: "it must be [IPv6]:PORT", with: "it must be tcp://[IPv6]:PORT")
+            throw GossipConfigurationError.invalid("\"\(text)\" is not a valid endpoint: \(rule)")
         }
     }
 
-    public var isIPv6: Bool { Self.isIPv6(host) }
-    public var isIPv4: Bool { Self.isIPv4(host) }
-    public var isLiteral: Bool { isIPv4 || isIPv6 }
+    var hostPort: HostPort { HostPort(host: host, port: port) }
+    public var isIPv6: Bool { hostPort.isIPv6 }
+    public var isIPv4: Bool { hostPort.isIPv4 }
+    public var isLiteral: Bool { hostPort.isLiteral }
     /// `0.0.0.0` or `::`: every interface.
-    public var isUnspecified: Bool { host == "0.0.0.0" || (isIPv6 && Self.canonicalIPv6(host) == "::") }
+    public var isUnspecified: Bool { hostPort.isUnspecified }
+    public var isLoopback: Bool { hostPort.isLoopback }
 
     /// `tcp://HOST:PORT` as ZeroMQ takes it (`*` for any port).
-    public var description: String {
-        let h = isIPv6 ? "[\(host)]" : host
-        return "tcp://\(h):\(port.map(String.init) ?? "*")"
-    }
+    public var description: String { "tcp://" + hostPort.description }
 
     /// The same endpoint with its host name resolved to an address (IPv4 preferred); addresses
     /// are returned as they are.
@@ -139,22 +105,5 @@ public struct TCPEndpoint: Sendable, Hashable, CustomStringConvertible {
         guard getnameinfo(sa, len, &buf, socklen_t(buf.count), nil, 0, NI_NUMERICHOST) == 0 else { return nil }
         return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
-
-    static func isIPv4(_ s: String) -> Bool {
-        var a = in_addr()
-        return inet_pton(AF_INET, s, &a) == 1
-    }
-
-    static func isIPv6(_ s: String) -> Bool {
-        var a = in6_addr()
-        return inet_pton(AF_INET6, s, &a) == 1
-    }
-
-    static func canonicalIPv6(_ s: String) -> String? {
-        var a = in6_addr()
-        guard inet_pton(AF_INET6, s, &a) == 1 else { return nil }
-        var buf = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
-        guard inet_ntop(AF_INET6, &a, &buf, socklen_t(buf.count)) != nil else { return nil }
-        return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
 }
+

@@ -55,10 +55,10 @@ struct BenchPeer: ParsableCommand {
     // MARK: NATS
 
     func runNATS(_ key: PrivateKey) throws {
-        guard let nats, let colon = nats.lastIndex(of: ":"), let port = UInt16(nats[nats.index(after: colon)...]) else {
+        guard let nats, let hp = try? HostPort(parsing: nats, for: .dial), let port = hp.port else {
             throw ValidationError("--nats must be HOST:PORT")
         }
-        let host = String(nats[..<colon])
+        let host = hp.host
         let (client, handshakeReader) = try NATSClient.connect(
             host: host, port: port, name: "warren-peer-\(key.publicKey.base64.prefix(8))",
             subject: natsSubject(key.publicKey), timeout: .seconds(readyTimeout))

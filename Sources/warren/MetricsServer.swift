@@ -5,6 +5,7 @@ import NIOHTTP1
 import NIOPosix
 import Prometheus
 import WarrenCLI
+import WarrenEngine
 
 /// The metrics endpoint: an HTTP/1.1 server (SwiftNIO) for `GET /metrics` (Prometheus text
 /// format) and `GET /status` (JSON). Anything else is 404/405. Connections are served
@@ -33,12 +34,14 @@ final class MetricsServer: Sendable {
     }
 
     static func split(_ spec: String) throws -> (String, UInt16) {
-        guard let colon = spec.lastIndex(of: ":"), let port = UInt16(spec[spec.index(after: colon)...]) else {
-            throw ServerError("--metrics must be HOST:PORT (e.g. 127.0.0.1:9100), got \"\(spec)\"")
+        // No host (":9100"): loopback (an address must be given to serve anywhere else).
+        let text = spec.hasPrefix(":") ? "127.0.0.1" + spec : spec
+        do {
+            let hp = try HostPort(parsing: text, for: .listen)
+            return (hp.host, hp.port ?? 0)
+        } catch {
+            throw ServerError("--metrics must be HOST:PORT (e.g. 127.0.0.1:9100), got \"\(spec)\": \(error.rule)")
         }
-        let host = String(spec[..<colon])
-        // No host: loopback (an address must be given to serve anywhere else).
-        return (host.isEmpty ? "127.0.0.1" : host, port)
     }
 }
 

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Synchronization
 import WarrenCLI
+import WarrenEngine
 
 /// A local UDP socket for `warren connect --forward`: datagrams a local application sends to it
 /// go to the peer over the ICE path, and datagrams from the peer go back to the application
@@ -96,21 +97,12 @@ final class UDPForwarder: Sendable {
 
     /// HOST:PORT or [IPv6]:PORT, names resolved (UDP).
     static func resolve(_ spec: String, option: String) throws -> (sockaddr_storage, socklen_t) {
-        let host: String, port: String
-        if spec.hasPrefix("["), let close = spec.firstIndex(of: "]"),
-           spec[spec.index(after: close)...].hasPrefix(":") {
-            host = String(spec[spec.index(after: spec.startIndex)..<close])
-            port = String(spec[spec.index(close, offsetBy: 2)...])
-        } else if let c = spec.lastIndex(of: ":"), !spec[..<c].contains(":") {
-            host = String(spec[..<c])
-            port = String(spec[spec.index(after: c)...])
-        } else {
-            throw ForwardError("\(option) \(spec): expected HOST:PORT (IPv6 as [ADDR]:PORT)")
+        // --forward binds (any port allowed), --forward-to is where datagrams are sent.
+        let hp: HostPort
+        do { hp = try HostPort(parsing: spec, for: option == "--forward" ? .listen : .dial) } catch {
+            throw ForwardError("\(option) \(spec): expected HOST:PORT (IPv6 as [ADDR]:PORT): \(error.rule)")
         }
-        guard let p = Int(port), (option == "--forward" ? 0...65535 : 1...65535).contains(p) else {
-            throw ForwardError("\(option) \(spec): port \"\(port)\" is not \(option == "--forward" ? "0" : "1")–65535")
-        }
-        guard !host.isEmpty else { throw ForwardError("\(option) \(spec): the host is missing") }
+        let host = hp.host, port = String(hp.port ?? 0)
         var hints = addrinfo()
         hints.ai_socktype = Int32(SOCK_DGRAM.rawValue)
         var res: UnsafeMutablePointer<addrinfo>?
