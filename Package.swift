@@ -73,7 +73,9 @@ let package = Package(
         .target(name: "WarrenEngine", dependencies: ["CSodium"]),
         // The discrete-event simulator: thousands of engines in virtual time, sharded over
         // threads, and the workload and report of `warren simulate`.
-        .target(name: "WarrenSimulator", dependencies: ["WarrenEngine", "CPrefetch", "CSimSync"]),
+        .target(name: "WarrenSimulator", dependencies: ["WarrenEngine", "WarrenMeasure", "CPrefetch", "CSimSync"]),
+        // The one percentile definition (nearest rank) of every report.
+        .target(name: "WarrenMeasure"),
         // The ZeroMQ driver and the gossip:// backend.
         .target(
             name: "WarrenGossip",
@@ -140,7 +142,7 @@ let package = Package(
             ]
         ),
         // Reusable backend conformance suite (used by tests and by `warren demo`).
-        .target(name: "WarrenConformance", dependencies: ["Warren"]),
+        .target(name: "WarrenConformance", dependencies: ["Warren", "WarrenMeasure"]),
         // What both executables share: stdout/stderr lines and error sentences, key files, JSON
         // text, progress lines, the machine line of a report, the entry point.
         .target(
@@ -155,7 +157,7 @@ let package = Package(
         .executableTarget(
             name: "warren",
             dependencies: [
-                "Warren", "WarrenCLI", "WarrenConformance", "WarrenSession", "WarrenNice", "WarrenSimulator",
+                "Warren", "WarrenCLI", "WarrenConformance", "WarrenSession", "WarrenNice", "WarrenSimulator", "WarrenMeasure",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -174,7 +176,7 @@ let package = Package(
         .executableTarget(
             name: "warren-bench",
             dependencies: [
-                "Warren", "WarrenCLI", "WarrenConformance", "WarrenSession", "WarrenNice", "CZeroMQ",
+                "Warren", "WarrenCLI", "WarrenConformance", "WarrenSession", "WarrenNice", "WarrenMeasure", "CZeroMQ",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 // `warren-bench bridge`'s baseline: a minimal signaling server on the same stack.
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
@@ -187,7 +189,7 @@ let package = Package(
                     resources: [.copy("Vectors")]),
         .testTarget(name: "WarrenEngineTests",
                     dependencies: ["WarrenEngine", .product(name: "PropertyBased", package: "swift-property-based")]),
-        .testTarget(name: "WarrenSimulatorTests", dependencies: ["WarrenSimulator", "WarrenEngine"]),
+        .testTarget(name: "WarrenSimulatorTests", dependencies: ["WarrenSimulator", "WarrenEngine", "WarrenMeasure"]),
         .testTarget(name: "WarrenSessionTests", dependencies: ["WarrenSession", "WarrenCore", "WarrenEngine"]),
         .testTarget(name: "WarrenNiceTests", dependencies: ["WarrenNice", "WarrenSession"]),
         .testTarget(name: "WarrenGossipTests", dependencies: ["Warren", "WarrenGossip", "WarrenConformance", "WarrenSimulator"]),

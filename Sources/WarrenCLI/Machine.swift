@@ -9,4 +9,3 @@ package func machineLine() -> String {
 }
 
 /// The median of repeated measurements (the upper one of an even count).
-package func median(_ v: [Double]) -> Double { let s = v.sorted(); return s[s.count / 2] }

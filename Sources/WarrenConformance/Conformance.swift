@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import Warren
+import WarrenMeasure
 
 /// A duration in seconds.
 public func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
@@ -55,9 +56,7 @@ public struct ExchangeReport: Sendable, CustomStringConvertible {
     public var expected: Int { expectedPerHandler * deliveredPerHandler.count }
 
     public func latencyPercentile(_ p: Double) -> Double? {
-        guard !latencies.isEmpty else { return nil }
-        let s = latencies.sorted()
-        return s[min(s.count - 1, max(0, Int((p / 100 * Double(s.count)).rounded(.up)) - 1))]
+        Percentile.of(sorted: latencies.sorted(), p / 100)
     }
 
     public var description: String {

@@ -1,4 +1,5 @@
 import WarrenEngine
+import WarrenMeasure
 
 /// The workload of `warren simulate`, run on a `Simulator`:
 ///
@@ -274,8 +275,4 @@ struct Workload {
     }
 }
 
-func percentile(_ sorted: [UInt64], _ q: Double) -> UInt64 {
-    guard !sorted.isEmpty else { return 0 }
-    let rank = Int((q * Double(sorted.count)).rounded(.up))
-    return sorted[min(max(rank, 1), sorted.count) - 1]
-}
+func percentile(_ sorted: [UInt64], _ q: Double) -> UInt64 { Percentile.of(sorted: sorted, q) ?? 0 }

@@ -6,6 +6,7 @@ import Synchronization
 import Warren
 import WarrenCLI
 import WarrenConformance
+import WarrenMeasure
 
 struct BridgeBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -99,9 +100,7 @@ struct BridgeBench: AsyncParsableCommand {
         Output.line("  every peer publishes to every other one call at a time (\(n * (n - 1)) messages a round);")
         Output.line("  \(rounds) rounds each after a warm-up, the three alternating; peer i on node i mod \(nodes)")
         Output.line("  latency: Publish call starts → the recipient's 4th handler ran; µs over all rounds")
-        func pct(_ v: [Double], _ q: Double) -> Double {
-            let s = v.sorted(); return s.isEmpty ? .nan : s[min(s.count - 1, Int(q * Double(s.count)))]
-        }
+        func pct(_ v: [Double], _ q: Double) -> Double { percentile(v, q) }
         var summary: [(p50: Double, p99: Double, roundP99: Double, exchange: Double)] = []
         for (w, rs) in zip(worlds, results) {
             let all = rs.flatMap(\.latency), cross = rs.flatMap(\.crossLatency)

@@ -5,6 +5,7 @@ import Synchronization
 import Warren
 import WarrenCLI
 import WarrenConformance
+import WarrenMeasure
 
 func typicalCredentials() -> SignalingMessage {
     var m = SignalingMessage()
@@ -249,7 +250,7 @@ struct LatencyBench: AsyncParsableCommand {
         Output.line("  \(samples) sequential messages each; times in µs")
         func row(_ name: String, _ v: [Double]) {
             let s = v.sorted()
-            func p(_ q: Double) -> Double { s[min(s.count - 1, Int(q * Double(s.count)))] }
+            func p(_ q: Double) -> Double { Percentile.of(sorted: s, q) ?? .nan }
             let padded = name.padding(toLength: 30, withPad: " ", startingAt: 0)
             Output.line(padded + String(format: " p50 %8.1f   p99 %8.1f   max %8.1f", p(0.5), p(0.99), s.last ?? 0))
         }

@@ -6,6 +6,7 @@ import Synchronization
 import Warren
 import WarrenCLI
 import WarrenConformance
+import WarrenMeasure
 
 /// What one phase of one system delivered.
 struct PhaseOutcome: Sendable {
@@ -27,11 +28,7 @@ struct PhaseOutcome: Sendable {
     var rate: Double { elapsed > 0 ? Double(delivered) / elapsed : 0 }
     var cpuPerMessage: Double { delivered > 0 ? cpu / Double(delivered) : .nan }
     var serverCPUPerMessage: Double { delivered > 0 ? serverCPU / Double(delivered) : .nan }
-    func percentile(_ q: Double) -> Double {
-        guard !latenciesUs.isEmpty else { return .nan }
-        let s = latenciesUs.sorted()
-        return s[min(s.count - 1, Int(q * Double(s.count)))]
-    }
+    func percentile(_ q: Double) -> Double { WarrenMeasure.percentile(latenciesUs, q) }
 }
 
 /// Runs one phase on running children: writes every sender's lines (stamping each chunk just

@@ -5,6 +5,7 @@ import Glibc
 #endif
 import Warren
 import WarrenCLI
+import WarrenMeasure
 
 extension CompareBench {
     /// Polls the children's states until `pred(index, state)` holds for all, or fails clearly
@@ -268,9 +269,5 @@ struct Summary {
         serverCPUPerMessage = delivered > 0 ? phases.map(\.serverCPU).reduce(0, +) / Double(delivered) : .nan
     }
 
-    func percentile(_ q: Double) -> Double {
-        guard !latencies.isEmpty else { return .nan }
-        let s = latencies.sorted()
-        return s[min(s.count - 1, Int(q * Double(s.count)))]
-    }
+    func percentile(_ q: Double) -> Double { WarrenMeasure.percentile(latencies, q) }
 }

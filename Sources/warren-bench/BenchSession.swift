@@ -5,6 +5,7 @@ import Glibc
 #endif
 import Warren
 import WarrenCLI
+import WarrenMeasure
 
 /// Time to a working ICE path with the overlay as the signaling channel, against libnice alone
 /// with its candidates swapped over a pipe, on namespaced networks built for the run.
