@@ -31,13 +31,13 @@ public final class SignalingBridge: Cunicu_Signaling_Signaling.SimpleServiceProt
     public let backend: GossipBackend
     public let queueBound: Int
     let logger: Logger
-    private let state = Mutex(Counters())
+    private let state = Mutex(BridgeCounters())
     private let open = Mutex<(queues: [ObjectIdentifier: StreamQueue], closing: Bool)>(([:], false))
     private let metrics = BridgeMetrics()
     private let closeListener = Mutex<UInt64?>(nil)
 
     /// What the bridge did, for tests and `warren node`'s status.
-    public struct Counters: Sendable, Equatable {
+    public struct BridgeCounters: Sendable, Equatable {
         /// Envelopes accepted by `Publish` and flooded.
         public var published: UInt64 = 0
         /// `Publish` calls refused with `INVALID_ARGUMENT`.
@@ -71,7 +71,7 @@ public final class SignalingBridge: Cunicu_Signaling_Signaling.SimpleServiceProt
         if let token = closeListener.withLock({ $0 }) { backend.removeCloseListener(token) }
     }
 
-    public var counters: Counters { state.withLock { $0 } }
+    public var counters: BridgeCounters { state.withLock { $0 } }
 
     /// Ends every subscriber stream (after what is queued) with `UNAVAILABLE` and refuses new ones
     /// with it, so that a graceful server shutdown is not held up by streams that never end by

@@ -31,10 +31,10 @@ public final class GRPCBackend: Backend {
     private let connections: Task<Void, Never>
     private let streams = Mutex<[Key: SubscriptionStream]>([:])
     private let closed = Atomic<Bool>(false)
-    private let counterState = Mutex(Counters())
+    private let counterState = Mutex(StreamCounters())
     let executor: EventLoopTaskExecutor
 
-    public struct Counters: Sendable, Equatable {
+    public struct StreamCounters: Sendable, Equatable {
         /// Envelopes received on subscriber streams (not counting the "live" markers).
         public var received: UInt64 = 0
         /// Received envelopes that failed to open (tampered, wrong key, malformed).
@@ -43,7 +43,7 @@ public final class GRPCBackend: Backend {
         public var resubscribed: UInt64 = 0
     }
 
-    public var counters: Counters { counterState.withLock { $0 } }
+    public var counters: StreamCounters { counterState.withLock { $0 } }
 
     public var type: BackendType { .grpc }
 

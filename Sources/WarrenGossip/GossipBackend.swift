@@ -28,7 +28,7 @@ public final class GossipBackend: Backend {
     private let closed = Atomic<Bool>(false)
     /// Neighbours up now (peer-up minus peer-down), for `publish`'s wait for a first one.
     private let neighbourCount = Atomic<Int>(0)
-    private let counterState = Mutex(Counters())
+    private let counterState = Mutex(DeliveryCounters())
     private let listeners = Mutex<[UInt64: @Sendable (Neighbour, Bool, PeerDownReason?) -> Void]>([:])
     private let closeListeners = Mutex<[UInt64: @Sendable () -> Void]>([:])
     /// Who holds each recipient key's topic: the handler registry (one reference while it has
@@ -49,7 +49,7 @@ public final class GossipBackend: Backend {
         let id: UInt64
     }
 
-    public struct Counters: Sendable {
+    public struct DeliveryCounters: Sendable {
         /// Envelopes delivered to at least one handler.
         public var opened: UInt64 = 0
         /// Delivered envelopes that failed to open (tampered, wrong key, malformed).
@@ -115,7 +115,7 @@ public final class GossipBackend: Backend {
     /// The endpoint this node listens on (and advertises).
     public var endpoint: String { node.endpoint }
 
-    public var counters: Counters { counterState.withLock { $0 } }
+    public var counters: DeliveryCounters { counterState.withLock { $0 } }
 
     /// Registers a listener for neighbour changes; returns a token for `removePeerListener`.
     @discardableResult
@@ -293,7 +293,7 @@ public final class GossipBackend: Backend {
         await node.stop()
     }
 
-    public func stats() async -> DriverStats { await node.stats() }
+    public func stats() async -> NodeStats { await node.stats() }
 
     /// A closed overlay's new allow-list (`GossipNode.updateAllowList`).
     @discardableResult
@@ -323,7 +323,7 @@ public enum GossipPublishError: Error, Equatable, Sendable, CustomStringConverti
     /// The all-zero key means "any peer" in a subscription; nothing can be sent to it.
     case zeroRecipient
     /// `limit` publishes were already waiting for the node's thread (counted in
-    /// `DriverStats.queueFull`); nothing was queued.
+    /// `NodeStats.queueFull`); nothing was queued.
     case queueFull(limit: Int)
 
     public var description: String {

@@ -21,7 +21,7 @@ public struct GossipNodeCallbacks: Sendable {
 }
 
 /// Counters of the ZeroMQ driver, beside the engine's.
-public struct DriverStats: Sendable {
+public struct NodeStats: Sendable {
     /// Frames refused by a link's send high-water mark (dropped, counted).
     public var hwmDrops: UInt64 = 0
     /// Inbound ZeroMQ messages that were not exactly 2 parts.
@@ -68,7 +68,7 @@ public final class GossipNode: Sendable {
         case publish(Topic, [UInt8], UInt8?)
         case subscribe(Topic, CheckedContinuation<Void, Never>?)
         case unsubscribe(Topic, CheckedContinuation<Void, Never>?)
-        case stats(CheckedContinuation<DriverStats, Never>)
+        case stats(CheckedContinuation<NodeStats, Never>)
         case allowList(Set<Key>)
         case stop
     }
@@ -323,7 +323,7 @@ public final class GossipNode: Sendable {
     static func answerLate(_ c: Command) {
         switch c {
         case .subscribe(_, let k), .unsubscribe(_, let k): k?.resume()
-        case .stats(let k): k.resume(returning: DriverStats())
+        case .stats(let k): k.resume(returning: NodeStats())
         case .publish, .allowList, .stop: break
         }
     }
@@ -348,7 +348,7 @@ public final class GossipNode: Sendable {
     var wakeDescriptor: Int32 { wakeReadFD }
 
     /// Floods an envelope (already sealed and serialized) to `topic` = the recipient's public key.
-    /// Returns false, and counts it (`DriverStats.queueFull`), if `publishQueueLimit` publishes
+    /// Returns false, and counts it (`NodeStats.queueFull`), if `publishQueueLimit` publishes
     /// are already waiting for the node's thread: the caller is publishing faster than the node
     /// sends. A stopped node drops the publish (and returns true: nothing is waiting).
     @discardableResult
@@ -387,8 +387,8 @@ public final class GossipNode: Sendable {
     }
 
     /// A snapshot of counters, neighbours and known endpoints.
-    public func stats() async -> DriverStats {
-        var s = isFinished.load(ordering: .acquiring) ? DriverStats() : await withCheckedContinuation { enqueue(.stats($0)) }
+    public func stats() async -> NodeStats {
+        var s = isFinished.load(ordering: .acquiring) ? NodeStats() : await withCheckedContinuation { enqueue(.stats($0)) }
         s.queueFull = queueFull.load(ordering: .relaxed)
         return s
     }
@@ -658,8 +658,8 @@ struct DriverLoop {
         }
     }
 
-    func snapshot() -> DriverStats {
-        var s = DriverStats()
+    func snapshot() -> NodeStats {
+        var s = NodeStats()
         s.hwmDrops = hwmDrops
         s.badMultipart = badMultipart
         s.engine = engine.stats

@@ -10,7 +10,7 @@ struct NodeMetrics {
     let forged, overShare, unforwarded, seenFull, dialsDeferred, strangersRefused, knownRefused, penalized, penaltyDrops: Counter
     let backlinkDrops, backlinksRefused, queueFull: Counter
     let neighbours, dedupEntries, backlinksCarried, backlinksOpen: Gauge
-    var last = DriverStats()
+    var last = NodeStats()
 
     init(node: String) {
         let d = [("node", node)]
@@ -44,7 +44,7 @@ struct NodeMetrics {
         dedupEntries = Gauge(label: "warren_dedup_entries", dimensions: d)
     }
 
-    mutating func report(_ s: DriverStats) {
+    mutating func report(_ s: NodeStats) {
         func add(_ c: Counter, _ now: UInt64, _ before: UInt64) {
             if now > before { c.increment(by: Int64(clamping: now - before)) }
         }

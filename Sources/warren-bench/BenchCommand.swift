@@ -58,7 +58,7 @@ struct CryptoBench: ParsableCommand {
 }
 
 /// A counter the driver thread bumps and the bench thread reads.
-final class Counter: Sendable {
+final class ArrivalCounter: Sendable {
     let value = Atomic<Int>(0)
     let times = Mutex<[UInt64]>([])
 }
@@ -98,7 +98,7 @@ struct RelayBench: AsyncParsableCommand {
         let drops = statsA.hwmDrops + statsR.hwmDrops
         let (unA, unR) = await unbatched.stats()
         /// Frames per ZeroMQ message on the A → R and R → B hops (BATCH coalescing).
-        func perMessage(_ s: DriverStats) -> Double {
+        func perMessage(_ s: NodeStats) -> Double {
             let frames = Double(s.engine.framesOut), messages = frames - Double(s.batchedFrames) + Double(s.batchesSent)
             return messages > 0 ? frames / messages : 0
         }
@@ -122,9 +122,9 @@ struct RelayBench: AsyncParsableCommand {
 /// Nodes A → R → B on loopback (unlimited rate, no random links) and B's delivery count.
 struct RelayLine {
     let a: GossipNode, r: GossipNode, b: GossipNode
-    let got = Counter()
+    let got = ArrivalCounter()
     let topic: Topic
-    private let lostBox = Counter()
+    private let lostBox = ArrivalCounter()
 
     init(topic: Topic, batching: Bool) async throws {
         func cfg(_ peers: [String]) -> GossipConfiguration {
@@ -172,7 +172,7 @@ struct RelayLine {
         return Double(delivered) / elapsed
     }
 
-    func stats() async -> (DriverStats, DriverStats) { (await a.stats(), await r.stats()) }
+    func stats() async -> (NodeStats, NodeStats) { (await a.stats(), await r.stats()) }
     func stop() async { for n in [a, r, b] { await n.stop() } }
 }
 
@@ -269,7 +269,7 @@ struct LatencyBench: AsyncParsableCommand {
 func lineLatency(hops: Int, samples: Int) async throws -> [Double] {
     let a = PrivateKey.generate(), b = PrivateKey.generate()
     let topic = Topic(b.publicKey)
-    let arrivals = Counter()
+    let arrivals = ArrivalCounter()
     var nodes: [GossipNode] = []
     for i in 0...hops {
         var c = GossipConfiguration.local(listen: "tcp://127.0.0.1:*", peers: nodes.last.map { [$0.endpoint] } ?? [])

@@ -12,7 +12,7 @@ func shown(_ endpoint: String, closed: Bool) -> String {
 }
 
 /// The node's status as JSON: `/status` of the metrics server and the control socket's `status`.
-func statusObject(_ s: DriverStats, backend: GossipBackend, key: PrivateKey, bridge: SignalingBridge?, dropped: UInt64) -> [String: Any] {
+func statusObject(_ s: NodeStats, backend: GossipBackend, key: PrivateKey, bridge: SignalingBridge?, dropped: UInt64) -> [String: Any] {
     let now = monotonicNanos()   // the clock the engine runs on
     let closed = backend.configuration.isClosed
     var obj: [String: Any] = [
@@ -52,7 +52,7 @@ func statusObject(_ s: DriverStats, backend: GossipBackend, key: PrivateKey, bri
 
 /// Every node this one knows: itself, its neighbours (alive, one hop) and the endpoints peer
 /// exchange taught it (suspect after failed dials, gone after a BYE, known otherwise).
-func members(_ s: DriverStats, backend: GossipBackend, key: PrivateKey) -> [[String: Any]] {
+func members(_ s: NodeStats, backend: GossipBackend, key: PrivateKey) -> [[String: Any]] {
     let now = monotonicNanos()
     let closed = backend.configuration.isClosed
     var out: [[String: Any]] = [["endpoint": shown(backend.endpoint, closed: closed), "node": "\(backend.node.nodeID)",
