@@ -39,6 +39,9 @@ public struct SeenCache: Sendable {
     /// Hash seed (per engine, so ids cannot be chosen to collide in every node's index).
     private let seed: UInt64
 
+    /// Whole-structure passes so far: index rebuilds, each with the ring re-laid if it had to be.
+    package private(set) var relayouts = 0
+
     public init(capacity: Int, window: UInt64, seed: UInt64 = 0) {
         self.init(capacity: capacity, window: window, seed: seed, distanceBitsLimit: 7)
     }
@@ -239,6 +242,7 @@ public struct SeenCache: Sendable {
 
     private mutating func rehash(size: Int, force: Bool = false) {
         guard size > table.count || force else { return }
+        relayouts += 1
         table = [UInt32](repeating: 0, count: size)
         mask = size - 1
         for n in 0..<count {
