@@ -10,7 +10,7 @@ struct Bench: AsyncParsableCommand {
         abstract: "Measure Warren against its baseline, in one run, on this machine.",
         discussion: "Build with -c release for meaningful figures: swift run -c release warren bench crypto",
         subcommands: [CryptoBench.self, RelayBench.self, LatencyBench.self, BridgeBench.self, CompareBench.self, BenchPeer.self,
-                      SessionBench.self, BenchSessionPeer.self])
+                      SessionBench.self, BenchSessionPeer.self, SeenBench.self])
 }
 
 func machineLine() -> String {
