@@ -74,12 +74,6 @@ extension EnvelopeCodec {
         return WireEnvelope(sender: sender, recipient: recipient, body: body, nonce: nonce)
     }
 
-    static func appendVarint(_ v: Int, to out: inout [UInt8]) {
-        var v = UInt(v)
-        while v >= 0x80 { out.append(UInt8(v & 0x7F) | 0x80); v >>= 7 }
-        out.append(UInt8(v))
-    }
-
     static func varintSize(_ v: Int) -> Int {
         var v = UInt(v), n = 1
         while v >= 0x80 { v >>= 7; n += 1 }
@@ -124,6 +118,10 @@ extension EnvelopeCodec {
     /// Opens a canonical wire envelope; nil if the layout is not canonical.
     func openWire(_ p: UnsafeBufferPointer<UInt8>, with ours: PrivateKey) throws -> (PublicKeyPair, SignalingMessage)? {
         guard let w = Self.parseCanonical(p) else { return nil }
+        return try openWire(w, in: p, with: ours)
+    }
+
+    func openWire(_ w: WireEnvelope, in p: UnsafeBufferPointer<UInt8>, with ours: PrivateKey) throws -> (PublicKeyPair, SignalingMessage) {
         let raw = UnsafeRawBufferPointer(p)
         return try openFields(sender: UnsafeRawBufferPointer(rebasing: raw[w.sender]),
                               recipient: UnsafeRawBufferPointer(rebasing: raw[w.recipient]),
@@ -131,13 +129,53 @@ extension EnvelopeCodec {
                               nonce: UnsafeRawBufferPointer(rebasing: raw[w.nonce]), with: ours)
     }
 
+    /// What `openWire(_:keyFor:)` did.
+    enum WireOpened {
+        /// Not the canonical layout: nothing read, use the general parser.
+        case notCanonical
+        /// `keyFor` gave no private key for the recipient: not opened.
+        case notOurs
+        case opened(PublicKeyPair, SignalingMessage)
+    }
+
+    /// Opens canonical wire bytes with the private key `key` gives for their recipient.
+    func openWire(_ bytes: [UInt8], keyFor key: (Key) -> PrivateKey?) throws -> WireOpened {
+        try bytes.withUnsafeBufferPointer { p in
+            guard let w = Self.parseCanonical(p) else { return .notCanonical }
+            let recipient = try Self.recipientKey(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(p)[w.recipient]))
+            guard let ours = key(recipient) else { return .notOurs }
+            let (pair, message) = try openWire(w, in: p, with: ours)
+            return .opened(pair, message)
+        }
+    }
+
+    /// The recipient field as a key (`invalidKeyLength` unless it is 32 bytes).
+    static func recipientKey(_ r: some Collection<UInt8>) throws -> Key {
+        guard r.count == Key.length, let k = try? Key(bytes: r) else {
+            throw EnvelopeError.invalidKeyLength(field: "recipient", length: r.count)
+        }
+        return k
+    }
+
+    /// The length rules of an envelope's keys: 32 bytes each.
+    static func checkKeyLengths(sender: Int, recipient: Int) throws {
+        guard sender == Key.length else { throw EnvelopeError.invalidKeyLength(field: "sender", length: sender) }
+        guard recipient == Key.length else { throw EnvelopeError.invalidKeyLength(field: "recipient", length: recipient) }
+    }
+
+    /// The length rules of an envelope's box: a 24-byte nonce, a body at least its 16-byte MAC
+    /// (a shorter one can never authenticate).
+    static func checkBoxLengths(body: Int, nonce: Int) throws {
+        guard nonce == Self.nonceLength else { throw EnvelopeError.invalidNonceLength(nonce) }
+        guard body >= Self.macLength else { throw EnvelopeError.authenticationFailed }
+    }
+
     /// The checks and decryption shared by every way of opening: key lengths, recipient,
     /// canonical sender key, nonce length, authentication, then the `Message`.
     func openFields(sender s: UnsafeRawBufferPointer, recipient r: UnsafeRawBufferPointer,
                     body: UnsafeRawBufferPointer, nonce: UnsafeRawBufferPointer,
                     with ours: PrivateKey) throws -> (PublicKeyPair, SignalingMessage) {
-        guard s.count == Key.length else { throw EnvelopeError.invalidKeyLength(field: "sender", length: s.count) }
-        guard r.count == Key.length else { throw EnvelopeError.invalidKeyLength(field: "recipient", length: r.count) }
+        try Self.checkKeyLengths(sender: s.count, recipient: r.count)
         let recipient = try Key(bytes: r)
         guard recipient == ours.publicKey else { throw EnvelopeError.wrongRecipient(expected: ours.publicKey, got: recipient) }
         let sender = try Key(bytes: s)
@@ -145,8 +183,7 @@ extension EnvelopeCodec {
         // spelling of another key: it would authenticate while naming a different sender.
         // crypto_scalarmult_base never produces one, so refuse it.
         guard sender[byte: 31] & 0x80 == 0 else { throw EnvelopeError.nonCanonicalKey(field: "sender") }
-        guard nonce.count == Self.nonceLength else { throw EnvelopeError.invalidNonceLength(nonce.count) }
-        guard body.count >= Self.macLength else { throw EnvelopeError.authenticationFailed }
+        try Self.checkBoxLengths(body: body.count, nonce: nonce.count)
         let k = sharedKey(ours: ours, theirs: sender)
         let plainCount = body.count - Self.macLength
         var rc: Int32 = -1

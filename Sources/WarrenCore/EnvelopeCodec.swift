@@ -89,37 +89,18 @@ public final class EnvelopeCodec: Sendable {
 
     /// Seals `message` from `ours` to `recipient`. `nonce` is for test vectors only: pass nil
     /// (the default) to get a fresh random nonce, which is what every real message must use.
+    /// The fields of the bytes `sealBytes` writes.
     public func seal(_ message: SignalingMessage, from ours: PrivateKey, to recipient: Key,
                      nonce: [UInt8]? = nil) throws -> Envelope {
-        let plain: [UInt8]
-        do { plain = try message.serializedBytes() } catch { throw EnvelopeError.malformedMessage("\(error)") }
-        var n = [UInt8](repeating: 0, count: Self.nonceLength)
-        if let nonce {
-            guard nonce.count == Self.nonceLength else { throw EnvelopeError.invalidNonceLength(nonce.count) }
-            n = nonce
-        } else {
-            nonces.fill(&n)
-        }
-        let k = sharedKey(ours: ours, theirs: recipient)
-        var body = Data(count: plain.count + Self.macLength)
-        body.withUnsafeMutableBytes { c in
-            plain.withUnsafeBytes { m in
-                n.withUnsafeBytes { nn in
-                    k.withUnsafeBytes { kk in
-                        _ = crypto_box_easy_afternm(c.baseAddress!.assumingMemoryBound(to: UInt8.self),
-                                                    m.baseAddress?.assumingMemoryBound(to: UInt8.self),
-                                                    UInt64(plain.count),
-                                                    nn.baseAddress!.assumingMemoryBound(to: UInt8.self),
-                                                    kk.baseAddress!.assumingMemoryBound(to: UInt8.self))
-                    }
-                }
-            }
+        let wire = try sealBytes(message, from: ours, to: recipient, nonce: nonce)
+        guard let w = wire.withUnsafeBufferPointer({ Self.parseCanonical($0) }) else {
+            preconditionFailure("sealWire writes the canonical layout")
         }
         var env = Envelope()
-        env.sender = ours.publicKey.data
-        env.recipient = recipient.data
-        env.contents.body = body
-        env.contents.nonce = Data(n)
+        env.sender = Data(wire[w.sender])
+        env.recipient = Data(wire[w.recipient])
+        env.contents.body = Data(wire[w.body])
+        env.contents.nonce = Data(wire[w.nonce])
         return env
     }
 
@@ -161,6 +142,35 @@ public final class EnvelopeCodec: Sendable {
     /// Opens serialized envelope bytes addressed to `ours`.
     public func open(_ bytes: some Collection<UInt8>, with ours: PrivateKey) throws -> (PublicKeyPair, SignalingMessage) {
         try open(Array(bytes), with: ours)
+    }
+
+    /// Opens serialized envelope bytes with the private key `key` gives for their recipient (a
+    /// receiver's subscriptions); nil, and nothing opened, when it gives none. The canonical
+    /// layout takes the wire fast path, without building an `Envelope`; any other is parsed in
+    /// full first. Either way the same envelopes are refused, with the same errors, as by
+    /// `parse` followed by `open(_:keyFor:)`.
+    public func open(_ bytes: [UInt8], keyFor key: (Key) -> PrivateKey?) throws -> (PublicKeyPair, SignalingMessage)? {
+        switch try openWire(bytes, keyFor: key) {
+        case .opened(let pair, let message): return (pair, message)
+        case .notOurs: return nil
+        case .notCanonical: return try open(try parse(bytes), keyFor: key)
+        }
+    }
+
+    /// Opens `envelope` with the private key `key` gives for its recipient; nil, and nothing
+    /// opened, when it gives none. The recipient must be 32 bytes in any case.
+    public func open(_ envelope: Envelope, keyFor key: (Key) -> PrivateKey?) throws -> (PublicKeyPair, SignalingMessage)? {
+        guard let ours = key(try Self.recipientKey(envelope.recipient)) else { return nil }
+        return try open(envelope, with: ours)
+    }
+
+    /// The shape every envelope must have before anyone can open it: 32-byte sender and
+    /// recipient keys, a 24-byte nonce, a body at least its 16-byte MAC (`authenticationFailed`
+    /// if shorter). What a relay that holds no key can check; returns the recipient.
+    public static func checkShape(_ envelope: Envelope) throws -> Key {
+        try checkKeyLengths(sender: envelope.sender.count, recipient: envelope.recipient.count)
+        try checkBoxLengths(body: envelope.contents.body.count, nonce: envelope.contents.nonce.count)
+        return try recipientKey(envelope.recipient)
     }
 
     /// Opens `envelope` with our private key: checks the key lengths, that it is addressed to us,

@@ -31,8 +31,7 @@ public final class InProcessBackend: Backend {
     /// Hands serialized envelope bytes to the shared registry, as if they had crossed a network.
     public func deliver(_ bytes: [UInt8]) throws {
         do {
-            let env = try codec.parse(bytes)
-            try Self.registry.dispatch(env, codec: codec)
+            try Self.registry.dispatch(bytes, codec: codec)
         } catch {
             logger.debug("dropped envelope", metadata: ["reason": "\(error)"])
             throw BackendError.wrapping(error)

@@ -11,7 +11,6 @@ public final class SubscriptionRegistry: Sendable {
     struct Entry {
         var privateKey: PrivateKey
         var handlers: [Key: [any MessageHandler]] = [:]
-        var count: Int { handlers.values.reduce(0) { $0 + $1.count } }
     }
     private let state = Mutex<[Key: Entry]>([:])   // keyed by our public key
 
@@ -80,13 +79,20 @@ public final class SubscriptionRegistry: Sendable {
     /// handler is called). Envelopes for keys nobody subscribed are dropped: returns 0.
     @discardableResult
     public func dispatch(_ envelope: Envelope, codec: EnvelopeCodec) throws -> Int {
-        guard envelope.recipient.count == Key.length else {
-            throw EnvelopeError.invalidKeyLength(field: "recipient", length: envelope.recipient.count)
-        }
-        let recipient = try! Key(bytes: envelope.recipient)
-        guard let sk = privateKey(for: recipient) else { return 0 }
-        let (pair, message) = try codec.open(envelope, with: sk)
-        let hs = handlers(recipient: recipient, sender: pair.theirs)
+        call(try codec.open(envelope, keyFor: privateKey(for:)))
+    }
+
+    /// `dispatch` for serialized envelope bytes, as they arrive: the codec's wire fast path opens
+    /// them without building an `Envelope` (the same envelopes refused, with the same errors).
+    @discardableResult
+    public func dispatch(_ bytes: [UInt8], codec: EnvelopeCodec) throws -> Int {
+        call(try codec.open(bytes, keyFor: privateKey(for:)))
+    }
+
+    private func call(_ opened: (PublicKeyPair, SignalingMessage)?) -> Int {
+        guard let opened else { return 0 }
+        let (pair, message) = opened
+        let hs = handlers(recipient: pair.ours, sender: pair.theirs)
         for h in hs { h.onSignalingMessage(pair, message) }
         return hs.count
     }

@@ -42,9 +42,9 @@ public struct EngineConfig: Sendable {
     /// tell connections apart; everything else shares one bucket). Excess frames are dropped and
     /// counted in `rateLimited`. 0 = unlimited. It should exceed `newIDRate` (what an honest
     /// relay can forward) plus the control frames, so an honest relay is never limited.
-    public var rateLimit: Double = 200_000
+    public var rateLimit: Double
     /// Bucket size: how many frames a neighbour may send in a burst above the rate.
-    public var rateBurst: Double = 400_000
+    public var rateBurst: Double
     /// At most this many links to endpoints that have never been up (not seeds) are being
     /// dialled at a time; more wait (`dialsDeferred`).
     public var maxPendingDials: Int = 16
@@ -75,7 +75,8 @@ public struct EngineConfig: Sendable {
         dialTimeout: UInt64 = 2_000_000_000, backoffInitial: UInt64 = 100_000_000,
         backoffMax: UInt64 = 2_000_000_000, peerExchangeInterval: UInt64 = 1_000_000_000,
         seenCapacity: Int = 524_288, seenWindow: UInt64 = 120_000_000_000,
-        leaf: Bool = false, maxKnownEndpoints: Int = 1024
+        leaf: Bool = false, maxKnownEndpoints: Int = 1024,
+        rateLimit: Double = 200_000, rateBurst: Double = 400_000
     ) {
         self.endpoint = endpoint; self.seeds = seeds; self.targetDegree = targetDegree
         self.maxTTL = maxTTL; self.defaultTTL = defaultTTL
@@ -84,16 +85,19 @@ public struct EngineConfig: Sendable {
         self.backoffMax = backoffMax; self.peerExchangeInterval = peerExchangeInterval
         self.seenCapacity = seenCapacity; self.seenWindow = seenWindow
         self.leaf = leaf; self.maxKnownEndpoints = maxKnownEndpoints
+        self.rateLimit = rateLimit; self.rateBurst = rateBurst
     }
 
     /// One machine (loopback): heartbeat 250 ms, dead after 1.5 s, dial timeout 2 s,
-    /// back-off 100 ms … 2 s, peer exchange 1 s, degree 3, TTL 16/16, seen 524,288 / 120 s, hold 6 s.
+    /// back-off 100 ms … 2 s, peer exchange 1 s, degree 3, TTL 16/16, seen 524,288 / 120 s, hold 6 s,
+    /// rate limit 200,000 frames/s per neighbour, burst 400,000.
     public static func local(endpoint: String, seeds: [String]) -> EngineConfig {
         EngineConfig(endpoint: endpoint, seeds: seeds)
     }
 
     /// LAN: heartbeat 1 s, dead after 5 s, dial timeout 5 s, back-off 500 ms … 30 s,
-    /// peer exchange 5 s, degree 4, TTL 16/16, seen 524,288 / 120 s, hold 6 s.
+    /// peer exchange 5 s, degree 4, TTL 16/16, seen 524,288 / 120 s, hold 6 s,
+    /// rate limit 200,000 frames/s per neighbour, burst 400,000.
     public static func lan(endpoint: String, seeds: [String]) -> EngineConfig {
         EngineConfig(
             endpoint: endpoint, seeds: seeds, targetDegree: 4,

@@ -58,18 +58,16 @@ extension Frame {
         let type = h.type, ttl = h.ttl, hops = h.hops, from = h.from, t = h.topic
         var r = Reader(p: body, i: headerSize)
 
-        if type == .data {
-            let env = UnsafeBufferPointer(rebasing: body[headerSize...])
-            let id = MessageID(envelope: env)
-            return .success(Frame(kind: .data(topic: t, envelope: Array(env), id: id), ttl: ttl, hops: hops, from: from))
+        if type != .data {
+            guard t.isControl else { return .failure(.controlOnDataTopic) }
+            guard ttl == 0, hops == 0 else { return .failure(.controlTTLOrHops) }
         }
-
-        guard t.isControl else { return .failure(.controlOnDataTopic) }
-        guard ttl == 0, hops == 0 else { return .failure(.controlTTLOrHops) }
         let kind: Kind
         switch type {
         case .data:
-            return .failure(.truncated)  // unreachable
+            let env = UnsafeBufferPointer(rebasing: body[headerSize...])
+            let id = MessageID(envelope: env)
+            return .success(Frame(kind: .data(topic: t, envelope: Array(env), id: id), ttl: ttl, hops: hops, from: from))
         case .heartbeat:
             kind = .heartbeat
         case .bye:

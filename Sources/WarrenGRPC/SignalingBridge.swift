@@ -121,23 +121,12 @@ public final class SignalingBridge: Cunicu_Signaling_Signaling.SimpleServiceProt
         return Cunicu_Empty()
     }
 
-    /// The recipient of an envelope the bridge may inject, or `INVALID_ARGUMENT` saying why not.
-    /// Keys must be 32 bytes, the nonce 24, the box at least its 16-byte MAC.
+    /// The recipient of an envelope the bridge may inject, or `INVALID_ARGUMENT` saying why not:
+    /// the codec's shape check (keys 32 bytes, the nonce 24, the box at least its 16-byte MAC).
     static func validate(_ env: Envelope) throws -> Key {
-        func invalid(_ why: String) -> RPCError { RPCError(code: .invalidArgument, message: why) }
-        guard env.sender.count == Key.length else {
-            throw invalid("sender must be a 32-byte public key, got \(env.sender.count) bytes")
+        do { return try EnvelopeCodec.checkShape(env) } catch {
+            throw RPCError(code: .invalidArgument, message: "\(error)")
         }
-        guard env.recipient.count == Key.length, let recipient = try? Key(bytes: env.recipient) else {
-            throw invalid("recipient must be a 32-byte public key, got \(env.recipient.count) bytes")
-        }
-        guard env.contents.nonce.count == EnvelopeCodec.nonceLength else {
-            throw invalid("contents.nonce must be \(EnvelopeCodec.nonceLength) bytes, got \(env.contents.nonce.count)")
-        }
-        guard env.contents.body.count >= EnvelopeCodec.macLength else {
-            throw invalid("contents.body is shorter than its \(EnvelopeCodec.macLength)-byte MAC")
-        }
-        return recipient
     }
 
     // MARK: Subscribe

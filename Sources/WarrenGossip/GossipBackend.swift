@@ -154,8 +154,7 @@ public final class GossipBackend: Backend {
         for f in taps { f(bytes) }
         if !taps.isEmpty && registry.privateKey(for: key) == nil { return }
         do {
-            let env = try codec.parse(bytes)
-            let calls = try registry.dispatch(env, codec: codec)
+            let calls = try registry.dispatch(bytes, codec: codec)
             counterState.withLock { $0.opened &+= 1; $0.handlerCalls &+= UInt64(calls) }
         } catch {
             counterState.withLock { $0.refused &+= 1 }

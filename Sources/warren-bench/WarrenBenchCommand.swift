@@ -14,7 +14,7 @@ struct WarrenBenchCommand: AsyncParsableCommand {
         discussion: "Build with -c release for meaningful figures: swift run -c release warren-bench crypto",
         version: WarrenVersion.string,
         subcommands: [CryptoBench.self, RelayBench.self, LatencyBench.self, BridgeBench.self, CompareBench.self, BenchPeer.self,
-                      SessionBench.self, BenchSessionPeer.self, Soak.self])
+                      SessionBench.self, BenchSessionPeer.self, Soak.self, SeenBench.self])
 
     static func main() async { await CommandMain.run(Self.self) }
 }

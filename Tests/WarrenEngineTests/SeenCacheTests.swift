@@ -70,3 +70,69 @@ import Testing
         #expect(c.approximateBytes < 65_536 * 40)
     }
 }
+
+@Suite struct SeenCacheGrowthTests {
+    /// Ids at a rate rising from 100 to 500 per second over 10 minutes, with the presets' window,
+    /// bound and hold: the storage grows with the live ids in a number of whole-structure passes
+    /// logarithmic in the bound, not one pass per insert. (Growing one slot at a time and
+    /// re-laying the ring whenever it had wrapped made 38,406 passes here.)
+    @Test func risingRateRelaysOutLogarithmically() {
+        let config = EngineConfig.local(endpoint: "tcp://127.0.0.1:7001", seeds: [])
+        let bound = 2 * (Int.bitWidth - config.seenCapacity.leadingZeroBitCount)   // 40
+        var c = SeenCache(capacity: config.seenCapacity, window: config.seenWindow, seed: 1)
+        var times: [UInt64] = [], live = 0, inserts = 0, last = MessageID(hi: 0, lo: 0), end: UInt64 = 0
+        SeenCache.risingRate { id, now in
+            guard c.insert(id, now: now, hold: config.seenHold) == .inserted else { Issue.record("not inserted"); return false }
+            times.append(now)
+            while now - times[live] >= config.seenWindow { live += 1 }
+            inserts += 1; last = id; end = now
+            guard c.count == times.count - live else { Issue.record("count \(c.count) ≠ \(times.count - live)"); return false }
+            return c.relayouts <= bound   // stop as soon as the bound is broken
+        }
+        #expect(c.relayouts <= bound)
+        #expect(inserts > 170_000)
+        #expect(c.count > 50_000)
+        #expect(c.has(last))
+        do { let r = c.insert(last, now: end, hold: config.seenHold); #expect(r == .duplicate) }
+        // Idle: everything expires and the storage shrinks back (one pass).
+        let passes = c.relayouts
+        c.expire(now: end + config.seenWindow)
+        #expect(c.count == 0)
+        #expect(c.relayouts == passes + 1)
+        #expect(c.approximateBytes < 4096)
+    }
+
+    /// A steady rate, once the window is full, makes no whole-structure pass at all.
+    @Test func steadyRateMakesNoPass() {
+        let config = EngineConfig.local(endpoint: "tcp://127.0.0.1:7001", seeds: [])
+        var c = SeenCache(capacity: config.seenCapacity, window: config.seenWindow, seed: 1)
+        var passes: Int?
+        SeenCache.risingRate(from: 300, to: 300, over: 3 * config.seenWindow) { id, now in
+            if now >= config.seenWindow && passes == nil { passes = c.relayouts }
+            return c.insert(id, now: now)
+        }
+        #expect(c.relayouts == passes)
+        #expect(c.count >= 35_000 && c.count <= 36_001)
+    }
+
+    /// Falling and rising traffic: the ring shrinks once the live ids fall below an eighth of it,
+    /// grows again, and lookups stay right across both.
+    @Test func shrinksAndGrowsBack() {
+        var c = SeenCache(capacity: 100_000, window: 1000)
+        for n in 0..<4096 { c.insert(id(UInt64(n)), now: 0) }
+        for n in 4096..<4196 { c.insert(id(UInt64(n)), now: 500) }
+        let full = c.approximateBytes, passes = c.relayouts
+        c.expire(now: 1000)   // the first 4096 go
+        #expect(c.count == 100)
+        #expect(c.relayouts == passes + 1)
+        #expect(c.approximateBytes < full / 8)
+        for n in 4096..<4196 { #expect(c.has(id(UInt64(n)))) }
+        #expect(!c.has(id(0)))
+        for n in 4196..<8292 { let r = c.insert(id(UInt64(n)), now: 1200); #expect(r) }
+        #expect(c.count == 4196)
+        for n in 4096..<8292 { #expect(c.has(id(UInt64(n)))) }
+        for n in 4096..<8292 { let r = !c.insert(id(UInt64(n)), now: 1300); #expect(r) }
+    }
+
+    func id(_ n: UInt64) -> MessageID { MessageID(hi: n &* 0x9E37_79B9_7F4A_7C15, lo: n) }
+}
