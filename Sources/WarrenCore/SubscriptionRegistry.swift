@@ -12,23 +12,28 @@ public final class SubscriptionRegistry: Sendable {
         var privateKey: PrivateKey
         var handlers: [Key: [any MessageHandler]] = [:]
     }
-    private let state = Mutex<[Key: Entry]>([:])   // keyed by our public key
+    /// Entries keyed by our public key, and how many handlers each key has (`Holders`: the
+    /// first makes the key's entry, the last removes it).
+    private struct State {
+        var entries: [Key: Entry] = [:]
+        var handlers = Holders<Key>()
+    }
+    private let state = Mutex(State())
 
     public init() {}
 
     public struct SubscribeResult: Sendable { public var firstForKey: Bool; public var added: Bool }
 
     public func subscribe(_ kp: KeyPair, _ handler: any MessageHandler) -> SubscribeResult {
-        state.withLock { subs in
+        state.withLock { s in
             let pub = kp.ours.publicKey
-            var entry = subs[pub] ?? Entry(privateKey: kp.ours)
-            let first = subs[pub] == nil
+            var entry = s.entries[pub] ?? Entry(privateKey: kp.ours)
             var list = entry.handlers[kp.theirs] ?? []
-            let added = !list.contains { $0 === handler }
-            if added { list.append(handler) }
+            guard !list.contains(where: { $0 === handler }) else { return SubscribeResult(firstForKey: false, added: false) }
+            list.append(handler)
             entry.handlers[kp.theirs] = list
-            subs[pub] = entry
-            return SubscribeResult(firstForKey: first, added: added)
+            s.entries[pub] = entry
+            return SubscribeResult(firstForKey: s.handlers.take(pub) == .first, added: true)
         }
     }
 
@@ -40,36 +45,36 @@ public final class SubscriptionRegistry: Sendable {
     }
 
     public func unsubscribe(_ kp: KeyPair, _ handler: any MessageHandler) throws -> UnsubscribeResult {
-        try state.withLock { subs throws in
+        try state.withLock { s throws in
             let pub = kp.ours.publicKey
-            guard var entry = subs[pub] else { throw BackendError.notSubscribed(pub) }
+            guard var entry = s.entries[pub] else { throw BackendError.notSubscribed(pub) }
             var list = entry.handlers[kp.theirs] ?? []
             guard let idx = list.firstIndex(where: { $0 === handler }) else {
                 return UnsubscribeResult(lastForPair: false, lastForKey: false)
             }
             list.remove(at: idx)
             entry.handlers[kp.theirs] = list.isEmpty ? nil : list
-            let lastForKey = entry.handlers.isEmpty
-            subs[pub] = lastForKey ? nil : entry
+            let lastForKey = s.handlers.release(pub) == .last
+            s.entries[pub] = lastForKey ? nil : entry
             return UnsubscribeResult(lastForPair: list.isEmpty, lastForKey: lastForKey)
         }
     }
 
     /// The private key subscribed for `recipient`, if any.
     public func privateKey(for recipient: Key) -> PrivateKey? {
-        state.withLock { $0[recipient]?.privateKey }
+        state.withLock { $0.entries[recipient]?.privateKey }
     }
 
     /// Every recipient public key with at least one handler.
-    public var recipients: [Key] { state.withLock { Array($0.keys) } }
+    public var recipients: [Key] { state.withLock { Array($0.entries.keys) } }
 
-    public var isEmpty: Bool { state.withLock { $0.isEmpty } }
+    public var isEmpty: Bool { state.withLock { $0.entries.isEmpty } }
 
     /// Handlers for a message from `sender` to `recipient`: the any-sender ones first, then the
     /// sender-specific ones (a handler registered under both is called for each).
     public func handlers(recipient: Key, sender: Key) -> [any MessageHandler] {
-        state.withLock { subs in
-            guard let e = subs[recipient] else { return [] }
+        state.withLock { s in
+            guard let e = s.entries[recipient] else { return [] }
             return (e.handlers[.zero] ?? []) + (sender.isZero ? [] : (e.handlers[sender] ?? []))
         }
     }

@@ -121,8 +121,9 @@ public final class GRPCBackend: Backend {
         try checkOpen()
         let key = kp.ours.publicKey
         let (result, stream) = streams.withLock { s -> (SubscriptionRegistry.SubscribeResult, SubscriptionStream) in
+            // The registry's first handler for the key opens its stream, its last closes it.
             let r = registry.subscribe(kp, handler)
-            if let existing = s[key] { return (r, existing) }
+            if !r.firstForKey, let existing = s[key] { return (r, existing) }
             let new = SubscriptionStream(key: key)
             s[key] = new
             new.start(backend: self)

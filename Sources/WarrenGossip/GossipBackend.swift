@@ -38,7 +38,7 @@ public final class GossipBackend: Backend {
     private let topics = Mutex(TopicHolders())
 
     struct TopicHolders {
-        var references: [Key: Int] = [:]
+        var references = Holders<Key>()
         var taps: [Key: [UInt64: @Sendable ([UInt8]) -> Void]] = [:]
         var nextTap: UInt64 = 1
     }
@@ -187,7 +187,7 @@ public final class GossipBackend: Backend {
     func waitForNeighbour(for recipient: Key) async throws {
         if neighboursUp > 0 { return }
         // Subscribed here: by a handler or a tap (the gRPC bridge's streams).
-        let local = topics.withLock { $0.references[recipient] != nil }
+        let local = topics.withLock { $0.references.holds(recipient) }
         let expectsNeighbours = !configuration.peers.isEmpty || configuration.discoveryPort != nil
         if local && !expectsNeighbours { return }
         let timeout = configuration.publishTimeout
@@ -267,14 +267,10 @@ public final class GossipBackend: Backend {
             topics.withLock { h in
                 let (r, delta) = body(&h)
                 result = r
-                let before = h.references[key, default: 0], after = before + delta
-                h.references[key] = after > 0 ? after : nil
-                if before == 0 && after > 0 {
-                    node.requestSubscription(Topic(key), subscribe: true, done: done)
-                } else if before > 0 && after == 0 {
-                    node.requestSubscription(Topic(key), subscribe: false, done: done)
-                } else {
-                    done.resume()
+                switch delta > 0 ? h.references.take(key) : delta < 0 ? h.references.release(key) : .none {
+                case .first: node.requestSubscription(Topic(key), subscribe: true, done: done)
+                case .last: node.requestSubscription(Topic(key), subscribe: false, done: done)
+                case .none: done.resume()
                 }
             }
         }
