@@ -63,7 +63,7 @@ extension GossipEngine {
         guard let pi = peerIndex(from) else { return }
         // Sent before it moved to its new connection (a driver's connections can overtake each
         // other): late, not forged.
-        if let via, peerKeys[pi].left == via.raw { return }
+        if let via, peerKeys[pi].left == via.raw || (via.isBacklink && !ConnectionID(raw: peerKeys[pi].conn).isBacklink) { return }
         stats.forged &+= 1
         forgedByStranger(via)
     }
@@ -87,7 +87,9 @@ extension GossipEngine {
     mutating func bindConnection(_ via: ConnectionID, to from: NodeID, hello h: Frame.Hello) -> Bool {
         guard let pi = peerIndex(from) else { return true }
         let conn = peerKeys[pi].conn
-        if conn != 0 && conn != via.raw && peerKeys[pi].left == via.raw { return false }
+        if conn != 0 && conn != via.raw && (peerKeys[pi].left == via.raw || (via.isBacklink && !ConnectionID(raw: conn).isBacklink)) {
+            return false
+        }
         if conn != 0 && conn != via.raw, peers[pi].up, let l = peers[pi].link, h.echo != l.raw {
             stats.forged &+= 1
             forgedByStranger(via)

@@ -35,6 +35,13 @@ public struct ConnectionID: Hashable, Sendable, CustomStringConvertible {
     public var raw: UInt64
     public init(raw: UInt64) { self.raw = raw }
     public var description: String { "conn:" + hex64(raw) }
+
+    /// A connection this node opened itself to receive from a node that cannot dial it (a
+    /// back-link, docs/PROTOCOL.md §1): the top bit set on the driver's number `n`. A node bound
+    /// to one of its direct connections is never moved to a back-link by a HELLO there (one sent
+    /// before its direct link was ready, arriving late).
+    public static func backlink(_ n: UInt64) -> ConnectionID { ConnectionID(raw: n | 1 << 63) }
+    public var isBacklink: Bool { raw & 1 << 63 != 0 }
 }
 
 /// A 32-byte ZeroMQ topic: the recipient's Curve25519 public key, or 32 zero bytes for

@@ -268,7 +268,7 @@ extension DriverLoop {
                 try s.connect(endpoint)
             } catch { s.close(); throw error }
             for p in subscribedPrefixes { sendPrefix(p, kind: Backlink.subscribe, on: s) }
-            backDialers[link] = BacklinkDialer(socket: s, connection: ConnectionID(raw: ZAPService.shared.nextConnectionNumber()),
+            backDialers[link] = BacklinkDialer(socket: s, connection: .backlink(ZAPService.shared.nextConnectionNumber()),
                                                endpoint: endpoint)
             pollDirty = true
             logger.debug("opening a back-link", metadata: ["endpoint": "\(endpoint)", "link": "\(link)"])
@@ -295,21 +295,23 @@ extension DriverLoop {
         for d in backDialers.values { sendPrefix(prefix, kind: subscribe ? Backlink.subscribe : Backlink.unsubscribe, on: d.socket) }
     }
 
-    /// Reads what the listener sent on our back-link of `link`: frames, or `close`.
-    mutating func receiveBacklink(_ link: LinkID) {
-        guard let d = backDialers[link] else { return }
+    /// Reads what the listener sent on our back-link of `link`: frames, or `close`. Returns
+    /// false when it stopped with input left (at most 4,096 messages, or a timer is due).
+    @discardableResult
+    mutating func receiveBacklink(_ link: LinkID) -> Bool {
+        guard let d = backDialers[link] else { return true }
         var topic = zmq_msg_t(), body = zmq_msg_t()
         defer { if !actions.isEmpty { perform() } }
         for n in 1...4096 {
             zmq_msg_init(&topic)
-            if zmq_msg_recv(&topic, d.socket.handle, ZMQ_DONTWAIT) < 0 { zmq_msg_close(&topic); return }
+            if zmq_msg_recv(&topic, d.socket.handle, ZMQ_DONTWAIT) < 0 { zmq_msg_close(&topic); return true }
             guard zmq_msg_more(&topic) != 0 else {
                 let isClose = zmq_msg_size(&topic) == 1 && zmq_msg_data(&topic).load(as: UInt8.self) == Backlink.close
                 zmq_msg_close(&topic)
                 if isClose {
                     logger.debug("back-link closed by the remote (it dials this node)", metadata: ["endpoint": "\(d.endpoint)"])
                     closeBacklink(of: link)
-                    return
+                    return true
                 }
                 badMultipart &+= 1
                 continue
@@ -331,11 +333,15 @@ extension DriverLoop {
             }
             zmq_msg_close(&topic)
             zmq_msg_close(&body)
-            if n % Self.coalesceInputs == 0 && !actions.isEmpty {
-                perform()
-                // The actions may have closed this back-link.
-                guard backDialers[link] != nil else { return }
+            if n % Self.coalesceInputs == 0 {
+                if !actions.isEmpty {
+                    perform()
+                    // The actions may have closed this back-link.
+                    guard backDialers[link] != nil else { return true }
+                }
+                if timerDue() { return false }
             }
         }
+        return false
     }
 }

@@ -569,7 +569,7 @@ struct DriverLoop {
             let dialersAt = i, linksAt = i + polledDialers.count
             if running {
                 for i in dialersAt..<linksAt where pollItems[i].revents & Int16(ZMQ_POLLIN) != 0 {
-                    receiveBacklink(polledDialers[i - dialersAt])
+                    if !receiveBacklink(polledDialers[i - dialersAt]) { inputPending = true }
                 }
                 for i in linksAt..<pollItems.count where pollItems[i].revents & Int16(ZMQ_POLLIN) != 0 {
                     receiveSubscriptions(linkOrder[i - linksAt])
@@ -732,9 +732,21 @@ struct DriverLoop {
             }
             zmq_msg_close(&topic)
             zmq_msg_close(&body)
-            if n % Self.coalesceInputs == 0 && !actions.isEmpty { perform() }
+            if n % Self.coalesceInputs == 0 {
+                if !actions.isEmpty { perform() }
+                // A timer is due (a heartbeat, say): stop here so that it runs, and go on with
+                // the rest after it. A burst that takes this thread seconds to work through
+                // (a slow handler, a starved CPU) must not silence the node to its neighbours.
+                if timerDue() { return false }
+            }
         }
         return false
+    }
+
+    /// Whether the engine's next deadline has passed.
+    func timerDue() -> Bool {
+        guard let d = engine.nextDeadline else { return false }
+        return d <= monotonicNanos()
     }
 
     /// The connection a message arrived on: the number after the last `#` of the user id the ZAP

@@ -453,3 +453,42 @@ extension InMemoryNetwork {
         #expect(e.neighbours.map(\.nodeID) == [peer], "the peer timed out: its frames on the new connection no longer counted")
     }
 }
+
+extension ConnectionMoveTests {
+    /// A HELLO the node sent on its back-link before its direct link was ready, arriving after the
+    /// direct one, does not move it off the direct connection.
+    @Test func aLateHelloOnABacklinkDoesNotTakeADirectConnection() throws {
+        let second: UInt64 = 1_000_000_000
+        var e = GossipEngine(config: .local(endpoint: "tcp://10.0.0.1:7000", seeds: []), nodeID: NodeID(raw: 1))
+        var rng = SeededGenerator(seed: 4)
+        var actions: [Action] = []
+        var now: UInt64 = second
+        e.start(now: now, rng: &rng, into: &actions)
+        let peer = NodeID(raw: 2), direct = ConnectionID(raw: 7), back = ConnectionID.backlink(8)
+        #expect(back.isBacklink && !direct.isBacklink)
+        func receive(_ f: OutFrame, via: ConnectionID) {
+            e.receive(topic: f.topic.bytes, body: f.body, via: via, now: now, rng: &rng, into: &actions)
+        }
+        func hello(echo: UInt64) -> OutFrame {
+            Frame(kind: .hello(Frame.Hello(leaf: false, token: 99, echo: echo, endpoint: "tcp://10.0.0.2:7000", peers: [])), from: peer).encode()
+        }
+        actions.removeAll()
+        receive(hello(echo: 0), via: direct)
+        guard case .connect(let link, _)? = actions.first(where: { if case .connect = $0 { return true }; return false }) else {
+            Issue.record("no dial back: \(actions)")
+            return
+        }
+        e.linkReady(link, now: now, rng: &rng, into: &actions)
+        receive(hello(echo: link.raw), via: direct)
+        receive(hello(echo: link.raw), via: back)   // late, from before its direct link was ready
+        let forged = e.stats.forged
+        receive(Frame(kind: .peers([]), from: peer).encode(), via: back)
+        #expect(e.stats.forged == forged)
+        for _ in 0..<12 {
+            now += e.config.heartbeatInterval
+            receive(Frame(kind: .heartbeat, from: peer).encode(), via: direct)
+            e.tick(now: now, rng: &rng, into: &actions)
+        }
+        #expect(e.neighbours.map(\.nodeID) == [peer], "moved to the back-link: its direct heartbeats no longer counted")
+    }
+}
