@@ -26,7 +26,7 @@ extension GossipEngine {
         if from == nodeID {
             // A connection bound to a neighbour cannot speak for us.
             if let via, let pi = peerIndex(conn: via.raw) { stats.forged &+= 1; peerKeys[pi].noteBad(.forged); return }
-            if case .hello(let h) = frame.kind, !handleSelfHello(h, now: now, into: &actions) { forgedByStranger(via) }
+            if case .hello(let h) = frame.kind, !handleSelfHello(h, now: now, rng: &rng, into: &actions) { forgedByStranger(via) }
             return
         }
         let source = admit(from, via: via, now: now)
@@ -258,11 +258,11 @@ extension GossipEngine {
 
         // (1) the echo names one of our links: it reaches the sender.
         if h.echo != 0, let li = linkIndex(raw: h.echo) {
-            bind(li, to: from, now: now, into: &actions)
+            bind(li, to: from, now: now, rng: &rng, into: &actions)
         } else if let li = links.firstIndex(where: { $0.endpoint == h.endpoint }) {
             // (2) we have a link to the endpoint it advertises: bound unless it carries another
             // node that is up (a new incarnation there proves itself by echoing, rule 1).
-            if mayRebind(li, to: from) { bind(li, to: from, now: now, into: &actions) }
+            if mayRebind(li, to: from) { bind(li, to: from, now: now, rng: &rng, into: &actions) }
         } else if let pi = peerIndex(from), peers[pi].link == nil, dialable(h.endpoint) {
             // (3) dial it back, pre-bound: within the budget for endpoints never verified.
             if mayDial(h.endpoint, now: now) {
@@ -294,7 +294,8 @@ extension GossipEngine {
     /// carries no neighbour, and it advertises our endpoint. Anything else is forged.
     /// Returns false if the HELLO was forged (counted).
     @discardableResult
-    mutating func handleSelfHello(_ h: Frame.Hello, now: UInt64, into actions: inout [Action]) -> Bool {
+    mutating func handleSelfHello(_ h: Frame.Hello, now: UInt64,
+                                  rng: inout some RandomNumberGenerator, into actions: inout [Action]) -> Bool {
         let ours = Frame.isEncodable(endpoint: config.endpoint) ? config.endpoint : "-"
         guard let li = linkIndex(raw: h.token), !linkIsUp(li), h.endpoint == ours else {
             stats.forged &+= 1
@@ -304,7 +305,7 @@ extension GossipEngine {
         selfEndpoints.insert(l.endpoint)
         if let s = l.seed { seeds[s].disabled = true }
         known.remove(l.endpoint)
-        closeLink(l.id, reason: nil, failure: false, now: now, into: &actions)
+        closeLink(l.id, reason: nil, failure: false, now: now, rng: &rng, into: &actions)
         recomputeDeadline()
         return true
     }

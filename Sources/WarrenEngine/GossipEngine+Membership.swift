@@ -48,7 +48,8 @@ extension GossipEngine {
     /// Binds link `li` to node `to` (a peer that sent us a HELLO). A different node bound
     /// there before was an older incarnation (`.replaced`). If the node already has another
     /// link, one of the two is closed.
-    mutating func bind(_ li: Int, to node: NodeID, now: UInt64, into actions: inout [Action]) {
+    mutating func bind(_ li: Int, to node: NodeID, now: UInt64,
+                       rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
         let l = links[li].id
         if let old = links[li].node, old != node, let opi = peerIndex(old) {
             let p = peers[opi]
@@ -69,7 +70,7 @@ extension GossipEngine {
         let drop = keepNew ? existing : l
         if keepNew { peers[pi].link = l }
         if let di = linkIndex(drop) { links[di].node = nil }
-        closeLink(drop, reason: nil, failure: false, now: now, into: &actions)
+        closeLink(drop, reason: nil, failure: false, now: now, rng: &rng, into: &actions)
     }
 
     /// Emits `.peerUp` once our link to `node` is ready and bound and its HELLO arrived.
@@ -88,14 +89,10 @@ extension GossipEngine {
         actions.append(.peerUp(neighbour(peers[pi])))
     }
 
-    /// Closes a link without back-off bookkeeping.
-    mutating func closeLink(_ l: LinkID, reason: PeerDownReason?, failure: Bool, now: UInt64, into actions: inout [Action]) {
-        var rng = SeededGenerator(seed: l.raw ^ now)
-        closeLink(l, reason: reason, failure: failure, now: now, rng: &rng, into: &actions)
-    }
-
     /// Closes a link. If it carries a neighbour, that neighbour is removed (`.peerDown(reason)`
-    /// if it was up). `failure` backs off its endpoint.
+    /// if it was up). `failure` backs off its endpoints (the link's, its seed's, the one the
+    /// neighbour advertised): the delays' jitter is drawn from `rng`, which is not drawn from
+    /// without `failure`.
     mutating func closeLink(
         _ l: LinkID, reason: PeerDownReason?, failure: Bool, now: UInt64,
         rng: inout some RandomNumberGenerator, into actions: inout [Action]
