@@ -5,10 +5,11 @@ import CSodium
 /// global randomness. Every input appends `Action`s to a caller-supplied buffer; the
 /// caller must call `tick` at `nextDeadline`. See docs/PROTOCOL.md.
 public struct GossipEngine: Sendable {
-    // Stored properties are ordered so that what a DATA frame touches (the duplicate path of a
-    // flood: activity, sender lookup, seen cache, counters) and what a driver's read of
-    // `nextDeadline` touches (the four generations and the cached deadline) share as few cache
-    // lines as possible; a simulator of 10,000 engines is bound by memory latency.
+    // Stored properties are ordered so that what a DATA frame from a neighbour touches (the
+    // duplicate path of a flood: activity, sender lookup, seen cache, counters) and what a
+    // driver's read of `nextDeadline` touches (the four generations and the cached deadline)
+    // share as few cache lines as possible, near the front (the simulator prefetches the first
+    // few); a simulator of 10,000 engines is bound by memory latency.
     public let nodeID: NodeID
     var started = false
     var stopped = false
@@ -21,14 +22,14 @@ public struct GossipEngine: Sendable {
     var links = LinkTable()
     var seeds = SeedList()
     var timers = Timers()
+    var seen: SeenCache
+    public internal(set) var stats = EngineStats()
+    var localTopics: Set<Topic> = []
     /// Shared bucket for frames whose `from` (or connection) is not a neighbour's.
     var strangerBucket = TokenBucket()
     /// The shares of `newIDRate` (admitted, forwarded) of everything that is not a peer.
     var strangerShare = TokenBucket()
     var strangerForward = TokenBucket()
-    var seen: SeenCache
-    public internal(set) var stats = EngineStats()
-    var localTopics: Set<Topic> = []
     /// Every ready link, as of the link table's generation `allReadyGeneration`.
     var allReadyCache: [LinkID] = []
     var allReadyGeneration: UInt64 = .max
