@@ -15,7 +15,6 @@ extension GossipEngine {
             if let l = p.link { closeLink(l, reason: .removed, failure: false, now: now, rng: &rng, into: &actions) }
         }
         for e in known.entries.map(\.endpoint) where refused(e) { known.remove(e) }
-        recomputeDeadline()
     }
 }
 
@@ -42,6 +41,6 @@ extension GossipEngine {
 
     /// When a frame from neighbour `id` last arrived (engine time), if it is one.
     public func lastHeard(_ id: NodeID) -> UInt64? {
-        peerIndex(id).map { peerKeys[$0].lastHeard }
+        peers.index(of: id).map { peers[key: $0].lastHeard }
     }
 }

@@ -11,6 +11,5 @@ extension GossipEngine {
         guard active, node.raw != 0, node != nodeID else { return }
         guard learn(endpoint, node: node, rng: &rng) != nil else { return }
         fillDegree(now: now, rng: &rng, into: &actions)
-        recomputeDeadline()
     }
 }

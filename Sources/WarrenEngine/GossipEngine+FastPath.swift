@@ -47,7 +47,7 @@ extension GossipEngine {
         case .failure: malformed(via: via); return true
         }
         if h.from == nodeID {
-            if let via, let pi = peerIndex(conn: via.raw) { stats.forged &+= 1; peerKeys[pi].noteBad(.forged) }
+            if let via, let pi = peers.index(conn: via.raw) { stats.forged &+= 1; peers[key: pi].noteBad(.forged) }
             return true
         }
         let source = admit(h.from, via: via, now: now)

@@ -25,8 +25,8 @@ extension GossipEngine {
         let from = frame.from
         if from == nodeID {
             // A connection bound to a neighbour cannot speak for us.
-            if let via, let pi = peerIndex(conn: via.raw) { stats.forged &+= 1; peerKeys[pi].noteBad(.forged); return }
-            if case .hello(let h) = frame.kind, !handleSelfHello(h, now: now, into: &actions) { forgedByStranger(via) }
+            if let via, let pi = peers.index(conn: via.raw) { stats.forged &+= 1; peers[key: pi].noteBad(.forged); return }
+            if case .hello(let h) = frame.kind, !handleSelfHello(h, now: now, rng: &rng, into: &actions) { forgedByStranger(via) }
             return
         }
         let source = admit(from, via: via, now: now)
@@ -40,11 +40,10 @@ extension GossipEngine {
         case .hello(let h):
             if let via, !speaks, !bindConnection(via, to: from, hello: h) { return }
             handleHello(h, from: from, now: now, rng: &rng, into: &actions)
-            if let via, let pi = peerIndex(from), peerKeys[pi].conn != via.raw {
-                peerKeys[pi].left = peerKeys[pi].conn
-                peerKeys[pi].conn = via.raw
+            if let via, let pi = peers.index(of: from), peers[key: pi].conn != via.raw {
+                peers[key: pi].left = peers[key: pi].conn
+                peers[key: pi].conn = via.raw
             }
-            recomputeDeadline()
         case .heartbeat:
             break
         case .peers(let list):
@@ -53,17 +52,16 @@ extension GossipEngine {
         case .bye:
             guard speaks else { return claimed(from, via: via) }
             handleBye(from: from, now: now, rng: &rng, into: &actions)
-            recomputeDeadline()
         }
     }
 
     /// A frame on a connection that is not bound to `from`: forged if `from` is a peer of ours
     /// (it would speak for another node's link).
     mutating func claimed(_ from: NodeID, via: ConnectionID?) {
-        guard let pi = peerIndex(from) else { return }
+        guard let pi = peers.index(of: from) else { return }
         // Sent before it moved to its new connection (a driver's connections can overtake each
         // other): late, not forged.
-        if let via, peerKeys[pi].left == via.raw || (via.isBacklink && !ConnectionID(raw: peerKeys[pi].conn).isBacklink) { return }
+        if let via, peers[key: pi].left == via.raw || (via.isBacklink && !ConnectionID(raw: peers[key: pi].conn).isBacklink) { return }
         stats.forged &+= 1
         forgedByStranger(via)
     }
@@ -71,7 +69,7 @@ extension GossipEngine {
     /// A forged frame on a connection bound to nobody: counted per connection (at most 1,024
     /// connections per score interval), so that one which keeps forging is ignored too.
     mutating func forgedByStranger(_ via: ConnectionID?) {
-        guard let via, peerIndex(conn: via.raw) == nil else { return }
+        guard let via, peers.index(conn: via.raw) == nil else { return }
         if strangerBad.count < 1_024 || strangerBad[via.raw] != nil { strangerBad[via.raw, default: 0] &+= 1 }
     }
 
@@ -85,9 +83,9 @@ extension GossipEngine {
     /// before the one that moved it (two connections of the same node, e.g. a back-link and the
     /// link that replaced it, can deliver out of order), and is ignored.
     mutating func bindConnection(_ via: ConnectionID, to from: NodeID, hello h: Frame.Hello) -> Bool {
-        guard let pi = peerIndex(from) else { return true }
-        let conn = peerKeys[pi].conn
-        if conn != 0 && conn != via.raw && (peerKeys[pi].left == via.raw || (via.isBacklink && !ConnectionID(raw: conn).isBacklink)) {
+        guard let pi = peers.index(of: from) else { return true }
+        let conn = peers[key: pi].conn
+        if conn != 0 && conn != via.raw && (peers[key: pi].left == via.raw || (via.isBacklink && !ConnectionID(raw: conn).isBacklink)) {
             return false
         }
         if conn != 0 && conn != via.raw, peers[pi].up, let l = peers[pi].link, h.echo != l.raw {
@@ -98,19 +96,10 @@ extension GossipEngine {
         return true
     }
 
-    /// Index of the peer bound to inbound connection `conn`.
-    @inline(__always)
-    func peerIndex(conn: UInt64) -> Int? {
-        peerKeys.withUnsafeBufferPointer { b in
-            for k in b.indices where b[k].conn == conn { return k }
-            return nil
-        }
-    }
-
     /// A malformed frame: counted, and held against the neighbour bound to its connection.
     mutating func malformed(via: ConnectionID?) {
         stats.malformed &+= 1
-        if let via, let pi = peerIndex(conn: via.raw) { peerKeys[pi].noteBad(.malformed) }
+        if let via, let pi = peers.index(conn: via.raw) { peers[key: pi].noteBad(.malformed) }
     }
 
     /// Connection binding, rate limit, then liveness; `.drop` if the frame must be dropped
@@ -118,19 +107,19 @@ extension GossipEngine {
     @inline(__always)
     mutating func admit(_ from: NodeID, via: ConnectionID?, now: UInt64) -> Source {
         if let via {
-            if let pi = peerIndex(conn: via.raw) {
-                guard peerKeys[pi].id == from.raw else {
+            if let pi = peers.index(conn: via.raw) {
+                guard peers[key: pi].id == from.raw else {
                     stats.forged &+= 1
-                    peerKeys[pi].noteBad(.forged)
+                    peers[key: pi].noteBad(.forged)
                     return .drop
                 }
-                if config.rateLimit > 0 && !peerKeys[pi].bucket.take(now: now, rate: config.rateLimit, burst: config.rateBurst) {
+                if config.rateLimit > 0 && !peers[key: pi].bucket.take(now: now, rate: config.rateLimit, burst: config.rateBurst) {
                     stats.rateLimited &+= 1
-                    peerKeys[pi].noteBad(.overRate)
+                    peers[key: pi].noteBad(.overRate)
                     return .drop
                 }
-                peerKeys[pi].good &+= 1
-                if peerKeys[pi].lastHeard < now { peerKeys[pi].lastHeard = now }
+                peers[key: pi].good &+= 1
+                if peers[key: pi].lastHeard < now { peers[key: pi].lastHeard = now }
                 return .bound(pi)
             }
             if config.rateLimit > 0 && !strangerBucket.take(now: now, rate: config.rateLimit, burst: config.rateBurst) {
@@ -139,14 +128,14 @@ extension GossipEngine {
             }
             return .other
         }
-        let pi = peerIndex(from)
+        let pi = peers.index(of: from)
         if config.rateLimit > 0 {
-            let ok = pi.map { peerKeys[$0].bucket.take(now: now, rate: config.rateLimit, burst: config.rateBurst) }
+            let ok = pi.map { peers[key: $0].bucket.take(now: now, rate: config.rateLimit, burst: config.rateBurst) }
                 ?? strangerBucket.take(now: now, rate: config.rateLimit, burst: config.rateBurst)
             guard ok else { stats.rateLimited &+= 1; return .drop }
         }
         guard let pi else { return .other }
-        if peerKeys[pi].lastHeard < now { peerKeys[pi].lastHeard = now }
+        if peers[key: pi].lastHeard < now { peers[key: pi].lastHeard = now }
         return .peer(pi)
     }
 
@@ -170,8 +159,8 @@ extension GossipEngine {
         let rate = config.newIDRate / (forward ? 4 : 2)
         let burst = max(1, rate)
         if let pi = source.peerIndex {
-            return forward ? peerKeys[pi].forward.take(now: now, rate: rate, burst: burst)
-                           : peerKeys[pi].share.take(now: now, rate: rate, burst: burst)
+            return forward ? peers[key: pi].forward.take(now: now, rate: rate, burst: burst)
+                           : peers[key: pi].share.take(now: now, rate: rate, burst: burst)
         }
         return forward ? strangerForward.take(now: now, rate: rate, burst: burst)
                        : strangerShare.take(now: now, rate: rate, burst: burst)
@@ -202,8 +191,8 @@ extension GossipEngine {
                 stats.overShare &+= 1
                 // Over its share of new ids: held against a neighbour on its own connection.
                 if case .bound(let pi) = source {
-                    peerKeys[pi].noteBad(.overShare)
-                    if peerKeys[pi].good > 0 { peerKeys[pi].good -= 1 }
+                    peers[key: pi].noteBad(.overShare)
+                    if peers[key: pi].good > 0 { peers[key: pi].good -= 1 }
                 }
                 return
             }
@@ -244,7 +233,7 @@ extension GossipEngine {
         }
         learn(h.peers, now: now, rng: &rng)
 
-        if let pi = peerIndex(from) {
+        if let pi = peers.index(of: from) {
             peers[pi].endpoint = h.endpoint
             peers[pi].leaf = h.leaf
             peers[pi].token = h.token
@@ -255,31 +244,31 @@ extension GossipEngine {
             if linkless >= Self.maxLinklessPeers { stats.strangersRefused &+= 1; return }
             var p = PeerState(id: from, endpoint: h.endpoint, leaf: h.leaf)
             p.token = h.token
-            appendPeer(p, lastHeard: now)
+            peers.append(p, lastHeard: now)
         }
 
         // (1) the echo names one of our links: it reaches the sender.
-        if h.echo != 0, let li = linkIndex(raw: h.echo) {
-            bind(li, to: from, now: now, into: &actions)
+        if h.echo != 0, let li = links.index(raw: h.echo) {
+            bind(li, to: from, now: now, rng: &rng, into: &actions)
         } else if let li = links.firstIndex(where: { $0.endpoint == h.endpoint }) {
             // (2) we have a link to the endpoint it advertises: bound unless it carries another
             // node that is up (a new incarnation there proves itself by echoing, rule 1).
-            if mayRebind(li, to: from) { bind(li, to: from, now: now, into: &actions) }
-        } else if let pi = peerIndex(from), peers[pi].link == nil, dialable(h.endpoint) {
+            if mayRebind(li, to: from) { bind(li, to: from, now: now, rng: &rng, into: &actions) }
+        } else if let pi = peers.index(of: from), peers[pi].link == nil, dialable(h.endpoint) {
             // (3) dial it back, pre-bound: within the budget for endpoints never verified.
             if mayDial(h.endpoint, now: now) {
                 let l = dial(h.endpoint, seed: nil, node: from, now: now, into: &actions)
-                if let pi = peerIndex(from) { peers[pi].link = l }
+                if let pi = peers.index(of: from) { peers[pi].link = l }
             } else {
                 // Not kept: it dials us again after its own dial timeout.
                 stats.dialsDeferred &+= 1
                 stats.strangersRefused &+= 1
-                if let pi = peerIndex(from), peers[pi].link == nil { removePeer(at: pi) }
+                if let pi = peers.index(of: from), peers[pi].link == nil { peers.remove(at: pi) }
                 return
             }
         }
 
-        guard let pi = peerIndex(from), let l = peers[pi].link, let li = linkIndex(l), links[li].ready else { return }
+        guard let pi = peers.index(of: from), let l = peers[pi].link, let li = links.index(of: l), links[li].ready else { return }
         if h.echo != l.raw {
             // It has not yet seen our token for this link: answer once.
             sendHello(on: l, echo: h.token, rng: &rng, into: &actions)
@@ -296,9 +285,10 @@ extension GossipEngine {
     /// carries no neighbour, and it advertises our endpoint. Anything else is forged.
     /// Returns false if the HELLO was forged (counted).
     @discardableResult
-    mutating func handleSelfHello(_ h: Frame.Hello, now: UInt64, into actions: inout [Action]) -> Bool {
+    mutating func handleSelfHello(_ h: Frame.Hello, now: UInt64,
+                                  rng: inout some RandomNumberGenerator, into actions: inout [Action]) -> Bool {
         let ours = Frame.isEncodable(endpoint: config.endpoint) ? config.endpoint : "-"
-        guard let li = linkIndex(raw: h.token), !linkIsUp(li), h.endpoint == ours else {
+        guard let li = links.index(raw: h.token), !linkIsUp(li), h.endpoint == ours else {
             stats.forged &+= 1
             return false
         }
@@ -306,13 +296,12 @@ extension GossipEngine {
         selfEndpoints.insert(l.endpoint)
         if let s = l.seed { seeds[s].disabled = true }
         known.remove(l.endpoint)
-        closeLink(l.id, reason: nil, failure: false, now: now, into: &actions)
-        recomputeDeadline()
+        closeLink(l.id, reason: nil, failure: false, now: now, rng: &rng, into: &actions)
         return true
     }
 
     mutating func handleBye(from: NodeID, now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
-        guard let pi = peerIndex(from) else { return }
+        guard let pi = peers.index(of: from) else { return }
         let p = peers[pi]
         if !isSeed(p.endpoint), let i = known.find(p.endpoint) {
             known[i].node = from.raw
@@ -321,7 +310,7 @@ extension GossipEngine {
         if let l = p.link {
             closeLink(l, reason: .bye, failure: true, now: now, rng: &rng, into: &actions)
         } else {
-            removePeer(at: pi)
+            peers.remove(at: pi)
         }
     }
 

@@ -10,7 +10,7 @@ extension GossipEngine {
     /// True if link `li` may be bound to `node` by rule 2 (it advertises the link's endpoint): the
     /// link carries no other node that is up.
     func mayRebind(_ li: Int, to node: NodeID) -> Bool {
-        guard let other = links[li].node, other != node, let pi = peerIndex(other) else { return true }
+        guard let other = links[li].node, other != node, let pi = peers.index(of: other) else { return true }
         return !peers[pi].up
     }
 
@@ -36,11 +36,7 @@ extension GossipEngine {
     /// Opens a link. `node` pre-binds it.
     mutating func dial(_ endpoint: String, seed: Int?, node: NodeID?, now: UInt64, into actions: inout [Action]) -> LinkID {
         let id = newLinkID()
-        var l = LinkState(id: id, endpoint: endpoint, since: now)
-        l.seed = seed
-        l.node = node
-        links.append(l)
-        generation &+= 1
+        links.dial(id, endpoint: endpoint, seed: seed, node: node, now: now)
         actions.append(.connect(id, endpoint: endpoint))
         return id
     }
@@ -48,19 +44,19 @@ extension GossipEngine {
     /// Binds link `li` to node `to` (a peer that sent us a HELLO). A different node bound
     /// there before was an older incarnation (`.replaced`). If the node already has another
     /// link, one of the two is closed.
-    mutating func bind(_ li: Int, to node: NodeID, now: UInt64, into actions: inout [Action]) {
+    mutating func bind(_ li: Int, to node: NodeID, now: UInt64,
+                       rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
         let l = links[li].id
-        if let old = links[li].node, old != node, let opi = peerIndex(old) {
+        if let old = links[li].node, old != node, let opi = peers.index(of: old) {
             let p = peers[opi]
             if p.up { actions.append(.peerDown(neighbour(p), reason: .replaced)) }
-            removePeer(at: opi)
+            peers.remove(at: opi)
             for s in seeds.indices where seeds[s].node == old { seeds[s].node = node }
         }
-        guard let li = linkIndex(l), let pi = peerIndex(node) else { return }
-        links[li].node = node
-        generation &+= 1
+        guard let li = links.index(of: l), let pi = peers.index(of: node) else { return }
+        links.bind(li, to: node)
         if let s = links[li].seed { seeds[s].node = node }
-        guard let existing = peers[pi].link, existing != l, let ei = linkIndex(existing) else {
+        guard let existing = peers[pi].link, existing != l, let ei = links.index(of: existing) else {
             peers[pi].link = l
             return
         }
@@ -68,18 +64,17 @@ extension GossipEngine {
         let keepNew = links[li].ready && !links[ei].ready
         let drop = keepNew ? existing : l
         if keepNew { peers[pi].link = l }
-        if let di = linkIndex(drop) { links[di].node = nil }
-        closeLink(drop, reason: nil, failure: false, now: now, into: &actions)
+        if let di = links.index(of: drop) { links.bind(di, to: nil) }
+        closeLink(drop, reason: nil, failure: false, now: now, rng: &rng, into: &actions)
     }
 
     /// Emits `.peerUp` once our link to `node` is ready and bound and its HELLO arrived.
     mutating func updateUp(_ node: NodeID, now: UInt64, into actions: inout [Action]) {
-        guard let pi = peerIndex(node), !peers[pi].up, let l = peers[pi].link,
-              let li = linkIndex(l), links[li].ready else { return }
+        guard let pi = peers.index(of: node), !peers[pi].up, let l = peers[pi].link,
+              let li = links.index(of: l), links[li].ready else { return }
         peers[pi].up = true
         peers[pi].since = now
-        peerKeys[pi].lastHeard = now
-        generation &+= 1
+        peers[key: pi].lastHeard = now
         let endpoint = peers[pi].endpoint
         if let s = links[li].seed { seeds[s].failures = 0 }
         for s in seeds.indices where seeds[s].endpoint == endpoint { seeds[s].failures = 0 }
@@ -88,25 +83,20 @@ extension GossipEngine {
         actions.append(.peerUp(neighbour(peers[pi])))
     }
 
-    /// Closes a link without back-off bookkeeping.
-    mutating func closeLink(_ l: LinkID, reason: PeerDownReason?, failure: Bool, now: UInt64, into actions: inout [Action]) {
-        var rng = SeededGenerator(seed: l.raw ^ now)
-        closeLink(l, reason: reason, failure: failure, now: now, rng: &rng, into: &actions)
-    }
-
     /// Closes a link. If it carries a neighbour, that neighbour is removed (`.peerDown(reason)`
-    /// if it was up). `failure` backs off its endpoint.
+    /// if it was up). `failure` backs off its endpoints (the link's, its seed's, the one the
+    /// neighbour advertised): the delays' jitter is drawn from `rng`, which is not drawn from
+    /// without `failure`.
     mutating func closeLink(
         _ l: LinkID, reason: PeerDownReason?, failure: Bool, now: UInt64,
         rng: inout some RandomNumberGenerator, into actions: inout [Action]
     ) {
-        guard let li = linkIndex(l) else { return }
+        guard let li = links.index(of: l) else { return }
         let link = links.remove(at: li)
-        generation &+= 1
         actions.append(.disconnect(l))
         var advertised: String? = nil
-        if let n = link.node, let pi = peerIndex(n), peers[pi].link == l {
-            let p = removePeer(at: pi)
+        if let n = link.node, let pi = peers.index(of: n), peers[pi].link == l {
+            let p = peers.remove(at: pi)
             if p.up { actions.append(.peerDown(neighbour(p), reason: reason ?? .timeout)) }
             advertised = p.endpoint
         }

@@ -31,7 +31,7 @@ extension GossipEngine {
     /// result. (`mutating` only so that a caller's array element is used in place, not copied.)
     package mutating func visitDataReceiveMemory(id: MessageID, _ visit: (UnsafeRawPointer) -> Void) {
         // An array's header (count) sits just before its elements: both are read.
-        peerKeys.withUnsafeBufferPointer { b in
+        peers.withKeys { b in
             if let p = b.baseAddress {
                 let r = UnsafeRawPointer(p)
                 visit(r - 32); visit(r + 32); visit(r + 96)

@@ -10,14 +10,15 @@ extension GossipEngine {
     public mutating func tick(now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action],
                               inputPending: Bool = false) {
         guard active else { return }
+        timers.fired()
         seen.expire(now: now)
 
         // Liveness of neighbours and timeouts of links that did not come up.
         for l in links.map(\.id) where !inputPending {
-            guard let li = linkIndex(l) else { continue }
+            guard let li = links.index(of: l) else { continue }
             if linkIsUp(li) {
-                guard let n = links[li].node, let pi = peerIndex(n) else { continue }
-                let heard = peerKeys[pi].lastHeard
+                guard let n = links[li].node, let pi = peers.index(of: n) else { continue }
+                let heard = peers[key: pi].lastHeard
                 if now >= heard && now - heard >= config.deadAfter {
                     closeLink(l, reason: .timeout, failure: true, now: now, rng: &rng, into: &actions)
                 }
@@ -31,32 +32,32 @@ extension GossipEngine {
         // Peers that said HELLO but have no link (their endpoint is not dialable) are forgotten.
         var k = 0
         while k < peers.count && !inputPending {
-            let heard = peerKeys[k].lastHeard
-            if peers[k].link == nil && now >= heard && now - heard >= config.deadAfter { removePeer(at: k) } else { k += 1 }
+            let heard = peers[key: k].lastHeard
+            if peers[k].link == nil && now >= heard && now - heard >= config.deadAfter { peers.remove(at: k) } else { k += 1 }
         }
 
-        if now >= heartbeatAt {
+        if now >= timers.heartbeat {
             let targets = sendTargets(excluding: nil)
             if !targets.isEmpty {
                 actions.append(.send(targets, Frame(kind: .heartbeat, from: nodeID).encode()))
                 stats.framesOut &+= UInt64(targets.count)
             }
-            heartbeatAt = nextPeriod(heartbeatAt, config.heartbeatInterval, now)
+            timers.heartbeat = nextPeriod(timers.heartbeat, config.heartbeatInterval, now)
         }
 
-        if now >= exchangeAt {
+        if now >= timers.exchange {
             let targets = links.indices.compactMap { linkIsUp($0) ? links[$0].id : nil }
             if !targets.isEmpty {
                 let list = peerList(rng: &rng)
                 actions.append(.send(targets, Frame(kind: .peers(list), from: nodeID).encode()))
                 stats.framesOut &+= UInt64(targets.count)
             }
-            exchangeAt = nextPeriod(exchangeAt, config.peerExchangeInterval, now)
+            timers.exchange = nextPeriod(timers.exchange, config.peerExchangeInterval, now)
         }
 
-        if now >= scoreAt {
+        if now >= timers.score {
             score(now: now, rng: &rng, into: &actions)
-            scoreAt = nextPeriod(scoreAt, config.scoreInterval, now)
+            timers.score = nextPeriod(timers.score, config.scoreInterval, now)
         }
 
         for s in seeds.indices where !seedSatisfied(s) && now >= seeds[s].retryAt {
@@ -64,7 +65,6 @@ extension GossipEngine {
         }
 
         fillDegree(now: now, rng: &rng, into: &actions)
-        recomputeDeadline()
     }
 
     func nextPeriod(_ at: UInt64, _ interval: UInt64, _ now: UInt64) -> UInt64 {
@@ -76,7 +76,7 @@ extension GossipEngine {
     func seedSatisfied(_ s: Int) -> Bool {
         if seeds[s].disabled { return true }
         if links.contains(where: { $0.endpoint == seeds[s].endpoint }) { return true }
-        if let n = seeds[s].node, let pi = peerIndex(n), peers[pi].link != nil { return true }
+        if let n = seeds[s].node, let pi = peers.index(of: n), peers[pi].link != nil { return true }
         return false
     }
 
@@ -87,7 +87,7 @@ extension GossipEngine {
         var have = 0
         for i in links.indices {
             if linkIsUp(i) {
-                if let n = links[i].node, let pi = peerIndex(n), !peers[pi].leaf { have += 1 }
+                if let n = links[i].node, let pi = peers.index(of: n), !peers[pi].leaf { have += 1 }
             } else {
                 have += 1
             }
@@ -105,7 +105,7 @@ extension GossipEngine {
         let e = known[i]
         guard !e.blocked, now >= e.retryAt, e.node != nodeID.raw, dialable(e.endpoint) else { return false }
         if links.contains(where: { $0.endpoint == e.endpoint }) { return false }
-        if e.node != 0, let pi = peerIndex(NodeID(raw: e.node)), peers[pi].link != nil { return false }
+        if e.node != 0, let pi = peers.index(of: NodeID(raw: e.node)), peers[pi].link != nil { return false }
         return true
     }
 
@@ -121,21 +121,23 @@ extension GossipEngine {
         return nil
     }
 
-    /// Recomputed after every structural change. DATA and HEARTBEAT only move deadlines later,
-    /// so a stale (earlier) value just causes a harmless early tick.
-    mutating func recomputeDeadline() {
-        guard active else { cachedDeadline = nil; return }
-        var d = min(heartbeatAt, exchangeAt, scoreAt)
+    /// The sum of the generations the deadline depends on (see `Timers`).
+    var deadlineStamp: UInt64 { links.generation &+ peers.generation &+ seeds.generation &+ timers.generation }
+
+    /// The earliest of the timers, the liveness and dial timeouts of the links, the timeouts of
+    /// linkless peers and the seeds' retries.
+    func computeDeadline() -> UInt64 {
+        var d = timers.earliest
         for i in links.indices {
-            if linkIsUp(i), let n = links[i].node, let pi = peerIndex(n) {
-                d = min(d, satAdd(peerKeys[pi].lastHeard, config.deadAfter))
+            if linkIsUp(i), let n = links[i].node, let pi = peers.index(of: n) {
+                d = min(d, satAdd(peers[key: pi].lastHeard, config.deadAfter))
             } else {
                 d = min(d, satAdd(links[i].since, config.dialTimeout))
             }
         }
-        for k in peers.indices where peers[k].link == nil { d = min(d, satAdd(peerKeys[k].lastHeard, config.deadAfter)) }
+        for k in peers.indices where peers[k].link == nil { d = min(d, satAdd(peers[key: k].lastHeard, config.deadAfter)) }
         for s in seeds.indices where !seedSatisfied(s) { d = min(d, seeds[s].retryAt) }
-        cachedDeadline = d
+        return d
     }
 }
 
@@ -149,12 +151,12 @@ extension GossipEngine {
         bans.removeAll { $0.until <= now }
         if !strangerBad.isEmpty { strangerBad.removeAll(keepingCapacity: true) }
         var k = 0
-        while k < peerKeys.count {
-            let bad = peerKeys[k].bad, good = peerKeys[k].good
-            let kinds = peerKeys[k].badKinds
-            peerKeys[k].bad = 0
-            peerKeys[k].good = 0
-            peerKeys[k].badKinds = Penalty.Counts()
+        while k < peers.count {
+            let bad = peers[key: k].bad, good = peers[key: k].good
+            let kinds = peers[key: k].badKinds
+            peers[key: k].bad = 0
+            peers[key: k].good = 0
+            peers[key: k].badKinds = Penalty.Counts()
             if config.penaltyThreshold > 0 && bad >= config.penaltyThreshold && bad > good {
                 penalize(at: k, kinds: kinds, good: good, now: now, rng: &rng, into: &actions)
             } else {
@@ -168,7 +170,7 @@ extension GossipEngine {
     @inline(__always)
     mutating func penalizeIfDue(_ conn: ConnectionID, now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
         guard config.penaltyThreshold > 0 else { return }
-        guard let k = peerIndex(conn: conn.raw) else {
+        guard let k = peers.index(conn: conn.raw) else {
             // A connection bound to nobody that keeps forging: ignored for the penalty time.
             if let b = strangerBad[conn.raw], b >= config.penaltyThreshold {
                 strangerBad[conn.raw] = nil
@@ -180,10 +182,9 @@ extension GossipEngine {
             }
             return
         }
-        let bad = peerKeys[k].bad
-        guard bad >= config.penaltyThreshold && bad > peerKeys[k].good else { return }
-        penalize(at: k, kinds: peerKeys[k].badKinds, good: peerKeys[k].good, now: now, rng: &rng, into: &actions)
-        recomputeDeadline()
+        let bad = peers[key: k].bad
+        guard bad >= config.penaltyThreshold && bad > peers[key: k].good else { return }
+        penalize(at: k, kinds: peers[key: k].badKinds, good: peers[key: k].good, now: now, rng: &rng, into: &actions)
     }
 
     /// Disconnects peer `k` (`.misbehaving`), ignores its connection for `penaltyTime` and does
@@ -192,11 +193,11 @@ extension GossipEngine {
                            rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
         stats.penalized &+= 1
         let p = peers[k]
-        record(Penalty(node: p.id, endpoint: p.endpoint, connection: ConnectionID(raw: peerKeys[k].conn),
+        record(Penalty(node: p.id, endpoint: p.endpoint, connection: ConnectionID(raw: peers[key: k].conn),
                        counts: kinds, good: good, time: now))
         let until = satAdd(now, config.penaltyTime)
-        if peerKeys[k].conn != 0 { ban(peerKeys[k].conn, until: until) }
-        for e in [p.endpoint] + (p.link.flatMap { l in linkIndex(l).map { [links[$0].endpoint] } } ?? []) {
+        if peers[key: k].conn != 0 { ban(peers[key: k].conn, until: until) }
+        for e in [p.endpoint] + (p.link.flatMap { l in links.index(of: l).map { [links[$0].endpoint] } } ?? []) {
             if let i = known.find(e) {
                 known[i].failures &+= 1
                 known[i].retryAt = max(known[i].retryAt, until)
@@ -208,12 +209,12 @@ extension GossipEngine {
                 seeds[s].retryAt = max(seeds[s].retryAt, until)
             }
         }
-        if let l = p.link, linkIndex(l) != nil {
+        if let l = p.link, links.index(of: l) != nil {
             closeLink(l, reason: .misbehaving, failure: false, now: now, rng: &rng, into: &actions)
         } else {
-            removePeer(at: k)
+            peers.remove(at: k)
         }
-        if let i = peerIndex(p.id) { removePeer(at: i) }
+        if let i = peers.index(of: p.id) { peers.remove(at: i) }
     }
 
     mutating func record(_ p: Penalty) {

@@ -5,37 +5,37 @@ import CSodium
 /// global randomness. Every input appends `Action`s to a caller-supplied buffer; the
 /// caller must call `tick` at `nextDeadline`. See docs/PROTOCOL.md.
 public struct GossipEngine: Sendable {
-    // Stored properties are ordered so that what a DATA frame touches (the duplicate path of a
-    // flood: activity, sender lookup, seen cache, counters) shares as few cache lines as possible;
-    // a simulator of 10,000 engines is bound by memory latency.
+    // Stored properties are ordered so that what a DATA frame from a neighbour touches (the
+    // duplicate path of a flood: activity, sender lookup, seen cache, counters) and what a
+    // driver's read of `nextDeadline` touches (the four generations and the cached deadline)
+    // share as few cache lines as possible, near the front (the simulator prefetches the first
+    // few); a simulator of 10,000 engines is bound by memory latency.
     public let nodeID: NodeID
     var started = false
     var stopped = false
     /// Hot copies of `config.maxTTL` and `config.leaf`.
     let maxTTL: UInt8
     let isLeaf: Bool
-    var cachedDeadline: UInt64? = nil
-    /// `peers[i]`'s node id and the time it was last heard from, kept in step with `peers`: the
-    /// compact part of the peer table that every inbound frame reads and writes.
-    var peerKeys: [PeerKey] = []
+    /// The peer table; its compact per-frame part (`peers[key: i]`) is what every inbound frame
+    /// reads and writes.
+    var peers = PeerTable()
+    var links = LinkTable()
+    var seeds = SeedList()
+    var timers = Timers()
+    var seen: SeenCache
+    public internal(set) var stats = EngineStats()
+    var localTopics: Set<Topic> = []
     /// Shared bucket for frames whose `from` (or connection) is not a neighbour's.
     var strangerBucket = TokenBucket()
     /// The shares of `newIDRate` (admitted, forwarded) of everything that is not a peer.
     var strangerShare = TokenBucket()
     var strangerForward = TokenBucket()
-    var peers: [PeerState] = []
-    var seen: SeenCache
-    public internal(set) var stats = EngineStats()
-    var localTopics: Set<Topic> = []
-    /// Bumped whenever the set of ready links or their bindings changes (send-list caches).
-    var generation: UInt64 = 0
+    /// Every ready link, as of the link table's generation `allReadyGeneration`.
     var allReadyCache: [LinkID] = []
     var allReadyGeneration: UInt64 = .max
-    var links: [LinkState] = []
 
     public let config: EngineConfig
     var known: KnownTable
-    var seeds: [SeedState] = []
     /// Endpoints found to lead back to this engine (HELLO from ourselves).
     var selfEndpoints: Set<String> = []
     /// Link ids: SipHash-2-4 of a counter under a key drawn at start (unpredictable tokens).
@@ -43,8 +43,6 @@ public struct GossipEngine: Sendable {
     var linkCounter: UInt64 = 0
     /// Set by the simulator: link ids are `base + 1, base + 2, …` instead (it indexes by them).
     var sequentialLinkBase: UInt64?
-    var heartbeatAt: UInt64 = 0
-    var exchangeAt: UInt64 = 0
     /// Dials to endpoints that were never up: a token bucket (`dialRate`, `dialBurst`).
     var dialBucket = TokenBucket()
     /// Connections of neighbours disconnected for misbehaviour, ignored until `until`.
@@ -53,7 +51,6 @@ public struct GossipEngine: Sendable {
     var strangerBad: [UInt64: UInt32] = [:]
     /// The last penalties (at most 16), newest last.
     public internal(set) var recentPenalties: [Penalty] = []
-    var scoreAt: UInt64 = 0
 
     public init(config: EngineConfig, nodeID: NodeID) {
         self.config = config
@@ -73,33 +70,27 @@ public struct GossipEngine: Sendable {
         guard !started else { return }
         started = true
         if sequentialLinkBase == nil { linkKey = (rng.next(), rng.next()) }
-        scoreAt = satAdd(now, config.scoreInterval)
+        timers.score = satAdd(now, config.scoreInterval)
         actions.append(.subscribe(Topic.control.bytes))
         if !config.leaf { actions.append(.subscribe([])) }
-        heartbeatAt = satAdd(now, config.heartbeatInterval)
+        timers.heartbeat = satAdd(now, config.heartbeatInterval)
         let half = config.peerExchangeInterval / 2
-        exchangeAt = satAdd(satAdd(now, half), rng.next(upperBound: half &+ 1))
+        timers.exchange = satAdd(satAdd(now, half), rng.next(upperBound: half &+ 1))
         for s in config.seeds where !seeds.contains(where: { $0.endpoint == s }) {
             guard s != config.endpoint, Frame.isEncodable(endpoint: s) else { continue }
             seeds.append(SeedState(endpoint: s))
         }
         for i in seeds.indices { _ = dial(seeds[i].endpoint, seed: i, node: nil, now: now, into: &actions) }
-        recomputeDeadline()
     }
 
     /// The remote SUB's subscription arrived on `link`: (re)send HELLO.
     public mutating func linkReady(_ link: LinkID, now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
-        guard active, let li = linkIndex(link) else { return }
-        if !links[li].ready {
-            links[li].ready = true
-            links[li].since = now
-            generation &+= 1
-        }
+        guard active, let li = links.index(of: link) else { return }
+        _ = links.markReady(li, now: now)
         var echo: UInt64 = 0
-        if let n = links[li].node, let pi = peerIndex(n) { echo = peers[pi].token }
+        if let n = links[li].node, let pi = peers.index(of: n) { echo = peers[pi].token }
         sendHello(on: link, echo: echo, rng: &rng, into: &actions)
         if let n = links[li].node { updateUp(n, now: now, into: &actions) }
-        recomputeDeadline()
     }
 
     /// Decodes and handles one inbound 2-part message: one frame, or a BATCH of frames for
@@ -226,17 +217,25 @@ public struct GossipEngine: Sendable {
         for l in links { actions.append(.disconnect(l.id)) }
         links.removeAll()
         peers.removeAll()
-        peerKeys.removeAll()
-        generation &+= 1
         stopped = true
-        cachedDeadline = nil
     }
 
     // MARK: - Queries
 
     /// When `tick` must run next (nil before start and after stop). May be earlier than
-    /// strictly necessary; ticking early is harmless.
-    public var nextDeadline: UInt64? { cachedDeadline }
+    /// strictly necessary; ticking early is harmless. Computed on the first read after the
+    /// links, peers, seeds or timers changed (or a tick ran) and cached until then (see
+    /// `Timers`): hence `mutating`.
+    public var nextDeadline: UInt64? {
+        mutating get {
+            guard active else { return nil }
+            let stamp = deadlineStamp
+            if let d = timers.deadline(at: stamp) { return d }
+            let d = computeDeadline()
+            timers.cache(deadline: d, at: stamp)
+            return d
+        }
+    }
 
     public var neighbours: [Neighbour] { peers.filter(\.up).map(neighbour) }
 
@@ -268,10 +267,9 @@ public struct GossipEngine: Sendable {
     func stateBytes(reserved: Bool) -> Int {
         func size<T>(_ a: [T]) -> Int { (reserved ? a.capacity : a.count) * MemoryLayout<T>.stride }
         var n = MemoryLayout<GossipEngine>.size + seen.bytes(reserved: reserved)
-        n += size(links)
+        n += links.bytes(reserved: reserved)
         for l in links { n += l.endpoint.utf8.count }
-        n += size(peers) + size(peerKeys)
-        for p in peers { n += p.endpoint.utf8.count + size(p.sendCache) }
+        n += peers.bytes(reserved: reserved)
         n += known.bytes(reserved: reserved)
         n += localTopics.count * 48 + size(allReadyCache)
         return n
@@ -283,40 +281,19 @@ public struct GossipEngine: Sendable {
         Neighbour(nodeID: p.id, endpoint: p.endpoint, leaf: p.leaf, link: p.link ?? LinkID(raw: 0), since: p.since)
     }
 
-    func linkIndex(_ id: LinkID) -> Int? { links.firstIndex { $0.id == id } }
-    func linkIndex(raw: UInt64) -> Int? { links.firstIndex { $0.id.raw == raw } }
-    @inline(__always)
-    func peerIndex(_ id: NodeID) -> Int? {
-        let raw = id.raw
-        return peerKeys.withUnsafeBufferPointer { b in
-            for k in b.indices where b[k].id == raw { return k }
-            return nil
-        }
-    }
-
-    mutating func appendPeer(_ p: PeerState, lastHeard: UInt64) {
-        peers.append(p)
-        peerKeys.append(PeerKey(id: p.id.raw, lastHeard: lastHeard))
-    }
-
-    @discardableResult
-    mutating func removePeer(at i: Int) -> PeerState {
-        peerKeys.remove(at: i)
-        return peers.remove(at: i)
-    }
-
     /// True if link `i` carries an up neighbour.
     func linkIsUp(_ i: Int) -> Bool {
-        guard let n = links[i].node, let pi = peerIndex(n) else { return false }
+        guard let n = links[i].node, let pi = peers.index(of: n) else { return false }
         return peers[pi].up && peers[pi].link == links[i].id
     }
 
-    /// Ready links, except those bound to `from`. Cached per generation (no allocation per frame).
+    /// Ready links, except those bound to `from`. Cached per link-table generation (no
+    /// allocation per frame).
     mutating func sendTargets(excluding from: NodeID?) -> [LinkID] {
-        if let from, let pi = peerIndex(from) {
+        let generation = links.generation
+        if let from, let pi = peers.index(of: from) {
             if peers[pi].sendCacheGeneration != generation {
-                peers[pi].sendCache = links.compactMap { $0.ready && $0.node != from ? $0.id : nil }
-                peers[pi].sendCacheGeneration = generation
+                peers.cacheSendList(pi, links.compactMap { $0.ready && $0.node != from ? $0.id : nil }, generation: generation)
             }
             return peers[pi].sendCache
         }
@@ -348,7 +325,7 @@ public struct GossipEngine: Sendable {
                     }
                 }
             }
-            if out != 0 && linkIndex(raw: out) == nil { return LinkID(raw: out) }
+            if out != 0 && links.index(raw: out) == nil { return LinkID(raw: out) }
         }
     }
 
@@ -364,68 +341,6 @@ public struct GossipEngine: Sendable {
         d = min(d, config.backoffMax)
         let quarter = d / 4
         return satAdd(d - quarter, rng.next(upperBound: quarter * 2 + 1))
-    }
-}
-
-/// One outbound link.
-struct LinkState: Sendable {
-    var id: LinkID
-    /// The endpoint it was dialled at (may be an alias of the advertised one).
-    var endpoint: String
-    /// Dial time; reset to the ready time when it becomes ready (dial timeout base).
-    var since: UInt64
-    var ready = false
-    /// The node it is bound to (reaches).
-    var node: NodeID?
-    /// Index into `seeds` if dialled as a seed.
-    var seed: Int?
-}
-
-/// A remote node that sent us a HELLO (this incarnation).
-struct PeerState: Sendable {
-    var id: NodeID
-    var endpoint: String
-    var leaf: Bool
-    /// Its token (its LinkID of its link to us), from its last HELLO.
-    var token: UInt64 = 0
-    /// Our link bound to it.
-    var link: LinkID?
-    var up = false
-    var since: UInt64 = 0
-    var sendCache: [LinkID] = []
-    var sendCacheGeneration: UInt64 = .max
-
-    init(id: NodeID, endpoint: String, leaf: Bool) {
-        self.id = id; self.endpoint = endpoint; self.leaf = leaf
-    }
-}
-
-/// The per-frame part of a peer: its node id and when any frame from it last arrived.
-struct PeerKey: Sendable {
-    var id: UInt64
-    var lastHeard: UInt64
-    var bucket = TokenBucket()
-    /// The inbound connection bound to it (0 = none yet, or the driver cannot tell), and the one
-    /// it was bound to before (frames still arriving there are late, not forged).
-    var conn: UInt64 = 0
-    var left: UInt64 = 0
-    /// Its shares of `newIDRate`: new ids admitted, and forwarded.
-    var share = TokenBucket()
-    var forward = TokenBucket()
-    /// Frames this `scoreInterval`: good (admitted) and bad (forged, malformed, over the rate or
-    /// share), and the bad ones by kind.
-    var good: UInt32 = 0
-    var bad: UInt32 = 0
-    var badKinds = Penalty.Counts()
-
-    mutating func noteBad(_ kind: Penalty.Kind) {
-        bad &+= 1
-        switch kind {
-        case .forged: badKinds.forged &+= 1
-        case .malformed: badKinds.malformed &+= 1
-        case .overRate: badKinds.overRate &+= 1
-        case .overShare: badKinds.overShare &+= 1
-        }
     }
 }
 
@@ -477,17 +392,6 @@ struct TokenBucket: Sendable {
         tokens -= 1
         return true
     }
-}
-
-struct SeedState: Sendable {
-    var endpoint: String
-    var failures: UInt32 = 0
-    var retryAt: UInt64 = 0
-    /// The node this seed leads to (also satisfies the seed when its link has another spelling).
-    var node: NodeID?
-    /// The seed turned out to be this engine itself.
-    var disabled = false
-    init(endpoint: String) { self.endpoint = endpoint }
 }
 
 /// Saturating addition (deadlines never wrap around).

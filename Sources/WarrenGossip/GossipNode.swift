@@ -744,7 +744,7 @@ struct DriverLoop {
     }
 
     /// Whether the engine's next deadline has passed.
-    func timerDue() -> Bool {
+    mutating func timerDue() -> Bool {
         guard let d = engine.nextDeadline else { return false }
         return d <= monotonicNanos()
     }
