@@ -145,7 +145,37 @@ public final class GossipBackend: Backend {
 
     func peerChanged(_ n: Neighbour, _ up: Bool, _ reason: PeerDownReason?) {
         if up { neighbourCount.add(1, ordering: .releasing) } else { neighbourCount.subtract(1, ordering: .releasing) }
+        if up { wakeNeighbourWaiters() }
         for f in listeners.withLock({ Array($0.values) }) { f(n, up, reason) }
+    }
+
+    /// `publish` calls waiting for a first neighbour (resumed when one comes up, at close, or when
+    /// their task is cancelled: the wait's deadline cancels it).
+    private let neighbourWaiters = Mutex<(next: UInt64, waiting: [UInt64: CheckedContinuation<Void, Never>])>((0, [:]))
+
+    private func wakeNeighbourWaiters() {
+        let all = neighbourWaiters.withLock { w -> [CheckedContinuation<Void, Never>] in
+            defer { w.waiting.removeAll() }
+            return Array(w.waiting.values)
+        }
+        for c in all { c.resume() }
+    }
+
+    /// Returns once a neighbour is up, the backend closes, or the task is cancelled.
+    private func nextNeighbour() async {
+        let id = neighbourWaiters.withLock { w -> UInt64 in w.next &+= 1; return w.next }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let now = neighbourWaiters.withLock { w -> Bool in
+                    if neighboursUp > 0 || closed.load(ordering: .relaxed) || Task.isCancelled { return true }
+                    w.waiting[id] = c
+                    return false
+                }
+                if now { c.resume() }
+            }
+        } onCancel: {
+            neighbourWaiters.withLock { $0.waiting.removeValue(forKey: id) }?.resume()
+        }
     }
 
     func deliver(_ topic: Topic, _ bytes: [UInt8]) {
@@ -193,10 +223,18 @@ public final class GossipBackend: Backend {
         let timeout = configuration.publishTimeout
         let clock = ContinuousClock()
         let deadline = clock.now.advanced(by: timeout)
+        // Woken by the first neighbour that comes up (no polling: the message leaves at once).
         while neighboursUp == 0 && clock.now < deadline {
-            try await Task.sleep(for: .milliseconds(10))
+            try Task.checkCancellation()
+            await withTaskGroup(of: Void.self) { g in
+                g.addTask { await self.nextNeighbour() }
+                g.addTask { try? await Task.sleep(until: deadline, clock: clock) }
+                _ = await g.next()
+                g.cancelAll()
+            }
             try checkOpen()
         }
+        try Task.checkCancellation()
         if neighboursUp > 0 || local { return }
         throw GossipPublishError.noNeighbour(waited: timeout)
     }
@@ -285,6 +323,7 @@ public final class GossipBackend: Backend {
             return Array(l.values)
         }
         for f in toCall { f() }
+        wakeNeighbourWaiters()
         await node.stop()
     }
 

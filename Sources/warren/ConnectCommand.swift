@@ -29,17 +29,20 @@ struct Connect: AsyncParsableCommand {
         SIGTERM or SIGINT closes the agents (TURN allocations are released) and \
         exits 0.
 
-        Two hosts behind NATs; a public node with a TLS gRPC bridge and a STUN server \
-        at 203.0.113.1 (a host behind a NAT cannot run an overlay node of its own unless \
-        its overlay port is forwarded: the public node dials every neighbour back):
+        Two hosts behind NATs, a public node (warren node --listen tcp://0.0.0.0:7000) \
+        and a STUN server at 203.0.113.1. Each host runs the overlay node in this process; \
+        nothing needs forwarding on the NATs (the node receives over a back-link it opens to \
+        the public node itself):
           warren connect --key-file a.key --to "$(cat b.pub)" \\
-                         --backend "grpc://203.0.113.1:8080?ca=ca.pem" \\
+                         --listen tcp://0.0.0.0:7001 --degree 0 \\
+                         --peer tcp://203.0.113.1:7000 \\
                          --ice-url stun:203.0.113.1:3478 \\
                          --forward 127.0.0.1:51821 --forward-to 127.0.0.1:51820
 
-        Hosts that other nodes can dial run the node in this process:
-          warren connect --key-file a.key --listen tcp://0.0.0.0:7001 \\
-                         --peer tcp://10.0.0.1:7000 --to "$(cat b.pub)"
+        Or through a node's gRPC bridge instead of a node of its own:
+          warren connect --key-file a.key --to "$(cat b.pub)" \\
+                         --backend "grpc://203.0.113.1:8080?ca=ca.pem" \\
+                         --ice-url stun:203.0.113.1:3478
         """)
 
     @OptionGroup(title: "Overlay node (as warren node; with --backend only --key-file, --log-level, --metrics apply)") var node: NodeOptions

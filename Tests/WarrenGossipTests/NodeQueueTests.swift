@@ -24,3 +24,44 @@ import Warren
         try await b.close()
     }
 }
+
+/// A publish waiting for a first neighbour is woken by it, by close, and by cancellation.
+@Suite struct PublishWaitTests {
+    func waiting() throws -> GossipBackend {
+        var c = GossipConfiguration.local(peers: ["tcp://127.0.0.1:1"])   // a seed that never answers
+        c.publishTimeout = .seconds(20)
+        return try GossipBackend(c)
+    }
+
+    @Test func cancellationAndCloseEndTheWait() async throws {
+        let to = PrivateKey.generate().publicKey, from = PrivateKey.generate()
+        let a = try waiting()
+        let clock = ContinuousClock(), t0 = clock.now
+        let task = Task { try await a.publish(KeyPair(ours: from, theirs: to), SignalingMessage()) }
+        try await Task.sleep(for: .milliseconds(100))
+        task.cancel()
+        await #expect(throws: CancellationError.self) { try await task.value }
+        #expect(clock.now - t0 < .seconds(5), "the cancelled wait ended at once")
+        let b = try waiting()
+        let t1 = clock.now
+        let pending = Task { try await b.publish(KeyPair(ours: from, theirs: to), SignalingMessage()) }
+        try await Task.sleep(for: .milliseconds(100))
+        try await b.close()
+        await #expect(throws: BackendError.closed) { try await pending.value }
+        #expect(clock.now - t1 < .seconds(5))
+        try await a.close()
+    }
+
+    @Test func theFirstNeighbourReleasesItAtOnce() async throws {
+        let to = PrivateKey.generate().publicKey, from = PrivateKey.generate()
+        let listener = try GossipBackend(.local())
+        var c = GossipConfiguration.local(peers: [listener.endpoint])
+        c.publishTimeout = .seconds(20)
+        let b = try GossipBackend(c)
+        let clock = ContinuousClock(), t0 = clock.now
+        try await b.publish(KeyPair(ours: from, theirs: to), SignalingMessage())
+        #expect(b.neighboursUp >= 1)
+        #expect(clock.now - t0 < .seconds(10))
+        try await b.close(); try await listener.close()
+    }
+}
