@@ -9,6 +9,7 @@ import Synchronization
 /// A reusable barrier for the threads of one `Simulator.run` (CSimSync): spins first (windows
 /// are short), then sleeps, so that a machine with fewer free cores than threads gives the core
 /// to the thread that still has work.
+// @unchecked: its state is the C barrier (CSimSync), whose operations are atomic.
 final class SimBarrier: @unchecked Sendable {
     let state: UnsafeMutablePointer<warren_barrier>
     /// About 0.2 ms of spinning on this machine (a pause instruction costs ~25 ns here): more
@@ -36,6 +37,7 @@ final class SimBarrier: @unchecked Sendable {
 /// What the threads of one run share: the barrier, and per window parity and shard the time of
 /// the shard's next event (its heap's, or the earliest frame it mailed), the shortest latency of
 /// its nodes' links, and whether its step budget ran out.
+// @unchecked: each slot is written by its shard's thread and read by others only across a barrier.
 final class SimSync: @unchecked Sendable {
     let barrier: SimBarrier
     let next: UnsafeMutablePointer<UInt64>
@@ -84,6 +86,7 @@ final class SimSync: @unchecked Sendable {
 /// Runs `body(t)` for t in 1..<count on new threads and `body(0)` on this one, and returns true
 /// when all have finished. If a thread cannot be created, no body runs and it returns false.
 func simRunThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) -> Bool {
+    // @unchecked: written before the thread starts, read by that thread only.
     final class Job: @unchecked Sendable {
         let body: @Sendable (Int) -> Void
         let index: Int

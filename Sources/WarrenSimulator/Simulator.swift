@@ -467,6 +467,7 @@ public struct Simulator {
 }
 
 /// The mailboxes between shards (`SimNodes.mailbox`), allocated once per simulator.
+// @unchecked: each shard writes only its own outgoing boxes and reads its incoming ones, between barriers.
 final class SimMailboxes: @unchecked Sendable {
     let base: UnsafeMutablePointer<SimMailbox>
     let count: Int

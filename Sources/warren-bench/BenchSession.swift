@@ -194,6 +194,7 @@ struct SessionBenchRunner {
     let stunRetransmissions: Int
     private let coturn = Box()
 
+    // @unchecked: set once before the rounds start, read by the signal handler's cleanup only.
     final class Box: @unchecked Sendable { var child: SessionBenchChild? }
 
     init(net: SessionBenchNetwork, exe: String, warren: String, ip: String, ss: String, turnserver: String, dir: URL,
