@@ -194,7 +194,7 @@ struct SessionBenchRunner {
     let stunRetransmissions: Int
     private let coturn = Box()
 
-    // @unchecked: set once before the rounds start, read by the signal handler's cleanup only.
+    // @unchecked: set by startCoturn before the rounds and read by stopCoturn after them, on the same task.
     final class Box: @unchecked Sendable { var child: SessionBenchChild? }
 
     init(net: SessionBenchNetwork, exe: String, warren: String, ip: String, ss: String, turnserver: String, dir: URL,
