@@ -29,7 +29,7 @@ import Warren
 @Suite struct PublishWaitTests {
     func waiting() throws -> GossipBackend {
         var c = GossipConfiguration.local(peers: ["tcp://127.0.0.1:1"])   // a seed that never answers
-        c.publishTimeout = .seconds(20)
+        c.publishTimeout = .seconds(120)
         return try GossipBackend(c)
     }
 
@@ -41,14 +41,15 @@ import Warren
         try await Task.sleep(for: .milliseconds(100))
         task.cancel()
         await #expect(throws: CancellationError.self) { try await task.value }
-        #expect(clock.now - t0 < .seconds(5), "the cancelled wait ended at once")
+        // Well before the 120 s wait would have ended (the bound allows for a loaded machine).
+        #expect(clock.now - t0 < .seconds(60), "the cancelled wait ended before its timeout")
         let b = try waiting()
         let t1 = clock.now
         let pending = Task { try await b.publish(KeyPair(ours: from, theirs: to), SignalingMessage()) }
         try await Task.sleep(for: .milliseconds(100))
         try await b.close()
         await #expect(throws: BackendError.closed) { try await pending.value }
-        #expect(clock.now - t1 < .seconds(5))
+        #expect(clock.now - t1 < .seconds(60))
         try await a.close()
     }
 
@@ -56,12 +57,12 @@ import Warren
         let to = PrivateKey.generate().publicKey, from = PrivateKey.generate()
         let listener = try GossipBackend(.local())
         var c = GossipConfiguration.local(peers: [listener.endpoint])
-        c.publishTimeout = .seconds(20)
+        c.publishTimeout = .seconds(120)
         let b = try GossipBackend(c)
         let clock = ContinuousClock(), t0 = clock.now
         try await b.publish(KeyPair(ours: from, theirs: to), SignalingMessage())
         #expect(b.neighboursUp >= 1)
-        #expect(clock.now - t0 < .seconds(10))
+        #expect(clock.now - t0 < .seconds(60))
         try await b.close(); try await listener.close()
     }
 }
