@@ -180,12 +180,15 @@ extension DriverLoop {
             logger.debug("link carried on the remote's back-link (it cannot be dialled)",
                          metadata: ["endpoint": "\(linkNames[link]?.name ?? "-")", "link": "\(link)"])
         }
-        for (link, id) in l.carried where !l.withoutDirect.contains(link) && !readyLinks.contains(link) {
+        // A link still carried has not become ready on its own (that ends the carrying).
+        for (link, id) in l.carried where !l.withoutDirect.contains(link) {
             guard let r = l.routes[id], now &- r.since >= Backlink.directFor, let s = links.removeValue(forKey: link) else { continue }
             s.close()
             linkOrder.removeAll { $0 == link }
             pollDirty = true
             l.withoutDirect.insert(link)
+            logger.debug("stopped dialling a neighbour that only its back-link reaches",
+                         metadata: ["endpoint": "\(linkNames[link]?.name ?? "-")", "link": "\(link)"])
         }
         backlinks = l
         for link in ready {
