@@ -251,25 +251,12 @@ extension DriverLoop {
               let dialled = try? TCPEndpoint(parsing: address.endpoint, for: .dial) else { return }
         let endpoint = TCPEndpoint(host: dialled.host, port: port).description
         do {
-            let s = try ZMQSocket(context, type: ZMQ_DEALER)
-            do {
-                if let curve, let serverKey = address.key {
-                    try s.set(ZMQ_CURVE_SERVERKEY, bytes: serverKey.bytes)
-                    try s.set(ZMQ_CURVE_PUBLICKEY, bytes: curve.public)
-                    try s.set(ZMQ_CURVE_SECRETKEY, bytes: curve.secret)
-                }
+            let s = try dial(ZMQ_DEALER, endpoint, serverKey: address.key) { s in
                 try s.set(ZMQ_ROUTING_ID, bytes: Backlink.routingID(token: link.raw))
                 try s.set(ZMQ_PROBE_ROUTER, 1)
                 try s.set(ZMQ_RCVHWM, receiveHWM)
                 try s.set(ZMQ_MAXMSGSIZE, int64: Int64(Frame.maxBodyBytes))
-                try s.set(ZMQ_LINGER, 0)
-                try s.set(ZMQ_RECONNECT_IVL, 100)
-                try s.set(ZMQ_RECONNECT_IVL_MAX, 2000)
-                try s.set(ZMQ_HEARTBEAT_IVL, 1000)
-                try s.set(ZMQ_HEARTBEAT_TIMEOUT, 3000)
-                if !dialled.isIPv4 { try s.set(ZMQ_IPV6, 1) }
-                try s.connect(endpoint)
-            } catch { s.close(); throw error }
+            }
             for p in subscribedPrefixes { sendPrefix(p, kind: Backlink.subscribe, on: s) }
             backDialers[link] = BacklinkDialer(socket: s, connection: .backlink(ZAPService.shared.nextConnectionNumber()),
                                                endpoint: endpoint)

@@ -827,25 +827,11 @@ struct DriverLoop {
                         }
                         continue
                     }
-                    let s = try ZMQSocket(context, type: ZMQ_XPUB)
-                    do {
-                        if let curve, let serverKey = address.key {
-                            try s.set(ZMQ_CURVE_SERVERKEY, bytes: serverKey.bytes)
-                            try s.set(ZMQ_CURVE_PUBLICKEY, bytes: curve.public)
-                            try s.set(ZMQ_CURVE_SECRETKEY, bytes: curve.secret)
-                        }
+                    let s = try dial(ZMQ_XPUB, endpoint, serverKey: address.key) { s in
                         try s.set(ZMQ_SNDHWM, sendHWM)
                         try s.set(ZMQ_XPUB_NODROP, 1)
                         try s.set(ZMQ_XPUB_VERBOSE, 1)
-                        try s.set(ZMQ_LINGER, 0)
-                        try s.set(ZMQ_RECONNECT_IVL, 100)
-                        try s.set(ZMQ_RECONNECT_IVL_MAX, 2000)
-                        try s.set(ZMQ_HEARTBEAT_IVL, 1000)
-                        try s.set(ZMQ_HEARTBEAT_TIMEOUT, 3000)
-                        // IPv6 addresses, and names that may resolve to one, need ZMQ_IPV6.
-                        if let e = try? TCPEndpoint(parsing: endpoint, for: .dial), !e.isIPv4 { try s.set(ZMQ_IPV6, 1) }
-                        try s.connect(endpoint)
-                    } catch { s.close(); throw error }
+                    }
                     logger.debug("dialling", metadata: ["endpoint": "\(name)", "link": "\(id)", "curve": "\(curve != nil)"])
                     linkNames[id] = (name, monotonicNanos())
                     links[id] = s
@@ -890,6 +876,31 @@ struct DriverLoop {
         actions.removeAll(keepingCapacity: true)
         outbox.flush()
         sendReady()
+    }
+
+    /// A socket of `type` connected to `endpoint`, as every socket this node dials is: CurveZMQ
+    /// client of `serverKey` in a closed overlay, no linger, reconnects every 0.1 … 2 s, ZeroMQ
+    /// heartbeats, IPv6 when the endpoint may need it; `configure` sets the rest. Closed again if
+    /// anything fails.
+    func dial(_ type: Int32, _ endpoint: String, serverKey: Key?, configure: (ZMQSocket) throws -> Void) throws -> ZMQSocket {
+        let s = try ZMQSocket(context, type: type)
+        do {
+            if let curve, let serverKey {
+                try s.set(ZMQ_CURVE_SERVERKEY, bytes: serverKey.bytes)
+                try s.set(ZMQ_CURVE_PUBLICKEY, bytes: curve.public)
+                try s.set(ZMQ_CURVE_SECRETKEY, bytes: curve.secret)
+            }
+            try configure(s)
+            try s.set(ZMQ_LINGER, 0)
+            try s.set(ZMQ_RECONNECT_IVL, 100)
+            try s.set(ZMQ_RECONNECT_IVL_MAX, 2000)
+            try s.set(ZMQ_HEARTBEAT_IVL, 1000)
+            try s.set(ZMQ_HEARTBEAT_TIMEOUT, 3000)
+            // IPv6 addresses, and names that may resolve to one, need ZMQ_IPV6.
+            if let e = try? TCPEndpoint(parsing: endpoint, for: .dial), !e.isIPv4 { try s.set(ZMQ_IPV6, 1) }
+            try s.connect(endpoint)
+        } catch { s.close(); throw error }
+        return s
     }
 
     /// Another node (another endpoint) with this node's key: both would receive that key's

@@ -408,87 +408,90 @@ extension InMemoryNetwork {
     }
 }
 
+/// One node and a peer that said HELLO on `first` and is up: frames from the peer on any
+/// connection, and the engine's view of it.
+struct ConnectionMoveFixture {
+    var e = GossipEngine(config: .local(endpoint: "tcp://10.0.0.1:7000", seeds: []), nodeID: NodeID(raw: 1))
+    var rng: SeededGenerator
+    var actions: [Action] = []
+    var now: UInt64 = 1_000_000_000
+    let peer = NodeID(raw: 2)
+    var link = LinkID(raw: 0)
+
+    init(seed: UInt64, first: ConnectionID) throws {
+        rng = SeededGenerator(seed: seed)
+        e.start(now: now, rng: &rng, into: &actions)
+        // The peer says HELLO; we dial it back, our link is ready, and it echoes our token.
+        actions.removeAll()
+        receive(hello(echo: 0), via: first)
+        guard case .connect(let l, _)? = actions.first(where: { if case .connect = $0 { return true }; return false }) else {
+            throw FixtureError(description: "no dial back: \(actions)")
+        }
+        link = l
+        e.linkReady(link, now: now, rng: &rng, into: &actions)
+        receive(hello(echo: link.raw), via: first)
+    }
+
+    struct FixtureError: Error, CustomStringConvertible { var description: String }
+
+    func hello(echo: UInt64) -> OutFrame {
+        Frame(kind: .hello(Frame.Hello(leaf: false, token: 99, echo: echo, endpoint: "tcp://10.0.0.2:7000", peers: [])), from: peer).encode()
+    }
+
+    mutating func receive(_ f: OutFrame, via: ConnectionID) {
+        e.receive(topic: f.topic.bytes, body: f.body, via: via, now: now, rng: &rng, into: &actions)
+    }
+
+    /// PEERS on `late` (late, not forged) must not count as forged.
+    mutating func latePeersIsNotForged(on late: ConnectionID) -> Bool {
+        let forged = e.stats.forged
+        receive(Frame(kind: .peers([]), from: peer).encode(), via: late)
+        return e.stats.forged == forged
+    }
+
+    /// Heartbeats on `on` only, past the dead-after time: the peer stays up if they count.
+    mutating func staysUpOnHeartbeats(on conn: ConnectionID) -> Bool {
+        for _ in 0..<12 {
+            now += e.config.heartbeatInterval
+            receive(Frame(kind: .heartbeat, from: peer).encode(), via: conn)
+            e.tick(now: now, rng: &rng, into: &actions)
+        }
+        return e.neighbours.map(\.nodeID) == [peer]
+    }
+}
+
 /// A node that moved to a new connection (its back-link replaced by its own link) is not moved
 /// back by a HELLO that was sent earlier on the old one and arrives late.
 @Suite struct ConnectionMoveTests {
     @Test func aLateHelloOnTheConnectionALinkLeftDoesNotMoveItBack() throws {
-        let second: UInt64 = 1_000_000_000
-        var e = GossipEngine(config: .local(endpoint: "tcp://10.0.0.1:7000", seeds: []), nodeID: NodeID(raw: 1))
-        var rng = SeededGenerator(seed: 3)
-        var actions: [Action] = []
-        var now: UInt64 = second
-        e.start(now: now, rng: &rng, into: &actions)
-        let peer = NodeID(raw: 2), old = ConnectionID(raw: 7), new = ConnectionID(raw: 8)
-        func hello(echo: UInt64) -> OutFrame {
-            Frame(kind: .hello(Frame.Hello(leaf: false, token: 99, echo: echo, endpoint: "tcp://10.0.0.2:7000", peers: [])), from: peer).encode()
-        }
-        func receive(_ f: OutFrame, via: ConnectionID) {
-            e.receive(topic: f.topic.bytes, body: f.body, via: via, now: now, rng: &rng, into: &actions)
-        }
-        // The peer says HELLO on its first connection; we dial it back and our link is ready.
-        actions.removeAll()
-        receive(hello(echo: 0), via: old)
-        guard case .connect(let link, _)? = actions.first(where: { if case .connect = $0 { return true }; return false }) else {
-            Issue.record("no dial back: \(actions)")
-            return
-        }
-        e.linkReady(link, now: now, rng: &rng, into: &actions)
-        receive(hello(echo: link.raw), via: old)
-        #expect(e.neighbours.map(\.nodeID) == [peer])
+        let old = ConnectionID(raw: 7), new = ConnectionID(raw: 8)
+        var f = try ConnectionMoveFixture(seed: 3, first: old)
+        #expect(f.e.neighbours.map(\.nodeID) == [f.peer])
         // It moves to a new connection (echoing our token), then a HELLO it sent earlier arrives
         // on the old one.
-        receive(hello(echo: link.raw), via: new)
-        receive(hello(echo: link.raw), via: old)
-        let forged = e.stats.forged
+        f.receive(f.hello(echo: f.link.raw), via: new)
+        f.receive(f.hello(echo: f.link.raw), via: old)
         // It speaks on the new connection only: PEERS there is its own, and its heartbeats keep
         // it alive past the dead-after time.
-        receive(Frame(kind: .peers([]), from: peer).encode(), via: new)
-        receive(Frame(kind: .peers([]), from: peer).encode(), via: old)   // late, not forged
-        #expect(e.stats.forged == forged, "forged \(e.stats.forged - forged)")
-        for _ in 0..<12 {
-            now += e.config.heartbeatInterval
-            receive(Frame(kind: .heartbeat, from: peer).encode(), via: new)
-            e.tick(now: now, rng: &rng, into: &actions)
-        }
-        #expect(e.neighbours.map(\.nodeID) == [peer], "the peer timed out: its frames on the new connection no longer counted")
+        let forged = f.e.stats.forged
+        f.receive(Frame(kind: .peers([]), from: f.peer).encode(), via: new)
+        let lateNotForged = f.latePeersIsNotForged(on: old)
+        #expect(lateNotForged)
+        #expect(f.e.stats.forged == forged, "forged \(f.e.stats.forged - forged)")
+        let up = f.staysUpOnHeartbeats(on: new)
+        #expect(up, "the peer timed out: its frames on the new connection no longer counted")
     }
-}
 
-extension ConnectionMoveTests {
     /// A HELLO the node sent on its back-link before its direct link was ready, arriving after the
     /// direct one, does not move it off the direct connection.
     @Test func aLateHelloOnABacklinkDoesNotTakeADirectConnection() throws {
-        let second: UInt64 = 1_000_000_000
-        var e = GossipEngine(config: .local(endpoint: "tcp://10.0.0.1:7000", seeds: []), nodeID: NodeID(raw: 1))
-        var rng = SeededGenerator(seed: 4)
-        var actions: [Action] = []
-        var now: UInt64 = second
-        e.start(now: now, rng: &rng, into: &actions)
-        let peer = NodeID(raw: 2), direct = ConnectionID(raw: 7), back = ConnectionID.backlink(8)
+        let direct = ConnectionID(raw: 7), back = ConnectionID.backlink(8)
         #expect(back.isBacklink && !direct.isBacklink)
-        func receive(_ f: OutFrame, via: ConnectionID) {
-            e.receive(topic: f.topic.bytes, body: f.body, via: via, now: now, rng: &rng, into: &actions)
-        }
-        func hello(echo: UInt64) -> OutFrame {
-            Frame(kind: .hello(Frame.Hello(leaf: false, token: 99, echo: echo, endpoint: "tcp://10.0.0.2:7000", peers: [])), from: peer).encode()
-        }
-        actions.removeAll()
-        receive(hello(echo: 0), via: direct)
-        guard case .connect(let link, _)? = actions.first(where: { if case .connect = $0 { return true }; return false }) else {
-            Issue.record("no dial back: \(actions)")
-            return
-        }
-        e.linkReady(link, now: now, rng: &rng, into: &actions)
-        receive(hello(echo: link.raw), via: direct)
-        receive(hello(echo: link.raw), via: back)   // late, from before its direct link was ready
-        let forged = e.stats.forged
-        receive(Frame(kind: .peers([]), from: peer).encode(), via: back)
-        #expect(e.stats.forged == forged)
-        for _ in 0..<12 {
-            now += e.config.heartbeatInterval
-            receive(Frame(kind: .heartbeat, from: peer).encode(), via: direct)
-            e.tick(now: now, rng: &rng, into: &actions)
-        }
-        #expect(e.neighbours.map(\.nodeID) == [peer], "moved to the back-link: its direct heartbeats no longer counted")
+        var f = try ConnectionMoveFixture(seed: 4, first: direct)
+        f.receive(f.hello(echo: f.link.raw), via: back)   // late, from before its direct link was ready
+        let lateNotForged = f.latePeersIsNotForged(on: back)
+        #expect(lateNotForged)
+        let up = f.staysUpOnHeartbeats(on: direct)
+        #expect(up, "moved to the back-link: its direct heartbeats no longer counted")
     }
 }
