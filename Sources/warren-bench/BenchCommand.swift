@@ -24,6 +24,11 @@ struct CryptoBench: ParsableCommand {
     @Option(help: "Round trips without the cache (what crypto_box_easy / Go's box.Seal do), per round.") var uncached: Int = 2_000
     @Option(help: "Interleaved rounds; medians are reported.") var rounds: Int = 7
 
+    func validate() throws {
+        guard cached >= 1, uncached >= 1 else { throw ValidationError("--cached and --uncached must be at least 1") }
+        guard rounds >= 1 else { throw ValidationError("--rounds must be at least 1") }
+    }
+
     func run() throws {
         let a = PrivateKey.generate(), b = PrivateKey.generate()
         let msg = typicalCredentials()
@@ -71,6 +76,12 @@ struct RelayBench: AsyncParsableCommand {
     @Option(help: "Envelopes per round.") var count: Int = 200_000
     @Option(help: "Most envelopes in flight at once (the sender waits below this).") var window: Int = 20_000
     @Option(help: "Interleaved rounds; medians are reported.") var rounds: Int = 3
+
+    func validate() throws {
+        guard count >= 1 else { throw ValidationError("--count must be at least 1") }
+        guard window >= 1 else { throw ValidationError("--window must be at least 1") }
+        guard rounds >= 1 else { throw ValidationError("--rounds must be at least 1") }
+    }
 
     func run() async throws {
         let a = PrivateKey.generate(), b = PrivateKey.generate()
@@ -241,6 +252,10 @@ struct LatencyBench: AsyncParsableCommand {
         commandName: "latency",
         abstract: "Delivery latency over 1 hop and an 8-hop line vs raw ZeroMQ one-way (ping-pong / 2).")
     @Option(help: "Samples per measurement.") var samples: Int = 2000
+
+    func validate() throws {
+        guard samples >= 1 else { throw ValidationError("--samples must be at least 1") }
+    }
 
     func run() async throws {
         let raw = try rawOneWay(samples: samples)

@@ -17,6 +17,10 @@ struct SeenBench: ParsableCommand {
             """)
     @Option(help: "Runs of the workload; each is reported, then the medians.") var rounds: Int = 3
 
+    func validate() throws {
+        guard rounds >= 1 else { throw ValidationError("--rounds must be at least 1") }
+    }
+
     func run() throws {
         let config = EngineConfig.local(endpoint: "", seeds: [])
         Output.line("warren-bench seen — \(machineLine())")

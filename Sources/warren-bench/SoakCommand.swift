@@ -25,6 +25,7 @@ struct Soak: AsyncParsableCommand {
     func validate() throws {
         guard (2...64).contains(nodes) else { throw ValidationError("--nodes must be 2…64") }
         guard rate > 0, duration > 0, interval > 0 else { throw ValidationError("--rate, --duration and --interval must be positive") }
+        guard warmup >= 0, warmup < duration else { throw ValidationError("--warmup must be 0 or more and shorter than --duration (\(duration) s)") }
     }
 
     final class Tally: Sendable {

@@ -97,6 +97,20 @@ struct BenchCompareTests {
         #expect(r.stderr.contains("./bootstrap"), "stderr: \(r.stderr)")
     }
 
+    /// Counts that leave nothing to measure are refused with the option's name (rc 64, the usage
+    /// error), never a crash or a line of NaNs.
+    @Test(arguments: [
+        ["latency", "--samples", "0"], ["relay", "--count", "0"], ["relay", "--window", "0"],
+        ["relay", "--rounds", "0"], ["crypto", "--rounds", "0"], ["crypto", "--cached", "0"],
+        ["seen", "--rounds", "0"], ["soak", "--warmup", "60", "--duration", "60"],
+    ])
+    func emptyMeasurementsAreRefused(_ args: [String]) throws {
+        let r = try Self.warrenBench(args, timeout: 30)
+        #expect(r.status == 64, "\(args): status \(String(describing: r.status)), stderr: \(r.stderr)")
+        #expect(r.stderr.contains("must be"), "stderr: \(r.stderr)")
+        #expect(!r.stdout.contains("nan"), "stdout: \(r.stdout)")
+    }
+
     /// True if a process whose parent is gone (re-parented to init) is one of the bench's children.
     static func childrenOfDeadBenchRunning() -> Bool {
         guard let pids = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return false }
