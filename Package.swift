@@ -197,6 +197,7 @@ let package = Package(
             "Warren", "WarrenGRPC", "WarrenConformance",
             .product(name: "GRPCCore", package: "grpc-swift-2"),
             .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
         // The executables through their command lines: WarrenCLITests runs the built `warren`
         // (keys, node, status, connect, simulate, the bridge with an independent client, network

@@ -242,6 +242,8 @@ final class SubscriptionStream: Sendable {
         var task: Task<Void, Never>?
         var stopped = false
         var lastError: String?
+        /// A failure was logged as a warning and no stream has been live since.
+        var outageReported = false
     }
     private let state = Mutex(State())
 
@@ -257,12 +259,30 @@ final class SubscriptionStream: Sendable {
                 if attempt > 0 { backend.noteResubscribe() }
                 attempt += 1
                 do {
-                    try await backend.runStream(key: key) { [self] in setLive(true) }
+                    try await backend.runStream(key: key) { [self] in
+                        setLive(true)
+                        // An outage that was reported ends: say so once.
+                        if state.withLock({ s in defer { s.outageReported = false }; return s.outageReported }) {
+                            backend.logger.warning("subscribed again at \(backend.configuration.target)",
+                                                  metadata: ["key": "\(key.base64)"])
+                        }
+                    }
                     state.withLock { $0.lastError = "stream ended by the server" }
                 } catch {
                     state.withLock { $0.lastError = "\(error)" }
                     backend.logger.debug("subscription stream broke",
                                          metadata: ["key": "\(key.base64)", "error": "\(error)"])
+                }
+                // The first failure of an outage is a warning (an unreachable or stopped bridge
+                // must not be silent at the default level); the retries that follow are debug.
+                let report = state.withLock { s -> String? in
+                    if s.outageReported || s.stopped || Task.isCancelled { return nil }
+                    s.outageReported = true
+                    return s.lastError
+                }
+                if let why = report {
+                    backend.logger.warning("cannot subscribe at \(backend.configuration.target); retrying with back-off",
+                                           metadata: ["key": "\(key.base64)", "error": "\(why)"])
                 }
                 // A stream that was live starts over with a short delay; repeated failures back off.
                 if state.withLock({ $0.live }) { delay = 0.1 }

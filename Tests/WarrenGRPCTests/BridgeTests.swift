@@ -1,5 +1,6 @@
 import Foundation
 import GRPCCore
+import Logging
 import Synchronization
 import Testing
 import Warren
@@ -234,6 +235,37 @@ import WarrenConformance
         await overlay.close()
     }
 
+    /// A bridge that goes away is a warning at the client, once per outage (not once per retry),
+    /// and its return is said too: `warren connect --backend grpc://…` at the default level must
+    /// not sit silent in front of a dead bridge.
+    @Test func anOutageIsReportedOnceAndItsEndToo() async throws {
+        let overlay = try await GossipOverlay.start(nodes: 1, edges: [])
+        let node = overlay.backends[0]
+        let first = try await ServedBridge.start(node)
+        let lines = CapturedLog()
+        var logger = Logger(label: "test.grpc.client") { _ in lines }
+        logger.logLevel = .warning
+        let client = try GRPCBackend(GRPCConfiguration(url: URL(string: "grpc://\(first.address)?insecure=true")!), logger: logger)
+        let me = PrivateKey.generate()
+        try await client.subscribe(KeyPair(ours: me, theirs: .zero), RecordingHandler())
+        #expect(lines.messages.isEmpty, "\(lines.messages)")
+
+        await first.stop()
+        // Nobody serves for a while: several retries, one warning.
+        #expect(await Conformance.eventually(timeout: .seconds(10)) { client.counters.resubscribed >= 3 })
+        let down = lines.messages.filter { $0.hasPrefix("cannot subscribe at \(first.address)") }
+        #expect(down.count == 1, "\(lines.messages)")
+        let second = try await ServedBridge.start(node, GRPCBridgeConfiguration(host: "127.0.0.1", port: first.port))
+        #expect(await Conformance.eventually(timeout: .seconds(15)) { second.bridge.counters.openStreams == 1 })
+        #expect(await Conformance.eventually { lines.messages.contains { $0.hasPrefix("subscribed again at") } }, "\(lines.messages)")
+        #expect(lines.messages.count == 2, "\(lines.messages)")
+
+        try await client.close()
+        #expect(lines.messages.count == 2, "closing is no outage: \(lines.messages)")
+        await second.stop()
+        await overlay.close()
+    }
+
     @Test func subscribeFailsClearlyWhenNobodyServes() async throws {
         // A port nobody listens on any more: a bridge's, after it stopped.
         let overlay = try await GossipOverlay.start(nodes: 1, edges: [])
@@ -321,5 +353,21 @@ extension Envelope {
         withUnsafeBytes(of: UInt64(i).littleEndian) { for (j, b) in $0.enumerated() { n[j] = b } }
         e.contents.nonce = Data(n)
         return e
+    }
+}
+
+/// Log messages kept in memory (a `LogHandler` shared by every logger made from it).
+final class CapturedLog: LogHandler, @unchecked Sendable {
+    // @unchecked: `lines` is behind a Mutex; the LogHandler's own fields are set once before use.
+    private let lines = Mutex<[String]>([])
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+    var messages: [String] { lines.withLock { $0 } }
+    func log(event: LogEvent) {
+        lines.withLock { $0.append(event.message.description) }
     }
 }
