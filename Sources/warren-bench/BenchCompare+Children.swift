@@ -21,16 +21,20 @@ struct CompareDelivery: Sendable {
 enum ChildRegistry {
     static let live = Mutex<[pid_t: String]>([:])
 
-    /// SIGINT/SIGTERM: stop every child, then exit 130/143. Writing to a dead child's stdin must
-    /// not kill the bench, so SIGPIPE is ignored (children get it back, see `spawn`).
-    static func installSignalHandlers() {
+    /// SIGINT/SIGTERM: stop every child, run `cleanup` (what else the command set up), then exit
+    /// 130/143. Writing to a dead child's stdin must not kill the bench, so SIGPIPE is ignored
+    /// (children get it back, see `spawn`). `command` and `stopping` make the line it prints:
+    /// "warren-bench COMMAND: interrupted; STOPPING".
+    static func installSignalHandlers(command: String, stopping: String = "stopping every child process",
+                                      cleanup: @escaping @Sendable () -> Void = {}) {
         signal(SIGPIPE, SIG_IGN)
         for sig in [SIGINT, SIGTERM] {
             signal(sig, SIG_IGN)
             let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
             s.setEventHandler {
-                Output.error("\nwarren-bench compare: \(sig == SIGINT ? "interrupted" : "terminated"); stopping every child process")
+                Output.error("\nwarren-bench \(command): \(sig == SIGINT ? "interrupted" : "terminated"); \(stopping)")
                 terminateAll(grace: .seconds(1))
+                cleanup()
                 exit(128 + sig)
             }
             s.resume()
@@ -247,26 +251,10 @@ final class LineChild: Sendable {
     }
 
     private func readLoop(fd: Int32, senders: [String: Int], counter: PhaseCounter) {
-        var buf = [UInt8](repeating: 0, count: 1 << 16)
-        var carry: [UInt8] = []
         var batch: [CompareDelivery] = []
-        while true {
-            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            let at = monotonicNanos()
-            var start = 0
-            for i in 0..<n where buf[i] == 0x0A {
-                if carry.isEmpty {
-                    handleLine(buf[start..<i], at: at, senders: senders, counter: counter, batch: &batch)
-                } else {
-                    carry.append(contentsOf: buf[start..<i])
-                    handleLine(carry[...], at: at, senders: senders, counter: counter, batch: &batch)
-                    carry = []
-                }
-                start = i + 1
-            }
-            carry.append(contentsOf: buf[start..<n])
+        forEachLine(fd: fd) { line, at in
+            handleLine(line, at: at, senders: senders, counter: counter, batch: &batch)
+        } afterRead: {
             if !batch.isEmpty {
                 state.withLock { $0.deliveries.append(contentsOf: batch) }
                 batch.removeAll(keepingCapacity: true)
@@ -306,5 +294,32 @@ final class LineChild: Sendable {
         } else if !line.isEmpty {
             state.withLock { s in if s.otherLines.count < 20 { s.otherLines.append(String(decoding: line, as: UTF8.self)) } }
         }
+    }
+}
+
+/// Reads `fd` to its end and calls `line` with each line (without its newline) and the
+/// monotonic time of the read that completed it, then `afterRead` once per read. A partial last
+/// line at the end is dropped (a child that died mid-line).
+func forEachLine(fd: Int32, _ line: (ArraySlice<UInt8>, UInt64) -> Void, afterRead: () -> Void = {}) {
+    var buf = [UInt8](repeating: 0, count: 1 << 16)
+    var carry: [UInt8] = []
+    while true {
+        let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { break }
+        let at = monotonicNanos()
+        var start = 0
+        for i in 0..<n where buf[i] == 0x0A {
+            if carry.isEmpty {
+                line(buf[start..<i], at)
+            } else {
+                carry.append(contentsOf: buf[start..<i])
+                line(carry[...], at)
+                carry = []
+            }
+            start = i + 1
+        }
+        carry.append(contentsOf: buf[start..<n])
+        afterRead()
     }
 }

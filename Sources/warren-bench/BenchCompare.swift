@@ -88,7 +88,7 @@ struct CompareBench: ParsableCommand {
             throw ValidationError("gnuplot not found, needed for --plot: run ./bootstrap (Debian's gnuplot-nox)")
         }
         let warrenPath = chosen.contains(.warren) ? try warrenExecutable(warren) : ""
-        ChildRegistry.installSignalHandlers()
+        ChildRegistry.installSignalHandlers(command: "compare")
         defer { ChildRegistry.terminateAll(grace: .seconds(3)) }
 
         let dir = workDir.map { URL(fileURLWithPath: $0) } ?? FileManager.default.temporaryDirectory.appending(path: "warren-compare-\(getpid())")

@@ -247,27 +247,14 @@ final class SessionBenchChild: Sendable {
     }
 
     private func readLoop(_ fd: Int32) {
-        var buf = [UInt8](repeating: 0, count: 1 << 16)
-        var carry: [UInt8] = []
-        while true {
-            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            let at = monotonicNanos()
-            var start = 0
-            for i in 0..<n where buf[i] == 0x0A {
-                carry.append(contentsOf: buf[start..<i])
-                let line = String(decoding: carry, as: UTF8.self)
-                carry = []
-                start = i + 1
-                lines.withLock { $0.append((at, line)) }
-                if relayPrefixes.contains(where: { line.hasPrefix($0) }) {
-                    relay.withLock { r in
-                        if let t = r.target { t.write(line + "\n") } else { r.pending.append(line) }
-                    }
+        forEachLine(fd: fd) { bytes, at in
+            let line = String(decoding: bytes, as: UTF8.self)
+            lines.withLock { $0.append((at, line)) }
+            if relayPrefixes.contains(where: { line.hasPrefix($0) }) {
+                relay.withLock { r in
+                    if let t = r.target { t.write(line + "\n") } else { r.pending.append(line) }
                 }
             }
-            carry.append(contentsOf: buf[start..<n])
         }
         close(fd)
         done.store(true, ordering: .releasing)

@@ -56,7 +56,11 @@ struct SessionBench: ParsableCommand {
         let warrenPath = try warrenExecutable(warren)
         let ip = tools["ip"]!
         SessionBenchNetwork.removeLeftovers(ip: ip)
-        installSignalHandlers(ip: ip)
+        // SIGINT/SIGTERM: the children stop, the namespaces go, exit 128 + signal.
+        ChildRegistry.installSignalHandlers(command: "session", stopping: "stopping the children and deleting the namespaces") {
+            SessionBenchNetwork.remove(Array(SessionBenchNetwork.live.withLock { $0 }), ip: ip)
+            if let d = SessionBenchNetwork.logDirectory.withLock({ $0 }) { try? FileManager.default.removeItem(atPath: d) }
+        }
         let dir = FileManager.default.temporaryDirectory.appending(path: "warren-bench-session-\(getpid())")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         SessionBenchNetwork.logDirectory.withLock { $0 = keepLogs ? nil : dir.path }
@@ -129,24 +133,6 @@ struct SessionBench: ParsableCommand {
         out.append("  selected pairs: Warren \(wp.sorted()), floor \(fp.sorted())")
         if failedW + failedF > 0 { out.append("  failed attempts (no READY within \(Int(timeout)) s): Warren \(failedW), floor \(failedF)") }
         return out.joined(separator: "\n")
-    }
-
-    /// SIGINT/SIGTERM: stop the children, delete the namespaces, exit 128 + signal.
-    private func installSignalHandlers(ip: String) {
-        signal(SIGPIPE, SIG_IGN)
-        for sig in [SIGINT, SIGTERM] {
-            signal(sig, SIG_IGN)
-            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            s.setEventHandler {
-                Output.error("\nwarren-bench session: \(sig == SIGINT ? "interrupted" : "terminated"); stopping the children and deleting the namespaces")
-                ChildRegistry.terminateAll(grace: .seconds(1))
-                SessionBenchNetwork.remove(Array(SessionBenchNetwork.live.withLock { $0 }), ip: ip)
-                if let d = SessionBenchNetwork.logDirectory.withLock({ $0 }) { try? FileManager.default.removeItem(atPath: d) }
-                Glibc.exit(128 + sig)
-            }
-            s.resume()
-            _ = Unmanaged.passRetained(s as AnyObject)
-        }
     }
 }
 
