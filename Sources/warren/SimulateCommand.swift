@@ -49,10 +49,13 @@ struct Simulate: AsyncParsableCommand {
 
     func validate() throws {
         guard nodes >= 1 else { throw ValidationError("--nodes must be ≥ 1") }
+        guard nodes >= 2 || messages == 0 else {
+            throw ValidationError("--messages needs --nodes ≥ 2 (a message goes between two different nodes); give --messages 0 for one node")
+        }
         guard degree >= 0 && degree <= 64 else { throw ValidationError("--degree must be 0…64") }
         guard messages >= 0 else { throw ValidationError("--messages must be ≥ 0") }
         guard (0...1).contains(loss) else { throw ValidationError("--loss must be in 0…1") }
-        guard churn >= 0 && churn < 100 else { throw ValidationError("--churn must be in 0…100") }
+        guard churn >= 0 && churn < 100 else { throw ValidationError("--churn must be at least 0 and below 100 (percent of the nodes replaced per minute)") }
         guard latencyMs > 0, latencySigma >= 0 else { throw ValidationError("--latency-ms must be > 0, --latency-sigma ≥ 0") }
         guard intervalMs >= 0 else { throw ValidationError("--interval-ms must be ≥ 0") }
         guard SimulationConfig.Preset(rawValue: preset) != nil else { throw ValidationError("--preset must be lan or local") }

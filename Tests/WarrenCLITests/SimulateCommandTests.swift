@@ -40,4 +40,25 @@ import WarrenTestSupport
             #expect(r.err.contains("--threads must be 1…64"))
         }
     }
+
+    /// Values that leave nothing to simulate, or contradict their own message, are refused with
+    /// the rule; their neighbours that make sense run.
+    @Test(.enabled(if: WarrenExecutable.url != nil, "the warren executable was not found next to the tests"))
+    func badValuesNameTheirRule() throws {
+        let refused: [([String], String)] = [
+            (["--nodes", "1", "--messages", "5"], "--messages needs --nodes ≥ 2"),
+            (["--nodes", "10", "--churn", "100"], "below 100"),
+            (["--nodes", "10", "--loss", "1.5"], "--loss"),
+            (["--nodes", "0"], "--nodes must be ≥ 1"),
+        ]
+        for (args, needle) in refused {
+            let r = try Self.run(args)
+            #expect(r.status == 64, "\(args): \(r.status) \(r.err)")
+            #expect(r.err.contains(needle), "\(args): \(r.err)")
+        }
+        let one = try Self.run(["--nodes", "1", "--messages", "0"])
+        #expect(one.status == 0, "\(one.err)")
+        let nearly = try Self.run(["--nodes", "10", "--messages", "5", "--churn", "99.9"])
+        #expect(nearly.status == 0, "\(nearly.err)")
+    }
 }
