@@ -22,12 +22,13 @@ struct Demo: AsyncParsableCommand {
     @Option(name: .long, help: "Minimum neighbours per node in the random topology.") var degree: Int = 3
     @Option(name: .long, help: "Backend: gossip or inprocess.") var backend: BackendKind = .gossip
     @Option(name: .long, help: "Topology seed (same seed, same topology).") var seed: UInt64 = 1
-    @Option(name: .long, help: "Seconds to wait for all messages.") var timeout: Int = 30
+    @Option(name: .long, help: "Seconds to wait for the overlay to form, and again for all messages (1…3600).") var timeout: Int = 30
     @Option(name: .long, help: ArgumentHelp("Write the overlay's topology (its live neighbour links) as Graphviz to FILE.", valueName: "FILE")) var dot: String?
 
     func validate() throws {
         guard (2...256).contains(nodes) else { throw ValidationError("--nodes must be 2…256") }
         guard (1...16).contains(degree) else { throw ValidationError("--degree must be 1…16") }
+        guard (1...3600).contains(timeout) else { throw ValidationError("--timeout must be 1…3600 seconds") }
     }
 
     func run() async throws {

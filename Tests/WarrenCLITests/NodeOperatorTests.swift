@@ -282,6 +282,9 @@ struct NodeOperatorTests {
             let demo = try await T.run(["demo", "--nodes", "3", "--dot", "/nonexistent/x.dot"], in: dir)
             #expect(demo.status == 1, "\(demo.stderr)")
             #expect(demo.stderr.contains("/nonexistent/x.dot") && !demo.stdout.contains("topology written"), "\(demo.stdout + demo.stderr)")
+            // demo --timeout 0 cannot pass: refused as a usage error, not run to a certain FAIL.
+            let instant = try await T.run(["demo", "--nodes", "3", "--timeout", "0"], in: dir)
+            #expect(instant.status == 64 && instant.stderr.contains("--timeout must be"), "\(instant.stdout + instant.stderr)")
             // A runtime error (a port in use) is one sentence, status 1, no usage.
             let (a, ready, _) = try await T.startNode("A", key: f, peers: [], extra: ["--control", "none"], in: dir)
             defer { a.forceKill() }
