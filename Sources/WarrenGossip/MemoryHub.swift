@@ -185,7 +185,10 @@ package final class MemoryHub: Sendable {
         if s.nodes[target]?.prefixes.isEmpty == false { event(dialer, link, &s) }
     }
 
+    /// A link is ready; reported once however often it became ready before the node looked
+    /// (as an XPUB's subscriptions are read together).
     private static func event(_ id: UInt64, _ link: LinkID, _ s: inout State) {
+        guard s.nodes[id]?.events.contains(link) == false else { return }
         s.nodes[id]?.events.append(link)
         signal(id, &s)
     }
