@@ -51,10 +51,14 @@ struct ZMQTransport: NodeTransport, ~Copyable {
     var pollItems: [zmq_pollitem_t] = []
     var pollDirty = true
     var polledDialers: [LinkID] = []
-    /// What the last `wait` found readable and `receive`/`linkEvents` have not drained yet.
-    var subReadable = false
+    /// What the last `wait` found readable and `receive`/`linkEvents` have not drained yet:
+    /// the input sources (nil: the SUB; a link: its back-link), read in turns of `turn`
+    /// messages so that a flood on one does not starve the others.
+    var readableInputs: [LinkID?] = []
+    var inputCursor = 0
+    var takenInTurn = 0
+    static var turn: Int { 64 }
     var routerReadable = false
-    var readableDialers: [LinkID] = []
     var readableLinks: [LinkID] = []
     /// Input arrived since the back-link routes were last attached (a HELLO may name a token),
     /// and when they were attached last (they are re-checked every second).
@@ -302,12 +306,17 @@ struct ZMQTransport: NodeTransport, ~Copyable {
         }
         var ready = Readiness()
         let pollIn = Int16(ZMQ_POLLIN)
+        // What is still readable shows up again: the lists start afresh.
+        readableInputs.removeAll(keepingCapacity: true)
+        inputCursor = 0
+        takenInTurn = 0
+        readableLinks.removeAll(keepingCapacity: true)
         if pollItems[0].revents != 0 {
             wakeup.consume()
             ready.insert(.commands)
         }
         if pollItems[1].revents & pollIn != 0 {
-            subReadable = true
+            readableInputs.append(nil)
             ready.insert(.input)
         }
         var i = 2
@@ -317,7 +326,7 @@ struct ZMQTransport: NodeTransport, ~Copyable {
         }
         let dialersAt = i, linksAt = i + polledDialers.count
         for i in dialersAt..<linksAt where pollItems[i].revents & pollIn != 0 {
-            readableDialers.append(polledDialers[i - dialersAt])
+            readableInputs.append(polledDialers[i - dialersAt])
             ready.insert(.input)
         }
         for i in linksAt..<pollItems.count where pollItems[i].revents & pollIn != 0 {
@@ -347,13 +356,19 @@ struct ZMQTransport: NodeTransport, ~Copyable {
 
     mutating func receive() -> InboundMessage? {
         if holding { zmq_msg_close(current); zmq_msg_close(current + 1); holding = false }
-        if subReadable {
-            if let m = receiveData() { return m }
-            subReadable = false
-        }
-        while let link = readableDialers.first {
-            if let m = receiveBacklink(link) { return m }
-            readableDialers.removeFirst()
+        while !readableInputs.isEmpty {
+            if inputCursor >= readableInputs.count { inputCursor = 0 }
+            let m: InboundMessage?
+            if let link = readableInputs[inputCursor] { m = receiveBacklink(link) } else { m = receiveData() }
+            guard let m else {
+                // Drained (or gone): the next source's turn.
+                readableInputs.remove(at: inputCursor)
+                takenInTurn = 0
+                continue
+            }
+            takenInTurn += 1
+            if takenInTurn == Self.turn { takenInTurn = 0; inputCursor += 1 }
+            return m
         }
         return nil
     }
