@@ -453,11 +453,12 @@ struct ZMQTransport: NodeTransport, ~Copyable {
             for id in readableLinks { receiveSubscriptions(id, into: &events) }
             readableLinks.removeAll(keepingCapacity: true)
         }
-        if let b = backlinks, !b.routes.isEmpty {
+        // (Read in place: this runs on every pass of the loop.)
+        if let routes = backlinks?.routes.count, routes > 0 {
             let now = monotonicNanos()
             // A back-link can arrive before the HELLO that names its token; routes are also
             // re-checked every second (pending ones expire, carried ones stop dialling).
-            if inputSinceAttach && b.routes.count > b.carried.count { attach = true }
+            if inputSinceAttach && routes > backlinks?.carried.count ?? 0 { attach = true }
             if now &- attachedAt >= 1_000_000_000 { attach = true }
             if attach { attachBacklinkRoutes(directory, into: &events) }
         }
