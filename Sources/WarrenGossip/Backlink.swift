@@ -104,10 +104,11 @@ struct BacklinkDialer {
     let endpoint: String
 }
 
-extension DriverLoop {
+extension ZMQTransport {
     // MARK: Listener
 
     /// Reads what dialers sent to the ROUTER: probes (a new connection) and a leaf's prefixes.
+    /// The routes are attached to their links by `attachBacklinkRoutes` (`linkEvents`).
     mutating func receiveBacklinkRoutes() {
         guard var l = backlinks else { return }
         var rid = zmq_msg_t(), part = zmq_msg_t()
@@ -151,22 +152,23 @@ extension DriverLoop {
             }
         }
         backlinks = l
-        attachBacklinkRoutes()
     }
 
-    /// Attaches routes to the links they carry (a route can arrive before its HELLO), drops the
-    /// ones that found none in time, and closes the dialling sockets of links carried long
-    /// enough.
-    mutating func attachBacklinkRoutes() {
+    /// Attaches routes to the links they carry (a route can arrive before its HELLO; `directory`
+    /// names the link bound to a token's peer), drops the ones that found none in time, and
+    /// closes the dialling sockets of links carried long enough. A link a route now carries is
+    /// reported ready (not `direct`).
+    mutating func attachBacklinkRoutes(_ directory: borrowing some LinkDirectory, into events: inout [LinkEvent]) {
         guard var l = backlinks else { return }
         let now = monotonicNanos()
+        attachedAt = now
         var ready: [LinkID] = []
         for (id, r) in l.routes where r.link == nil {
-            guard let link = engine.link(toPeerWithToken: r.token) else {
+            guard let link = directory.link(toPeerWithToken: r.token) else {
                 if now &- r.since >= Backlink.pendingFor { l.routes[id] = nil; sendClose(id, on: l.router) }
                 continue
             }
-            if readyLinks.contains(link) && l.carried[link] == nil {
+            if directReady.contains(link) && l.carried[link] == nil {
                 // Our own link reaches it: no back-link needed.
                 l.routes[id] = nil
                 sendClose(id, on: l.router)
@@ -178,7 +180,7 @@ extension DriverLoop {
             l.carried[link] = id
             ready.append(link)
             logger.debug("link carried on the remote's back-link (it cannot be dialled)",
-                         metadata: ["endpoint": "\(linkNames[link]?.name ?? "-")", "link": "\(link)"])
+                         metadata: ["endpoint": "\(addresses[link]?.description ?? "-")", "link": "\(link)"])
         }
         // A link still carried has not become ready on its own (that ends the carrying).
         for (link, id) in l.carried where !l.withoutDirect.contains(link) {
@@ -188,14 +190,10 @@ extension DriverLoop {
             pollDirty = true
             l.withoutDirect.insert(link)
             logger.debug("stopped dialling a neighbour that only its back-link reaches",
-                         metadata: ["endpoint": "\(linkNames[link]?.name ?? "-")", "link": "\(link)"])
+                         metadata: ["endpoint": "\(addresses[link]?.description ?? "-")", "link": "\(link)"])
         }
         backlinks = l
-        for link in ready {
-            readyLinks.insert(link)
-            engine.linkReady(link, now: now, rng: &rng, into: &actions)
-        }
-        if !ready.isEmpty { perform() }
+        for link in ready { events.append(LinkEvent(link: link, direct: false)) }
     }
 
     /// Our own link became ready: it no longer needs the route that carried it.
@@ -205,7 +203,7 @@ extension DriverLoop {
         if let r = backlinks?.router { sendClose(id, on: r) }
     }
 
-    /// The engine closed a link: its route goes too.
+    /// The node closed a link: its route goes too.
     mutating func closeBacklinkRoute(of link: LinkID) {
         backlinks?.withoutDirect.remove(link)
         guard let id = backlinks?.carried.removeValue(forKey: link) else { return }
@@ -247,11 +245,10 @@ extension DriverLoop {
     /// The listener of `link` announced a back-link on `port`: (re)open ours to it.
     mutating func openBacklink(for link: LinkID, port: UInt16) {
         closeBacklink(of: link)
-        guard let name = linkNames[link]?.name, let address = try? PeerAddress(parsing: name),
-              let dialled = try? TCPEndpoint(parsing: address.endpoint, for: .dial) else { return }
+        guard let address = addresses[link], let dialled = try? TCPEndpoint(parsing: address.endpoint, for: .dial) else { return }
         let endpoint = TCPEndpoint(host: dialled.host, port: port).description
         do {
-            let s = try dial(ZMQ_DEALER, endpoint, serverKey: address.key) { s in
+            let s = try dial(ZMQ_DEALER, endpoint, serverKey: address.key) { [receiveHWM] s in
                 try s.set(ZMQ_ROUTING_ID, bytes: Backlink.routingID(token: link.raw))
                 try s.set(ZMQ_PROBE_ROUTER, 1)
                 try s.set(ZMQ_RCVHWM, receiveHWM)
@@ -285,53 +282,35 @@ extension DriverLoop {
         for d in backDialers.values { sendPrefix(prefix, kind: subscribe ? Backlink.subscribe : Backlink.unsubscribe, on: d.socket) }
     }
 
-    /// Reads what the listener sent on our back-link of `link`: frames, or `close`. Returns
-    /// false when it stopped with input left (at most 4,096 messages, or a timer is due).
-    @discardableResult
-    mutating func receiveBacklink(_ link: LinkID) -> Bool {
-        guard let d = backDialers[link] else { return true }
-        var topic = zmq_msg_t(), body = zmq_msg_t()
-        defer { if !actions.isEmpty { perform() } }
-        for n in 1...4096 {
-            zmq_msg_init(&topic)
-            if zmq_msg_recv(&topic, d.socket.handle, ZMQ_DONTWAIT) < 0 { zmq_msg_close(&topic); return true }
-            guard zmq_msg_more(&topic) != 0 else {
-                let isClose = zmq_msg_size(&topic) == 1 && zmq_msg_data(&topic).load(as: UInt8.self) == Backlink.close
-                zmq_msg_close(&topic)
+    /// The next frame the listener sent on our back-link of `link` (nil: drained, or the listener
+    /// closed it with `close`, or the back-link is gone).
+    mutating func receiveBacklink(_ link: LinkID) -> InboundMessage? {
+        guard let d = backDialers[link] else { return nil }
+        let topic = current, body = current + 1
+        while true {
+            zmq_msg_init(topic)
+            if zmq_msg_recv(topic, d.socket.handle, ZMQ_DONTWAIT) < 0 { zmq_msg_close(topic); return nil }
+            guard zmq_msg_more(topic) != 0 else {
+                let isClose = zmq_msg_size(topic) == 1 && zmq_msg_data(topic).load(as: UInt8.self) == Backlink.close
+                zmq_msg_close(topic)
                 if isClose {
                     logger.debug("back-link closed by the remote (it dials this node)", metadata: ["endpoint": "\(d.endpoint)"])
                     closeBacklink(of: link)
-                    return true
+                    return nil
                 }
                 badMultipart &+= 1
                 continue
             }
-            zmq_msg_init(&body)
-            _ = zmq_msg_recv(&body, d.socket.handle, ZMQ_DONTWAIT)
-            if zmq_msg_more(&body) != 0 {
+            zmq_msg_init(body)
+            _ = zmq_msg_recv(body, d.socket.handle, ZMQ_DONTWAIT)
+            if zmq_msg_more(body) != 0 {
                 badMultipart &+= 1
-                var extra = zmq_msg_t()
-                repeat {
-                    zmq_msg_close(&extra); zmq_msg_init(&extra)
-                    _ = zmq_msg_recv(&extra, d.socket.handle, ZMQ_DONTWAIT)
-                } while zmq_msg_more(&extra) != 0
-                zmq_msg_close(&extra)
-            } else {
-                let t = UnsafeBufferPointer(start: zmq_msg_data(&topic).assumingMemoryBound(to: UInt8.self), count: zmq_msg_size(&topic))
-                let b = UnsafeBufferPointer(start: zmq_msg_data(&body).assumingMemoryBound(to: UInt8.self), count: zmq_msg_size(&body))
-                engine.receive(topic: t, body: b, via: d.connection, now: monotonicNanos(), rng: &rng, into: &actions)
+                dropRest(of: d.socket)
+                zmq_msg_close(topic); zmq_msg_close(body)
+                continue
             }
-            zmq_msg_close(&topic)
-            zmq_msg_close(&body)
-            if n % Self.coalesceInputs == 0 {
-                if !actions.isEmpty {
-                    perform()
-                    // The actions may have closed this back-link.
-                    guard backDialers[link] != nil else { return true }
-                }
-                if timerDue() { return false }
-            }
+            inputSinceAttach = true
+            return hold(connection: d.connection)
         }
-        return false
     }
 }

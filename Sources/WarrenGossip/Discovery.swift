@@ -115,11 +115,11 @@ struct DiscoverySocket {
     func close() { Glibc.close(fd) }
 }
 
-extension DriverLoop {
+extension DriverLoop where Transport: ~Copyable {
     /// Beacons out when due, beacons in to the engine. Called on every pass of the driver loop
     /// (which wakes at least every heartbeat interval); does work at most every 50 ms.
     mutating func serviceDiscovery() {
-        let now = monotonicNanos()
+        let now = clock.now
         guard var d = discovery, now >= d.nextPoll else { return }
         d.nextPoll = now &+ DiscoverySocket.pollInterval
         let found = d.service(now: now)

@@ -45,8 +45,9 @@ final class ZAPService: Sendable {
             let rep = try ZMQSocket(context, type: ZMQ_REP)
             try rep.set(ZMQ_LINGER, 0)
             do { try rep.bind("inproc://zeromq.zap.01") } catch { rep.close(); throw error }
-            let socket = UnsafeSendable(rep)
-            let t = Thread { [self] in serve(socket.value) }
+            // The REP goes to the handler's thread, the only one to use it from here on.
+            let socket = Handover(rep)
+            let t = Thread { [self] in if let rep = socket.take() { serve(rep) } }
             t.name = "warren-zap"
             t.start()
             started.store(true, ordering: .releasing)
