@@ -119,11 +119,6 @@ struct Send: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The recipient's public key (base64), or community.", valueName: "KEY")) var to: String
     @Argument(help: "The message (JSON); none or -: read it from stdin.") var message: String?
 
-    func validate() throws {
-        // A bad recipient is the caller's mistake: say so before reading stdin or reaching a node.
-        if to != "community" { _ = try parseKeyArgument(to, name: "--to") }
-    }
-
     func run() throws {
         var text = message ?? "-"
         if text == "-" {
