@@ -100,49 +100,56 @@ public struct GossipEngine: Sendable {
     /// can). Then every frame speaks only for the node bound to that connection (bound by its
     /// first HELLO): a frame claiming another node, or this one, is `forged` and changes nothing.
     /// Without it the engine must trust each frame's `from` (the simulator, older drivers).
+    ///
+    /// `messageID`: the message id of the envelope when `body` is one DATA frame and the driver
+    /// already has it (the simulator delivers one frame's bytes to many engines and hashes its
+    /// envelope once); nil: the engine computes it (BLAKE2b-128 of the envelope, which a given
+    /// id must equal). Ignored for other frames and for BATCH bodies.
     public mutating func receive(
-        topic: some Collection<UInt8>, body: some Collection<UInt8>, via: ConnectionID? = nil,
+        topic: some Collection<UInt8>, body: some Collection<UInt8>, via: ConnectionID? = nil, messageID: MessageID? = nil,
         now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]
     ) {
         guard active else { return }
         let via = via?.raw == 0 ? nil : via   // 0 names no connection
         let done: Bool? = topic.withContiguousStorageIfAvailable { t in
             body.withContiguousStorageIfAvailable { b in
-                receive(topic: t, contiguousBody: b, via: via, now: now, rng: &rng, into: &actions)
+                receive(topic: t, contiguousBody: b, via: via, id: messageID, now: now, rng: &rng, into: &actions)
                 return true
             }
         } ?? nil
         if done == true { return }
         let t = Array(topic), b = Array(body)
         t.withUnsafeBufferPointer { tp in
-            b.withUnsafeBufferPointer { bp in receive(topic: tp, contiguousBody: bp, via: via, now: now, rng: &rng, into: &actions) }
+            b.withUnsafeBufferPointer { bp in
+                receive(topic: tp, contiguousBody: bp, via: via, id: messageID, now: now, rng: &rng, into: &actions)
+            }
         }
     }
 
     mutating func receive(
-        topic: UnsafeBufferPointer<UInt8>, contiguousBody body: UnsafeBufferPointer<UInt8>, via: ConnectionID?,
+        topic: UnsafeBufferPointer<UInt8>, contiguousBody body: UnsafeBufferPointer<UInt8>, via: ConnectionID?, id: MessageID?,
         now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]
     ) {
         if let via, isBanned(via, now: now) { stats.penaltyDrops &+= 1; return }
         defer { if let via { penalizeIfDue(via, now: now, rng: &rng, into: &actions) } }
         guard FrameBatch.isBatch(body) else {
-            return receiveOne(topic: topic, body: body, via: via, now: now, rng: &rng, into: &actions)
+            return receiveOne(topic: topic, body: body, id: id, via: via, now: now, rng: &rng, into: &actions)
         }
         stats.batchesIn &+= 1
         // Each entry is one frame, as if it had come in its own message.
         let error = FrameBatch.split(body) { entry in
-            receiveOne(topic: topic, body: entry, via: via, now: now, rng: &rng, into: &actions)
+            receiveOne(topic: topic, body: entry, id: nil, via: via, now: now, rng: &rng, into: &actions)
         }
         if error != nil { stats.framesIn &+= 1; malformed(via: via) }
     }
 
     /// One frame: DATA is handled in the receive buffer (GossipEngine+FastPath.swift); the rest is decoded.
     mutating func receiveOne(
-        topic: UnsafeBufferPointer<UInt8>, body: UnsafeBufferPointer<UInt8>, via: ConnectionID?,
+        topic: UnsafeBufferPointer<UInt8>, body: UnsafeBufferPointer<UInt8>, id: MessageID?, via: ConnectionID?,
         now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]
     ) {
         stats.framesIn &+= 1
-        if receiveData(topic: topic, body: body, via: via, now: now, into: &actions) { return }
+        if receiveData(topic: topic, body: body, id: id, via: via, now: now, into: &actions) { return }
         let frame: Frame
         switch Frame.decode(topic: topic, body: body) {
         case .success(let f): frame = f
