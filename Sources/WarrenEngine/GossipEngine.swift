@@ -158,17 +158,6 @@ public struct GossipEngine: Sendable {
         handle(frame, via: via, now: now, rng: &rng, into: &actions)
     }
 
-    /// Handles one already decoded frame (e.g. decoded once and shared by a simulator).
-    public mutating func receive(_ frame: Frame, via: ConnectionID? = nil, now: UInt64,
-                                 rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
-        guard active else { return }
-        let via = via?.raw == 0 ? nil : via   // 0 names no connection
-        if let via, isBanned(via, now: now) { stats.penaltyDrops &+= 1; return }
-        stats.framesIn &+= 1
-        handle(frame, via: via, now: now, rng: &rng, into: &actions)
-        if let via { penalizeIfDue(via, now: now, rng: &rng, into: &actions) }
-    }
-
     /// Publishes an envelope to `topic`. Refuses (counts `malformed`) the control topic and
     /// empty envelopes. Content already in the seen cache is not sent again (`duplicates`).
     /// ttl 0 delivers locally only.

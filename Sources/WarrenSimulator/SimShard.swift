@@ -34,63 +34,59 @@ struct SimNodes {
 }
 
 /// Frames sent from one shard to another's nodes during a window; they arrive one link latency
-/// later, so never inside the window they were sent in. A DATA frame travels as its fields and
-/// envelope bytes, so that the receiving shard builds its own copy: the threads then never
-/// share (and contend on the reference counts of) an envelope.
+/// later, so never inside the window they were sent in. A frame travels as its bytes, copied
+/// into the mailbox, so that the receiving shard builds its own copy: the threads then never
+/// share (and contend on the reference counts of) a frame's bytes.
 struct SimMailbox {
-    /// `frame` ≥ 0: index in `data`; < 0: index −1 − frame in `frames`.
+    /// `frame`: index in `frames`.
     struct Entry { var event: SimEvent; var frame: Int32 }
-    struct Data {
+    /// A frame: its topic, message id (DATA) and message, and where its body is in `bytes`.
+    struct Item {
         var topic: Topic
         var id: MessageID
-        var from: NodeID
         var message: Int32
         var offset: Int
         var count: Int
-        var ttl: UInt8
-        var hops: UInt8
     }
     var events: [Entry] = []
-    var data: [Data] = []
+    var frames: [Item] = []
     var bytes: [UInt8] = []
-    /// Other frames (control), shared.
-    var frames: [SimFrame] = []
 
     mutating func add(_ f: SimFrame) -> Int32 {
-        if case .data(let topic, let envelope, let id) = f.frame.kind {
-            data.append(Data(topic: topic, id: id, from: f.frame.from, message: f.message,
-                             offset: bytes.count, count: envelope.count, ttl: f.frame.ttl, hops: f.frame.hops))
-            bytes.append(contentsOf: envelope)
-            return Int32(data.count - 1)
-        }
-        frames.append(f)
-        return -Int32(frames.count)
+        frames.append(Item(topic: f.topic, id: f.id, message: f.message, offset: bytes.count, count: f.body.count))
+        bytes.append(contentsOf: f.body)
+        return Int32(frames.count - 1)
+    }
+
+    /// The frame at `k`, with a body of its own.
+    func frame(_ k: Int) -> SimFrame {
+        let f = frames[k]
+        return SimFrame(topic: f.topic, body: Array(bytes[f.offset..<f.offset + f.count]), id: f.id, message: f.message)
     }
 
     mutating func removeAll() {
         events.removeAll(keepingCapacity: true)
-        data.removeAll(keepingCapacity: true)
-        bytes.removeAll(keepingCapacity: true)
         frames.removeAll(keepingCapacity: true)
+        bytes.removeAll(keepingCapacity: true)
     }
 }
 
 /// One shard of a `Simulator`: its nodes' pending events (a binary heap on (time, key)), the
-/// decoded frames they reference, and what its nodes sent and delivered.
+/// frames in flight they reference, and what its nodes sent and delivered.
 struct SimShard {
     let index: Int
     var now: UInt64 = 0
     var heap: [SimEvent] = []
     var actions: [Action] = []
-    // Decoded frames in flight, shared by their receivers in this shard.
+    // Frames in flight, their bytes shared by their receivers in this shard.
     var pool: [SimFrame] = []
     var poolRefs: [Int32] = []
     /// Per pool slot: a DATA frame, and its message id (read by `prefetchNext` without copying the frame).
     var poolIsData: [Bool] = []
     var poolIDs: [MessageID] = []
     var freeSlots: [Int32] = []
-    // The DATA frame (pool slot) or publish being handled: relayed frames reuse its envelope
-    // and id, deliveries and link-sends are booked to its message.
+    // The DATA frame (pool slot) or publish being handled: relayed frames reuse its message id
+    // (their envelope is its envelope), deliveries and link-sends are booked to its message.
     var contextSlot = -1
     var contextMessage: Int32 = -1
     var publishEnvelope: [UInt8] = []
@@ -104,10 +100,6 @@ struct SimShard {
     /// Per shard: the index of the frame being sent in this shard's mailbox to it.
     var mailSlots: [Int32] = []
     static let notMailed = Int32.min
-    /// The envelope of the last DATA frame taken from the mail (floods come one message at a
-    /// time, so consecutive frames mostly carry the same one).
-    var mailEnvelope: [UInt8] = []
-    var mailEnvelopeID = MessageID(hi: 0, lo: 0)
 
     // Results, folded into the simulator's totals.
     var deliveries: [Simulator.Delivery] = []
@@ -156,7 +148,13 @@ struct SimShard {
                 contextSlot = slot
                 contextMessage = pool[slot].message
                 contextValid = contextMessage >= 0
-                n.engines[i].receive(pool[slot].frame, now: now, rng: &n.rngs[i], into: &actions)
+                // The bytes as sent, shared; a DATA frame's message id hashed once per publish.
+                let topic = pool[slot].topic, body = pool[slot].body
+                let id: MessageID? = poolIsData[slot] ? poolIDs[slot] : nil
+                let now = self.now
+                topic.withBytes { t in
+                    n.engines[i].receive(topic: t, body: body, messageID: id, now: now, rng: &n.rngs[i], into: &actions)
+                }
                 if !actions.isEmpty { perform(i, n) } else { scheduleTick(i, n) }
                 contextSlot = -1
             }
@@ -255,19 +253,15 @@ struct SimShard {
         scheduleTick(i, n)
     }
 
-    /// Decodes `out` once and schedules its arrival on each ready link.
+    /// Schedules the arrival of `out`'s bytes (one array, shared) on each ready link.
     mutating func send(from i: Int, targets: [LinkID], _ out: OutFrame, _ n: SimNodes) {
         let isData = !out.topic.isControl
         var message: Int32 = -1
-        let frame: Frame
-        if isData, contextValid, let f = relayedData(out) {
-            frame = f
-            message = contextMessage
-        } else {
-            do { frame = try Frame.decode(topic: out.topic.bytes, body: out.body) } catch { return }
-            if isData { message = contextMessage }
-        }
+        var id = MessageID(hi: 0, lo: 0)
         if isData {
+            guard let d = dataID(out) else { return }
+            id = d
+            message = contextMessage
             dataFramesSent += targets.count
             if message >= 0 {
                 let m = Int(message)
@@ -296,14 +290,16 @@ struct SimShard {
             let event = SimEvent(time: now &+ link.latency, node: t, kind: .frame, arg: 0)
             let s = n.shard(of: t)
             if s == index {
-                if slot < 0 { slot = allocate(SimFrame(frame: frame, message: message)) }
+                if slot < 0 { slot = allocate(SimFrame(topic: out.topic, body: out.body, id: id, message: message)) }
                 poolRefs[slot] += 1
                 var e = event
                 e.packed |= UInt64(slot)
                 push(e, by: i, n)
             } else {
                 let box = n.mailbox(parity: mailParity, from: index, to: s)
-                if mailSlots[s] == SimShard.notMailed { mailSlots[s] = box.pointee.add(SimFrame(frame: frame, message: message)) }
+                if mailSlots[s] == SimShard.notMailed {
+                    mailSlots[s] = box.pointee.add(SimFrame(topic: out.topic, body: out.body, id: id, message: message))
+                }
                 var e = event
                 e.seq = key(by: i, n)
                 precondition(e.time >= windowEnd, "a frame to another shard arrives inside the window")
@@ -318,18 +314,11 @@ struct SimShard {
         for from in 0..<n.shardCount where from != index {
             let box = n.mailbox(parity: parity, from: from, to: index)
             if box.pointee.events.isEmpty { continue }
-            var dataSlots = [Int](repeating: -1, count: box.pointee.data.count)
-            var frameSlots = [Int](repeating: -1, count: box.pointee.frames.count)
+            var slots = [Int](repeating: -1, count: box.pointee.frames.count)
             for entry in box.pointee.events {
                 let f = Int(entry.frame)
-                let slot: Int
-                if f >= 0 {
-                    if dataSlots[f] < 0 { dataSlots[f] = allocate(mailedData(box.pointee.data[f], box.pointee.bytes)) }
-                    slot = dataSlots[f]
-                } else {
-                    if frameSlots[-1 - f] < 0 { frameSlots[-1 - f] = allocate(box.pointee.frames[-1 - f]) }
-                    slot = frameSlots[-1 - f]
-                }
+                if slots[f] < 0 { slots[f] = allocate(box.pointee.frame(f)) }
+                let slot = slots[f]
                 poolRefs[slot] += 1
                 var e = entry.event
                 e.packed |= UInt64(slot)
@@ -339,56 +328,39 @@ struct SimShard {
         }
     }
 
-    /// A mailed DATA frame, with this shard's own copy of the envelope.
-    mutating func mailedData(_ d: SimMailbox.Data, _ bytes: [UInt8]) -> SimFrame {
-        if d.id != mailEnvelopeID || mailEnvelope.count != d.count {
-            mailEnvelope = Array(bytes[d.offset..<d.offset + d.count])
-            mailEnvelopeID = d.id
-        }
-        return SimFrame(frame: Frame(kind: .data(topic: d.topic, envelope: mailEnvelope, id: d.id), ttl: d.ttl, hops: d.hops, from: d.from),
-                        message: d.message)
-    }
-
-    /// The decoded form of a relayed DATA frame whose envelope equals the one being handled
-    /// (validated exactly as `Frame.decode` would), without copying or hashing the envelope.
-    func relayedData(_ out: OutFrame) -> Frame? {
-        let contextEnvelope: [UInt8], contextID: MessageID
-        if contextSlot >= 0 {
-            guard case .data(_, let env, let id) = pool[contextSlot].frame.kind else { return nil }
-            contextEnvelope = env; contextID = id
-        } else {
-            contextEnvelope = publishEnvelope; contextID = publishID
-        }
-        let body = out.body
-        let h = Frame.headerSize
-        guard body.count == h + contextEnvelope.count, contextEnvelope.count > 0,
-              body[0] == Frame.version, body[1] == Frame.TypeCode.data.rawValue, body[2] != 0 else { return nil }
-        var from: UInt64 = 0
-        for k in 4..<12 { from = from << 8 | UInt64(body[k]) }
-        guard from != 0 else { return nil }
-        let same = body.withUnsafeBufferPointer { b in
-            contextEnvelope.withUnsafeBufferPointer { e in
-                memcmpEqual(UnsafeRawPointer(b.baseAddress! + h), UnsafeRawPointer(e.baseAddress!), e.count)
+    /// The message id of the DATA frame `out`, nil if it is not a valid one. A relayed frame
+    /// carries the envelope of the frame being handled, a published one the publish's: then
+    /// (checked byte for byte) it is theirs, so BLAKE2b runs once per publish.
+    func dataID(_ out: OutFrame) -> MessageID? {
+        out.body.withUnsafeBufferPointer { b -> MessageID? in
+            guard let v = DataFrameView(topic: out.topic, body: b) else { return nil }
+            if contextValid {
+                let known: (id: MessageID, same: Bool)
+                if contextSlot >= 0 {
+                    known = (poolIDs[contextSlot], pool[contextSlot].body.withUnsafeBufferPointer { c in
+                        c.count == b.count && sameBytes(UnsafeBufferPointer(rebasing: c[Frame.headerSize...]), v.envelope)
+                    })
+                } else {
+                    known = (publishID, publishEnvelope.withUnsafeBufferPointer { sameBytes($0, v.envelope) })
+                }
+                if known.same { return known.id }
             }
+            return v.messageID()
         }
-        guard same else { return nil }
-        return Frame(kind: .data(topic: out.topic, envelope: contextEnvelope, id: contextID),
-                     ttl: body[2], hops: body[3], from: NodeID(raw: from))
     }
 
     mutating func allocate(_ f: SimFrame) -> Int {
-        var isData = false, id = MessageID(hi: 0, lo: 0)
-        if case .data(_, _, let d) = f.frame.kind { isData = true; id = d }
+        let isData = !f.topic.isControl
         if let s = freeSlots.popLast() {
             pool[Int(s)] = f
             poolIsData[Int(s)] = isData
-            poolIDs[Int(s)] = id
+            poolIDs[Int(s)] = f.id
             return Int(s)
         }
         pool.append(f)
         poolRefs.append(0)
         poolIsData.append(isData)
-        poolIDs.append(id)
+        poolIDs.append(f.id)
         return pool.count - 1
     }
 
@@ -462,8 +434,12 @@ struct SimLink {
     var ready: Bool
 }
 
+/// A frame in flight: its bytes as the engine sent them, and for DATA the message id of its
+/// envelope and the message it belongs to (−1: control).
 struct SimFrame {
-    var frame: Frame
+    var topic: Topic
+    var body: [UInt8]
+    var id: MessageID
     var message: Int32
 }
 
@@ -491,6 +467,14 @@ struct SimEvent {
 
     @inline(__always)
     func before(_ o: SimEvent) -> Bool { time != o.time ? time < o.time : seq < o.seq }
+}
+
+/// True if `a` and `b` hold the same bytes.
+@inline(__always)
+func sameBytes(_ a: UnsafeBufferPointer<UInt8>, _ b: UnsafeBufferPointer<UInt8>) -> Bool {
+    guard a.count == b.count else { return false }
+    guard let pa = a.baseAddress, let pb = b.baseAddress else { return true }
+    return memcmpEqual(UnsafeRawPointer(pa), UnsafeRawPointer(pb), a.count)
 }
 
 @inline(__always)

@@ -8,9 +8,10 @@ import WarrenEngine
 /// - every node is one *incarnation*: a killed node never comes back; a replacement is a new
 ///   node (new index, new endpoint, new `NodeID`). Links to a dead node never become ready and
 ///   frames sent on them are dropped (`droppedNotReady`);
-/// - each sent frame is decoded once and the decoded `Frame` is shared by all its receivers
-///   (`GossipEngine.receive(_ frame:)`); a relayed DATA frame reuses the envelope and message id
-///   of the frame that caused it (checked byte for byte), so BLAKE2b runs once per publish;
+/// - each sent frame's bytes (one array) are shared by all its receivers in a shard, which get
+///   them through `GossipEngine.receive(topic:body:)` like any driver's; a relayed DATA frame
+///   carries the message id of the frame that caused it (its envelope checked byte for byte
+///   with `DataFrameView`), given to the engine with the bytes, so BLAKE2b runs once per publish;
 /// - events live in binary heaps ordered by (time, key), compact and allocation-free; the key
 ///   is (node that scheduled the event, that node's count), so the order of events at the same
 ///   time does not depend on how the run is split;
