@@ -84,6 +84,9 @@ struct SimShard {
     /// Per pool slot: a DATA frame, and its message id (read by `prefetchNext` without copying the frame).
     var poolIsData: [Bool] = []
     var poolIDs: [MessageID] = []
+    /// Per pool slot: where its bytes were when it was filled, for prefetch hints only (reading
+    /// them through `pool` would retain the array, which costs the cache miss the hint avoids).
+    var poolBytes: [UnsafeRawPointer?] = []
     var freeSlots: [Int32] = []
     // The DATA frame (pool slot) or publish being handled: relayed frames reuse its message id
     // (their envelope is its envelope), deliveries and link-sends are booked to its message.
@@ -148,13 +151,18 @@ struct SimShard {
                 contextSlot = slot
                 contextMessage = pool[slot].message
                 contextValid = contextMessage >= 0
-                // The bytes as sent, shared; a DATA frame's message id hashed once per publish.
-                let topic = pool[slot].topic, body = pool[slot].body
+                // The bytes as sent, read in place; a DATA frame's message id hashed once per publish.
+                // (The actions are moved out for the call, so that it touches nothing else of the shard.)
+                let topic = pool[slot].topic, now = self.now
                 let id: MessageID? = poolIsData[slot] ? poolIDs[slot] : nil
-                let now = self.now
-                topic.withBytes { t in
-                    n.engines[i].receive(topic: t, body: body, messageID: id, now: now, rng: &n.rngs[i], into: &actions)
+                var out: [Action] = []
+                swap(&out, &actions)
+                pool[slot].body.withUnsafeBufferPointer { body in
+                    topic.withBytes { t in
+                        n.engines[i].receive(topic: t, body: body, messageID: id, now: now, rng: &n.rngs[i], into: &out)
+                    }
                 }
+                swap(&out, &actions)
                 if !actions.isEmpty { perform(i, n) } else { scheduleTick(i, n) }
                 contextSlot = -1
             }
@@ -180,7 +188,8 @@ struct SimShard {
     /// Memory latency hiding: at 10,000 nodes every event touches a cold engine. While this event
     /// is handled, start loading what the next ones will read: the engines of the two events
     /// after next (their hot fields), and, for the next event (its engine loaded one step ago),
-    /// the peer table and seen-cache bucket its frame will hit. Hints only: no state changes.
+    /// its frame's bytes and the peer table and seen-cache bucket they will hit. Hints only: no
+    /// state changes.
     @inline(__always)
     mutating func prefetchNext(_ n: SimNodes) {
         let count = heap.count
@@ -194,6 +203,8 @@ struct SimShard {
         let next = heap[0]
         if next.kind == .frame {
             let slot = Int(next.arg)
+            // Its bytes (the header is read first), then what the engine reads.
+            warren_prefetch(poolBytes[slot])
             if poolIsData[slot] { n.engines[next.node].visitDataReceiveMemory(id: poolIDs[slot]) { warren_prefetch($0) } }
         }
     }
@@ -355,12 +366,14 @@ struct SimShard {
             pool[Int(s)] = f
             poolIsData[Int(s)] = isData
             poolIDs[Int(s)] = f.id
+            poolBytes[Int(s)] = f.body.withUnsafeBytes { $0.baseAddress }
             return Int(s)
         }
         pool.append(f)
         poolRefs.append(0)
         poolIsData.append(isData)
         poolIDs.append(f.id)
+        poolBytes.append(f.body.withUnsafeBytes { $0.baseAddress })
         return pool.count - 1
     }
 
