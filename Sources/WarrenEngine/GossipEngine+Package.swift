@@ -3,12 +3,14 @@
 // state stays internal to this module; each entry here is narrow and changes no protocol rule.
 
 extension GossipEngine {
-    /// Numbers this engine's links `base + 1, base + 2, …` instead of drawing unpredictable link
-    /// ids (SipHash of a counter under a key drawn at `start`), so a driver can index its links
-    /// by number. Only for drivers that run every node themselves and so face no outsider
-    /// guessing ids (the simulator). Call before `start`.
-    package mutating func numberLinksSequentially(from base: UInt64) {
-        sequentialLinkBase = base
+    /// An engine whose link ids (SipHash-2-4 of a counter) are keyed by `linkKey` instead of a
+    /// key drawn from the generator at `start`. Only for drivers that run every node themselves
+    /// and so face no outsider guessing ids, and that want a node's draws to be the protocol's
+    /// alone (the simulator, which learns the ids from the `.connect` actions).
+    package init(config: EngineConfig, nodeID: NodeID, linkKey: (UInt64, UInt64)) {
+        self.init(config: config, nodeID: nodeID)
+        self.linkKey = linkKey
+        linkKeyGiven = true
     }
 
     /// Outbound links that carry an up neighbour (`up`), and the others: dialling, waiting for

@@ -38,11 +38,11 @@ public struct GossipEngine: Sendable {
     var known: KnownTable
     /// Endpoints found to lead back to this engine (HELLO from ourselves).
     var selfEndpoints: Set<String> = []
-    /// Link ids: SipHash-2-4 of a counter under a key drawn at start (unpredictable tokens).
+    /// Link ids: SipHash-2-4 of a counter under a key drawn at start (unpredictable tokens),
+    /// unless a driver gave the key (`init(config:nodeID:linkKey:)`).
     var linkKey: (UInt64, UInt64) = (0, 0)
     var linkCounter: UInt64 = 0
-    /// Set by the simulator: link ids are `base + 1, base + 2, …` instead (it indexes by them).
-    var sequentialLinkBase: UInt64?
+    var linkKeyGiven = false
     /// Dials to endpoints that were never up: a token bucket (`dialRate`, `dialBurst`).
     var dialBucket = TokenBucket()
     /// Connections of neighbours disconnected for misbehaviour, ignored until `until`.
@@ -69,7 +69,7 @@ public struct GossipEngine: Sendable {
     public mutating func start(now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
         guard !started else { return }
         started = true
-        if sequentialLinkBase == nil { linkKey = (rng.next(), rng.next()) }
+        if !linkKeyGiven { linkKey = (rng.next(), rng.next()) }
         timers.score = satAdd(now, config.scoreInterval)
         actions.append(.subscribe(Topic.control.bytes))
         if !config.leaf { actions.append(.subscribe([])) }
@@ -302,10 +302,6 @@ public struct GossipEngine: Sendable {
 
     /// A fresh, unpredictable link id: SipHash-2-4 of a counter under `linkKey`.
     mutating func newLinkID() -> LinkID {
-        if let base = sequentialLinkBase {
-            linkCounter &+= 1
-            return LinkID(raw: base &+ linkCounter)
-        }
         _ = SodiumRuntime.ready
         while true {
             linkCounter &+= 1

@@ -8,8 +8,7 @@ import WarrenEngine
 /// are workload operations; the engine subscribes only in `start` and `subscribeLocal`).
 struct SimNodes {
     let engines: UnsafeMutablePointer<GossipEngine>
-    let links: UnsafeMutablePointer<[SimLink]>
-    let linkBase: UnsafeMutablePointer<UInt64>
+    let links: UnsafeMutablePointer<SimLinks>
     let alive: UnsafeMutablePointer<Bool>
     let subscribesAll: UnsafeMutablePointer<Bool>
     let prefixes: UnsafeMutablePointer<[[UInt8]]>
@@ -169,12 +168,13 @@ struct SimShard {
             release(slot)
         case .ready:
             let li = Int(ev.arg)
-            guard n.alive[i], li < n.links[i].count else { return }
-            let t = Int(n.links[i][li].target)
-            guard t >= 0, n.alive[t], !n.links[i][li].ready else { return }
-            n.links[i][li].ready = true
+            guard n.alive[i], li < n.links[i].slots.count else { return }
+            let link = n.links[i][slot: li]
+            let t = Int(link.target)
+            guard t >= 0, n.alive[t], !link.ready else { return }
+            n.links[i][slot: li].ready = true
             contextValid = false
-            n.engines[i].linkReady(LinkID(raw: n.linkBase[i] &+ UInt64(li) &+ 1), now: now, rng: &n.rngs[i], into: &actions)
+            n.engines[i].linkReady(link.id, now: now, rng: &n.rngs[i], into: &actions)
             perform(i, n)
         case .tick:
             guard n.alive[i], n.tickGeneration[i] & SimEvent.argMask == ev.arg else { return }
@@ -209,14 +209,6 @@ struct SimShard {
         }
     }
 
-    /// Index of link `raw` of node i in `links[i]` (nil if never opened or closed).
-    @inline(__always)
-    func linkIndex(_ i: Int, _ raw: UInt64, _ n: SimNodes) -> Int? {
-        let k = raw &- n.linkBase[i] &- 1
-        guard k < UInt64(n.links[i].count), n.links[i][Int(k)].target != SimLink.closed else { return nil }
-        return Int(k)
-    }
-
     mutating func scheduleTick(_ i: Int, _ n: SimNodes) {
         guard n.alive[i], let d = n.engines[i].nextDeadline else { return }
         let t = max(d, now)
@@ -237,15 +229,12 @@ struct SimShard {
                 let lat = n.latency.draw(&n.rngs[i])
                 if lat < shortestLink { shortestLink = lat }
                 let t = n.byEndpoint[endpoint] ?? -1
-                let k = l.raw &- n.linkBase[i] &- 1
-                precondition(k < 1 << 30, "engine link ids are consecutive")
-                while UInt64(n.links[i].count) <= k { n.links[i].append(SimLink(target: SimLink.closed, latency: 0, ready: false)) }
-                n.links[i][Int(k)] = SimLink(target: t, latency: lat, ready: false)
+                let k = n.links[i].open(SimLink(id: l, latency: lat, target: t, ready: false))
                 if t >= 0 && n.alive[Int(t)] {
-                    push(SimEvent(time: now &+ lat, node: i, kind: .ready, arg: k), by: i, n)
+                    push(SimEvent(time: now &+ lat, node: i, kind: .ready, arg: UInt64(k)), by: i, n)
                 }
             case .disconnect(let l):
-                if let li = linkIndex(i, l.raw, n) { n.links[i][li] = SimLink(target: SimLink.closed, latency: 0, ready: false) }
+                n.links[i].close(l)
             case .deliver(_, _, let hops, _):
                 deliveries.append(Simulator.Delivery(node: Int32(i), message: contextMessage, hops: hops, time: now))
             case .subscribe(let prefix):
@@ -286,8 +275,8 @@ struct SimShard {
         // Per other shard: this frame's index in that mailbox (−1: not copied there yet).
         if n.shardCount > 1 { for s in 0..<n.shardCount { mailSlots[s] = SimShard.notMailed } }
         for l in targets {
-            guard let li = linkIndex(i, l.raw, n) else { droppedNotReady += 1; continue }
-            let link = n.links[i][li]
+            guard let li = n.links[i].slot(of: l) else { droppedNotReady += 1; continue }
+            let link = n.links[i][slot: li]
             let t = Int(link.target)
             guard link.ready, t >= 0, n.alive[t] else { droppedNotReady += 1; continue }
             if !n.subscribesAll[t] && !n.prefixes[t].contains(where: { out.topic.hasPrefix($0) }) {
@@ -437,14 +426,6 @@ struct SimShard {
         }
         return top
     }
-}
-
-struct SimLink {
-    static let closed: Int32 = -2
-    /// Node index at the dialled endpoint (−1: nobody ever listened there; −2: closed).
-    var target: Int32
-    var latency: UInt64
-    var ready: Bool
 }
 
 /// A frame in flight: its bytes as the engine sent them, and for DATA the message id of its

@@ -90,10 +90,8 @@ public struct Simulator {
     public private(set) var engines: [GossipEngine] = []
     public private(set) var alive: [Bool] = []
     public private(set) var endpoints: [String] = []
-    /// Links of node i, indexed by LinkID − the engine's first LinkID (engines number their links
-    /// consecutively from a node-id-derived base), so a lookup is O(1) even for hubs.
-    var links: [[SimLink]] = []
-    var linkBase: [UInt64] = []
+    /// Links of node i, by the ids its engine gave them (O(1) even for hubs).
+    var links: [SimLinks] = []
     var subscribesAll: [Bool] = []
     var prefixes: [[[UInt8]]] = []
     var tickAt: [UInt64] = []
@@ -150,15 +148,13 @@ public struct Simulator {
     public mutating func addNode(config: EngineConfig) -> Int {
         let i = engines.count
         let id = NodeID.random(using: &rng)
-        var engine = GossipEngine(config: config, nodeID: id)
-        // The simulator indexes links by their number: consecutive ids from a known base (no
-        // outsider is simulated, so they need not be unpredictable).
-        engine.numberLinksSequentially(from: mix64(id.raw))
+        // The key of its link ids comes from its node id (drawn from the run's seed), not from
+        // its own generator: no outsider is simulated, and the node draws only what the protocol does.
+        let engine = GossipEngine(config: config, nodeID: id, linkKey: (mix64(id.raw), mix64(id.raw ^ 0x6C69_6E6B_6B65_7973)))
         engines.append(engine)
         alive.append(true)
         endpoints.append(config.endpoint)
-        links.append([])
-        linkBase.append(mix64(id.raw))
+        links.append(SimLinks())
         subscribesAll.append(false)
         prefixes.append([])
         tickAt.append(.max)
@@ -178,7 +174,7 @@ public struct Simulator {
     public mutating func kill(_ i: Int) {
         guard alive[i] else { return }
         alive[i] = false
-        links[i] = []
+        links[i] = SimLinks()
         prefixes[i] = []
         subscribesAll[i] = false
         tickGeneration[i] &+= 1
@@ -438,22 +434,20 @@ public struct Simulator {
         let budget = stepBudget, mail = mailboxes.base, count = threads
         return engines.withUnsafeMutableBufferPointer { e in
             links.withUnsafeMutableBufferPointer { l in
-                linkBase.withUnsafeMutableBufferPointer { lb in
-                    alive.withUnsafeMutableBufferPointer { a in
-                        subscribesAll.withUnsafeMutableBufferPointer { sa in
-                            prefixes.withUnsafeMutableBufferPointer { pf in
-                                tickAt.withUnsafeMutableBufferPointer { ta in
-                                    tickGeneration.withUnsafeMutableBufferPointer { tg in
-                                        rngs.withUnsafeMutableBufferPointer { r in
-                                            seqs.withUnsafeMutableBufferPointer { sq in
-                                                shards.withUnsafeMutableBufferPointer { sh in
-                                                    body(SimNodes(
-                                                        engines: e.baseAddress!, links: l.baseAddress!, linkBase: lb.baseAddress!,
-                                                        alive: a.baseAddress!, subscribesAll: sa.baseAddress!, prefixes: pf.baseAddress!,
-                                                        tickAt: ta.baseAddress!, tickGeneration: tg.baseAddress!, rngs: r.baseAddress!,
-                                                        seqs: sq.baseAddress!, byEndpoint: byEndpoint, latency: latency,
-                                                        lossThreshold: loss, shardCount: count, mail: mail, stepBudget: budget), sh)
-                                                }
+                alive.withUnsafeMutableBufferPointer { a in
+                    subscribesAll.withUnsafeMutableBufferPointer { sa in
+                        prefixes.withUnsafeMutableBufferPointer { pf in
+                            tickAt.withUnsafeMutableBufferPointer { ta in
+                                tickGeneration.withUnsafeMutableBufferPointer { tg in
+                                    rngs.withUnsafeMutableBufferPointer { r in
+                                        seqs.withUnsafeMutableBufferPointer { sq in
+                                            shards.withUnsafeMutableBufferPointer { sh in
+                                                body(SimNodes(
+                                                    engines: e.baseAddress!, links: l.baseAddress!,
+                                                    alive: a.baseAddress!, subscribesAll: sa.baseAddress!, prefixes: pf.baseAddress!,
+                                                    tickAt: ta.baseAddress!, tickGeneration: tg.baseAddress!, rngs: r.baseAddress!,
+                                                    seqs: sq.baseAddress!, byEndpoint: byEndpoint, latency: latency,
+                                                    lossThreshold: loss, shardCount: count, mail: mail, stepBudget: budget), sh)
                                             }
                                         }
                                     }
