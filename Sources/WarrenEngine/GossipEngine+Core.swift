@@ -223,17 +223,16 @@ extension GossipEngine.Core {
         return d
     }
 
-    /// Rough bytes of engine state: with `reserved`, arrays count their capacity (which on Linux
-    /// follows `malloc_usable_size`, so it varies slightly from run to run); without, their
-    /// element counts (reproducible, used by the simulator's report).
-    func stateBytes(reserved: Bool) -> Int {
-        func size<T>(_ a: [T]) -> Int { (reserved ? a.capacity : a.count) * MemoryLayout<T>.stride }
-        var n = MemoryLayout<GossipEngine.Core>.size + seen.bytes(reserved: reserved)
-        n += links.bytes(reserved: reserved)
+    /// Rough bytes of engine state, arrays counted by their elements (not their capacity, which
+    /// on Linux follows `malloc_usable_size` and so varies slightly from run to run): the
+    /// simulator's report is reproducible.
+    func countedStateBytes() -> Int {
+        var n = MemoryLayout<GossipEngine.Core>.size + seen.bytes(reserved: false)
+        n += links.countedBytes
         for l in links { n += l.endpoint.utf8.count }
-        n += peers.bytes(reserved: reserved)
-        n += known.bytes(reserved: reserved)
-        n += localTopics.count * 48 + size(allReadyCache)
+        n += peers.countedBytes
+        n += known.countedBytes
+        n += localTopics.count * 48 + allReadyCache.count * MemoryLayout<LinkID>.stride
         return n
     }
 

@@ -26,7 +26,7 @@ extension GossipEngine {
     /// Bytes of engine state counted by element (not by reserved capacity, which on Linux
     /// follows `malloc_usable_size`): the same for the same run, so a simulation's report is
     /// reproducible.
-    package var countedStateBytes: Int { core.stateBytes(reserved: false) }
+    package var countedStateBytes: Int { core.countedStateBytes() }
 
     /// For a driver that knows its next input ahead (the simulator, hiding memory latency):
     /// calls `visit` with the addresses that receiving a DATA frame with message id `id` reads
