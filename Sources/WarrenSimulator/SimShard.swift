@@ -334,16 +334,13 @@ struct SimShard {
     func dataID(_ out: OutFrame) -> MessageID? {
         out.body.withUnsafeBufferPointer { b -> MessageID? in
             guard let v = DataFrameView(topic: out.topic, body: b) else { return nil }
-            if contextValid {
-                let known: (id: MessageID, same: Bool)
-                if contextSlot >= 0 {
-                    known = (poolIDs[contextSlot], pool[contextSlot].body.withUnsafeBufferPointer { c in
-                        c.count == b.count && sameBytes(UnsafeBufferPointer(rebasing: c[Frame.headerSize...]), v.envelope)
-                    })
-                } else {
-                    known = (publishID, publishEnvelope.withUnsafeBufferPointer { sameBytes($0, v.envelope) })
+            if contextValid && contextSlot >= 0 {
+                let same = pool[contextSlot].body.withUnsafeBufferPointer { c in
+                    sameBytes(UnsafeBufferPointer(rebasing: c[FrameHeader.size...]), v.envelope)
                 }
-                if known.same { return known.id }
+                if same { return poolIDs[contextSlot] }
+            } else if contextValid && publishEnvelope.withUnsafeBufferPointer({ sameBytes($0, v.envelope) }) {
+                return publishID
             }
             return v.messageID()
         }
