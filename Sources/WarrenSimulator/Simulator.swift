@@ -8,8 +8,8 @@ import WarrenEngine
 /// - every node is one *incarnation*: a killed node never comes back; a replacement is a new
 ///   node (new index, new endpoint, new `NodeID`). Links to a dead node never become ready and
 ///   frames sent on them are dropped (`droppedNotReady`);
-/// - each sent frame's bytes (one array) are shared by all its receivers in a shard, which get
-///   them through `GossipEngine.receive(topic:body:)` like any driver's; a relayed DATA frame
+/// - each sent frame's bytes (one array) are shared by all its receivers, in any shard, which
+///   get them through `GossipEngine.receive(topic:body:)` like any driver's; a relayed DATA frame
 ///   carries the message id of the frame that caused it (its envelope checked byte for byte
 ///   with `DataFrameView`), given to the engine with the bytes, so BLAKE2b runs once per publish;
 /// - events live in binary heaps ordered by (time, key), compact and allocation-free; the key
