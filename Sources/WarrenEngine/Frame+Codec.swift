@@ -15,59 +15,56 @@ extension Frame {
         }.get()
     }
 
-    /// The checked header of a 2-part message, and its topic.
-    @usableFromInline
-    struct Header {
-        var type: TypeCode
-        var ttl: UInt8
-        var hops: UInt8
-        var from: NodeID
-        var topic: Topic
+    /// Checks the topic and the header of a one-frame body (not a BATCH): everything
+    /// `decode` checks before the fields of the frame's type, in PROTOCOL.md's order. For DATA
+    /// that is all there is to check (a non-empty envelope on a data topic, ttl ≥ 1); for
+    /// control frames, the control topic and ttl = hops = 0.
+    static func checkedHeader(topic: UnsafeBufferPointer<UInt8>, body: UnsafeBufferPointer<UInt8>)
+        -> Result<(header: FrameHeader, type: TypeCode, topic: Topic), FrameError> {
+        guard topic.count == 32 else { return .failure(.badTopicLength(topic.count)) }
+        return checkedHeader(topic: Topic(unchecked: topic), body: body)
     }
 
-    /// Checks the topic and the 12-byte header; for DATA also the topic, ttl and a non-empty
-    /// envelope (everything `decode` checks about a DATA frame).
-    @usableFromInline
-    static func header(topic: UnsafeBufferPointer<UInt8>, body: UnsafeBufferPointer<UInt8>) -> Result<Header, FrameError> {
-        guard topic.count == 32 else { return .failure(.badTopicLength(topic.count)) }
-        guard body.count >= headerSize else { return .failure(.shortHeader(body.count)) }
-        guard body.count <= maxBodyBytes else { return .failure(.oversized(body.count)) }
-        guard body[0] == version else { return .failure(.unsupportedVersion(body[0])) }
-        guard let type = TypeCode(rawValue: body[1]) else {
-            return .failure(body[1] == FrameBatch.typeCode ? .batchBody : .unknownType(body[1]))
+    /// `checkedHeader(topic:body:)` for a topic already read.
+    @inline(__always)
+    static func checkedHeader(topic t: Topic, body: UnsafeBufferPointer<UInt8>)
+        -> Result<(header: FrameHeader, type: TypeCode, topic: Topic), FrameError> {
+        let h: FrameHeader
+        switch FrameHeader.read(body) {
+        case .success(let v): h = v
+        case .failure(let e): return .failure(e)
         }
-        let ttl = body[2], hops = body[3]
-        var r = Reader(p: body, i: 4)
-        guard let fromRaw = r.u64(), fromRaw != 0 else { return .failure(.zeroNodeID) }
-        let t = Topic(unchecked: topic)
+        guard let type = TypeCode(rawValue: h.type) else {
+            return .failure(h.type == FrameBatch.typeCode ? .batchBody : .unknownType(h.type))
+        }
+        guard h.from.raw != 0 else { return .failure(.zeroNodeID) }
         if type == .data {
             guard !t.isControl else { return .failure(.dataOnControlTopic) }
-            guard ttl != 0 else { return .failure(.zeroTTL) }
+            guard h.ttl != 0 else { return .failure(.zeroTTL) }
             guard body.count > headerSize else { return .failure(.emptyEnvelope) }
+        } else {
+            guard t.isControl else { return .failure(.controlOnDataTopic) }
+            guard h.ttl == 0, h.hops == 0 else { return .failure(.controlTTLOrHops) }
         }
-        return .success(Header(type: type, ttl: ttl, hops: hops, from: NodeID(raw: fromRaw), topic: t))
+        return .success((h, type, t))
     }
 
     @usableFromInline
     static func decode(topic: UnsafeBufferPointer<UInt8>, body: UnsafeBufferPointer<UInt8>) -> Result<Frame, FrameError> {
-        let h: Header
-        switch header(topic: topic, body: body) {
-        case .success(let v): h = v
+        let h: FrameHeader, type: TypeCode, t: Topic
+        switch checkedHeader(topic: topic, body: body) {
+        case .success(let v): (h, type, t) = v
         case .failure(let e): return .failure(e)
         }
-        let type = h.type, ttl = h.ttl, hops = h.hops, from = h.from, t = h.topic
+        let from = h.from
         var r = Reader(p: body, i: headerSize)
 
-        if type != .data {
-            guard t.isControl else { return .failure(.controlOnDataTopic) }
-            guard ttl == 0, hops == 0 else { return .failure(.controlTTLOrHops) }
-        }
         let kind: Kind
         switch type {
         case .data:
-            let env = UnsafeBufferPointer(rebasing: body[headerSize...])
-            let id = MessageID(envelope: env)
-            return .success(Frame(kind: .data(topic: t, envelope: Array(env), id: id), ttl: ttl, hops: hops, from: from))
+            let v = DataFrameView(checked: t, header: h, body: body)
+            return .success(Frame(kind: .data(topic: t, envelope: Array(v.envelope), id: v.messageID()),
+                                  ttl: h.ttl, hops: h.hops, from: from))
         case .heartbeat:
             kind = .heartbeat
         case .bye:
@@ -103,7 +100,7 @@ extension Frame {
         default:
             var body = [UInt8]()
             body.reserveCapacity(Frame.headerSize + 64)
-            Frame.appendHeader(to: &body, type: typeCode, ttl: 0, hops: 0, from: from)
+            FrameHeader(type: typeCode.rawValue, from: from).append(to: &body)
             switch kind {
             case .hello(let h):
                 body.append(h.leaf ? 1 : 0)
@@ -124,32 +121,14 @@ extension Frame {
     public static func encodeData(envelope: [UInt8], ttl: UInt8, hops: UInt8, from: NodeID) -> [UInt8] {
         var body = [UInt8]()
         body.reserveCapacity(headerSize + envelope.count)
-        appendHeader(to: &body, type: .data, ttl: ttl, hops: hops, from: from)
+        FrameHeader(type: TypeCode.data.rawValue, ttl: ttl, hops: hops, from: from).append(to: &body)
         body.append(contentsOf: envelope)
         return body
     }
 
-    /// The body of a forwarded DATA frame: a copy of the received body (`version`, DATA type and
-    /// envelope already checked) with ttl, hops and from patched in place. Byte for byte what
-    /// `encodeData` makes of the same envelope, with one copy instead of a re-encoding.
-    static func forwardData(received body: UnsafeBufferPointer<UInt8>, ttl: UInt8, hops: UInt8, from: NodeID) -> [UInt8] {
-        [UInt8](unsafeUninitializedCapacity: body.count) { out, n in
-            _ = out.initialize(fromContentsOf: body)
-            out[2] = ttl
-            out[3] = hops
-            var f = from.raw.bigEndian
-            withUnsafeBytes(of: &f) { for k in 0..<8 { out[4 + k] = $0[k] } }
-            n = body.count
-        }
-    }
-
-    static func appendHeader(to out: inout [UInt8], type: TypeCode, ttl: UInt8, hops: UInt8, from: NodeID) {
-        out.append(version); out.append(type.rawValue); out.append(ttl); out.append(hops)
-        appendBigEndian(from.raw, to: &out)
-    }
-
-    /// u16 BE length + UTF-8. Endpoints longer than 255 bytes are truncated to the empty string
-    /// by callers before encoding (the engine never advertises them).
+    /// u16 BE length + UTF-8. Callers pass only encodable endpoints (`isEncodable`, 1…255
+    /// bytes): the engine advertises "-" instead of an endpoint it cannot carry, and never learns
+    /// or dials one.
     static func appendEndpoint(_ e: String, to out: inout [UInt8]) {
         let n = e.utf8.count
         out.append(UInt8(truncatingIfNeeded: n >> 8)); out.append(UInt8(truncatingIfNeeded: n))

@@ -51,7 +51,8 @@ public struct Frame: Sendable {
     }
 
     public static let version: UInt8 = 1
-    public static let headerSize = 12
+    /// Bytes of the header every body starts with (`FrameHeader`).
+    public static let headerSize = FrameHeader.size
     public static let maxPeers = 32
     public static let maxEndpointBytes = 255
     /// Largest body accepted (header + envelope): signaling envelopes are a few hundred bytes;

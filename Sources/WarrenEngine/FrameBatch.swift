@@ -30,12 +30,7 @@ public enum FrameBatch {
 
     /// Starts a batch body: the header with `from`.
     static func start(_ out: inout [UInt8], from: NodeID) {
-        out.append(Frame.version)
-        out.append(typeCode)
-        out.append(0)
-        out.append(0)
-        var f = from.raw.bigEndian
-        withUnsafeBytes(of: &f) { out.append(contentsOf: $0) }
+        FrameHeader(type: typeCode, from: from).append(to: &out)
     }
 
     /// Appends one frame body as an entry. The caller keeps the batch within `Frame.maxBodyBytes`.
@@ -64,14 +59,14 @@ public enum FrameBatch {
     /// The structural checks of `split`: header, at least one entry, every length in range
     /// and inside the body, no nested batch, at most `maxEntries` entries.
     static func check(_ body: UnsafeBufferPointer<UInt8>) -> FrameError? {
-        guard body.count >= Frame.headerSize else { return .shortHeader(body.count) }
-        guard body.count <= Frame.maxBodyBytes else { return .oversized(body.count) }
-        guard body[0] == Frame.version else { return .unsupportedVersion(body[0]) }
-        guard body[1] == typeCode else { return .unknownType(body[1]) }
-        guard body[2] == 0 && body[3] == 0 else { return .controlTTLOrHops }
-        var from: UInt64 = 0
-        for k in 4..<12 { from = from << 8 | UInt64(body[k]) }
-        guard from != 0 else { return .zeroNodeID }
+        let h: FrameHeader
+        switch FrameHeader.read(body) {
+        case .success(let v): h = v
+        case .failure(let e): return e
+        }
+        guard h.type == typeCode else { return .unknownType(h.type) }
+        guard h.ttl == 0 && h.hops == 0 else { return .controlTTLOrHops }
+        guard h.from.raw != 0 else { return .zeroNodeID }
         guard body.count > Frame.headerSize else { return .emptyBatch }
         var i = Frame.headerSize, entries = 0
         while i < body.count {
@@ -81,7 +76,7 @@ public enum FrameBatch {
             let n = Int(body[i]) << 8 | Int(body[i + 1])
             guard n >= Frame.headerSize else { return .shortHeader(n) }
             guard i + 2 + n <= body.count else { return .truncated }
-            guard body[i + 3] != typeCode else { return .nestedBatch }
+            guard FrameHeader(unchecked: UnsafeBufferPointer(rebasing: body[(i + 2)...])).type != typeCode else { return .nestedBatch }
             i += 2 + n
         }
         return nil

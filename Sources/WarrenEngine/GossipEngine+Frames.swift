@@ -19,7 +19,7 @@ enum Source {
     }
 }
 
-extension GossipEngine {
+extension GossipEngine.Core {
     mutating func handle(_ frame: Frame, via: ConnectionID?, now: UInt64,
                          rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
         let from = frame.from
@@ -34,9 +34,8 @@ extension GossipEngine {
         // With connections known, only the node bound to this one may speak about itself.
         let speaks = via == nil || source.peerIndex != nil
         switch frame.kind {
-        case .data(let topic, let envelope, let id):
-            handleDataFrame(topic: topic, envelope: .array(envelope), id: id, ttl: frame.ttl, hops: frame.hops,
-                            from: from, source: source, now: now, into: &actions)
+        case .data:
+            break   // never here: `receiveData` takes DATA before anything is decoded
         case .hello(let h):
             if let via, !speaks, !bindConnection(via, to: from, hello: h) { return }
             handleHello(h, from: from, now: now, rng: &rng, into: &actions)
@@ -139,19 +138,6 @@ extension GossipEngine {
         return .peer(pi)
     }
 
-    /// An admitted DATA frame, decoded or still in the receive buffer.
-    mutating func handleDataFrame(
-        topic: Topic, envelope: DataPayload, id: MessageID, ttl: UInt8, hops: UInt8,
-        from: NodeID, source: Source, now: UInt64, into actions: inout [Action]
-    ) {
-        guard ttl != 0, !topic.isControl, !envelope.isEmpty, from.raw != 0 else {
-            stats.malformed &+= 1
-            return
-        }
-        handleData(topic: topic, envelope: envelope, id: id, ttl: ttl, hops: hops,
-                   from: from, source: source, now: now, into: &actions)
-    }
-
     /// Takes one new id from the source's share of `newIDRate`: half of it to admit, a quarter to
     /// forward, each with a burst of one second's worth.
     @inline(__always)
@@ -166,10 +152,9 @@ extension GossipEngine {
                        : strangerShare.take(now: now, rate: rate, burst: burst)
     }
 
-    mutating func handleData(
-        topic: Topic, envelope: DataPayload, id: MessageID, ttl: UInt8, hops: UInt8,
-        from: NodeID, source: Source, now: UInt64, into actions: inout [Action]
-    ) {
+    /// An admitted DATA frame, still in the receive buffer, whose envelope has message id `id`.
+    mutating func handleData(_ frame: DataFrameView, id: MessageID, source: Source, now: UInt64, into actions: inout [Action]) {
+        let ttl = frame.header.ttl, hops = frame.header.hops, topic = frame.topic
         // A ttl above the maximum is not from a conforming node (each hop lowers it, and a
         // publish starts at most at maxTTL): drop it before it can claim a seen-cache entry.
         guard ttl <= maxTTL else {
@@ -200,7 +185,7 @@ extension GossipEngine {
         }
         let h = hops == .max ? hops : hops + 1
         if !localTopics.isEmpty && localTopics.contains(topic) {
-            actions.append(.deliver(topic: topic, envelope: envelope.bytes, hops: h, id: id))
+            actions.append(.deliver(topic: topic, envelope: Array(frame.envelope), hops: h, id: id))
             stats.delivered &+= 1
             if UInt64(h) > stats.maxHops { stats.maxHops = UInt64(h) }
         }
@@ -209,13 +194,13 @@ extension GossipEngine {
             stats.ttlExpired &+= 1
             return
         }
-        let targets = sendTargets(excluding: from)
+        let targets = sendTargets(excluding: frame.header.from)
         guard !targets.isEmpty else { return }
         if config.seenHold != 0 && !takeShare(source, forward: true, now: now) {
             stats.unforwarded &+= 1
             return
         }
-        let body = envelope.forwardBody(ttl: ttl - 1, hops: h, from: nodeID)
+        let body = frame.forwarded(ttl: ttl - 1, hops: h, from: nodeID)
         actions.append(.send(targets, OutFrame(topic: topic, body: body)))
         stats.relayed &+= UInt64(targets.count)
         stats.framesOut &+= UInt64(targets.count)

@@ -101,6 +101,13 @@ public struct Topic: Hashable, Sendable, CustomStringConvertible {
         (w0.bigEndian, w1.bigEndian, w2.bigEndian, w3.bigEndian)
     }
 
+    /// Calls `body` with the topic's 32 bytes (in place: no allocation).
+    @inlinable
+    public func withBytes<R>(_ body: (UnsafeBufferPointer<UInt8>) throws -> R) rethrows -> R {
+        var w = (w0.bigEndian, w1.bigEndian, w2.bigEndian, w3.bigEndian)
+        return try withUnsafeBytes(of: &w) { raw in try raw.withMemoryRebound(to: UInt8.self, body) }
+    }
+
     /// Appends the 32 bytes of the topic to `out`.
     public func appendBytes(to out: inout [UInt8]) {
         appendBigEndian(w0, to: &out); appendBigEndian(w1, to: &out)

@@ -8,8 +8,7 @@ import WarrenEngine
 /// are workload operations; the engine subscribes only in `start` and `subscribeLocal`).
 struct SimNodes {
     let engines: UnsafeMutablePointer<GossipEngine>
-    let links: UnsafeMutablePointer<[SimLink]>
-    let linkBase: UnsafeMutablePointer<UInt64>
+    let links: UnsafeMutablePointer<SimLinks>
     let alive: UnsafeMutablePointer<Bool>
     let subscribesAll: UnsafeMutablePointer<Bool>
     let prefixes: UnsafeMutablePointer<[[UInt8]]>
@@ -34,63 +33,46 @@ struct SimNodes {
 }
 
 /// Frames sent from one shard to another's nodes during a window; they arrive one link latency
-/// later, so never inside the window they were sent in. A DATA frame travels as its fields and
-/// envelope bytes, so that the receiving shard builds its own copy: the threads then never
-/// share (and contend on the reference counts of) an envelope.
+/// later, so never inside the window they were sent in. A frame's bytes are shared with the
+/// other shard, not copied (an array is immutable once sent; its reference count is atomic).
 struct SimMailbox {
-    /// `frame` ≥ 0: index in `data`; < 0: index −1 − frame in `frames`.
+    /// `frame`: index in `frames`.
     struct Entry { var event: SimEvent; var frame: Int32 }
-    struct Data {
-        var topic: Topic
-        var id: MessageID
-        var from: NodeID
-        var message: Int32
-        var offset: Int
-        var count: Int
-        var ttl: UInt8
-        var hops: UInt8
-    }
     var events: [Entry] = []
-    var data: [Data] = []
-    var bytes: [UInt8] = []
-    /// Other frames (control), shared.
     var frames: [SimFrame] = []
 
     mutating func add(_ f: SimFrame) -> Int32 {
-        if case .data(let topic, let envelope, let id) = f.frame.kind {
-            data.append(Data(topic: topic, id: id, from: f.frame.from, message: f.message,
-                             offset: bytes.count, count: envelope.count, ttl: f.frame.ttl, hops: f.frame.hops))
-            bytes.append(contentsOf: envelope)
-            return Int32(data.count - 1)
-        }
         frames.append(f)
-        return -Int32(frames.count)
+        return Int32(frames.count - 1)
     }
+
+    func frame(_ k: Int) -> SimFrame { frames[k] }
 
     mutating func removeAll() {
         events.removeAll(keepingCapacity: true)
-        data.removeAll(keepingCapacity: true)
-        bytes.removeAll(keepingCapacity: true)
         frames.removeAll(keepingCapacity: true)
     }
 }
 
 /// One shard of a `Simulator`: its nodes' pending events (a binary heap on (time, key)), the
-/// decoded frames they reference, and what its nodes sent and delivered.
+/// frames in flight they reference, and what its nodes sent and delivered.
 struct SimShard {
     let index: Int
     var now: UInt64 = 0
     var heap: [SimEvent] = []
     var actions: [Action] = []
-    // Decoded frames in flight, shared by their receivers in this shard.
+    // Frames in flight, their bytes shared by their receivers in this shard.
     var pool: [SimFrame] = []
     var poolRefs: [Int32] = []
     /// Per pool slot: a DATA frame, and its message id (read by `prefetchNext` without copying the frame).
     var poolIsData: [Bool] = []
     var poolIDs: [MessageID] = []
+    /// Per pool slot: where its bytes were when it was filled, for prefetch hints only (reading
+    /// them through `pool` would retain the array, which costs the cache miss the hint avoids).
+    var poolBytes: [UnsafeRawPointer?] = []
     var freeSlots: [Int32] = []
-    // The DATA frame (pool slot) or publish being handled: relayed frames reuse its envelope
-    // and id, deliveries and link-sends are booked to its message.
+    // The DATA frame (pool slot) or publish being handled: relayed frames reuse its message id
+    // (their envelope is its envelope), deliveries and link-sends are booked to its message.
     var contextSlot = -1
     var contextMessage: Int32 = -1
     var publishEnvelope: [UInt8] = []
@@ -104,10 +86,6 @@ struct SimShard {
     /// Per shard: the index of the frame being sent in this shard's mailbox to it.
     var mailSlots: [Int32] = []
     static let notMailed = Int32.min
-    /// The envelope of the last DATA frame taken from the mail (floods come one message at a
-    /// time, so consecutive frames mostly carry the same one).
-    var mailEnvelope: [UInt8] = []
-    var mailEnvelopeID = MessageID(hi: 0, lo: 0)
 
     // Results, folded into the simulator's totals.
     var deliveries: [Simulator.Delivery] = []
@@ -156,19 +134,31 @@ struct SimShard {
                 contextSlot = slot
                 contextMessage = pool[slot].message
                 contextValid = contextMessage >= 0
-                n.engines[i].receive(pool[slot].frame, now: now, rng: &n.rngs[i], into: &actions)
+                // The bytes as sent, read in place; a DATA frame's message id hashed once per publish.
+                // (The actions are moved out for the call, so that it touches nothing else of the shard.)
+                let topic = pool[slot].topic, now = self.now
+                let id: MessageID? = poolIsData[slot] ? poolIDs[slot] : nil
+                var out: [Action] = []
+                swap(&out, &actions)
+                pool[slot].body.withUnsafeBufferPointer { body in
+                    topic.withBytes { t in
+                        n.engines[i].receive(topic: t, body: body, messageID: id, now: now, rng: &n.rngs[i], into: &out)
+                    }
+                }
+                swap(&out, &actions)
                 if !actions.isEmpty { perform(i, n) } else { scheduleTick(i, n) }
                 contextSlot = -1
             }
             release(slot)
         case .ready:
             let li = Int(ev.arg)
-            guard n.alive[i], li < n.links[i].count else { return }
-            let t = Int(n.links[i][li].target)
-            guard t >= 0, n.alive[t], !n.links[i][li].ready else { return }
-            n.links[i][li].ready = true
+            guard n.alive[i], li < n.links[i].slots.count else { return }
+            let link = n.links[i][slot: li]
+            let t = Int(link.target)
+            guard t >= 0, n.alive[t], !link.ready else { return }
+            n.links[i][slot: li].ready = true
             contextValid = false
-            n.engines[i].linkReady(LinkID(raw: n.linkBase[i] &+ UInt64(li) &+ 1), now: now, rng: &n.rngs[i], into: &actions)
+            n.engines[i].linkReady(link.id, now: now, rng: &n.rngs[i], into: &actions)
             perform(i, n)
         case .tick:
             guard n.alive[i], n.tickGeneration[i] & SimEvent.argMask == ev.arg else { return }
@@ -182,7 +172,8 @@ struct SimShard {
     /// Memory latency hiding: at 10,000 nodes every event touches a cold engine. While this event
     /// is handled, start loading what the next ones will read: the engines of the two events
     /// after next (their hot fields), and, for the next event (its engine loaded one step ago),
-    /// the peer table and seen-cache bucket its frame will hit. Hints only: no state changes.
+    /// its frame's bytes and the peer table and seen-cache bucket they will hit. Hints only: no
+    /// state changes.
     @inline(__always)
     mutating func prefetchNext(_ n: SimNodes) {
         let count = heap.count
@@ -196,16 +187,10 @@ struct SimShard {
         let next = heap[0]
         if next.kind == .frame {
             let slot = Int(next.arg)
+            // Its bytes (the header is read first), then what the engine reads.
+            warren_prefetch(poolBytes[slot])
             if poolIsData[slot] { n.engines[next.node].visitDataReceiveMemory(id: poolIDs[slot]) { warren_prefetch($0) } }
         }
-    }
-
-    /// Index of link `raw` of node i in `links[i]` (nil if never opened or closed).
-    @inline(__always)
-    func linkIndex(_ i: Int, _ raw: UInt64, _ n: SimNodes) -> Int? {
-        let k = raw &- n.linkBase[i] &- 1
-        guard k < UInt64(n.links[i].count), n.links[i][Int(k)].target != SimLink.closed else { return nil }
-        return Int(k)
     }
 
     mutating func scheduleTick(_ i: Int, _ n: SimNodes) {
@@ -228,15 +213,12 @@ struct SimShard {
                 let lat = n.latency.draw(&n.rngs[i])
                 if lat < shortestLink { shortestLink = lat }
                 let t = n.byEndpoint[endpoint] ?? -1
-                let k = l.raw &- n.linkBase[i] &- 1
-                precondition(k < 1 << 30, "engine link ids are consecutive")
-                while UInt64(n.links[i].count) <= k { n.links[i].append(SimLink(target: SimLink.closed, latency: 0, ready: false)) }
-                n.links[i][Int(k)] = SimLink(target: t, latency: lat, ready: false)
+                let k = n.links[i].open(SimLink(id: l, latency: lat, target: t, ready: false))
                 if t >= 0 && n.alive[Int(t)] {
-                    push(SimEvent(time: now &+ lat, node: i, kind: .ready, arg: k), by: i, n)
+                    push(SimEvent(time: now &+ lat, node: i, kind: .ready, arg: UInt64(k)), by: i, n)
                 }
             case .disconnect(let l):
-                if let li = linkIndex(i, l.raw, n) { n.links[i][li] = SimLink(target: SimLink.closed, latency: 0, ready: false) }
+                n.links[i].close(l)
             case .deliver(_, _, let hops, _):
                 deliveries.append(Simulator.Delivery(node: Int32(i), message: contextMessage, hops: hops, time: now))
             case .subscribe(let prefix):
@@ -255,19 +237,15 @@ struct SimShard {
         scheduleTick(i, n)
     }
 
-    /// Decodes `out` once and schedules its arrival on each ready link.
+    /// Schedules the arrival of `out`'s bytes (one array, shared) on each ready link.
     mutating func send(from i: Int, targets: [LinkID], _ out: OutFrame, _ n: SimNodes) {
         let isData = !out.topic.isControl
         var message: Int32 = -1
-        let frame: Frame
-        if isData, contextValid, let f = relayedData(out) {
-            frame = f
-            message = contextMessage
-        } else {
-            do { frame = try Frame.decode(topic: out.topic.bytes, body: out.body) } catch { return }
-            if isData { message = contextMessage }
-        }
+        var id = MessageID(hi: 0, lo: 0)
         if isData {
+            guard let d = dataID(out) else { return }
+            id = d
+            message = contextMessage
             dataFramesSent += targets.count
             if message >= 0 {
                 let m = Int(message)
@@ -281,8 +259,8 @@ struct SimShard {
         // Per other shard: this frame's index in that mailbox (−1: not copied there yet).
         if n.shardCount > 1 { for s in 0..<n.shardCount { mailSlots[s] = SimShard.notMailed } }
         for l in targets {
-            guard let li = linkIndex(i, l.raw, n) else { droppedNotReady += 1; continue }
-            let link = n.links[i][li]
+            guard let li = n.links[i].slot(of: l) else { droppedNotReady += 1; continue }
+            let link = n.links[i][slot: li]
             let t = Int(link.target)
             guard link.ready, t >= 0, n.alive[t] else { droppedNotReady += 1; continue }
             if !n.subscribesAll[t] && !n.prefixes[t].contains(where: { out.topic.hasPrefix($0) }) {
@@ -296,14 +274,16 @@ struct SimShard {
             let event = SimEvent(time: now &+ link.latency, node: t, kind: .frame, arg: 0)
             let s = n.shard(of: t)
             if s == index {
-                if slot < 0 { slot = allocate(SimFrame(frame: frame, message: message)) }
+                if slot < 0 { slot = allocate(SimFrame(topic: out.topic, body: out.body, id: id, message: message)) }
                 poolRefs[slot] += 1
                 var e = event
                 e.packed |= UInt64(slot)
                 push(e, by: i, n)
             } else {
                 let box = n.mailbox(parity: mailParity, from: index, to: s)
-                if mailSlots[s] == SimShard.notMailed { mailSlots[s] = box.pointee.add(SimFrame(frame: frame, message: message)) }
+                if mailSlots[s] == SimShard.notMailed {
+                    mailSlots[s] = box.pointee.add(SimFrame(topic: out.topic, body: out.body, id: id, message: message))
+                }
                 var e = event
                 e.seq = key(by: i, n)
                 precondition(e.time >= windowEnd, "a frame to another shard arrives inside the window")
@@ -318,18 +298,11 @@ struct SimShard {
         for from in 0..<n.shardCount where from != index {
             let box = n.mailbox(parity: parity, from: from, to: index)
             if box.pointee.events.isEmpty { continue }
-            var dataSlots = [Int](repeating: -1, count: box.pointee.data.count)
-            var frameSlots = [Int](repeating: -1, count: box.pointee.frames.count)
+            var slots = [Int](repeating: -1, count: box.pointee.frames.count)
             for entry in box.pointee.events {
                 let f = Int(entry.frame)
-                let slot: Int
-                if f >= 0 {
-                    if dataSlots[f] < 0 { dataSlots[f] = allocate(mailedData(box.pointee.data[f], box.pointee.bytes)) }
-                    slot = dataSlots[f]
-                } else {
-                    if frameSlots[-1 - f] < 0 { frameSlots[-1 - f] = allocate(box.pointee.frames[-1 - f]) }
-                    slot = frameSlots[-1 - f]
-                }
+                if slots[f] < 0 { slots[f] = allocate(box.pointee.frame(f)) }
+                let slot = slots[f]
                 poolRefs[slot] += 1
                 var e = entry.event
                 e.packed |= UInt64(slot)
@@ -339,56 +312,38 @@ struct SimShard {
         }
     }
 
-    /// A mailed DATA frame, with this shard's own copy of the envelope.
-    mutating func mailedData(_ d: SimMailbox.Data, _ bytes: [UInt8]) -> SimFrame {
-        if d.id != mailEnvelopeID || mailEnvelope.count != d.count {
-            mailEnvelope = Array(bytes[d.offset..<d.offset + d.count])
-            mailEnvelopeID = d.id
-        }
-        return SimFrame(frame: Frame(kind: .data(topic: d.topic, envelope: mailEnvelope, id: d.id), ttl: d.ttl, hops: d.hops, from: d.from),
-                        message: d.message)
-    }
-
-    /// The decoded form of a relayed DATA frame whose envelope equals the one being handled
-    /// (validated exactly as `Frame.decode` would), without copying or hashing the envelope.
-    func relayedData(_ out: OutFrame) -> Frame? {
-        let contextEnvelope: [UInt8], contextID: MessageID
-        if contextSlot >= 0 {
-            guard case .data(_, let env, let id) = pool[contextSlot].frame.kind else { return nil }
-            contextEnvelope = env; contextID = id
-        } else {
-            contextEnvelope = publishEnvelope; contextID = publishID
-        }
-        let body = out.body
-        let h = Frame.headerSize
-        guard body.count == h + contextEnvelope.count, contextEnvelope.count > 0,
-              body[0] == Frame.version, body[1] == Frame.TypeCode.data.rawValue, body[2] != 0 else { return nil }
-        var from: UInt64 = 0
-        for k in 4..<12 { from = from << 8 | UInt64(body[k]) }
-        guard from != 0 else { return nil }
-        let same = body.withUnsafeBufferPointer { b in
-            contextEnvelope.withUnsafeBufferPointer { e in
-                memcmpEqual(UnsafeRawPointer(b.baseAddress! + h), UnsafeRawPointer(e.baseAddress!), e.count)
+    /// The message id of the DATA frame `out`, nil if it is not a valid one. A relayed frame
+    /// carries the envelope of the frame being handled, a published one the publish's: then
+    /// (checked byte for byte) it is theirs, so BLAKE2b runs once per publish.
+    func dataID(_ out: OutFrame) -> MessageID? {
+        out.body.withUnsafeBufferPointer { b -> MessageID? in
+            guard let v = DataFrameView(topic: out.topic, body: b) else { return nil }
+            if contextValid && contextSlot >= 0 {
+                let same = pool[contextSlot].body.withUnsafeBufferPointer { c in
+                    sameBytes(UnsafeBufferPointer(rebasing: c[FrameHeader.size...]), v.envelope)
+                }
+                if same { return poolIDs[contextSlot] }
+            } else if contextValid && publishEnvelope.withUnsafeBufferPointer({ sameBytes($0, v.envelope) }) {
+                return publishID
             }
+            return v.messageID()
         }
-        guard same else { return nil }
-        return Frame(kind: .data(topic: out.topic, envelope: contextEnvelope, id: contextID),
-                     ttl: body[2], hops: body[3], from: NodeID(raw: from))
     }
 
     mutating func allocate(_ f: SimFrame) -> Int {
-        var isData = false, id = MessageID(hi: 0, lo: 0)
-        if case .data(_, _, let d) = f.frame.kind { isData = true; id = d }
+        let isData = !f.topic.isControl
         if let s = freeSlots.popLast() {
             pool[Int(s)] = f
             poolIsData[Int(s)] = isData
-            poolIDs[Int(s)] = id
+            poolIDs[Int(s)] = f.id
+            poolBytes[Int(s)] = f.body.withUnsafeBytes { $0.baseAddress }
             return Int(s)
         }
         pool.append(f)
         poolRefs.append(0)
         poolIsData.append(isData)
-        poolIDs.append(id)
+        poolIDs.append(f.id)
+        poolBytes.append(f.body.withUnsafeBytes { $0.baseAddress })
         return pool.count - 1
     }
 
@@ -454,16 +409,12 @@ struct SimShard {
     }
 }
 
-struct SimLink {
-    static let closed: Int32 = -2
-    /// Node index at the dialled endpoint (−1: nobody ever listened there; −2: closed).
-    var target: Int32
-    var latency: UInt64
-    var ready: Bool
-}
-
+/// A frame in flight: its bytes as the engine sent them, and for DATA the message id of its
+/// envelope and the message it belongs to (−1: control).
 struct SimFrame {
-    var frame: Frame
+    var topic: Topic
+    var body: [UInt8]
+    var id: MessageID
     var message: Int32
 }
 
@@ -491,6 +442,14 @@ struct SimEvent {
 
     @inline(__always)
     func before(_ o: SimEvent) -> Bool { time != o.time ? time < o.time : seq < o.seq }
+}
+
+/// True if `a` and `b` hold the same bytes.
+@inline(__always)
+func sameBytes(_ a: UnsafeBufferPointer<UInt8>, _ b: UnsafeBufferPointer<UInt8>) -> Bool {
+    guard a.count == b.count else { return false }
+    guard let pa = a.baseAddress, let pb = b.baseAddress else { return true }
+    return memcmpEqual(UnsafeRawPointer(pa), UnsafeRawPointer(pb), a.count)
 }
 
 @inline(__always)

@@ -8,9 +8,10 @@ import WarrenEngine
 /// - every node is one *incarnation*: a killed node never comes back; a replacement is a new
 ///   node (new index, new endpoint, new `NodeID`). Links to a dead node never become ready and
 ///   frames sent on them are dropped (`droppedNotReady`);
-/// - each sent frame is decoded once and the decoded `Frame` is shared by all its receivers
-///   (`GossipEngine.receive(_ frame:)`); a relayed DATA frame reuses the envelope and message id
-///   of the frame that caused it (checked byte for byte), so BLAKE2b runs once per publish;
+/// - each sent frame's bytes (one array) are shared by all its receivers, in any shard, which
+///   get them through `GossipEngine.receive(topic:body:)` like any driver's; a relayed DATA frame
+///   carries the message id of the frame that caused it (its envelope checked byte for byte
+///   with `DataFrameView`), given to the engine with the bytes, so BLAKE2b runs once per publish;
 /// - events live in binary heaps ordered by (time, key), compact and allocation-free; the key
 ///   is (node that scheduled the event, that node's count), so the order of events at the same
 ///   time does not depend on how the run is split;
@@ -89,10 +90,8 @@ public struct Simulator {
     public private(set) var engines: [GossipEngine] = []
     public private(set) var alive: [Bool] = []
     public private(set) var endpoints: [String] = []
-    /// Links of node i, indexed by LinkID − the engine's first LinkID (engines number their links
-    /// consecutively from a node-id-derived base), so a lookup is O(1) even for hubs.
-    var links: [[SimLink]] = []
-    var linkBase: [UInt64] = []
+    /// Links of node i, by the ids its engine gave them (O(1) even for hubs).
+    var links: [SimLinks] = []
     var subscribesAll: [Bool] = []
     var prefixes: [[[UInt8]]] = []
     var tickAt: [UInt64] = []
@@ -149,15 +148,13 @@ public struct Simulator {
     public mutating func addNode(config: EngineConfig) -> Int {
         let i = engines.count
         let id = NodeID.random(using: &rng)
-        var engine = GossipEngine(config: config, nodeID: id)
-        // The simulator indexes links by their number: consecutive ids from a known base (no
-        // outsider is simulated, so they need not be unpredictable).
-        engine.numberLinksSequentially(from: mix64(id.raw))
+        // The key of its link ids comes from its node id (drawn from the run's seed), not from
+        // its own generator: no outsider is simulated, and the node draws only what the protocol does.
+        let engine = GossipEngine(config: config, nodeID: id, linkKey: (mix64(id.raw), mix64(id.raw ^ 0x6C69_6E6B_6B65_7973)))
         engines.append(engine)
         alive.append(true)
         endpoints.append(config.endpoint)
-        links.append([])
-        linkBase.append(mix64(id.raw))
+        links.append(SimLinks())
         subscribesAll.append(false)
         prefixes.append([])
         tickAt.append(.max)
@@ -177,7 +174,7 @@ public struct Simulator {
     public mutating func kill(_ i: Int) {
         guard alive[i] else { return }
         alive[i] = false
-        links[i] = []
+        links[i] = SimLinks()
         prefixes[i] = []
         subscribesAll[i] = false
         tickGeneration[i] &+= 1
@@ -437,22 +434,20 @@ public struct Simulator {
         let budget = stepBudget, mail = mailboxes.base, count = threads
         return engines.withUnsafeMutableBufferPointer { e in
             links.withUnsafeMutableBufferPointer { l in
-                linkBase.withUnsafeMutableBufferPointer { lb in
-                    alive.withUnsafeMutableBufferPointer { a in
-                        subscribesAll.withUnsafeMutableBufferPointer { sa in
-                            prefixes.withUnsafeMutableBufferPointer { pf in
-                                tickAt.withUnsafeMutableBufferPointer { ta in
-                                    tickGeneration.withUnsafeMutableBufferPointer { tg in
-                                        rngs.withUnsafeMutableBufferPointer { r in
-                                            seqs.withUnsafeMutableBufferPointer { sq in
-                                                shards.withUnsafeMutableBufferPointer { sh in
-                                                    body(SimNodes(
-                                                        engines: e.baseAddress!, links: l.baseAddress!, linkBase: lb.baseAddress!,
-                                                        alive: a.baseAddress!, subscribesAll: sa.baseAddress!, prefixes: pf.baseAddress!,
-                                                        tickAt: ta.baseAddress!, tickGeneration: tg.baseAddress!, rngs: r.baseAddress!,
-                                                        seqs: sq.baseAddress!, byEndpoint: byEndpoint, latency: latency,
-                                                        lossThreshold: loss, shardCount: count, mail: mail, stepBudget: budget), sh)
-                                                }
+                alive.withUnsafeMutableBufferPointer { a in
+                    subscribesAll.withUnsafeMutableBufferPointer { sa in
+                        prefixes.withUnsafeMutableBufferPointer { pf in
+                            tickAt.withUnsafeMutableBufferPointer { ta in
+                                tickGeneration.withUnsafeMutableBufferPointer { tg in
+                                    rngs.withUnsafeMutableBufferPointer { r in
+                                        seqs.withUnsafeMutableBufferPointer { sq in
+                                            shards.withUnsafeMutableBufferPointer { sh in
+                                                body(SimNodes(
+                                                    engines: e.baseAddress!, links: l.baseAddress!,
+                                                    alive: a.baseAddress!, subscribesAll: sa.baseAddress!, prefixes: pf.baseAddress!,
+                                                    tickAt: ta.baseAddress!, tickGeneration: tg.baseAddress!, rngs: r.baseAddress!,
+                                                    seqs: sq.baseAddress!, byEndpoint: byEndpoint, latency: latency,
+                                                    lossThreshold: loss, shardCount: count, mail: mail, stepBudget: budget), sh)
                                             }
                                         }
                                     }

@@ -46,6 +46,36 @@ enum Vectors {
         #expect(hexString(body) == Vectors.dataForwarded)
     }
 
+    /// One header for every body, read from and written into the vectors' bytes; the DATA view
+    /// of the DATA vector, and its forward, byte for byte the forwarded vector.
+    @Test func headerAndDataViewOnTheVectors() {
+        let data = hex(Vectors.data)
+        data.withUnsafeBufferPointer { b in
+            guard case .success(let h) = FrameHeader.read(b) else { Issue.record("no header"); return }
+            #expect(h == FrameHeader(type: Frame.TypeCode.data.rawValue, ttl: 16, hops: 0, from: Vectors.from))
+            var out: [UInt8] = []
+            h.append(to: &out)
+            #expect(out == Array(data.prefix(FrameHeader.size)))
+            var copy = data
+            copy.withUnsafeMutableBufferPointer { FrameHeader(type: 1, ttl: 15, hops: 1, from: NodeID(raw: 0xa1a2_a3a4_a5a6_a7a8)).write(to: $0) }
+            #expect(hexString(copy) == Vectors.dataForwarded)
+            Vectors.dataTopic.withUnsafeBufferPointer { t in
+                guard let v = DataFrameView(topic: t, body: b) else { Issue.record("no view"); return }
+                #expect(v.header == h && v.topic == Topic(bytes: Vectors.dataTopic))
+                #expect(Array(v.envelope) == Array("hello".utf8))
+                #expect(v.messageID().description == Vectors.dataID)
+                #expect(hexString(v.forwarded(ttl: 15, hops: 1, from: NodeID(raw: 0xa1a2_a3a4_a5a6_a7a8))) == Vectors.dataForwarded)
+            }
+            #expect(DataFrameView(topic: .control, body: b) == nil)   // DATA on the control topic
+        }
+        hex(Vectors.heartbeat).withUnsafeBufferPointer { b in
+            #expect(DataFrameView(topic: .control, body: b) == nil)   // not DATA
+            #expect(FrameHeader.read(b) == .success(FrameHeader(type: Frame.TypeCode.heartbeat.rawValue, from: Vectors.from)))
+        }
+        #expect([UInt8](repeating: 1, count: 11).withUnsafeBufferPointer { FrameHeader.read($0) } == .failure(.shortHeader(11)))
+        #expect(([2] + hex(Vectors.bye).dropFirst()).withUnsafeBufferPointer { FrameHeader.read($0) } == .failure(.unsupportedVersion(2)))
+    }
+
     @Test func messageIDIsBlake2b128() {
         // Known answers (BLAKE2b, 16-byte digest, no key).
         #expect(MessageID(envelope: []).description == "cae66941d9efbd404e4d88758ea67670")
@@ -198,8 +228,9 @@ enum Vectors {
         e.start(now: 0, rng: &rng, into: &a)
         e.receive(topic: control, body: hex(Vectors.data), now: 1, rng: &rng, into: &a)    // DATA on control topic
         e.receive(topic: Vectors.dataTopic, body: [1, 1, 0], now: 1, rng: &rng, into: &a)  // short
-        // A hand-built DATA Frame with ttl 0 given to receive(_ frame:) is refused as well.
-        e.receive(Frame.data(topic: topic(1), envelope: [1], ttl: 0, from: NodeID(raw: 9)), now: 1, rng: &rng, into: &a)
+        // DATA with ttl 0 is refused as well.
+        e.receive(topic: topic(1).bytes, body: Frame.encodeData(envelope: [1], ttl: 0, hops: 0, from: NodeID(raw: 9)),
+                  now: 1, rng: &rng, into: &a)
         e.publish(topic: .control, envelope: [1], ttl: nil, now: 1, rng: &rng, into: &a)  // refused
         e.publish(topic: topic(1), envelope: [], ttl: nil, now: 1, rng: &rng, into: &a)   // refused
         #expect(e.stats.malformed == 5)
