@@ -2,12 +2,17 @@ import WarrenEngine
 
 /// A discrete-event driver for thousands of `GossipEngine`s: the same engine the ZeroMQ
 /// driver runs, with virtual time and seeded generators, so a run is reproducible from its
-/// seed. It emulates the socket model of docs/PROTOCOL.md §1 like `InMemoryNetwork`, but is
-/// built for scale:
+/// seed. It emulates the socket model of docs/PROTOCOL.md §1, and the rest of `NetworkModel`
+/// (jitter, duplication, inbound connections, aliases, recording) when asked. It is the one
+/// network model of the project: `InMemoryNetwork`, the tests' network, is this simulator on
+/// one shard with the whole model on. It is built for scale:
 ///
-/// - every node is one *incarnation*: a killed node never comes back; a replacement is a new
-///   node (new index, new endpoint, new `NodeID`). Links to a dead node never become ready and
-///   frames sent on them are dropped (`droppedNotReady`);
+/// - a node runs in *incarnations*: `start` after `kill` or `stop` gives it a new `NodeID` at
+///   the same endpoint, and the links that point there become ready again one latency later
+///   (ZeroMQ reconnects); until then, frames sent on them are dropped (`droppedNotReady`), and
+///   frames in flight to an earlier incarnation are lost. (`warren simulate` replaces a churned
+///   node by a new node at a new endpoint instead.) A link dialled before anybody listened at
+///   its endpoint becomes ready when a node starts there;
 /// - each sent frame's bytes (one array) are shared by all its receivers in a shard, which get
 ///   them through `GossipEngine.receive(topic:body:)` like any driver's; a relayed DATA frame
 ///   carries the message id of the frame that caused it (its envelope checked byte for byte
@@ -54,6 +59,9 @@ public struct Simulator {
     }
     /// Maximum events processed per shard (a protocol that never quiesces fails instead of hanging).
     public var stepBudget: Int = .max
+    /// Jitter, duplication, connection ids, aliases, recording (`NetworkModel`); set before
+    /// adding nodes.
+    public var model = NetworkModel()
     /// Shards, and the threads that run them (see the type's documentation).
     public let threads: Int
     /// Times the threads were found slower than one thread would be, and the simulator fell
@@ -101,6 +109,11 @@ public struct Simulator {
     var rngs: [SeededGenerator] = []
     var seqs: [UInt64] = []
     var byEndpoint: [String: Int32] = [:]
+    /// Each node's incarnation (0: never started).
+    public private(set) var incarnation: [UInt32] = []
+    /// What each node saw, with `model.recording`.
+    public private(set) var records: [NodeRecord] = []
+    var configs: [EngineConfig] = []
 
     // Messages and results.
     public private(set) var messages: [MessageRecord] = []
@@ -145,36 +158,138 @@ public struct Simulator {
 
     // MARK: - Nodes
 
-    /// Adds and starts a node now. Returns its index. A fresh `NodeID` is drawn from the seed.
+    /// Adds a node and starts it now unless `start` is false. Returns its index. A fresh
+    /// `NodeID` is drawn from the seed at each start.
     @discardableResult
-    public mutating func addNode(config: EngineConfig) -> Int {
+    public mutating func addNode(config: EngineConfig, start: Bool = true) -> Int {
         let i = engines.count
-        let id = NodeID.random(using: &rng)
-        var engine = GossipEngine(config: config, nodeID: id)
-        // The simulator indexes links by their number: consecutive ids from a known base (no
-        // outsider is simulated, so they need not be unpredictable).
-        engine.numberLinksSequentially(from: mix64(id.raw))
-        engines.append(engine)
-        alive.append(true)
+        engines.append(GossipEngine(config: EngineConfig(endpoint: "-", seenCapacity: 1), nodeID: NodeID(raw: 1)))
+        configs.append(config)
+        alive.append(false)
         endpoints.append(config.endpoint)
         links.append([])
-        linkBase.append(mix64(id.raw))
+        linkBase.append(0)
         subscribesAll.append(false)
         prefixes.append([])
         tickAt.append(.max)
         tickGeneration.append(0)
         rngs.append(SeededGenerator(seed: mix64(seed ^ mix64(UInt64(i) &+ 0x51D0_DE5E_ED00_0000))))
         seqs.append(0)
+        incarnation.append(0)
+        records.append(NodeRecord())
         byEndpoint[config.endpoint] = Int32(i)
+        if start { self.start(i) }
+        return i
+    }
+
+    /// Starts node `i` (after `addNode(start: false)`, `kill` or `stop`) with a new `NodeID` at
+    /// its endpoint. Every link that points there becomes ready one link latency later, as
+    /// ZeroMQ keeps reconnecting: links dialled before anybody listened, and links to an earlier
+    /// incarnation of the node.
+    public mutating func start(_ i: Int) {
+        guard !alive[i] else { return }
+        let id = NodeID.random(using: &rng)
+        var engine = GossipEngine(config: configs[i], nodeID: id)
+        // The simulator indexes links by their number: consecutive ids from a known base (no
+        // outsider is simulated, so they need not be unpredictable).
+        engine.numberLinksSequentially(from: mix64(id.raw))
+        engines[i] = engine
+        linkBase[i] = mix64(id.raw)
+        alive[i] = true
+        incarnation[i] &+= 1
+        links[i] = []
+        prefixes[i] = []
+        subscribesAll[i] = false
+        tickAt[i] = .max
+        tickGeneration[i] &+= 1
+        byEndpoint[endpoints[i]] = Int32(i)
+        reconnect(to: i)
         operate(on: i) { n, shard in
             shard.contextValid = false
             n.engines[i].start(now: shard.now, rng: &n.rngs[i], into: &shard.actions)
             shard.perform(i, n)
         }
-        return i
     }
 
-    /// Kills node `i` without BYE; frames in flight to it are lost; it never returns.
+    /// Restart = kill (if alive) + start.
+    public mutating func restart(_ i: Int) {
+        kill(i)
+        start(i)
+    }
+
+    /// The links that point at node `i`'s endpoint become ready for its new incarnation.
+    mutating func reconnect(to i: Int) {
+        let endpoint = endpoints[i], aliases = model.aliases
+        let restarted = incarnation[i] > 1, count = engines.count
+        withState { n, shards in
+            var found: [(node: Int, link: Int)] = []
+            for s in shards.indices where !shards[s].unresolved.isEmpty {
+                shards[s].unresolved.removeAll { u in
+                    guard (aliases[u.endpoint] ?? u.endpoint) == endpoint else { return false }
+                    let j = Int(u.node), li = Int(u.link)
+                    if n.alive[j] && li < n.links[j].count && (n.links[j][li].target == -1 || n.links[j][li].target == Int32(i)) {
+                        n.links[j][li].target = Int32(i)
+                        found.append((j, li))
+                    }
+                    return true
+                }
+            }
+            // Only a restart can find links to the node itself (scanning every node's links at
+            // each first start would cost N² in a large simulation).
+            if restarted {
+                for j in 0..<count where n.alive[j] {
+                    for li in n.links[j].indices where n.links[j][li].target == Int32(i) { found.append((j, li)) }
+                }
+            }
+            for (j, li) in found {
+                let shard = n.shard(of: j)
+                shards[shard].scheduleReady(j, link: li, target: i, at: shards[shard].now &+ n.links[j][li].latency, n)
+            }
+        }
+    }
+
+    /// Node `i` takes in a raw 2-part message now (not over a link). `via` names the inbound
+    /// connection it arrives on (an outsider's own, say); nil: the engine cannot tell.
+    public mutating func inject(to i: Int, topic: [UInt8], body: [UInt8], via: ConnectionID? = nil) {
+        guard alive[i] else { return }
+        operate(on: i) { n, shard in
+            shard.contextValid = false
+            n.engines[i].receive(topic: topic, body: body, via: via, now: shard.now, rng: &n.rngs[i], into: &shard.actions)
+            shard.perform(i, n)
+        }
+    }
+
+    /// Node `i` hears a LAN discovery beacon now.
+    public mutating func discover(to i: Int, endpoint: String, node: NodeID) {
+        guard alive[i] else { return }
+        operate(on: i) { n, shard in
+            shard.contextValid = false
+            n.engines[i].discovered(endpoint: endpoint, node: node, now: shard.now, rng: &n.rngs[i], into: &shard.actions)
+            shard.perform(i, n)
+        }
+    }
+
+    public mutating func unsubscribe(_ i: Int, _ topic: Topic) {
+        guard alive[i] else { return }
+        operate(on: i) { n, shard in
+            n.engines[i].unsubscribeLocal(topic, into: &shard.actions)
+            shard.perform(i, n)
+        }
+    }
+
+    /// With `model.connectionIDs`: the inbound connection at node `to` of node `from`'s link
+    /// `link`, for both nodes' current incarnations (nil if it never carried a frame there).
+    public func connection(from: Int, link: LinkID, to: Int) -> ConnectionID? {
+        let li = link.raw &- linkBase[from] &- 1
+        guard li < UInt64(links[from].count) else { return nil }
+        let key = SimShard.ConnectionKey(node: Int32(from), nodeIncarnation: incarnation[from], link: Int32(li), target: Int32(to),
+                                         targetIncarnation: incarnation[to])
+        for s in shards { if let c = s.connections[key] { return c } }
+        return nil
+    }
+
+    /// Kills node `i` without BYE; frames in flight to it are lost. `start` brings it back as a
+    /// new incarnation.
     public mutating func kill(_ i: Int) {
         guard alive[i] else { return }
         alive[i] = false
@@ -435,7 +550,7 @@ public struct Simulator {
     /// The per-node arrays seen through pointers, and the shards.
     mutating func withState<R>(_ body: (SimNodes, UnsafeMutableBufferPointer<SimShard>) -> R) -> R {
         let byEndpoint = self.byEndpoint, latency = self.latency, loss = lossThreshold
-        let budget = stepBudget, mail = mailboxes.base, count = threads
+        let budget = stepBudget, mail = mailboxes.base, count = threads, model = self.model
         return engines.withUnsafeMutableBufferPointer { e in
             links.withUnsafeMutableBufferPointer { l in
                 linkBase.withUnsafeMutableBufferPointer { lb in
@@ -446,13 +561,18 @@ public struct Simulator {
                                     tickGeneration.withUnsafeMutableBufferPointer { tg in
                                         rngs.withUnsafeMutableBufferPointer { r in
                                             seqs.withUnsafeMutableBufferPointer { sq in
-                                                shards.withUnsafeMutableBufferPointer { sh in
-                                                    body(SimNodes(
-                                                        engines: e.baseAddress!, links: l.baseAddress!, linkBase: lb.baseAddress!,
-                                                        alive: a.baseAddress!, subscribesAll: sa.baseAddress!, prefixes: pf.baseAddress!,
-                                                        tickAt: ta.baseAddress!, tickGeneration: tg.baseAddress!, rngs: r.baseAddress!,
-                                                        seqs: sq.baseAddress!, byEndpoint: byEndpoint, latency: latency,
-                                                        lossThreshold: loss, shardCount: count, mail: mail, stepBudget: budget), sh)
+                                                incarnation.withUnsafeMutableBufferPointer { inc in
+                                                    records.withUnsafeMutableBufferPointer { rec in
+                                                        shards.withUnsafeMutableBufferPointer { sh in
+                                                            body(SimNodes(
+                                                                engines: e.baseAddress!, links: l.baseAddress!, linkBase: lb.baseAddress!,
+                                                                alive: a.baseAddress!, subscribesAll: sa.baseAddress!, prefixes: pf.baseAddress!,
+                                                                tickAt: ta.baseAddress!, tickGeneration: tg.baseAddress!, rngs: r.baseAddress!,
+                                                                seqs: sq.baseAddress!, byEndpoint: byEndpoint, latency: latency,
+                                                                lossThreshold: loss, shardCount: count, mail: mail, stepBudget: budget,
+                                                                incarnation: inc.baseAddress!, model: model, records: rec.baseAddress!), sh)
+                                                        }
+                                                    }
                                                 }
                                             }
                                         }
