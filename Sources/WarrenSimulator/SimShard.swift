@@ -350,29 +350,36 @@ struct SimShard {
                 slot = -1
                 if n.shardCount > 1 { mailSlots[n.shard(of: t)] = SimShard.notMailed }
             }
-            let frame = SimFrame(topic: out.topic, body: out.body, id: id, message: message, via: via)
-            var copies = 1
-            if n.model.duplicationThreshold != 0 && n.rngs[i].next() < n.model.duplicationThreshold { copies = 2 }
-            for copy in 0..<copies {
-                if copy == 1 { at = now &+ link.latency &+ n.rngs[i].next(upperBound: max(n.model.jitter, link.latency) &+ 1) }
-                let event = SimEvent(time: at, node: t, kind: .frame, arg: incarnation)
-                let s = n.shard(of: t)
-                if s == index {
-                    if slot < 0 { slot = allocate(frame) }
-                    poolRefs[slot] += 1
-                    var e = event
-                    e.packed |= UInt64(slot)
-                    push(e, by: i, n)
-                } else {
-                    let box = n.mailbox(parity: mailParity, from: index, to: s)
-                    if mailSlots[s] == SimShard.notMailed { mailSlots[s] = box.pointee.add(frame) }
-                    var e = event
-                    e.seq = key(by: i, n)
-                    precondition(e.time >= windowEnd, "a frame to another shard arrives inside the window")
-                    box.pointee.events.append(SimMailbox.Entry(event: e, frame: mailSlots[s]))
-                    if e.time < earliestMailed { earliestMailed = e.time }
-                }
+            let s = n.shard(of: t)
+            schedule(SimEvent(time: at, node: t, kind: .frame, arg: incarnation), to: s, by: i, &slot,
+                     SimFrame(topic: out.topic, body: out.body, id: id, message: message, via: via), n)
+            if n.model.duplicationThreshold != 0 && n.rngs[i].next() < n.model.duplicationThreshold {
+                let again = now &+ link.latency &+ n.rngs[i].next(upperBound: max(n.model.jitter, link.latency) &+ 1)
+                schedule(SimEvent(time: again, node: t, kind: .frame, arg: incarnation), to: s, by: i, &slot,
+                         SimFrame(topic: out.topic, body: out.body, id: id, message: message, via: via), n)
             }
+        }
+    }
+
+    /// Schedules `event` (a frame's arrival) in this shard, with the frame in pool slot `slot`
+    /// (allocated from `frame` on first use), or mails it to shard `s`.
+    @inline(__always)
+    mutating func schedule(_ event: SimEvent, to s: Int, by i: Int, _ slot: inout Int,
+                           _ frame: @autoclosure () -> SimFrame, _ n: SimNodes) {
+        if s == index {
+            if slot < 0 { slot = allocate(frame()) }
+            poolRefs[slot] += 1
+            var e = event
+            e.packed |= UInt64(slot)
+            push(e, by: i, n)
+        } else {
+            let box = n.mailbox(parity: mailParity, from: index, to: s)
+            if mailSlots[s] == SimShard.notMailed { mailSlots[s] = box.pointee.add(frame()) }
+            var e = event
+            e.seq = key(by: i, n)
+            precondition(e.time >= windowEnd, "a frame to another shard arrives inside the window")
+            box.pointee.events.append(SimMailbox.Entry(event: e, frame: mailSlots[s]))
+            if e.time < earliestMailed { earliestMailed = e.time }
         }
     }
 
