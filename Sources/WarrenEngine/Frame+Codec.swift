@@ -126,8 +126,9 @@ extension Frame {
         return body
     }
 
-    /// u16 BE length + UTF-8. Endpoints longer than 255 bytes are truncated to the empty string
-    /// by callers before encoding (the engine never advertises them).
+    /// u16 BE length + UTF-8. Callers pass only encodable endpoints (`isEncodable`, 1…255
+    /// bytes): the engine advertises "-" instead of an endpoint it cannot carry, and never learns
+    /// or dials one.
     static func appendEndpoint(_ e: String, to out: inout [UInt8]) {
         let n = e.utf8.count
         out.append(UInt8(truncatingIfNeeded: n >> 8)); out.append(UInt8(truncatingIfNeeded: n))

@@ -1,10 +1,9 @@
 // Admission changes decided by the driver (a closed overlay's allow-list, reloaded).
 
-extension GossipEngine {
-    /// Closes every link whose endpoint `refused` rejects and forgets those endpoints; a
-    /// neighbour on such a link goes down with `.removed`. The endpoints are not backed off:
-    /// the driver refuses to dial them while they stay refused.
-    public mutating func closeLinks(
+extension GossipEngine.Core {
+    /// `GossipEngine.closeLinks(where:)`: links to refused endpoints closed (`.removed`, no
+    /// back-off), the endpoints forgotten.
+    mutating func closeLinks(
         where refused: (String) -> Bool, now: UInt64,
         rng: inout some RandomNumberGenerator, into actions: inout [Action]
     ) {
@@ -28,19 +27,4 @@ public struct KnownNode: Sendable, Hashable {
     public var failures: UInt32
     /// It said BYE (and has not come back as a new incarnation).
     public var gone: Bool
-}
-
-extension GossipEngine {
-    /// Every known (non-leaf) endpoint, as the peer table and peer exchange learned them.
-    public var knownNodes: [KnownNode] {
-        known.entries.map {
-            KnownNode(endpoint: $0.endpoint, nodeID: $0.node == 0 ? nil : NodeID(raw: $0.node),
-                      failures: $0.failures, gone: $0.blocked)
-        }
-    }
-
-    /// When a frame from neighbour `id` last arrived (engine time), if it is one.
-    public func lastHeard(_ id: NodeID) -> UInt64? {
-        peers.index(of: id).map { peers[key: $0].lastHeard }
-    }
 }

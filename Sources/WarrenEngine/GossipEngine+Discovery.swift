@@ -1,10 +1,8 @@
 // LAN discovery: a beacon's endpoint is an input like a peer-list entry (docs/PROTOCOL.md §8).
 
-extension GossipEngine {
-    /// A node announced itself by a discovery beacon (the driver owns the socket). The endpoint
-    /// is learned like a peer-list entry; if this node wants more neighbours, the degree rule
-    /// dials one at once. Our own beacons, BYE-blocked and unencodable endpoints are ignored.
-    public mutating func discovered(
+extension GossipEngine.Core {
+    /// `GossipEngine.discovered`: a beacon's endpoint, learned like a peer-list entry.
+    mutating func discovered(
         endpoint: String, node: NodeID, now: UInt64,
         rng: inout some RandomNumberGenerator, into actions: inout [Action]
     ) {

@@ -2,7 +2,7 @@
 // costs no allocation and a forward is one copy of the received bytes with the header patched
 // (no decode into a Frame, no re-encoding).
 
-extension GossipEngine {
+extension GossipEngine.Core {
     /// Handles a DATA message without building a `Frame`: the checks of `Frame.decode`
     /// (`DataFrameView`), the sender, admission, then `handleData`. Returns false for anything
     /// that is not DATA (the caller decodes it). `id`: the envelope's message id if the driver

@@ -19,7 +19,7 @@ enum Source {
     }
 }
 
-extension GossipEngine {
+extension GossipEngine.Core {
     mutating func handle(_ frame: Frame, via: ConnectionID?, now: UInt64,
                          rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
         let from = frame.from

@@ -1,6 +1,6 @@
 // Links, bindings, neighbours coming up and going down, back-off.
 
-extension GossipEngine {
+extension GossipEngine.Core {
     func isSeed(_ endpoint: String) -> Bool { seeds.contains { $0.endpoint == endpoint } }
 
     func dialable(_ endpoint: String) -> Bool {

@@ -1,28 +1,32 @@
 // The package surface of the engine: what this package's drivers and the simulator
 // (WarrenSimulator) may read or set beyond the public API. Everything else about an engine's
-// state stays internal to this module; each entry here is narrow and changes no protocol rule.
+// state is private to it (`GossipEngine.core`); each entry here is narrow and changes no
+// protocol rule.
 
 extension GossipEngine {
-    /// Numbers this engine's links `base + 1, base + 2, …` instead of drawing unpredictable link
-    /// ids (SipHash of a counter under a key drawn at `start`), so a driver can index its links
-    /// by number. Only for drivers that run every node themselves and so face no outsider
-    /// guessing ids (the simulator). Call before `start`.
-    package mutating func numberLinksSequentially(from base: UInt64) {
-        sequentialLinkBase = base
+    /// An engine whose link ids (SipHash-2-4 of a counter) are keyed by `linkKey` instead of a
+    /// key drawn from the generator at `start`. Only for drivers that run every node themselves
+    /// and so face no outsider guessing ids, and that want a node's draws to be the protocol's
+    /// alone (the simulator).
+    package init(config: EngineConfig, nodeID: NodeID, linkKey: (UInt64, UInt64)) {
+        var core = Core(config: config, nodeID: nodeID)
+        core.linkKey = linkKey
+        core.linkKeyGiven = true
+        self.init(core: core)
     }
 
     /// Outbound links that carry an up neighbour (`up`), and the others: dialling, waiting for
     /// the handshake, or bound to a node that is not up on this link (`pending`).
     package var linkCounts: (up: Int, pending: Int) {
         var up = 0
-        for i in links.indices where linkIsUp(i) { up += 1 }
-        return (up, links.count - up)
+        for i in core.links.indices where core.linkIsUp(i) { up += 1 }
+        return (up, core.links.count - up)
     }
 
     /// Bytes of engine state counted by element (not by reserved capacity, which on Linux
     /// follows `malloc_usable_size`): the same for the same run, so a simulation's report is
-    /// reproducible. `approximateStateBytes` counts capacity.
-    package var countedStateBytes: Int { stateBytes(reserved: false) }
+    /// reproducible.
+    package var countedStateBytes: Int { core.countedStateBytes() }
 
     /// For a driver that knows its next input ahead (the simulator, hiding memory latency):
     /// calls `visit` with the addresses that receiving a DATA frame with message id `id` reads
@@ -31,12 +35,12 @@ extension GossipEngine {
     /// result. (`mutating` only so that a caller's array element is used in place, not copied.)
     package mutating func visitDataReceiveMemory(id: MessageID, _ visit: (UnsafeRawPointer) -> Void) {
         // An array's header (count) sits just before its elements: both are read.
-        peers.withKeys { b in
+        core.peers.withKeys { b in
             if let p = b.baseAddress {
                 let r = UnsafeRawPointer(p)
                 visit(r - 32); visit(r + 32); visit(r + 96)
             }
         }
-        seen.visitLookupMemory(id, visit)
+        core.seen.visitLookupMemory(id, visit)
     }
 }

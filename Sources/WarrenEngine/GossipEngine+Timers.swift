@@ -1,13 +1,9 @@
 // Periodic work: liveness, dial timeouts, heartbeats, peer exchange, seeds, degree.
 
-extension GossipEngine {
-    /// Runs everything that is due at `now`.
-    ///
-    /// `inputPending`: the driver has frames it has not read yet (it fell behind, e.g. starved of
-    /// CPU). Silence cannot be judged then — the frames that would refresh a neighbour may be
-    /// among them — so no neighbour is declared dead and no dial times out on this tick; the
-    /// rest (heartbeats, peer exchange, de-dup expiry) runs as usual.
-    public mutating func tick(now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action],
+extension GossipEngine.Core {
+    /// `GossipEngine.tick`: everything that is due at `now` (with `inputPending`, no silence is
+    /// judged).
+    mutating func tick(now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action],
                               inputPending: Bool = false) {
         guard active else { return }
         timers.fired()
@@ -143,7 +139,7 @@ extension GossipEngine {
 
 // Per-neighbour accounting: a neighbour whose frames are mostly bad is disconnected.
 
-extension GossipEngine {
+extension GossipEngine.Core {
     /// Ends one `scoreInterval`: every peer whose bad frames (forged, malformed on its
     /// connection, over its rate limit or its share of new ids) reached `penaltyThreshold` and
     /// outnumber its good ones is penalized; then the counts start again. Expired bans are dropped.

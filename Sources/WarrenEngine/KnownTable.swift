@@ -71,11 +71,9 @@ struct KnownTable: Sendable {
         entries.removeLast()
     }
 
-    var approximateBytes: Int { bytes(reserved: true) }
-
-    func bytes(reserved: Bool) -> Int {
-        var n = (reserved ? entries.capacity : entries.count) * MemoryLayout<Entry>.stride
-        n += (reserved ? index.capacity : index.count) * 24
+    /// Bytes of the entries and the index, counted by element, and of the endpoints.
+    var countedBytes: Int {
+        var n = entries.count * MemoryLayout<Entry>.stride + index.count * 24
         for e in entries { n += e.endpoint.utf8.count }
         return n
     }

@@ -49,8 +49,8 @@ struct LinkTable: Sendable, RandomAccessCollection {
     var endIndex: Int { links.count }
     subscript(i: Int) -> LinkState { _read { yield links[i] } }
 
-    /// Reserved bytes (capacity) or counted bytes (elements) of the array.
-    func bytes(reserved: Bool) -> Int { (reserved ? links.capacity : links.count) * MemoryLayout<LinkState>.stride }
+    /// Bytes of the array, counted by element.
+    var countedBytes: Int { links.count * MemoryLayout<LinkState>.stride }
 
     func index(of id: LinkID) -> Int? { links.firstIndex { $0.id == id } }
     func index(raw: UInt64) -> Int? { links.firstIndex { $0.id.raw == raw } }

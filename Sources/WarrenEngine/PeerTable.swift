@@ -125,11 +125,10 @@ struct PeerTable: Sendable, RandomAccessCollection {
     /// Calls `body` with the keys' storage (for prefetching what a lookup reads).
     func withKeys<R>(_ body: (UnsafeBufferPointer<PeerKey>) -> R) -> R { keys.withUnsafeBufferPointer(body) }
 
-    /// Bytes of both arrays and what the states hold: by capacity (`reserved`) or by element.
-    func bytes(reserved: Bool) -> Int {
-        func size<T>(_ a: [T]) -> Int { (reserved ? a.capacity : a.count) * MemoryLayout<T>.stride }
-        var n = size(states) + size(keys)
-        for p in states { n += p.endpoint.utf8.count + size(p.sendCache) }
+    /// Bytes of both arrays and what the states hold, counted by element.
+    var countedBytes: Int {
+        var n = states.count * MemoryLayout<PeerState>.stride + keys.count * MemoryLayout<PeerKey>.stride
+        for p in states { n += p.endpoint.utf8.count + p.sendCache.count * MemoryLayout<LinkID>.stride }
         return n
     }
 }

@@ -8,8 +8,7 @@ import WarrenEngine
 /// are workload operations; the engine subscribes only in `start` and `subscribeLocal`).
 struct SimNodes {
     let engines: UnsafeMutablePointer<GossipEngine>
-    let links: UnsafeMutablePointer<[SimLink]>
-    let linkBase: UnsafeMutablePointer<UInt64>
+    let links: UnsafeMutablePointer<SimLinks>
     let alive: UnsafeMutablePointer<Bool>
     let subscribesAll: UnsafeMutablePointer<Bool>
     let prefixes: UnsafeMutablePointer<[[UInt8]]>
@@ -97,6 +96,9 @@ struct SimShard {
     /// Per pool slot: a DATA frame, and its message id (read by `prefetchNext` without copying the frame).
     var poolIsData: [Bool] = []
     var poolIDs: [MessageID] = []
+    /// Per pool slot: where its bytes were when it was filled, for prefetch hints only (reading
+    /// them through `pool` would retain the array, which costs the cache miss the hint avoids).
+    var poolBytes: [UnsafeRawPointer?] = []
     var freeSlots: [Int32] = []
     // The DATA frame (pool slot) or publish being handled: relayed frames reuse its message id
     // (their envelope is its envelope), deliveries and link-sends are booked to its message.
@@ -171,18 +173,23 @@ struct SimShard {
                 contextSlot = slot
                 contextMessage = pool[slot].message
                 contextValid = contextMessage >= 0
-                // The bytes as sent, shared; a DATA frame's message id hashed once per publish.
-                let topic = pool[slot].topic, body = pool[slot].body
+                // The bytes as sent, read in place; a DATA frame's message id hashed once per publish.
+                // (The actions are moved out for the call, so that it touches nothing else of the shard.)
+                let topic = pool[slot].topic, now = self.now
                 let id: MessageID? = poolIsData[slot] ? poolIDs[slot] : nil
                 let via = pool[slot].via == 0 ? nil : ConnectionID(raw: pool[slot].via)
-                let now = self.now
                 if n.model.recording {
                     n.records[i].framesReceived += 1
                     if poolIsData[slot] { n.records[i].dataFramesReceived += 1 }
                 }
-                topic.withBytes { t in
-                    n.engines[i].receive(topic: t, body: body, via: via, messageID: id, now: now, rng: &n.rngs[i], into: &actions)
+                var out: [Action] = []
+                swap(&out, &actions)
+                pool[slot].body.withUnsafeBufferPointer { body in
+                    topic.withBytes { t in
+                        n.engines[i].receive(topic: t, body: body, via: via, messageID: id, now: now, rng: &n.rngs[i], into: &out)
+                    }
                 }
+                swap(&out, &actions)
                 if !actions.isEmpty { perform(i, n) } else { scheduleTick(i, n) }
                 contextSlot = -1
             }
@@ -190,13 +197,14 @@ struct SimShard {
         case .ready:
             let li = Int(ev.arg & SimEvent.linkMask)
             guard n.alive[i], SimEvent.incarnationMatches(ev.arg >> SimEvent.ownIncarnationShift, n.incarnation[i]),
-                  li < n.links[i].count else { return }
-            let t = Int(n.links[i][li].target)
+                  li < n.links[i].slots.count else { return }
+            let link = n.links[i][slot: li]
+            let t = Int(link.target)
             guard t >= 0, n.alive[t], SimEvent.incarnationMatches(ev.arg >> SimEvent.targetIncarnationShift, n.incarnation[t]),
-                  n.links[i][li].readyFor != n.incarnation[t] else { return }
-            n.links[i][li].readyFor = n.incarnation[t]
+                  link.readyFor != n.incarnation[t] else { return }
+            n.links[i][slot: li].readyFor = n.incarnation[t]
             contextValid = false
-            n.engines[i].linkReady(LinkID(raw: n.linkBase[i] &+ UInt64(li) &+ 1), now: now, rng: &n.rngs[i], into: &actions)
+            n.engines[i].linkReady(link.id, now: now, rng: &n.rngs[i], into: &actions)
             perform(i, n)
         case .tick:
             guard n.alive[i], n.tickGeneration[i] & SimEvent.argMask == ev.arg else { return }
@@ -210,7 +218,8 @@ struct SimShard {
     /// Memory latency hiding: at 10,000 nodes every event touches a cold engine. While this event
     /// is handled, start loading what the next ones will read: the engines of the two events
     /// after next (their hot fields), and, for the next event (its engine loaded one step ago),
-    /// the peer table and seen-cache bucket its frame will hit. Hints only: no state changes.
+    /// its frame's bytes and the peer table and seen-cache bucket they will hit. Hints only: no
+    /// state changes.
     @inline(__always)
     mutating func prefetchNext(_ n: SimNodes) {
         let count = heap.count
@@ -224,16 +233,10 @@ struct SimShard {
         let next = heap[0]
         if next.kind == .frame {
             let slot = Int(next.arg & SimEvent.slotMask)
+            // Its bytes (the header is read first), then what the engine reads.
+            warren_prefetch(poolBytes[slot])
             if poolIsData[slot] { n.engines[next.node].visitDataReceiveMemory(id: poolIDs[slot]) { warren_prefetch($0) } }
         }
-    }
-
-    /// Index of link `raw` of node i in `links[i]` (nil if never opened or closed).
-    @inline(__always)
-    func linkIndex(_ i: Int, _ raw: UInt64, _ n: SimNodes) -> Int? {
-        let k = raw &- n.linkBase[i] &- 1
-        guard k < UInt64(n.links[i].count), n.links[i][Int(k)].target != SimLink.closed else { return nil }
-        return Int(k)
     }
 
     mutating func scheduleTick(_ i: Int, _ n: SimNodes) {
@@ -264,20 +267,18 @@ struct SimShard {
                 let lat = n.latency.draw(&n.rngs[i])
                 if lat < shortestLink { shortestLink = lat }
                 let t = n.resolve(endpoint)
-                let k = l.raw &- n.linkBase[i] &- 1
-                precondition(k <= SimEvent.linkMask, "engine link ids are consecutive")
-                while UInt64(n.links[i].count) <= k { n.links[i].append(SimLink(target: SimLink.closed, latency: 0)) }
-                n.links[i][Int(k)] = SimLink(target: t, latency: lat)
+                let k = n.links[i].open(SimLink(id: l, latency: lat, target: t))
+                precondition(UInt64(k) <= SimEvent.linkMask, "more than 2^20 links of one node")
                 if n.model.recording { n.records[i].connects.append((now, endpoint)) }
                 if t >= 0 && n.alive[Int(t)] {
-                    scheduleReady(i, link: Int(k), target: Int(t), at: now &+ lat, n)
+                    scheduleReady(i, link: k, target: Int(t), at: now &+ lat, n)
                 } else if t < 0 || n.incarnation[Int(t)] == 0 {
                     // Nobody listens there yet; a node that was alive and died is found by
                     // `Simulator.reconnect` if it restarts.
                     unresolved.append((endpoint, Int32(i), Int32(k)))
                 }
             case .disconnect(let l):
-                if let li = linkIndex(i, l.raw, n) { n.links[i][li] = SimLink(target: SimLink.closed, latency: 0) }
+                n.links[i].close(l)
             case .deliver(let topic, let envelope, let hops, let id):
                 deliveries.append(Simulator.Delivery(node: Int32(i), message: contextMessage, hops: hops, time: now))
                 if n.model.recording {
@@ -327,8 +328,8 @@ struct SimShard {
         // Per other shard: this frame's index in that mailbox (−1: not copied there yet).
         if n.shardCount > 1 { for s in 0..<n.shardCount { mailSlots[s] = SimShard.notMailed } }
         for l in targets {
-            guard let li = linkIndex(i, l.raw, n) else { droppedNotReady += 1; continue }
-            let link = n.links[i][li]
+            guard let li = n.links[i].slot(of: l) else { droppedNotReady += 1; continue }
+            let link = n.links[i][slot: li]
             let t = Int(link.target)
             guard t >= 0, n.alive[t], link.readyFor == n.incarnation[t] else { droppedNotReady += 1; continue }
             if !n.subscribesAll[t] && !n.prefixes[t].contains(where: { out.topic.hasPrefix($0) }) {
@@ -420,16 +421,13 @@ struct SimShard {
     func dataID(_ out: OutFrame) -> MessageID? {
         out.body.withUnsafeBufferPointer { b -> MessageID? in
             guard let v = DataFrameView(topic: out.topic, body: b) else { return nil }
-            if contextValid {
-                let known: (id: MessageID, same: Bool)
-                if contextSlot >= 0 {
-                    known = (poolIDs[contextSlot], pool[contextSlot].body.withUnsafeBufferPointer { c in
-                        c.count == b.count && sameBytes(UnsafeBufferPointer(rebasing: c[Frame.headerSize...]), v.envelope)
-                    })
-                } else {
-                    known = (publishID, publishEnvelope.withUnsafeBufferPointer { sameBytes($0, v.envelope) })
+            if contextValid && contextSlot >= 0 {
+                let same = pool[contextSlot].body.withUnsafeBufferPointer { c in
+                    sameBytes(UnsafeBufferPointer(rebasing: c[FrameHeader.size...]), v.envelope)
                 }
-                if known.same { return known.id }
+                if same { return poolIDs[contextSlot] }
+            } else if contextValid && publishEnvelope.withUnsafeBufferPointer({ sameBytes($0, v.envelope) }) {
+                return publishID
             }
             return v.messageID()
         }
@@ -442,12 +440,14 @@ struct SimShard {
             pool[Int(s)] = f
             poolIsData[Int(s)] = isData
             poolIDs[Int(s)] = f.id
+            poolBytes[Int(s)] = f.body.withUnsafeBytes { $0.baseAddress }
             return Int(s)
         }
         pool.append(f)
         poolRefs.append(0)
         poolIsData.append(isData)
         poolIDs.append(f.id)
+        poolBytes.append(f.body.withUnsafeBytes { $0.baseAddress })
         return pool.count - 1
     }
 
@@ -510,20 +510,6 @@ struct SimShard {
             }
         }
         return top
-    }
-}
-
-struct SimLink {
-    static let closed: Int32 = -2
-    /// Node index at the dialled endpoint (−1: nobody listened there yet; −2: closed).
-    var target: Int32
-    /// The incarnation of the target this link is ready for (0: not ready).
-    var readyFor: UInt32 = 0
-    var latency: UInt64
-
-    init(target: Int32, latency: UInt64) {
-        self.target = target
-        self.latency = latency
     }
 }
 

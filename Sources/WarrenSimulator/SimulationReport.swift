@@ -43,8 +43,8 @@ public struct SimulationReport: Sendable, Equatable {
     // Overlay and cost.
     public var meanDegree = 0.0
     public var maxDegree = 0
-    /// `GossipEngine.approximateStateBytes` over the nodes alive at the end, with arrays counted
-    /// by their elements rather than their (malloc-dependent) capacity, so it is reproducible.
+    /// `GossipEngine.countedStateBytes` over the nodes alive at the end: arrays counted by their
+    /// elements rather than their (malloc-dependent) capacity, so it is reproducible.
     public var stateBytesMean = 0
     public var stateBytesMax = 0
     /// DATA link-sends of the stream's messages; control link-sends during stream + drain.

@@ -98,10 +98,8 @@ public struct Simulator {
     public private(set) var engines: [GossipEngine] = []
     public private(set) var alive: [Bool] = []
     public private(set) var endpoints: [String] = []
-    /// Links of node i, indexed by LinkID − the engine's first LinkID (engines number their links
-    /// consecutively from a node-id-derived base), so a lookup is O(1) even for hubs.
-    var links: [[SimLink]] = []
-    var linkBase: [UInt64] = []
+    /// Links of node i, by the ids its engine gave them (O(1) even for hubs).
+    var links: [SimLinks] = []
     var subscribesAll: [Bool] = []
     var prefixes: [[[UInt8]]] = []
     var tickAt: [UInt64] = []
@@ -167,8 +165,7 @@ public struct Simulator {
         configs.append(config)
         alive.append(false)
         endpoints.append(config.endpoint)
-        links.append([])
-        linkBase.append(0)
+        links.append(SimLinks())
         subscribesAll.append(false)
         prefixes.append([])
         tickAt.append(.max)
@@ -189,15 +186,12 @@ public struct Simulator {
     public mutating func start(_ i: Int) {
         guard !alive[i] else { return }
         let id = NodeID.random(using: &rng)
-        var engine = GossipEngine(config: configs[i], nodeID: id)
-        // The simulator indexes links by their number: consecutive ids from a known base (no
-        // outsider is simulated, so they need not be unpredictable).
-        engine.numberLinksSequentially(from: mix64(id.raw))
-        engines[i] = engine
-        linkBase[i] = mix64(id.raw)
+        // The key of its link ids comes from its node id (drawn from the run's seed), not from
+        // its own generator: no outsider is simulated, and the node draws only what the protocol does.
+        engines[i] = GossipEngine(config: configs[i], nodeID: id, linkKey: (mix64(id.raw), mix64(id.raw ^ 0x6C69_6E6B_6B65_7973)))
         alive[i] = true
         incarnation[i] &+= 1
-        links[i] = []
+        links[i] = SimLinks()
         prefixes[i] = []
         subscribesAll[i] = false
         tickAt[i] = .max
@@ -227,8 +221,9 @@ public struct Simulator {
                 shards[s].unresolved.removeAll { u in
                     guard (aliases[u.endpoint] ?? u.endpoint) == endpoint else { return false }
                     let j = Int(u.node), li = Int(u.link)
-                    if n.alive[j] && li < n.links[j].count && (n.links[j][li].target == -1 || n.links[j][li].target == Int32(i)) {
-                        n.links[j][li].target = Int32(i)
+                    if n.alive[j] && li < n.links[j].slots.count
+                        && (n.links[j][slot: li].target == -1 || n.links[j][slot: li].target == Int32(i)) {
+                        n.links[j][slot: li].target = Int32(i)
                         found.append((j, li))
                     }
                     return true
@@ -238,12 +233,12 @@ public struct Simulator {
             // each first start would cost N² in a large simulation).
             if restarted {
                 for j in 0..<count where n.alive[j] {
-                    for li in n.links[j].indices where n.links[j][li].target == Int32(i) { found.append((j, li)) }
+                    for li in n.links[j].slots.indices where n.links[j][slot: li].target == Int32(i) { found.append((j, li)) }
                 }
             }
             for (j, li) in found {
                 let shard = n.shard(of: j)
-                shards[shard].scheduleReady(j, link: li, target: i, at: shards[shard].now &+ n.links[j][li].latency, n)
+                shards[shard].scheduleReady(j, link: li, target: i, at: shards[shard].now &+ n.links[j][slot: li].latency, n)
             }
         }
     }
@@ -280,8 +275,7 @@ public struct Simulator {
     /// With `model.connectionIDs`: the inbound connection at node `to` of node `from`'s link
     /// `link`, for both nodes' current incarnations (nil if it never carried a frame there).
     public func connection(from: Int, link: LinkID, to: Int) -> ConnectionID? {
-        let li = link.raw &- linkBase[from] &- 1
-        guard li < UInt64(links[from].count) else { return nil }
+        guard let li = links[from].slot(of: link) else { return nil }
         let key = SimShard.ConnectionKey(node: Int32(from), nodeIncarnation: incarnation[from], link: Int32(li), target: Int32(to),
                                          targetIncarnation: incarnation[to])
         for s in shards { if let c = s.connections[key] { return c } }
@@ -293,7 +287,7 @@ public struct Simulator {
     public mutating func kill(_ i: Int) {
         guard alive[i] else { return }
         alive[i] = false
-        links[i] = []
+        links[i] = SimLinks()
         prefixes[i] = []
         subscribesAll[i] = false
         tickGeneration[i] &+= 1
@@ -553,25 +547,23 @@ public struct Simulator {
         let budget = stepBudget, mail = mailboxes.base, count = threads, model = self.model
         return engines.withUnsafeMutableBufferPointer { e in
             links.withUnsafeMutableBufferPointer { l in
-                linkBase.withUnsafeMutableBufferPointer { lb in
-                    alive.withUnsafeMutableBufferPointer { a in
-                        subscribesAll.withUnsafeMutableBufferPointer { sa in
-                            prefixes.withUnsafeMutableBufferPointer { pf in
-                                tickAt.withUnsafeMutableBufferPointer { ta in
-                                    tickGeneration.withUnsafeMutableBufferPointer { tg in
-                                        rngs.withUnsafeMutableBufferPointer { r in
-                                            seqs.withUnsafeMutableBufferPointer { sq in
-                                                incarnation.withUnsafeMutableBufferPointer { inc in
-                                                    records.withUnsafeMutableBufferPointer { rec in
-                                                        shards.withUnsafeMutableBufferPointer { sh in
-                                                            body(SimNodes(
-                                                                engines: e.baseAddress!, links: l.baseAddress!, linkBase: lb.baseAddress!,
-                                                                alive: a.baseAddress!, subscribesAll: sa.baseAddress!, prefixes: pf.baseAddress!,
-                                                                tickAt: ta.baseAddress!, tickGeneration: tg.baseAddress!, rngs: r.baseAddress!,
-                                                                seqs: sq.baseAddress!, byEndpoint: byEndpoint, latency: latency,
-                                                                lossThreshold: loss, shardCount: count, mail: mail, stepBudget: budget,
-                                                                incarnation: inc.baseAddress!, model: model, records: rec.baseAddress!), sh)
-                                                        }
+                alive.withUnsafeMutableBufferPointer { a in
+                    subscribesAll.withUnsafeMutableBufferPointer { sa in
+                        prefixes.withUnsafeMutableBufferPointer { pf in
+                            tickAt.withUnsafeMutableBufferPointer { ta in
+                                tickGeneration.withUnsafeMutableBufferPointer { tg in
+                                    rngs.withUnsafeMutableBufferPointer { r in
+                                        seqs.withUnsafeMutableBufferPointer { sq in
+                                            incarnation.withUnsafeMutableBufferPointer { inc in
+                                                records.withUnsafeMutableBufferPointer { rec in
+                                                    shards.withUnsafeMutableBufferPointer { sh in
+                                                        body(SimNodes(
+                                                            engines: e.baseAddress!, links: l.baseAddress!,
+                                                            alive: a.baseAddress!, subscribesAll: sa.baseAddress!, prefixes: pf.baseAddress!,
+                                                            tickAt: ta.baseAddress!, tickGeneration: tg.baseAddress!, rngs: r.baseAddress!,
+                                                            seqs: sq.baseAddress!, byEndpoint: byEndpoint, latency: latency,
+                                                            lossThreshold: loss, shardCount: count, mail: mail, stepBudget: budget,
+                                                            incarnation: inc.baseAddress!, model: model, records: rec.baseAddress!), sh)
                                                     }
                                                 }
                                             }

@@ -102,7 +102,7 @@ import WarrenSimulator
         #expect(Self.neighbourSet(net) == honest)
         let e = try #require(net.engine(0))
         // Only the link to the attacker itself (its token was sent to it) can be closed this way.
-        #expect(e.selfEndpoints.isSubset(of: [Self.deadEndpoint]) && e.seeds.allSatisfy { !$0.disabled })
+        #expect(e.core.selfEndpoints.isSubset(of: [Self.deadEndpoint]) && e.core.seeds.allSatisfy { !$0.disabled })
         #expect(e.stats.forged - before.forged >= UInt64(tokens.count))
         // The seed is still dialled when it comes back: restart node 1.
         net.restart(1)
@@ -120,7 +120,7 @@ import WarrenSimulator
         net.addNode(config: EngineConfig.local(endpoint: endpoint(0), seeds: ["tcp://localhost:7000"]))
         _ = net.run(for: 2 * second)
         let e = try #require(net.engine(0))
-        #expect(e.selfEndpoints == ["tcp://localhost:7000"])
+        #expect(e.core.selfEndpoints == ["tcp://localhost:7000"])
         #expect(e.linkIDs.isEmpty && e.stats.forged == 0)
     }
 
@@ -155,7 +155,7 @@ import WarrenSimulator
         let dials = net.nodes[0].connects.count - connectsBefore
         #expect(dials <= Int(c.dialBurst + c.dialRate * 5.2) + 1, "dials \(dials)")
         #expect(e.knownEndpoints.count <= c.maxKnownEndpoints)
-        #expect(e.peers.count <= GossipEngine.maxLinklessPeers + honest.count + c.maxPendingDials)
+        #expect(e.core.peers.count <= GossipEngine.Core.maxLinklessPeers + honest.count + c.maxPendingDials)
         #expect(e.stats.dialsDeferred > 1000 && e.stats.strangersRefused > 1000)
         // The attacker's own connection is cut off once its forged HELLOs outnumber the rest.
         #expect(e.stats.forged > 1000 && e.stats.penalized >= 1 && e.stats.forged + e.stats.penaltyDrops > 6000)
@@ -395,11 +395,11 @@ extension InMemoryNetwork {
             _ = net.run(for: 10 * msNS)
             let e = try #require(net.engine(0))
             #expect(e.linkIDs.count <= honest.count + c.maxPendingDials + 1, "round \(round)")
-            #expect(e.peers.count <= GossipEngine.maxLinklessPeers + honest.count + c.maxPendingDials + 1)
+            #expect(e.core.peers.count <= GossipEngine.Core.maxLinklessPeers + honest.count + c.maxPendingDials + 1)
             #expect(e.knownEndpoints.count <= c.maxKnownEndpoints && e.seenCount <= c.seenCapacity)
             // Even with the victim's own link ids as tokens, only links to endpoints the attacker
             // made up (not up, not honest) can be taken for loops.
-            #expect(e.selfEndpoints.isDisjoint(with: (1...3).map(endpoint)) && e.seeds.allSatisfy { !$0.disabled })
+            #expect(e.core.selfEndpoints.isDisjoint(with: (1...3).map(endpoint)) && e.core.seeds.allSatisfy { !$0.disabled })
             #expect(honest.isSubset(of: net.neighbourIDs(0)), "round \(round): an honest neighbour was dropped")
         }
         _ = net.run(for: 2 * second)

@@ -289,13 +289,13 @@ import WarrenSimulator
         var rng = SeededGenerator(seed: 1)
         for (f, nominal) in [(1, 100), (2, 200), (3, 400), (4, 800), (5, 1000), (60, 1000)] {
             for _ in 0..<50 {
-                let b = e.backoff(failures: UInt32(f), rng: &rng)
+                let b = e.core.backoff(failures: UInt32(f), rng: &rng)
                 #expect(b >= UInt64(nominal * 3 / 4) && b <= UInt64(nominal * 5 / 4))
             }
         }
         c.backoffInitial = .max / 3; c.backoffMax = .max
         let e2 = GossipEngine(config: c, nodeID: NodeID(raw: 1))
-        _ = e2.backoff(failures: 1000, rng: &rng)   // no overflow trap
+        _ = e2.core.backoff(failures: 1000, rng: &rng)   // no overflow trap
     }
 
     @Test func stopSaysByeAndCloses() {
