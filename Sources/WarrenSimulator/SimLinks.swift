@@ -14,13 +14,16 @@ struct SimLink {
 }
 
 /// The links of one simulated node: slots in dial order (a `.ready` event names its link by
-/// slot), and a map from the engine's link ids, learnt from its `.connect` actions, to slots.
-/// The engine's ids say nothing about their order, so the map is a hash table: open addressing,
-/// Fibonacci hashing of the id, at most half full. Ids are never reused (an engine's ids are
-/// unique for its life), so a closed link keeps its slot and its entry.
+/// slot), found by the engine's link ids, learnt from its `.connect` actions. The engine's ids
+/// say nothing about their order: a node with few links (most) scans its slots, which a send
+/// reads anyway; beyond `scanLimit` a hash table maps ids to slots (open addressing, Fibonacci
+/// hashing of the id, at most half full), so hubs stay O(1). Ids are never reused (an engine's
+/// ids are unique for its life), so a closed link keeps its slot and its entry.
 struct SimLinks {
+    static let scanLimit = 16
     private(set) var slots: [SimLink] = []
-    /// Slot + 1 of the link whose id hashes here or after (0: empty); a power of two long.
+    /// Empty while there are at most `scanLimit` slots; then slot + 1 of the link whose id hashes
+    /// here or after (0: empty), a power of two long.
     private var table: [Int32] = []
 
     /// The slot of the open link `id`, nil if it was never opened or is closed.
@@ -41,9 +44,10 @@ struct SimLinks {
             slots[s] = link
             return s
         }
-        if 2 * (slots.count + 1) > table.count { grow() }
         slots.append(link)
-        insert(slots.count - 1)
+        if slots.count > SimLinks.scanLimit {
+            if 2 * slots.count > table.count { grow() } else { insert(slots.count - 1) }
+        }
         return slots.count - 1
     }
 
@@ -61,7 +65,12 @@ struct SimLinks {
 
     @inline(__always)
     private func find(_ id: LinkID) -> Int? {
-        guard !table.isEmpty else { return nil }
+        if slots.count <= SimLinks.scanLimit {
+            return slots.withUnsafeBufferPointer { b in
+                for k in b.indices where b[k].id == id { return k }
+                return nil
+            }
+        }
         let mask = table.count - 1
         var h = start(id)
         while true {
@@ -80,7 +89,9 @@ struct SimLinks {
     }
 
     private mutating func grow() {
-        table = [Int32](repeating: 0, count: max(8, 2 * table.count))
+        var n = max(64, table.count)
+        while n < 2 * slots.count { n *= 2 }
+        table = [Int32](repeating: 0, count: n)
         for s in slots.indices { insert(s) }
     }
 }

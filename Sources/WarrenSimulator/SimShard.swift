@@ -45,41 +45,24 @@ struct SimNodes {
 }
 
 /// Frames sent from one shard to another's nodes during a window; they arrive one link latency
-/// later, so never inside the window they were sent in. A frame travels as its bytes, copied
-/// into the mailbox, so that the receiving shard builds its own copy: the threads then never
-/// share (and contend on the reference counts of) a frame's bytes.
+/// later, so never inside the window they were sent in. A frame's bytes are shared with the
+/// other shard, not copied (an array is immutable once sent; its reference count is atomic).
 struct SimMailbox {
     /// `frame`: index in `frames`.
     struct Entry { var event: SimEvent; var frame: Int32 }
-    /// A frame: its topic, message id (DATA) and message, and where its body is in `bytes`.
-    struct Item {
-        var topic: Topic
-        var id: MessageID
-        var message: Int32
-        var via: UInt64
-        var offset: Int
-        var count: Int
-    }
     var events: [Entry] = []
-    var frames: [Item] = []
-    var bytes: [UInt8] = []
+    var frames: [SimFrame] = []
 
     mutating func add(_ f: SimFrame) -> Int32 {
-        frames.append(Item(topic: f.topic, id: f.id, message: f.message, via: f.via, offset: bytes.count, count: f.body.count))
-        bytes.append(contentsOf: f.body)
+        frames.append(f)
         return Int32(frames.count - 1)
     }
 
-    /// The frame at `k`, with a body of its own.
-    func frame(_ k: Int) -> SimFrame {
-        let f = frames[k]
-        return SimFrame(topic: f.topic, body: Array(bytes[f.offset..<f.offset + f.count]), id: f.id, message: f.message, via: f.via)
-    }
+    func frame(_ k: Int) -> SimFrame { frames[k] }
 
     mutating func removeAll() {
         events.removeAll(keepingCapacity: true)
         frames.removeAll(keepingCapacity: true)
-        bytes.removeAll(keepingCapacity: true)
     }
 }
 

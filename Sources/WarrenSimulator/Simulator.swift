@@ -13,8 +13,8 @@ import WarrenEngine
 ///   frames in flight to an earlier incarnation are lost. (`warren simulate` replaces a churned
 ///   node by a new node at a new endpoint instead.) A link dialled before anybody listened at
 ///   its endpoint becomes ready when a node starts there;
-/// - each sent frame's bytes (one array) are shared by all its receivers in a shard, which get
-///   them through `GossipEngine.receive(topic:body:)` like any driver's; a relayed DATA frame
+/// - each sent frame's bytes (one array) are shared by all its receivers, in any shard, which
+///   get them through `GossipEngine.receive(topic:body:)` like any driver's; a relayed DATA frame
 ///   carries the message id of the frame that caused it (its envelope checked byte for byte
 ///   with `DataFrameView`), given to the engine with the bytes, so BLAKE2b runs once per publish;
 /// - events live in binary heaps ordered by (time, key), compact and allocation-free; the key

@@ -140,3 +140,24 @@ import WarrenEngine
         #expect(sim.messages[m].frames == 5)
     }
 }
+
+/// The simulator's own map of the engine's link ids: scanned for a few links, hashed for a hub.
+@Suite struct SimLinksTests {
+    @Test func findsEveryOpenLinkAndNoClosedOne() {
+        var links = SimLinks()
+        var rng = SeededGenerator(seed: 3)
+        var ids: [LinkID] = []
+        for k in 0..<200 {
+            let id = LinkID(raw: rng.next() | 1)
+            ids.append(id)
+            #expect(links.open(SimLink(id: id, latency: UInt64(k), target: Int32(k))) == k)
+            if k == 10 || k == 199 {   // below and above the scan limit
+                for (j, seen) in ids.enumerated() { #expect(links.slot(of: seen) == j) }
+            }
+        }
+        for id in ids.prefix(50) { links.close(id) }
+        for (j, id) in ids.enumerated() { #expect(links.slot(of: id) == (j < 50 ? nil : j)) }
+        #expect(links.slot(of: LinkID(raw: 2)) == nil)
+        #expect(links[slot: 120].latency == 120)
+    }
+}
