@@ -14,6 +14,8 @@ let package = Package(
     products: [
         .library(name: "Warren", targets: ["Warren"]),
         .library(name: "WarrenConformance", targets: ["WarrenConformance"]),
+        // The simulator and the tests' in-memory network (the fuzz targets in tools/fuzz use it).
+        .library(name: "WarrenSimulator", targets: ["WarrenSimulator"]),
         .executable(name: "warren", targets: ["warren"]),
         .executable(name: "warren-bench", targets: ["warren-bench"]),
     ],
@@ -188,7 +190,7 @@ let package = Package(
                                    .product(name: "PropertyBased", package: "swift-property-based")],
                     resources: [.copy("Vectors")]),
         .testTarget(name: "WarrenEngineTests",
-                    dependencies: ["WarrenEngine", .product(name: "PropertyBased", package: "swift-property-based")]),
+                    dependencies: ["WarrenEngine", "WarrenSimulator", .product(name: "PropertyBased", package: "swift-property-based")]),
         .testTarget(name: "WarrenSimulatorTests", dependencies: ["WarrenSimulator", "WarrenEngine", "WarrenMeasure"]),
         .testTarget(name: "WarrenSessionTests", dependencies: ["WarrenSession", "WarrenCore", "WarrenEngine"]),
         .testTarget(name: "WarrenNiceTests", dependencies: ["WarrenNice", "WarrenSession"]),

@@ -1,15 +1,16 @@
 import WarrenEngine
 
 /// One outbound link of a simulated node: the engine's id for it, the node at the dialled
-/// endpoint, its latency, and whether it is ready.
+/// endpoint, its latency, and the incarnation of that node it is ready for.
 struct SimLink {
     static let closed: Int32 = -2
     /// The engine's id, as its `.connect` action gave it.
     var id: LinkID
     var latency: UInt64
-    /// Node index at the dialled endpoint (−1: nobody ever listened there; −2: closed).
+    /// Node index at the dialled endpoint (−1: nobody listened there yet; −2: closed).
     var target: Int32
-    var ready: Bool
+    /// The incarnation of the target this link is ready for (0: not ready).
+    var readyFor: UInt32 = 0
 }
 
 /// The links of one simulated node: slots in dial order (a `.ready` event names its link by
@@ -53,7 +54,7 @@ struct SimLinks {
     /// Marks link `id` closed (frames sent on it are dropped).
     mutating func close(_ id: LinkID) {
         guard let s = slot(of: id) else { return }
-        slots[s] = SimLink(id: id, latency: 0, target: SimLink.closed, ready: false)
+        slots[s] = SimLink(id: id, latency: 0, target: SimLink.closed)
     }
 
     @inline(__always)

@@ -25,10 +25,22 @@ struct SimNodes {
     /// `2 × shardCount × shardCount` mailboxes: [parity][from][to].
     let mail: UnsafeMutablePointer<SimMailbox>
     let stepBudget: Int
+    /// Each node's incarnation: 1 from its first start, one more at each restart. A link is ready
+    /// for, and a frame in flight is for, one incarnation of its target.
+    let incarnation: UnsafeMutablePointer<UInt32>
+    /// The network's options beyond latency and loss (`NetworkModel`).
+    let model: NetworkModel
+    /// What each node saw, when `model.recording` is on (tests); otherwise unused.
+    let records: UnsafeMutablePointer<NodeRecord>
 
     @inline(__always) func shard(of node: Int) -> Int { shardCount == 1 ? 0 : node % shardCount }
     @inline(__always) func mailbox(parity: Int, from: Int, to: Int) -> UnsafeMutablePointer<SimMailbox> {
         mail + ((parity * shardCount + from) * shardCount + to)
+    }
+
+    /// The node listening at `endpoint` (after the model's aliases), −1 if none ever did.
+    @inline(__always) func resolve(_ endpoint: String) -> Int32 {
+        byEndpoint[model.aliases.isEmpty ? endpoint : model.aliases[endpoint] ?? endpoint] ?? -1
     }
 }
 
@@ -103,6 +115,16 @@ struct SimShard {
     /// Sends must arrive at or after this time (the end of the window being run; 0 outside runs).
     var windowEnd: UInt64 = 0
 
+    /// `model.connectionIDs`: the inbound connection at its target of each (sender and its
+    /// incarnation, link index, target and its incarnation) that carried a frame — what a ZeroMQ SUB sees as one TCP connection.
+    var connections: [ConnectionKey: ConnectionID] = [:]
+    struct ConnectionKey: Hashable {
+        var node: Int32, nodeIncarnation: UInt32, link: Int32, target: Int32, targetIncarnation: UInt32
+    }
+    /// Links its nodes dialled to an endpoint nobody listened at yet: they become ready when a
+    /// node starts there (`Simulator.start`), as ZeroMQ keeps reconnecting.
+    var unresolved: [(endpoint: String, node: Int32, link: Int32)] = []
+
     init(index: Int, shardCount: Int) {
         self.index = index
         mailSlots = [Int32](repeating: SimShard.notMailed, count: shardCount)
@@ -129,8 +151,8 @@ struct SimShard {
         let i = ev.node
         switch ev.kind {
         case .frame:
-            let slot = Int(ev.arg)
-            if n.alive[i] {
+            let slot = Int(ev.arg & SimEvent.slotMask)
+            if n.alive[i] && SimEvent.incarnationMatches(ev.arg >> SimEvent.frameIncarnationShift, n.incarnation[i]) {
                 contextSlot = slot
                 contextMessage = pool[slot].message
                 contextValid = contextMessage >= 0
@@ -138,11 +160,16 @@ struct SimShard {
                 // (The actions are moved out for the call, so that it touches nothing else of the shard.)
                 let topic = pool[slot].topic, now = self.now
                 let id: MessageID? = poolIsData[slot] ? poolIDs[slot] : nil
+                let via = pool[slot].via == 0 ? nil : ConnectionID(raw: pool[slot].via)
+                if n.model.recording {
+                    n.records[i].framesReceived += 1
+                    if poolIsData[slot] { n.records[i].dataFramesReceived += 1 }
+                }
                 var out: [Action] = []
                 swap(&out, &actions)
                 pool[slot].body.withUnsafeBufferPointer { body in
                     topic.withBytes { t in
-                        n.engines[i].receive(topic: t, body: body, messageID: id, now: now, rng: &n.rngs[i], into: &out)
+                        n.engines[i].receive(topic: t, body: body, via: via, messageID: id, now: now, rng: &n.rngs[i], into: &out)
                     }
                 }
                 swap(&out, &actions)
@@ -151,12 +178,14 @@ struct SimShard {
             }
             release(slot)
         case .ready:
-            let li = Int(ev.arg)
-            guard n.alive[i], li < n.links[i].slots.count else { return }
+            let li = Int(ev.arg & SimEvent.linkMask)
+            guard n.alive[i], SimEvent.incarnationMatches(ev.arg >> SimEvent.ownIncarnationShift, n.incarnation[i]),
+                  li < n.links[i].slots.count else { return }
             let link = n.links[i][slot: li]
             let t = Int(link.target)
-            guard t >= 0, n.alive[t], !link.ready else { return }
-            n.links[i][slot: li].ready = true
+            guard t >= 0, n.alive[t], SimEvent.incarnationMatches(ev.arg >> SimEvent.targetIncarnationShift, n.incarnation[t]),
+                  link.readyFor != n.incarnation[t] else { return }
+            n.links[i][slot: li].readyFor = n.incarnation[t]
             contextValid = false
             n.engines[i].linkReady(link.id, now: now, rng: &n.rngs[i], into: &actions)
             perform(i, n)
@@ -186,7 +215,7 @@ struct SimShard {
         }
         let next = heap[0]
         if next.kind == .frame {
-            let slot = Int(next.arg)
+            let slot = Int(next.arg & SimEvent.slotMask)
             // Its bytes (the header is read first), then what the engine reads.
             warren_prefetch(poolBytes[slot])
             if poolIsData[slot] { n.engines[next.node].visitDataReceiveMemory(id: poolIDs[slot]) { warren_prefetch($0) } }
@@ -202,6 +231,14 @@ struct SimShard {
         push(SimEvent(time: t, node: i, kind: .tick, arg: n.tickGeneration[i] & SimEvent.argMask), by: i, n)
     }
 
+    /// Link `link` of node `i` becomes ready at `time` for the current incarnation of node
+    /// `target` (unless either has restarted by then).
+    mutating func scheduleReady(_ i: Int, link: Int, target: Int, at time: UInt64, _ n: SimNodes) {
+        let arg = UInt64(link) | UInt64(n.incarnation[i] & 0xFF) << SimEvent.ownIncarnationShift
+            | UInt64(n.incarnation[target] & 0xFF) << SimEvent.targetIncarnationShift
+        push(SimEvent(time: time, node: i, kind: .ready, arg: arg), by: i, n)
+    }
+
     /// Performs the actions node `i` emitted, then reschedules its tick.
     mutating func perform(_ i: Int, _ n: SimNodes) {
         var k = 0
@@ -212,24 +249,35 @@ struct SimShard {
             case .connect(let l, let endpoint):
                 let lat = n.latency.draw(&n.rngs[i])
                 if lat < shortestLink { shortestLink = lat }
-                let t = n.byEndpoint[endpoint] ?? -1
-                let k = n.links[i].open(SimLink(id: l, latency: lat, target: t, ready: false))
+                let t = n.resolve(endpoint)
+                let k = n.links[i].open(SimLink(id: l, latency: lat, target: t))
+                precondition(UInt64(k) <= SimEvent.linkMask, "more than 2^20 links of one node")
+                if n.model.recording { n.records[i].connects.append((now, endpoint)) }
                 if t >= 0 && n.alive[Int(t)] {
-                    push(SimEvent(time: now &+ lat, node: i, kind: .ready, arg: UInt64(k)), by: i, n)
+                    scheduleReady(i, link: k, target: Int(t), at: now &+ lat, n)
+                } else if t < 0 || n.incarnation[Int(t)] == 0 {
+                    // Nobody listens there yet; a node that was alive and died is found by
+                    // `Simulator.reconnect` if it restarts.
+                    unresolved.append((endpoint, Int32(i), Int32(k)))
                 }
             case .disconnect(let l):
                 n.links[i].close(l)
-            case .deliver(_, _, let hops, _):
+            case .deliver(let topic, let envelope, let hops, let id):
                 deliveries.append(Simulator.Delivery(node: Int32(i), message: contextMessage, hops: hops, time: now))
+                if n.model.recording {
+                    n.records[i].deliveries.append(InMemoryNetwork.Delivery(topic: topic, id: id, hops: hops, time: now, envelope: envelope))
+                }
             case .subscribe(let prefix):
                 if prefix.isEmpty { n.subscribesAll[i] = true } else { n.prefixes[i].append(prefix) }
             case .unsubscribe(let prefix):
                 if prefix.isEmpty { n.subscribesAll[i] = false }
                 else if let p = n.prefixes[i].firstIndex(of: prefix) { n.prefixes[i].remove(at: p) }
-            case .peerUp:
+            case .peerUp(let p):
                 peerUps += 1
-            case .peerDown:
+                if n.model.recording { n.records[i].peerEvents.append(.up(p.nodeID, time: now)) }
+            case .peerDown(let p, let reason):
                 peerDowns += 1
+                if n.model.recording { n.records[i].peerEvents.append(.down(p.nodeID, reason, time: now)) }
             }
             k += 1
         }
@@ -255,6 +303,10 @@ struct SimShard {
         } else {
             controlFramesSent += targets.count
         }
+        if n.model.recording {
+            n.records[i].framesSent += targets.count
+            if isData { n.records[i].dataFramesSent += targets.count }
+        }
         var slot = -1
         // Per other shard: this frame's index in that mailbox (−1: not copied there yet).
         if n.shardCount > 1 { for s in 0..<n.shardCount { mailSlots[s] = SimShard.notMailed } }
@@ -262,7 +314,7 @@ struct SimShard {
             guard let li = n.links[i].slot(of: l) else { droppedNotReady += 1; continue }
             let link = n.links[i][slot: li]
             let t = Int(link.target)
-            guard link.ready, t >= 0, n.alive[t] else { droppedNotReady += 1; continue }
+            guard t >= 0, n.alive[t], link.readyFor == n.incarnation[t] else { droppedNotReady += 1; continue }
             if !n.subscribesAll[t] && !n.prefixes[t].contains(where: { out.topic.hasPrefix($0) }) {
                 filteredAtSender += 1
                 continue
@@ -271,26 +323,60 @@ struct SimShard {
                 framesLost += 1
                 continue
             }
-            let event = SimEvent(time: now &+ link.latency, node: t, kind: .frame, arg: 0)
+            let incarnation = UInt64(n.incarnation[t] & 0xFF) << SimEvent.frameIncarnationShift
+            var at = now &+ link.latency
+            if n.model.jitter > 0 { at &+= n.rngs[i].next(upperBound: n.model.jitter &+ 1) }
+            // A connection of its own per link and target incarnation: each receiver then gets
+            // its own copy of the frame (with its `via`).
+            var via: UInt64 = 0
+            if n.model.connectionIDs {
+                via = connection(from: i, link: li, to: t, n).raw
+                slot = -1
+                if n.shardCount > 1 { mailSlots[n.shard(of: t)] = SimShard.notMailed }
+            }
             let s = n.shard(of: t)
-            if s == index {
-                if slot < 0 { slot = allocate(SimFrame(topic: out.topic, body: out.body, id: id, message: message)) }
-                poolRefs[slot] += 1
-                var e = event
-                e.packed |= UInt64(slot)
-                push(e, by: i, n)
-            } else {
-                let box = n.mailbox(parity: mailParity, from: index, to: s)
-                if mailSlots[s] == SimShard.notMailed {
-                    mailSlots[s] = box.pointee.add(SimFrame(topic: out.topic, body: out.body, id: id, message: message))
-                }
-                var e = event
-                e.seq = key(by: i, n)
-                precondition(e.time >= windowEnd, "a frame to another shard arrives inside the window")
-                box.pointee.events.append(SimMailbox.Entry(event: e, frame: mailSlots[s]))
-                if e.time < earliestMailed { earliestMailed = e.time }
+            schedule(SimEvent(time: at, node: t, kind: .frame, arg: incarnation), to: s, by: i, &slot,
+                     SimFrame(topic: out.topic, body: out.body, id: id, message: message, via: via), n)
+            if n.model.duplicationThreshold != 0 && n.rngs[i].next() < n.model.duplicationThreshold {
+                let again = now &+ link.latency &+ n.rngs[i].next(upperBound: max(n.model.jitter, link.latency) &+ 1)
+                schedule(SimEvent(time: again, node: t, kind: .frame, arg: incarnation), to: s, by: i, &slot,
+                         SimFrame(topic: out.topic, body: out.body, id: id, message: message, via: via), n)
             }
         }
+    }
+
+    /// Schedules `event` (a frame's arrival) in this shard, with the frame in pool slot `slot`
+    /// (allocated from `frame` on first use), or mails it to shard `s`.
+    @inline(__always)
+    mutating func schedule(_ event: SimEvent, to s: Int, by i: Int, _ slot: inout Int,
+                           _ frame: @autoclosure () -> SimFrame, _ n: SimNodes) {
+        if s == index {
+            if slot < 0 { slot = allocate(frame()) }
+            poolRefs[slot] += 1
+            var e = event
+            e.packed |= UInt64(slot)
+            push(e, by: i, n)
+        } else {
+            let box = n.mailbox(parity: mailParity, from: index, to: s)
+            if mailSlots[s] == SimShard.notMailed { mailSlots[s] = box.pointee.add(frame()) }
+            var e = event
+            e.seq = key(by: i, n)
+            precondition(e.time >= windowEnd, "a frame to another shard arrives inside the window")
+            box.pointee.events.append(SimMailbox.Entry(event: e, frame: mailSlots[s]))
+            if e.time < earliestMailed { earliestMailed = e.time }
+        }
+    }
+
+    /// The inbound connection at node `t` of node `i`'s link `li` (for both nodes' current
+    /// incarnations), made when the link first carries a frame there. Ids are unique across
+    /// shards (the shard's index in the top bits) and count from 1 in each.
+    mutating func connection(from i: Int, link li: Int, to t: Int, _ n: SimNodes) -> ConnectionID {
+        let key = ConnectionKey(node: Int32(i), nodeIncarnation: n.incarnation[i], link: Int32(li), target: Int32(t),
+                                targetIncarnation: n.incarnation[t])
+        if let c = connections[key] { return c }
+        let c = ConnectionID(raw: UInt64(index) << 48 | UInt64(connections.count + 1))
+        connections[key] = c
+        return c
     }
 
     /// Moves the frames other shards sent to this one (in the mailboxes of `parity`) into its heap.
@@ -331,6 +417,7 @@ struct SimShard {
     }
 
     mutating func allocate(_ f: SimFrame) -> Int {
+        precondition(pool.count < 1 << 28 || !freeSlots.isEmpty, "more than 2^28 frames in flight in one shard")
         let isData = !f.topic.isControl
         if let s = freeSlots.popLast() {
             pool[Int(s)] = f
@@ -416,6 +503,8 @@ struct SimFrame {
     var body: [UInt8]
     var id: MessageID
     var message: Int32
+    /// The inbound connection it arrives on (`model.connectionIDs`), 0 for none.
+    var via: UInt64 = 0
 }
 
 /// 24 bytes: time, order key (scheduling node 26 bits | that node's count 38 bits), and
@@ -437,8 +526,19 @@ struct SimEvent {
 
     var node: Int { Int(packed >> 38) }
     var kind: Kind { Kind(rawValue: (packed >> 36) & 3)! }
-    /// frame: pool slot; ready: link index; tick: generation (low 36 bits).
+    /// frame: pool slot | target incarnation; ready: link index | own incarnation | target
+    /// incarnation; tick: generation (low 36 bits). Incarnations by their low 8 bits.
     var arg: UInt64 { packed & SimEvent.argMask }
+    static let slotMask: UInt64 = (1 << 28) - 1
+    static let frameIncarnationShift: UInt64 = 28
+    static let linkMask: UInt64 = (1 << 20) - 1
+    static let ownIncarnationShift: UInt64 = 20
+    static let targetIncarnationShift: UInt64 = 28
+
+    /// The low 8 bits of an incarnation (in an event's argument, shifted down) match `current`.
+    @inline(__always) static func incarnationMatches(_ bits: UInt64, _ current: UInt32) -> Bool {
+        bits & 0xFF == UInt64(current & 0xFF)
+    }
 
     @inline(__always)
     func before(_ o: SimEvent) -> Bool { time != o.time ? time < o.time : seq < o.seq }

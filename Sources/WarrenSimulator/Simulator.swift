@@ -2,12 +2,17 @@ import WarrenEngine
 
 /// A discrete-event driver for thousands of `GossipEngine`s: the same engine the ZeroMQ
 /// driver runs, with virtual time and seeded generators, so a run is reproducible from its
-/// seed. It emulates the socket model of docs/PROTOCOL.md §1 like `InMemoryNetwork`, but is
-/// built for scale:
+/// seed. It emulates the socket model of docs/PROTOCOL.md §1, and the rest of `NetworkModel`
+/// (jitter, duplication, inbound connections, aliases, recording) when asked. It is the one
+/// network model of the project: `InMemoryNetwork`, the tests' network, is this simulator on
+/// one shard with the whole model on. It is built for scale:
 ///
-/// - every node is one *incarnation*: a killed node never comes back; a replacement is a new
-///   node (new index, new endpoint, new `NodeID`). Links to a dead node never become ready and
-///   frames sent on them are dropped (`droppedNotReady`);
+/// - a node runs in *incarnations*: `start` after `kill` or `stop` gives it a new `NodeID` at
+///   the same endpoint, and the links that point there become ready again one latency later
+///   (ZeroMQ reconnects); until then, frames sent on them are dropped (`droppedNotReady`), and
+///   frames in flight to an earlier incarnation are lost. (`warren simulate` replaces a churned
+///   node by a new node at a new endpoint instead.) A link dialled before anybody listened at
+///   its endpoint becomes ready when a node starts there;
 /// - each sent frame's bytes (one array) are shared by all its receivers, in any shard, which
 ///   get them through `GossipEngine.receive(topic:body:)` like any driver's; a relayed DATA frame
 ///   carries the message id of the frame that caused it (its envelope checked byte for byte
@@ -54,6 +59,9 @@ public struct Simulator {
     }
     /// Maximum events processed per shard (a protocol that never quiesces fails instead of hanging).
     public var stepBudget: Int = .max
+    /// Jitter, duplication, connection ids, aliases, recording (`NetworkModel`); set before
+    /// adding nodes.
+    public var model = NetworkModel()
     /// Shards, and the threads that run them (see the type's documentation).
     public let threads: Int
     /// Times the threads were found slower than one thread would be, and the simulator fell
@@ -99,6 +107,11 @@ public struct Simulator {
     var rngs: [SeededGenerator] = []
     var seqs: [UInt64] = []
     var byEndpoint: [String: Int32] = [:]
+    /// Each node's incarnation (0: never started).
+    public private(set) var incarnation: [UInt32] = []
+    /// What each node saw, with `model.recording`.
+    public private(set) var records: [NodeRecord] = []
+    var configs: [EngineConfig] = []
 
     // Messages and results.
     public private(set) var messages: [MessageRecord] = []
@@ -143,16 +156,14 @@ public struct Simulator {
 
     // MARK: - Nodes
 
-    /// Adds and starts a node now. Returns its index. A fresh `NodeID` is drawn from the seed.
+    /// Adds a node and starts it now unless `start` is false. Returns its index. A fresh
+    /// `NodeID` is drawn from the seed at each start.
     @discardableResult
-    public mutating func addNode(config: EngineConfig) -> Int {
+    public mutating func addNode(config: EngineConfig, start: Bool = true) -> Int {
         let i = engines.count
-        let id = NodeID.random(using: &rng)
-        // The key of its link ids comes from its node id (drawn from the run's seed), not from
-        // its own generator: no outsider is simulated, and the node draws only what the protocol does.
-        let engine = GossipEngine(config: config, nodeID: id, linkKey: (mix64(id.raw), mix64(id.raw ^ 0x6C69_6E6B_6B65_7973)))
-        engines.append(engine)
-        alive.append(true)
+        engines.append(GossipEngine(config: EngineConfig(endpoint: "-", seenCapacity: 1), nodeID: NodeID(raw: 1)))
+        configs.append(config)
+        alive.append(false)
         endpoints.append(config.endpoint)
         links.append(SimLinks())
         subscribesAll.append(false)
@@ -161,16 +172,118 @@ public struct Simulator {
         tickGeneration.append(0)
         rngs.append(SeededGenerator(seed: mix64(seed ^ mix64(UInt64(i) &+ 0x51D0_DE5E_ED00_0000))))
         seqs.append(0)
+        incarnation.append(0)
+        records.append(NodeRecord())
         byEndpoint[config.endpoint] = Int32(i)
+        if start { self.start(i) }
+        return i
+    }
+
+    /// Starts node `i` (after `addNode(start: false)`, `kill` or `stop`) with a new `NodeID` at
+    /// its endpoint. Every link that points there becomes ready one link latency later, as
+    /// ZeroMQ keeps reconnecting: links dialled before anybody listened, and links to an earlier
+    /// incarnation of the node.
+    public mutating func start(_ i: Int) {
+        guard !alive[i] else { return }
+        let id = NodeID.random(using: &rng)
+        // The key of its link ids comes from its node id (drawn from the run's seed), not from
+        // its own generator: no outsider is simulated, and the node draws only what the protocol does.
+        engines[i] = GossipEngine(config: configs[i], nodeID: id, linkKey: (mix64(id.raw), mix64(id.raw ^ 0x6C69_6E6B_6B65_7973)))
+        alive[i] = true
+        incarnation[i] &+= 1
+        links[i] = SimLinks()
+        prefixes[i] = []
+        subscribesAll[i] = false
+        tickAt[i] = .max
+        tickGeneration[i] &+= 1
+        byEndpoint[endpoints[i]] = Int32(i)
+        reconnect(to: i)
         operate(on: i) { n, shard in
             shard.contextValid = false
             n.engines[i].start(now: shard.now, rng: &n.rngs[i], into: &shard.actions)
             shard.perform(i, n)
         }
-        return i
     }
 
-    /// Kills node `i` without BYE; frames in flight to it are lost; it never returns.
+    /// Restart = kill (if alive) + start.
+    public mutating func restart(_ i: Int) {
+        kill(i)
+        start(i)
+    }
+
+    /// The links that point at node `i`'s endpoint become ready for its new incarnation.
+    mutating func reconnect(to i: Int) {
+        let endpoint = endpoints[i], aliases = model.aliases
+        let restarted = incarnation[i] > 1, count = engines.count
+        withState { n, shards in
+            var found: [(node: Int, link: Int)] = []
+            for s in shards.indices where !shards[s].unresolved.isEmpty {
+                shards[s].unresolved.removeAll { u in
+                    guard (aliases[u.endpoint] ?? u.endpoint) == endpoint else { return false }
+                    let j = Int(u.node), li = Int(u.link)
+                    if n.alive[j] && li < n.links[j].slots.count
+                        && (n.links[j][slot: li].target == -1 || n.links[j][slot: li].target == Int32(i)) {
+                        n.links[j][slot: li].target = Int32(i)
+                        found.append((j, li))
+                    }
+                    return true
+                }
+            }
+            // Only a restart can find links to the node itself (scanning every node's links at
+            // each first start would cost N² in a large simulation).
+            if restarted {
+                for j in 0..<count where n.alive[j] {
+                    for li in n.links[j].slots.indices where n.links[j][slot: li].target == Int32(i) { found.append((j, li)) }
+                }
+            }
+            for (j, li) in found {
+                let shard = n.shard(of: j)
+                shards[shard].scheduleReady(j, link: li, target: i, at: shards[shard].now &+ n.links[j][slot: li].latency, n)
+            }
+        }
+    }
+
+    /// Node `i` takes in a raw 2-part message now (not over a link). `via` names the inbound
+    /// connection it arrives on (an outsider's own, say); nil: the engine cannot tell.
+    public mutating func inject(to i: Int, topic: [UInt8], body: [UInt8], via: ConnectionID? = nil) {
+        guard alive[i] else { return }
+        operate(on: i) { n, shard in
+            shard.contextValid = false
+            n.engines[i].receive(topic: topic, body: body, via: via, now: shard.now, rng: &n.rngs[i], into: &shard.actions)
+            shard.perform(i, n)
+        }
+    }
+
+    /// Node `i` hears a LAN discovery beacon now.
+    public mutating func discover(to i: Int, endpoint: String, node: NodeID) {
+        guard alive[i] else { return }
+        operate(on: i) { n, shard in
+            shard.contextValid = false
+            n.engines[i].discovered(endpoint: endpoint, node: node, now: shard.now, rng: &n.rngs[i], into: &shard.actions)
+            shard.perform(i, n)
+        }
+    }
+
+    public mutating func unsubscribe(_ i: Int, _ topic: Topic) {
+        guard alive[i] else { return }
+        operate(on: i) { n, shard in
+            n.engines[i].unsubscribeLocal(topic, into: &shard.actions)
+            shard.perform(i, n)
+        }
+    }
+
+    /// With `model.connectionIDs`: the inbound connection at node `to` of node `from`'s link
+    /// `link`, for both nodes' current incarnations (nil if it never carried a frame there).
+    public func connection(from: Int, link: LinkID, to: Int) -> ConnectionID? {
+        guard let li = links[from].slot(of: link) else { return nil }
+        let key = SimShard.ConnectionKey(node: Int32(from), nodeIncarnation: incarnation[from], link: Int32(li), target: Int32(to),
+                                         targetIncarnation: incarnation[to])
+        for s in shards { if let c = s.connections[key] { return c } }
+        return nil
+    }
+
+    /// Kills node `i` without BYE; frames in flight to it are lost. `start` brings it back as a
+    /// new incarnation.
     public mutating func kill(_ i: Int) {
         guard alive[i] else { return }
         alive[i] = false
@@ -431,7 +544,7 @@ public struct Simulator {
     /// The per-node arrays seen through pointers, and the shards.
     mutating func withState<R>(_ body: (SimNodes, UnsafeMutableBufferPointer<SimShard>) -> R) -> R {
         let byEndpoint = self.byEndpoint, latency = self.latency, loss = lossThreshold
-        let budget = stepBudget, mail = mailboxes.base, count = threads
+        let budget = stepBudget, mail = mailboxes.base, count = threads, model = self.model
         return engines.withUnsafeMutableBufferPointer { e in
             links.withUnsafeMutableBufferPointer { l in
                 alive.withUnsafeMutableBufferPointer { a in
@@ -441,13 +554,18 @@ public struct Simulator {
                                 tickGeneration.withUnsafeMutableBufferPointer { tg in
                                     rngs.withUnsafeMutableBufferPointer { r in
                                         seqs.withUnsafeMutableBufferPointer { sq in
-                                            shards.withUnsafeMutableBufferPointer { sh in
-                                                body(SimNodes(
-                                                    engines: e.baseAddress!, links: l.baseAddress!,
-                                                    alive: a.baseAddress!, subscribesAll: sa.baseAddress!, prefixes: pf.baseAddress!,
-                                                    tickAt: ta.baseAddress!, tickGeneration: tg.baseAddress!, rngs: r.baseAddress!,
-                                                    seqs: sq.baseAddress!, byEndpoint: byEndpoint, latency: latency,
-                                                    lossThreshold: loss, shardCount: count, mail: mail, stepBudget: budget), sh)
+                                            incarnation.withUnsafeMutableBufferPointer { inc in
+                                                records.withUnsafeMutableBufferPointer { rec in
+                                                    shards.withUnsafeMutableBufferPointer { sh in
+                                                        body(SimNodes(
+                                                            engines: e.baseAddress!, links: l.baseAddress!,
+                                                            alive: a.baseAddress!, subscribesAll: sa.baseAddress!, prefixes: pf.baseAddress!,
+                                                            tickAt: ta.baseAddress!, tickGeneration: tg.baseAddress!, rngs: r.baseAddress!,
+                                                            seqs: sq.baseAddress!, byEndpoint: byEndpoint, latency: latency,
+                                                            lossThreshold: loss, shardCount: count, mail: mail, stepBudget: budget,
+                                                            incarnation: inc.baseAddress!, model: model, records: rec.baseAddress!), sh)
+                                                    }
+                                                }
                                             }
                                         }
                                     }

@@ -1,5 +1,6 @@
 import Testing
 @testable import WarrenEngine
+import WarrenSimulator
 
 /// BATCH (type 6, docs/PROTOCOL.md §2 "Batches") and the driver's coalescer.
 @Suite struct BatchTests {

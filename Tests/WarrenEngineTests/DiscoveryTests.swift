@@ -1,6 +1,7 @@
 import PropertyBased
 import Testing
 import WarrenEngine
+import WarrenSimulator
 
 /// LAN discovery in the engine (docs/PROTOCOL.md §8): the beacon codec, and an overlay that forms
 /// from beacons alone.

@@ -1,5 +1,6 @@
 import Testing
 import WarrenEngine
+import WarrenSimulator
 
 @Suite struct FloodTests {
     /// 10-node line: ttl 9 crosses 9 hops, ttl 8 does not reach the 10th node.

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import WarrenEngine
+import WarrenSimulator
 
 /// A hostile neighbour written from docs/PROTOCOL.md: it has its own connection to the victim (or
 /// opens fresh ones), knows the victim's node id and its neighbours' ids (from PEERS), and sends

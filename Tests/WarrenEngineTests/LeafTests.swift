@@ -1,5 +1,6 @@
 import Testing
 import WarrenEngine
+import WarrenSimulator
 
 @Suite struct LeafTests {
     /// A leaf receives only its own topics (filtered at the publisher), forwards nothing,

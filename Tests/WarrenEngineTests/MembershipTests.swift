@@ -1,5 +1,6 @@
 import Testing
 @testable import WarrenEngine
+import WarrenSimulator
 
 @Suite struct MembershipTests {
     func helloCount(_ net: InMemoryNetwork) -> Int {

@@ -1,5 +1,6 @@
 import Testing
 @testable import WarrenEngine
+import WarrenSimulator
 
 /// A neighbour that floods is limited by its own token bucket; other neighbours are unaffected.
 @Suite struct RateLimitTests {

@@ -1,4 +1,5 @@
 import WarrenEngine
+import WarrenSimulator
 
 let msNS: UInt64 = 1_000_000
 let second: UInt64 = 1_000_000_000

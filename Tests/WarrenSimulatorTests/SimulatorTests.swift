@@ -150,7 +150,7 @@ import WarrenEngine
         for k in 0..<200 {
             let id = LinkID(raw: rng.next() | 1)
             ids.append(id)
-            #expect(links.open(SimLink(id: id, latency: UInt64(k), target: Int32(k), ready: false)) == k)
+            #expect(links.open(SimLink(id: id, latency: UInt64(k), target: Int32(k))) == k)
             if k == 10 || k == 199 {   // below and above the scan limit
                 for (j, seen) in ids.enumerated() { #expect(links.slot(of: seen) == j) }
             }

@@ -19,7 +19,9 @@ let package = Package(
         .target(name: "CFuzzDriver"),
         .target(name: "FuzzSupport"),
         .executableTarget(name: "FuzzFrame", dependencies: ["CFuzzDriver", "FuzzSupport", .product(name: "Warren", package: warren)]),
-        .executableTarget(name: "FuzzEngine", dependencies: ["CFuzzDriver", "FuzzSupport", .product(name: "Warren", package: warren)]),
+        .executableTarget(name: "FuzzEngine", dependencies: [
+            "CFuzzDriver", "FuzzSupport", .product(name: "Warren", package: warren), .product(name: "WarrenSimulator", package: warren),
+        ]),
         .executableTarget(
             name: "FuzzEnvelope",
             dependencies: [

@@ -14,6 +14,7 @@
 // decrease; an undecodable input raises `malformed` by one, an over-TTL DATA raises `overTTL`.
 import FuzzSupport
 import Warren
+import WarrenSimulator
 
 struct Fixture: Sendable {
     let engine: GossipEngine
