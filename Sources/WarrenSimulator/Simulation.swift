@@ -237,14 +237,18 @@ struct Workload {
         r.latencyP99 = percentile(latencies, 0.99)
         r.latencyMax = latencies.last ?? 0
 
-        // RMR per message: frames / (N − 1) − 1.
+        // RMR per message: frames / (N − 1) − 1. A message that sent no frame at all (nobody
+        // was reachable) has none: it is left out, and with no such message the RMR is NaN
+        // ("n/a" in the report), not −1.
         var rmrSum = 0.0, rmrCount = 0
+        r.broadcastRMR = .nan
         for (m, dst) in destination.enumerated() where n > 1 {
+            r.dataFrames += sim.messages[m].frames
+            guard sim.messages[m].frames > 0 else { continue }
             let v = Double(sim.messages[m].frames) / Double(n - 1) - 1
             if dst < 0 { r.broadcastRMR = v } else { rmrSum += v; rmrCount += 1 }
-            r.dataFrames += sim.messages[m].frames
         }
-        r.rmr = rmrCount > 0 ? rmrSum / Double(rmrCount) : 0
+        r.rmr = rmrCount > 0 ? rmrSum / Double(rmrCount) : .nan
 
         if destination.contains(-1) {
             r.broadcastExpected = n - 1

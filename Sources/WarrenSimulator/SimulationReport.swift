@@ -23,7 +23,8 @@ public struct SimulationReport: Sendable, Equatable {
     public var maxHops = 0
     public var meanHops = 0.0
     /// Relative message redundancy of a point-to-point message, flooded to all N nodes:
-    /// DATA link-sends for the message / (N − 1) − 1, averaged over messages.
+    /// DATA link-sends for the message / (N − 1) − 1, averaged over the messages that sent any
+    /// (NaN if none did).
     public var rmr = 0.0
     public var latencyP50: UInt64 = 0
     public var latencyP99: UInt64 = 0
@@ -65,10 +66,10 @@ public struct SimulationReport: Sendable, Equatable {
         lines.append("formation: \(formed ? "formed" : "NOT formed") after \(ms(formationTime)); degree mean \(formatFixed(meanDegree, 2)), max \(maxDegree)")
         lines.append("stream: \(ms(streamTime)) virtual, \(events) events, \(replacements) nodes replaced")
         lines.append("point-to-point: delivered \(delivered)/\(messages), ratio \(formatFixed(deliveryRatio, 4)), exactly-once violations \(exactlyOnceViolations)")
-        lines.append("  hops max \(maxHops), mean \(formatFixed(meanHops, 2)); RMR \(formatFixed(rmr, 3)) (flooded: frames / (N − 1) − 1)")
+        lines.append("  hops max \(maxHops), mean \(formatFixed(meanHops, 2)); RMR \(Self.rmrText(rmr)) (flooded: frames / (N − 1) − 1)")
         lines.append("  latency p50 \(ms(latencyP50)), p99 \(ms(latencyP99)), max \(ms(latencyMax))")
         if broadcastExpected > 0 {
-            lines.append("broadcast: delivered \(broadcastDelivered)/\(broadcastExpected), ratio \(formatFixed(broadcastRatio, 4)), last-delivery hop \(broadcastLastHop), mean \(formatFixed(broadcastMeanHops, 2)), RMR \(formatFixed(broadcastRMR, 3))")
+            lines.append("broadcast: delivered \(broadcastDelivered)/\(broadcastExpected), ratio \(formatFixed(broadcastRatio, 4)), last-delivery hop \(broadcastLastHop), mean \(formatFixed(broadcastMeanHops, 2)), RMR \(Self.rmrText(broadcastRMR))")
             lines.append("  latency p50 \(ms(broadcastLatencyP50)), p99 \(ms(broadcastLatencyP99)), max \(ms(broadcastLatencyMax))")
         }
         lines.append("state per node: mean \(stateBytesMean) B, max \(stateBytesMax) B")
@@ -89,11 +90,16 @@ public struct SimulationReport: Sendable, Equatable {
             formatFixed(c.churnPercentPerMinute, 2), c.latency.csvField, formed ? "1" : "0", ms(formationTime),
             formatFixed(meanDegree, 3), "\(maxDegree)",
             formatFixed(deliveryRatio, 5), "\(delivered)", "\(exactlyOnceViolations)", "\(maxHops)",
-            formatFixed(meanHops, 3), formatFixed(rmr, 4), ms(latencyP50), ms(latencyP99), ms(latencyMax),
+            formatFixed(meanHops, 3), rmr.isNaN ? "" : formatFixed(rmr, 4), ms(latencyP50), ms(latencyP99), ms(latencyMax),
             formatFixed(broadcastRatio, 5), "\(broadcastLastHop)", formatFixed(broadcastMeanHops, 3),
-            formatFixed(broadcastRMR, 4), ms(broadcastLatencyMax), "\(stateBytesMean)", "\(stateBytesMax)",
+            broadcastRMR.isNaN ? "" : formatFixed(broadcastRMR, 4), ms(broadcastLatencyMax), "\(stateBytesMean)", "\(stateBytesMax)",
             "\(dataFrames)", "\(controlFrames)", "\(framesLost)", "\(replacements)", "\(events)",
         ]
         return fields.joined(separator: ",")
     }
+}
+
+extension SimulationReport {
+    /// An RMR for the report: "n/a" when no frame was sent (nothing to be redundant about).
+    public static func rmrText(_ v: Double) -> String { v.isNaN ? "n/a" : formatFixed(v, 3) }
 }

@@ -163,7 +163,7 @@ struct Simulate: AsyncParsableCommand {
                 c.loss = 0; c.churnPercentPerMinute = 0
                 let (r, wall, _) = Self.measure(c, threads: threadCount)
                 try Self.appendCSV(sweepPath, r, wall)
-                Output.line("  N \(n) D \(d): ratio \(formatFixed(r.deliveryRatio, 4)), bcast last hop \(r.broadcastLastHop), RMR \(formatFixed(r.rmr, 3)), state \(r.stateBytesMean) B, \(formatFixed(wall, 1)) s")
+                Output.line("  N \(n) D \(d): ratio \(formatFixed(r.deliveryRatio, 4)), bcast last hop \(r.broadcastLastHop), RMR \(SimulationReport.rmrText(r.rmr)), state \(r.stateBytesMean) B, \(formatFixed(wall, 1)) s")
             }
         }
         guard faultRuns else { return }

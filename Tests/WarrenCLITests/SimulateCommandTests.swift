@@ -56,6 +56,9 @@ import WarrenTestSupport
             #expect(r.status == 64, "\(args): \(r.status) \(r.err)")
             #expect(r.err.contains(needle), "\(args): \(r.err)")
         }
+        // Nothing ever reachable: no RMR to report (it was printed as −1.000).
+        let cut = try Self.run(["--nodes", "5", "--messages", "3", "--loss", "1"])
+        #expect(cut.status == 0 && cut.out.contains("RMR n/a") && !cut.out.contains("RMR -1"), "\(cut.out)")
         let one = try Self.run(["--nodes", "1", "--messages", "0"])
         #expect(one.status == 0, "\(one.err)")
         let nearly = try Self.run(["--nodes", "10", "--messages", "5", "--churn", "99.9"])
