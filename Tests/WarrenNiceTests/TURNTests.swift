@@ -26,7 +26,19 @@ extension NiceAgentTests {
             kill(p.processIdentifier, SIGKILL)
             for _ in 0..<200 where p.isRunning { try? await Task.sleep(for: .milliseconds(10)) }
         }
-        try await Task.sleep(for: .milliseconds(400))
+        // Ready when it accepts TCP on its port (it opens its UDP and TCP listeners together);
+        // a fixed pause was too short on a loaded machine, and the agents' allocations then
+        // failed before coturn listened.
+        var listening = false
+        for _ in 0..<500 where !listening {
+            listening = Self.acceptsTCP(port: port)
+            if !listening { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        if !listening {
+            await stop()
+            Issue.record("coturn did not listen on 127.0.0.1:\(port) within 10 s")
+            return
+        }
         do {
             try await body()
         } catch {
@@ -34,6 +46,20 @@ extension NiceAgentTests {
             throw error
         }
         await stop()
+    }
+
+    /// True if something accepts a TCP connection on 127.0.0.1:`port` now.
+    static func acceptsTCP(port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        return withUnsafePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
     }
 
     static func port(_ offset: Int) -> Int { 30_000 + Int(getpid() % 10_000) * 2 + offset }
