@@ -123,7 +123,8 @@ struct SimShard {
     }
     /// Links its nodes dialled to an endpoint nobody listened at yet: they become ready when a
     /// node starts there (`Simulator.start`), as ZeroMQ keeps reconnecting.
-    var unresolved: [(endpoint: String, node: Int32, link: Int32)] = []
+    /// (Each with the dialling node's incarnation: a restart gives it a new link table.)
+    var unresolved: [(endpoint: String, node: Int32, incarnation: UInt32, link: Int32)] = []
 
     init(index: Int, shardCount: Int) {
         self.index = index
@@ -258,7 +259,7 @@ struct SimShard {
                 } else if t < 0 || n.incarnation[Int(t)] == 0 {
                     // Nobody listens there yet; a node that was alive and died is found by
                     // `Simulator.reconnect` if it restarts.
-                    unresolved.append((endpoint, Int32(i), Int32(k)))
+                    unresolved.append((endpoint, Int32(i), n.incarnation[i], Int32(k)))
                 }
             case .disconnect(let l):
                 n.links[i].close(l)

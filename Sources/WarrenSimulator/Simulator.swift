@@ -221,7 +221,7 @@ public struct Simulator {
                 shards[s].unresolved.removeAll { u in
                     guard (aliases[u.endpoint] ?? u.endpoint) == endpoint else { return false }
                     let j = Int(u.node), li = Int(u.link)
-                    if n.alive[j] && li < n.links[j].slots.count
+                    if n.alive[j] && n.incarnation[j] == u.incarnation && li < n.links[j].slots.count
                         && (n.links[j][slot: li].target == -1 || n.links[j][slot: li].target == Int32(i)) {
                         n.links[j][slot: li].target = Int32(i)
                         found.append((j, li))
