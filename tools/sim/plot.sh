@@ -35,7 +35,7 @@ set ylabel "hops"
 plot for [d in degrees] "< awk -F, 'NR > 1 && \$$D == ".d."' sweep.csv" using $N:(\$$MHOP > \$$HOP ? \$$MHOP : \$$HOP) with linespoints linecolor d title "degree ".d, \
      for [d in degrees] "< awk -F, 'NR > 1 && \$$D == ".d."' sweep.csv" using $N:$MEAN with lines dashtype 2 linecolor d notitle
 set output "state.png"
-set title "Engine state per node (GossipEngine.approximateStateBytes, mean)"
+set title "Engine state per node (GossipEngine.countedStateBytes, mean)"
 set ylabel "bytes"
 plot for [d in degrees] "< awk -F, 'NR > 1 && \$$D == ".d."' sweep.csv" using $N:$ST with linespoints title "degree ".d
 unset logscale x
