@@ -14,19 +14,29 @@ import WarrenConformance
         return String(decoding: (try? h.readToEnd()) ?? Data(), as: UTF8.self)
     }
 
-    /// TCP ports something in this network namespace listens on (IPv4 and IPv6).
-    static func listeningPorts() -> Set<Int> {
-        var ports = Set<Int>()
+    /// Listening TCP sockets in this network namespace (IPv4 and IPv6): port → socket inodes.
+    static func listeningSockets() -> [Int: Set<String>] {
+        var sockets: [Int: Set<String>] = [:]
         for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
             let text = Self.read(table)
             for line in text.split(separator: "\n").dropFirst() {
                 let f = line.split(separator: " ")
-                guard f.count > 3, f[3] == "0A", let colon = f[1].lastIndex(of: ":"),
+                guard f.count > 9, f[3] == "0A", let colon = f[1].lastIndex(of: ":"),
                       let port = Int(f[1][f[1].index(after: colon)...], radix: 16) else { continue }
-                ports.insert(port)
+                sockets[port, default: []].insert(String(f[9]))
             }
         }
-        return ports
+        return sockets
+    }
+
+    /// TCP ports something in this network namespace listens on.
+    static func listeningPorts() -> Set<Int> { Set(listeningSockets().keys) }
+
+    /// The sockets (inodes) listening on `ports` now. A port the kernel gives to another suite's
+    /// listener after ours closed has a new inode: checking inodes, not port numbers, tells our
+    /// sockets from a reuse of their ports by the suites running beside this one.
+    static func inodes(on ports: Set<Int>) -> Set<String> {
+        listeningSockets().filter { ports.contains($0.key) }.values.reduce(into: Set<String>()) { $0.formUnion($1) }
     }
 
     /// Other suites in this process open and close descriptors and threads at the same time, so
@@ -34,7 +44,7 @@ import WarrenConformance
     /// own — its nodes' threads (each node reports when its thread has ended) and the ports
     /// its nodes listened on.
     @Test func closeReleasesEverything() async throws {
-        var ports = Set<Int>()
+        var ports = Set<Int>(), ours = Set<String>()
         for round in 0..<3 {
             let o = try await GossipOverlay.start(nodes: 6, edges: GossipOverlay.ring(6))
             let mine = Set(o.backends.flatMap { b in
@@ -43,15 +53,16 @@ import WarrenConformance
             #expect(mine.count == 12 && mine.isSubset(of: Self.listeningPorts()), "nodes listen while running: \(mine.sorted()) in \(Self.listeningPorts().sorted()); \(o.backends.map(\.endpoint))")
             for b in o.backends { #expect(b.node.isRunning) }
             ports.formUnion(mine)
+            ours.formUnion(Self.inodes(on: mine))
             #expect(await o.waitFormed(), "round \(round)")
             await o.close()
             for b in o.backends { #expect(!b.node.isRunning) }
         }
         // ZeroMQ's reaper closes sockets asynchronously: give it a moment.
         let settled = await Conformance.eventually(timeout: .seconds(5)) {
-            Self.listeningPorts().isDisjoint(with: ports)
+            Self.inodes(on: ports).isDisjoint(with: ours)
         }
-        #expect(settled, "still listening: \(ports.intersection(Self.listeningPorts()).sorted())")
+        #expect(settled, "still listening: \(ports.filter { !Self.inodes(on: [$0]).isDisjoint(with: ours) }.sorted())")
     }
 
     /// A node that cannot start (its endpoint is taken) closes everything it had opened: its
@@ -88,17 +99,18 @@ import WarrenConformance
 
     /// A backend dropped without `close()` stops its node's thread and frees its ports.
     @Test func aDroppedBackendStopsItsNode() async throws {
-        func start() throws -> (GossipNode, Set<Int>) {
+        func start() throws -> (GossipNode, Set<Int>, Set<String>) {
             let b = try GossipBackend(.local())
             let ports = Set([b.endpoint, b.node.backlinkEndpoint ?? ""].compactMap { Int($0.split(separator: ":").last ?? "") })
-            return (b.node, ports)
+            return (b.node, ports, Self.inodes(on: ports))
         }
-        let (node, ports) = try start()   // the backend is gone once `start` returns
+        let (node, ports, ours) = try start()   // the backend is gone once `start` returns
         #expect(ports.count == 2)
         let ended = await Conformance.eventually(timeout: .seconds(5)) { !node.isRunning }
         #expect(ended, "the node's thread still runs")
-        let freed = await Conformance.eventually(timeout: .seconds(5)) { Self.listeningPorts().isDisjoint(with: ports) }
-        #expect(freed, "still listening: \(ports.intersection(Self.listeningPorts()).sorted())")
+        #expect(ours.count == 2, "its two listeners: \(ours)")
+        let freed = await Conformance.eventually(timeout: .seconds(5)) { Self.inodes(on: ports).isDisjoint(with: ours) }
+        #expect(freed, "still listening: \(ports.filter { !Self.inodes(on: [$0]).isDisjoint(with: ours) }.sorted())")
     }
 
     @Test func closedBackendRefusesAndCloseIsIdempotent() async throws {
