@@ -57,18 +57,16 @@ struct PeerKey: Sendable {
 /// does not count: the first only moves deadlines later, the second is not read by them.
 struct PeerTable: Sendable, RandomAccessCollection {
     private var keys: [PeerKey] = []
-    private var states: [PeerState] = []
-    private(set) var generation: UInt64 = 0
+    /// Their states, whose changes are the table's generation.
+    private var states = CountedArray<PeerState>()
+    var generation: UInt64 { states.generation }
 
     var startIndex: Int { 0 }
     var endIndex: Int { states.count }
 
     subscript(i: Int) -> PeerState {
         _read { yield states[i] }
-        _modify {
-            generation &+= 1
-            yield &states[i]
-        }
+        _modify { yield &states[i] }
     }
 
     /// The per-frame part of peer `i`.
@@ -99,19 +97,19 @@ struct PeerTable: Sendable, RandomAccessCollection {
     /// Stores peer `i`'s send list, built at link-table generation `generation` (not a change
     /// the deadline depends on: not counted).
     mutating func cacheSendList(_ i: Int, _ targets: [LinkID], generation: UInt64) {
-        states[i].sendCache = targets
-        states[i].sendCacheGeneration = generation
+        states.withoutCounting(i) { s in
+            s.sendCache = targets
+            s.sendCacheGeneration = generation
+        }
     }
 
     mutating func append(_ p: PeerState, lastHeard: UInt64) {
         states.append(p)
         keys.append(PeerKey(id: p.id.raw, lastHeard: lastHeard))
-        generation &+= 1
     }
 
     @discardableResult
     mutating func remove(at i: Int) -> PeerState {
-        generation &+= 1
         keys.remove(at: i)
         return states.remove(at: i)
     }
@@ -119,7 +117,6 @@ struct PeerTable: Sendable, RandomAccessCollection {
     mutating func removeAll() {
         states.removeAll()
         keys.removeAll()
-        generation &+= 1
     }
 
     /// Calls `body` with the keys' storage (for prefetching what a lookup reads).

@@ -10,25 +10,6 @@ struct SeedState: Sendable {
     init(endpoint: String) { self.endpoint = endpoint }
 }
 
-/// The seeds, in configuration order (links refer to them by index), and a generation that
-/// changes with every change to them (the cached deadline compares it).
-struct SeedList: Sendable, RandomAccessCollection {
-    private var seeds: [SeedState] = []
-    private(set) var generation: UInt64 = 0
-
-    var startIndex: Int { 0 }
-    var endIndex: Int { seeds.count }
-
-    subscript(i: Int) -> SeedState {
-        _read { yield seeds[i] }
-        _modify {
-            generation &+= 1
-            yield &seeds[i]
-        }
-    }
-
-    mutating func append(_ s: SeedState) {
-        seeds.append(s)
-        generation &+= 1
-    }
-}
+/// The seeds, in configuration order (links refer to them by index); every change to them
+/// counts in its generation (the cached deadline compares it).
+typealias SeedList = CountedArray<SeedState>

@@ -94,7 +94,15 @@ public struct InMemoryNetwork {
     public var filteredAtSender: Int { sim.filteredAtSender }
     public var droppedNotReady: Int { sim.droppedNotReady }
 
-    public var nodes: [Node] { sim.engines.indices.map(node) }
+    /// Every node, each built when read (`nodes[i]` builds node i only).
+    public var nodes: Nodes { Nodes(net: self) }
+
+    public struct Nodes: RandomAccessCollection {
+        let net: InMemoryNetwork
+        public var startIndex: Int { 0 }
+        public var endIndex: Int { net.sim.nodeCount }
+        public subscript(i: Int) -> Node { net.node(i) }
+    }
 
     public func node(_ i: Int) -> Node {
         Node(endpoint: sim.endpoints[i], config: sim.configs[i], engine: engine(i), incarnation: sim.incarnation[i],
