@@ -42,8 +42,8 @@ struct LinkState: Sendable {
 /// (a link dialled, closed, ready, bound or unbound): send-list caches and the cached deadline
 /// compare it instead of being invalidated by hand.
 struct LinkTable: Sendable, RandomAccessCollection {
-    private var links: [LinkState] = []
-    private(set) var generation: UInt64 = 0
+    private var links = CountedArray<LinkState>()
+    var generation: UInt64 { links.generation }
 
     var startIndex: Int { 0 }
     var endIndex: Int { links.count }
@@ -58,25 +58,17 @@ struct LinkTable: Sendable, RandomAccessCollection {
     /// A new link, dialled at `now`; `node` pre-binds it.
     mutating func dial(_ id: LinkID, endpoint: String, seed: Int?, node: NodeID?, now: UInt64) {
         links.append(LinkState(id: id, endpoint: endpoint, seed: seed, phase: .dialing(since: now, node: node)))
-        generation &+= 1
     }
 
     @discardableResult
-    mutating func remove(at i: Int) -> LinkState {
-        generation &+= 1
-        return links.remove(at: i)
-    }
+    mutating func remove(at i: Int) -> LinkState { links.remove(at: i) }
 
-    mutating func removeAll() {
-        links.removeAll()
-        generation &+= 1
-    }
+    mutating func removeAll() { links.removeAll() }
 
     /// Link `i` became ready at `now`; false (and nothing changes) if it already was.
     mutating func markReady(_ i: Int, now: UInt64) -> Bool {
         guard case .dialing(_, let node) = links[i].phase else { return false }
         links[i].phase = .ready(since: now, node: node)
-        generation &+= 1
         return true
     }
 
@@ -86,6 +78,5 @@ struct LinkTable: Sendable, RandomAccessCollection {
         case .dialing(let since, _): links[i].phase = .dialing(since: since, node: node)
         case .ready(let since, _): links[i].phase = .ready(since: since, node: node)
         }
-        generation &+= 1
     }
 }
