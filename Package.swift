@@ -72,7 +72,13 @@ let package = Package(
         ),
         // The sans-I/O gossip engine: frames, de-dup, TTL, peer table, membership. The protocol
         // only: no sockets, threads or clock.
-        .target(name: "WarrenEngine", dependencies: ["CSodium"]),
+        .target(
+            name: "WarrenEngine", dependencies: ["CSodium"],
+            // Release builds make the engine's bodies available to the modules that drive it,
+            // so the simulator's and the driver's calls into the generic receive path are
+            // specialized and inlined as they were when the simulator lived in this module.
+            swiftSettings: [.unsafeFlags(["-cross-module-optimization"], .when(configuration: .release))]
+        ),
         // The discrete-event simulator: thousands of engines in virtual time, sharded over
         // threads, and the workload and report of `warren simulate`.
         .target(name: "WarrenSimulator", dependencies: ["WarrenEngine", "WarrenMeasure", "CPrefetch", "CSimSync"]),

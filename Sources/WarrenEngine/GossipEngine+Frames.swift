@@ -309,6 +309,9 @@ extension GossipEngine.Core {
     /// Learns one endpoint; returns its index in the known table. When the table is full, an
     /// entry that has a link or was verified (once up) is never the one replaced.
     mutating func learn(_ endpoint: String, node: NodeID, rng: inout some RandomNumberGenerator) -> Int? {
+        // Already known under this node: nothing changes (a known endpoint passed the checks
+        // below, and one found to be our own is removed from the table).
+        if let i = known.find(endpoint, node: node.raw) { return i }
         guard node != nodeID, endpoint != config.endpoint, !selfEndpoints.contains(endpoint),
               Frame.isEncodable(endpoint: endpoint) else { return nil }
         let links = self.links

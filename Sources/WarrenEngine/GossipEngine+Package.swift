@@ -28,19 +28,27 @@ extension GossipEngine {
     /// reproducible.
     package var countedStateBytes: Int { core.countedStateBytes() }
 
-    /// For a driver that knows its next input ahead (the simulator, hiding memory latency):
-    /// calls `visit` with the addresses that receiving a DATA frame with message id `id` reads
-    /// first — the peer table's header and first entries, and the seen cache's bucket for `id`
+    /// For a driver that knows its next input ahead (the simulator, hiding memory latency): the
+    /// addresses that receiving a DATA frame with message id `id` reads first — the peer keys'
+    /// header and first entries (the lookup's scan), and the seen cache's headers and its bucket for `id`
     /// — so that it can prefetch them. Changes nothing; receiving without it gives the same
     /// result. (`mutating` only so that a caller's array element is used in place, not copied.)
-    package mutating func visitDataReceiveMemory(id: MessageID, _ visit: (UnsafeRawPointer) -> Void) {
+    package mutating func dataReceiveMemory(id: MessageID) -> ReceiveMemory {
+        var m = ReceiveMemory()
         // An array's header (count) sits just before its elements: both are read.
         core.peers.withKeys { b in
             if let p = b.baseAddress {
                 let r = UnsafeRawPointer(p)
-                visit(r - 32); visit(r + 32); visit(r + 96)
+                m.addresses.0 = r - 32; m.addresses.1 = r + 32; m.addresses.2 = r + 96
             }
         }
-        core.seen.visitLookupMemory(id, visit)
+        (m.addresses.3, m.addresses.4, m.addresses.5) = core.seen.lookupMemory(id)
+        return m
+    }
+
+    /// `dataReceiveMemory`'s answer: up to six addresses (nil: none).
+    package struct ReceiveMemory {
+        package var addresses: (UnsafeRawPointer?, UnsafeRawPointer?, UnsafeRawPointer?,
+                                UnsafeRawPointer?, UnsafeRawPointer?, UnsafeRawPointer?) = (nil, nil, nil, nil, nil, nil)
     }
 }

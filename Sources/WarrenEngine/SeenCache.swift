@@ -161,16 +161,11 @@ public struct SeenCache: Sendable {
 
     /// The memory a lookup of `id` reads first, for a prefetch hint: the index's header and the
     /// id's bucket, and the ring's header (no state change).
-    func visitLookupMemory(_ id: MessageID, _ visit: (UnsafeRawPointer) -> Void) {
+    func lookupMemory(_ id: MessageID) -> (UnsafeRawPointer?, UnsafeRawPointer?, UnsafeRawPointer?) {
         let i = home(id.hi, id.lo)
-        table.withUnsafeBufferPointer { t in
-            guard let base = t.baseAddress else { return }
-            visit(UnsafeRawPointer(base) - 32)   // the array's header (count)
-            visit(UnsafeRawPointer(base + i))
-        }
-        ring.withUnsafeBufferPointer { r in
-            if let base = r.baseAddress { visit(UnsafeRawPointer(base) - 32) }
-        }
+        let t = table.withUnsafeBufferPointer { $0.baseAddress }
+        let r = ring.withUnsafeBufferPointer { $0.baseAddress }
+        return (t.map { UnsafeRawPointer($0) - 32 }, t.map { UnsafeRawPointer($0 + i) }, r.map { UnsafeRawPointer($0) - 32 })
     }
 
     /// Drops entries older than the window (and shrinks the storage if they left it mostly empty).

@@ -39,6 +39,9 @@ struct SimLinks {
     }
 
     /// Records the new link `link` (its id not seen before); returns its slot.
+    /// Where the links are (a prefetch hint: a send reads them).
+    var storage: UnsafeRawPointer? { slots.withUnsafeBytes { $0.baseAddress } }
+
     mutating func open(_ link: SimLink) -> Int {
         if let s = find(link.id) {
             slots[s] = link

@@ -76,6 +76,8 @@ struct SimShard {
     // Frames in flight, their bytes shared by their receivers in this shard.
     var pool: [SimFrame] = []
     var poolRefs: [Int32] = []
+    /// The bytes of the DATA frames in `pool`, one buffer per message.
+    var envelopes = SimEnvelopes()
     /// Per pool slot: a DATA frame, and its message id (read by `prefetchNext` without copying the frame).
     var poolIsData: [Bool] = []
     var poolIDs: [MessageID] = []
@@ -168,9 +170,18 @@ struct SimShard {
                 }
                 var out: [Action] = []
                 swap(&out, &actions)
-                pool[slot].body.withUnsafeBufferPointer { body in
-                    topic.withBytes { t in
-                        n.engines[i].receive(topic: t, body: body, via: via, messageID: id, now: now, rng: &n.rngs[i], into: &out)
+                let env = pool[slot].env
+                if env >= 0 {
+                    envelopes.withFrame(env, header: pool[slot].header) { body in
+                        topic.withBytes { t in
+                            n.engines[i].receive(topic: t, body: body, via: via, messageID: id, now: now, rng: &n.rngs[i], into: &out)
+                        }
+                    }
+                } else {
+                    pool[slot].body.withUnsafeBufferPointer { body in
+                        topic.withBytes { t in
+                            n.engines[i].receive(topic: t, body: body, via: via, messageID: id, now: now, rng: &n.rngs[i], into: &out)
+                        }
                     }
                 }
                 swap(&out, &actions)
@@ -201,25 +212,32 @@ struct SimShard {
 
     /// Memory latency hiding: at 10,000 nodes every event touches a cold engine. While this event
     /// is handled, start loading what the next ones will read: the engines of the two events
-    /// after next (their hot fields), and, for the next event (its engine loaded one step ago),
-    /// its frame's bytes and the peer table and seen-cache bucket they will hit. Hints only: no
-    /// state changes.
+    /// after next (their hot fields and link tables), and, for the next event (its engine loaded
+    /// one step ago), the links it may send on, its frame's bytes, and the peer table and
+    /// seen-cache bucket they will hit. Hints only: no state changes.
     @inline(__always)
     mutating func prefetchNext(_ n: SimNodes) {
         let count = heap.count
         guard count > 0 else { return }
         let stride = MemoryLayout<GossipEngine>.stride
         for k in 1...2 where k < count {
-            let p = UnsafeRawPointer(n.engines + heap[k].node)
+            let node = heap[k].node
+            let p = UnsafeRawPointer(n.engines + node)
             var off = 0
             while off < min(stride, 320) { warren_prefetch(p + off); off += 64 }
+            warren_prefetch(UnsafeRawPointer(n.links + node))
         }
         let next = heap[0]
+        // The links it will send on (their table, loaded a step ago, says where they are).
+        if let l = n.links[next.node].storage { warren_prefetch(l - 32); warren_prefetch(l + 32) }
         if next.kind == .frame {
             let slot = Int(next.arg & SimEvent.slotMask)
             // Its bytes (the header is read first), then what the engine reads.
-            warren_prefetch(poolBytes[slot])
-            if poolIsData[slot] { n.engines[next.node].visitDataReceiveMemory(id: poolIDs[slot]) { warren_prefetch($0) } }
+            hint(poolBytes[slot])
+            if poolIsData[slot] {
+                let a = n.engines[next.node].dataReceiveMemory(id: poolIDs[slot]).addresses
+                hint(a.0); hint(a.1); hint(a.2); hint(a.3); hint(a.4); hint(a.5)
+            }
         }
     }
 
@@ -291,9 +309,12 @@ struct SimShard {
         let isData = !out.topic.isControl
         var message: Int32 = -1
         var id = MessageID(hi: 0, lo: 0)
+        var header = FrameHeader(type: 0, from: NodeID(raw: 0))
+        var env: Int32 = -1
+        defer { if env >= 0 { envelopes.dropIfUnused(env) } }
         if isData {
-            guard let d = dataID(out) else { return }
-            id = d
+            guard let d = dataFrame(out) else { return }
+            (id, header, env) = d
             message = contextMessage
             dataFramesSent += targets.count
             if message >= 0 {
@@ -337,11 +358,11 @@ struct SimShard {
             }
             let s = n.shard(of: t)
             schedule(SimEvent(time: at, node: t, kind: .frame, arg: incarnation), to: s, by: i, &slot,
-                     SimFrame(topic: out.topic, body: out.body, id: id, message: message, via: via), n)
+                     SimFrame(topic: out.topic, body: out.body, header: header, env: env, id: id, message: message, via: via), n)
             if n.model.duplicationThreshold != 0 && n.rngs[i].next() < n.model.duplicationThreshold {
                 let again = now &+ link.latency &+ n.rngs[i].next(upperBound: max(n.model.jitter, link.latency) &+ 1)
                 schedule(SimEvent(time: again, node: t, kind: .frame, arg: incarnation), to: s, by: i, &slot,
-                         SimFrame(topic: out.topic, body: out.body, id: id, message: message, via: via), n)
+                         SimFrame(topic: out.topic, body: out.body, header: header, env: env, id: id, message: message, via: via), n)
             }
         }
     }
@@ -359,7 +380,12 @@ struct SimShard {
             push(e, by: i, n)
         } else {
             let box = n.mailbox(parity: mailParity, from: index, to: s)
-            if mailSlots[s] == SimShard.notMailed { mailSlots[s] = box.pointee.add(frame()) }
+            if mailSlots[s] == SimShard.notMailed {
+                // The other shard gets the bytes as sent (a buffer index means nothing there).
+                var f = frame()
+                f.env = -1
+                mailSlots[s] = box.pointee.add(f)
+            }
             var e = event
             e.seq = key(by: i, n)
             precondition(e.time >= windowEnd, "a frame to another shard arrives inside the window")
@@ -388,7 +414,14 @@ struct SimShard {
             var slots = [Int](repeating: -1, count: box.pointee.frames.count)
             for entry in box.pointee.events {
                 let f = Int(entry.frame)
-                if slots[f] < 0 { slots[f] = allocate(box.pointee.frame(f)) }
+                if slots[f] < 0 {
+                    var frame = box.pointee.frame(f)
+                    if !frame.topic.isControl {
+                        // Its bytes join this shard's buffer of its message.
+                        frame.env = frame.body.withUnsafeBufferPointer { envelopes.intern(frame.id, body: $0) }
+                    }
+                    slots[f] = allocate(frame)
+                }
                 let slot = slots[f]
                 poolRefs[slot] += 1
                 var e = entry.event
@@ -399,46 +432,61 @@ struct SimShard {
         }
     }
 
-    /// The message id of the DATA frame `out`, nil if it is not a valid one. A relayed frame
-    /// carries the envelope of the frame being handled, a published one the publish's: then
-    /// (checked byte for byte) it is theirs, so BLAKE2b runs once per publish.
-    func dataID(_ out: OutFrame) -> MessageID? {
-        out.body.withUnsafeBufferPointer { b -> MessageID? in
+    /// The message id, header and bytes buffer (`envelopes`) of the DATA frame `out`, nil if it
+    /// is not a valid one. A relayed frame carries the envelope of the frame being handled, a
+    /// published one the publish's: then (checked byte for byte) it is theirs, so BLAKE2b runs
+    /// once per publish and the relayed frame shares the handled frame's buffer.
+    mutating func dataFrame(_ out: OutFrame) -> (MessageID, FrameHeader, Int32)? {
+        out.body.withUnsafeBufferPointer { b -> (MessageID, FrameHeader, Int32)? in
             guard let v = DataFrameView(topic: out.topic, body: b) else { return nil }
             if contextValid && contextSlot >= 0 {
-                let same = pool[contextSlot].body.withUnsafeBufferPointer { c in
-                    sameBytes(UnsafeBufferPointer(rebasing: c[FrameHeader.size...]), v.envelope)
+                let env = pool[contextSlot].env
+                if env >= 0 && envelopes.withEnvelope(env, { sameBytes($0, v.envelope) }) {
+                    return (poolIDs[contextSlot], v.header, env)
                 }
-                if same { return poolIDs[contextSlot] }
             } else if contextValid && publishEnvelope.withUnsafeBufferPointer({ sameBytes($0, v.envelope) }) {
-                return publishID
+                return (publishID, v.header, envelopes.intern(publishID, body: b))
             }
-            return v.messageID()
+            let id = v.messageID()
+            return (id, v.header, envelopes.intern(id, body: b))
         }
     }
 
     mutating func allocate(_ f: SimFrame) -> Int {
         precondition(pool.count < 1 << 28 || !freeSlots.isEmpty, "more than 2^28 frames in flight in one shard")
         let isData = !f.topic.isControl
+        var f = f
+        let bytes: UnsafeRawPointer?
+        if f.env >= 0 {
+            // The shared buffer holds the bytes: the sent array is not kept.
+            f.body = []
+            envelopes.retain(f.env)
+            bytes = envelopes.address(f.env)
+        } else {
+            bytes = f.body.withUnsafeBytes { $0.baseAddress }
+        }
         if let s = freeSlots.popLast() {
             pool[Int(s)] = f
             poolIsData[Int(s)] = isData
             poolIDs[Int(s)] = f.id
-            poolBytes[Int(s)] = f.body.withUnsafeBytes { $0.baseAddress }
+            poolBytes[Int(s)] = bytes
             return Int(s)
         }
         pool.append(f)
         poolRefs.append(0)
         poolIsData.append(isData)
         poolIDs.append(f.id)
-        poolBytes.append(f.body.withUnsafeBytes { $0.baseAddress })
+        poolBytes.append(bytes)
         return pool.count - 1
     }
 
     @inline(__always)
     mutating func release(_ slot: Int) {
         poolRefs[slot] -= 1
-        if poolRefs[slot] == 0 { freeSlots.append(Int32(slot)) }
+        if poolRefs[slot] == 0 {
+            freeSlots.append(Int32(slot))
+            if pool[slot].env >= 0 { envelopes.release(pool[slot].env); pool[slot].env = -1 }
+        }
     }
 
     // MARK: Heap (binary, on (time, key))
@@ -497,11 +545,17 @@ struct SimShard {
     }
 }
 
-/// A frame in flight: its bytes as the engine sent them, and for DATA the message id of its
+/// A frame in flight: its bytes as the engine sent them (or, for DATA in a shard's pool, its
+/// header and its message's buffer in `SimShard.envelopes`), and for DATA the message id of its
 /// envelope and the message it belongs to (−1: control).
 struct SimFrame {
     var topic: Topic
+    /// The bytes as sent; empty when `env` holds them.
     var body: [UInt8]
+    /// DATA with `env` ≥ 0: this frame's header (its bytes are `env`'s buffer under this header).
+    var header: FrameHeader
+    /// The shard's buffer of this frame's message (`SimEnvelopes`), −1: the bytes are `body`.
+    var env: Int32 = -1
     var id: MessageID
     var message: Int32
     /// The inbound connection it arrives on (`model.connectionIDs`), 0 for none.
@@ -543,6 +597,12 @@ struct SimEvent {
 
     @inline(__always)
     func before(_ o: SimEvent) -> Bool { time != o.time ? time < o.time : seq < o.seq }
+}
+
+/// A prefetch hint for `p`, if there is one.
+@inline(__always)
+func hint(_ p: UnsafeRawPointer?) {
+    if let p { warren_prefetch(p) }
 }
 
 /// True if `a` and `b` hold the same bytes.
