@@ -20,6 +20,11 @@ struct BatchingTests {
             var c = GossipConfiguration.local(listen: "tcp://127.0.0.1:*", peers: peers)
             c.degree = 0
             c.engine.rateLimit = 0
+            // Control frames seldom, so that the lone envelope below has nothing to share a batch
+            // with even on a busy machine (a heartbeat queued beside it would make a BATCH).
+            c.engine.heartbeatInterval = 5_000_000_000
+            c.engine.deadAfter = 60_000_000_000
+            c.engine.peerExchangeInterval = 30_000_000_000
             return c
         }
         let logger = Logger(label: "test")
