@@ -9,7 +9,8 @@ struct SimLink {
     var latency: UInt64
     /// Node index at the dialled endpoint (−1: nobody listened there yet; −2: closed).
     var target: Int32
-    /// The incarnation of the target this link is ready for (0: not ready).
+    /// The incarnation of the target this link is ready for (0: not ready; a restart of the
+    /// target sets it back to 0 until the link is ready for the new incarnation).
     var readyFor: UInt32 = 0
 }
 

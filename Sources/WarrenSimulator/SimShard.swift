@@ -336,7 +336,9 @@ struct SimShard {
             guard let li = n.links[i].slot(of: l) else { droppedNotReady += 1; continue }
             let link = n.links[i][slot: li]
             let t = Int(link.target)
-            guard t >= 0, n.alive[t], link.readyFor == n.incarnation[t] else { droppedNotReady += 1; continue }
+            // Ready for the target's current incarnation (a restart makes its links unready
+            // until they are ready again, `Simulator.reconnect`): its incarnation is not read.
+            guard t >= 0, link.readyFor != 0, n.alive[t] else { droppedNotReady += 1; continue }
             if !n.subscribesAll[t] && !n.prefixes[t].contains(where: { out.topic.hasPrefix($0) }) {
                 filteredAtSender += 1
                 continue
@@ -345,7 +347,7 @@ struct SimShard {
                 framesLost += 1
                 continue
             }
-            let incarnation = UInt64(n.incarnation[t] & 0xFF) << SimEvent.frameIncarnationShift
+            let incarnation = UInt64(link.readyFor & 0xFF) << SimEvent.frameIncarnationShift
             var at = now &+ link.latency
             if n.model.jitter > 0 { at &+= n.rngs[i].next(upperBound: n.model.jitter &+ 1) }
             // A connection of its own per link and target incarnation: each receiver then gets

@@ -233,7 +233,11 @@ public struct Simulator {
             // each first start would cost N² in a large simulation).
             if restarted {
                 for j in 0..<count where n.alive[j] {
-                    for li in n.links[j].slots.indices where n.links[j][slot: li].target == Int32(i) { found.append((j, li)) }
+                    for li in n.links[j].slots.indices where n.links[j][slot: li].target == Int32(i) {
+                        // Not ready for the new incarnation until its ready event.
+                        n.links[j][slot: li].readyFor = 0
+                        found.append((j, li))
+                    }
                 }
             }
             for (j, li) in found {
