@@ -106,7 +106,7 @@ public struct InMemoryNetwork {
 
     public func node(_ i: Int) -> Node {
         Node(endpoint: sim.endpoints[i], config: sim.configs[i], engine: engine(i), incarnation: sim.incarnation[i],
-             record: sim.records[i], subscriptions: (sim.subscribesAll[i] ? [[]] : []) + sim.prefixes[i])
+             record: sim.records[i], subscriptions: (sim.reach[i] & SimReach.all != 0 ? [[]] : []) + sim.prefixes[i])
     }
 
     // MARK: - Topology

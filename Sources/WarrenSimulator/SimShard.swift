@@ -4,13 +4,13 @@ import WarrenEngine
 /// The per-node state of a `Simulator`, seen through pointers so that shards on different
 /// threads can drive their own nodes in place. Node i belongs to shard i % shardCount; during a
 /// window a shard writes only its own nodes' entries and reads the others' `alive`,
-/// `subscribesAll` and `prefixes`, which change only between windows (kills and subscriptions
+/// `reach` and `prefixes`, which change only between windows (kills and subscriptions
 /// are workload operations; the engine subscribes only in `start` and `subscribeLocal`).
 struct SimNodes {
     let engines: UnsafeMutablePointer<GossipEngine>
     let links: UnsafeMutablePointer<SimLinks>
     let alive: UnsafeMutablePointer<Bool>
-    let subscribesAll: UnsafeMutablePointer<Bool>
+    let reach: UnsafeMutablePointer<UInt8>
     let prefixes: UnsafeMutablePointer<[[UInt8]]>
     let tickAt: UnsafeMutablePointer<UInt64>
     let tickGeneration: UnsafeMutablePointer<UInt64>
@@ -287,9 +287,9 @@ struct SimShard {
                     n.records[i].deliveries.append(InMemoryNetwork.Delivery(topic: topic, id: id, hops: hops, time: now, envelope: envelope))
                 }
             case .subscribe(let prefix):
-                if prefix.isEmpty { n.subscribesAll[i] = true } else { n.prefixes[i].append(prefix) }
+                if prefix.isEmpty { n.reach[i] |= SimReach.all } else { n.prefixes[i].append(prefix) }
             case .unsubscribe(let prefix):
-                if prefix.isEmpty { n.subscribesAll[i] = false }
+                if prefix.isEmpty { n.reach[i] &= ~SimReach.all }
                 else if let p = n.prefixes[i].firstIndex(of: prefix) { n.prefixes[i].remove(at: p) }
             case .peerUp(let p):
                 peerUps += 1
@@ -338,8 +338,10 @@ struct SimShard {
             let t = Int(link.target)
             // Ready for the target's current incarnation (a restart makes its links unready
             // until they are ready again, `Simulator.reconnect`): its incarnation is not read.
-            guard t >= 0, link.readyFor != 0, n.alive[t] else { droppedNotReady += 1; continue }
-            if !n.subscribesAll[t] && !n.prefixes[t].contains(where: { out.topic.hasPrefix($0) }) {
+            guard t >= 0, link.readyFor != 0 else { droppedNotReady += 1; continue }
+            let reach = n.reach[t]
+            guard reach & SimReach.alive != 0 else { droppedNotReady += 1; continue }
+            if reach & SimReach.all == 0 && !n.prefixes[t].contains(where: { out.topic.hasPrefix($0) }) {
                 filteredAtSender += 1
                 continue
             }
@@ -599,6 +601,13 @@ struct SimEvent {
 
     @inline(__always)
     func before(_ o: SimEvent) -> Bool { time != o.time ? time < o.time : seq < o.seq }
+}
+
+/// The bits of `Simulator.reach`.
+enum SimReach {
+    static let alive: UInt8 = 1
+    /// Subscribed to every topic (the empty prefix).
+    static let all: UInt8 = 2
 }
 
 /// A prefetch hint for `p`, if there is one.

@@ -100,7 +100,9 @@ public struct Simulator {
     public private(set) var endpoints: [String] = []
     /// Links of node i, by the ids its engine gave them (O(1) even for hubs).
     var links: [SimLinks] = []
-    var subscribesAll: [Bool] = []
+    /// What a sender reads of its target, in one byte (`SimReach`): alive (as `alive`), and
+    /// subscribed to every topic.
+    var reach: [UInt8] = []
     var prefixes: [[[UInt8]]] = []
     var tickAt: [UInt64] = []
     var tickGeneration: [UInt64] = []
@@ -166,7 +168,7 @@ public struct Simulator {
         alive.append(false)
         endpoints.append(config.endpoint)
         links.append(SimLinks())
-        subscribesAll.append(false)
+        reach.append(0)
         prefixes.append([])
         tickAt.append(.max)
         tickGeneration.append(0)
@@ -193,7 +195,7 @@ public struct Simulator {
         incarnation[i] &+= 1
         links[i] = SimLinks()
         prefixes[i] = []
-        subscribesAll[i] = false
+        reach[i] = SimReach.alive
         tickAt[i] = .max
         tickGeneration[i] &+= 1
         byEndpoint[endpoints[i]] = Int32(i)
@@ -293,7 +295,7 @@ public struct Simulator {
         alive[i] = false
         links[i] = SimLinks()
         prefixes[i] = []
-        subscribesAll[i] = false
+        reach[i] = 0
         tickGeneration[i] &+= 1
         // Free the engine's state.
         engines[i] = GossipEngine(config: EngineConfig(endpoint: "-", seenCapacity: 1), nodeID: engines[i].nodeID)
@@ -552,7 +554,7 @@ public struct Simulator {
         return engines.withUnsafeMutableBufferPointer { e in
             links.withUnsafeMutableBufferPointer { l in
                 alive.withUnsafeMutableBufferPointer { a in
-                    subscribesAll.withUnsafeMutableBufferPointer { sa in
+                    reach.withUnsafeMutableBufferPointer { sa in
                         prefixes.withUnsafeMutableBufferPointer { pf in
                             tickAt.withUnsafeMutableBufferPointer { ta in
                                 tickGeneration.withUnsafeMutableBufferPointer { tg in
@@ -563,7 +565,7 @@ public struct Simulator {
                                                     shards.withUnsafeMutableBufferPointer { sh in
                                                         body(SimNodes(
                                                             engines: e.baseAddress!, links: l.baseAddress!,
-                                                            alive: a.baseAddress!, subscribesAll: sa.baseAddress!, prefixes: pf.baseAddress!,
+                                                            alive: a.baseAddress!, reach: sa.baseAddress!, prefixes: pf.baseAddress!,
                                                             tickAt: ta.baseAddress!, tickGeneration: tg.baseAddress!, rngs: r.baseAddress!,
                                                             seqs: sq.baseAddress!, byEndpoint: byEndpoint, latency: latency,
                                                             lossThreshold: loss, shardCount: count, mail: mail, stepBudget: budget,
