@@ -10,7 +10,7 @@ struct SimNodes {
     let engines: UnsafeMutablePointer<GossipEngine>
     let links: UnsafeMutablePointer<SimLinks>
     let alive: UnsafeMutablePointer<Bool>
-    let reach: UnsafeMutablePointer<UInt8>
+    let reach: UnsafeMutablePointer<UInt16>
     let prefixes: UnsafeMutablePointer<[[UInt8]]>
     let tickAt: UnsafeMutablePointer<UInt64>
     let tickGeneration: UnsafeMutablePointer<UInt64>
@@ -155,7 +155,8 @@ struct SimShard {
         switch ev.kind {
         case .frame:
             let slot = Int(ev.arg & SimEvent.slotMask)
-            if n.alive[i] && SimEvent.incarnationMatches(ev.arg >> SimEvent.frameIncarnationShift, n.incarnation[i]) {
+            // Alive, and the incarnation the frame was sent to: both in the node's reach.
+            if SimReach.receives(n.reach[i], incarnationBits: ev.arg >> SimEvent.frameIncarnationShift) {
                 contextSlot = slot
                 contextMessage = pool[slot].message
                 contextValid = contextMessage >= 0
@@ -226,6 +227,7 @@ struct SimShard {
             var off = 0
             while off < min(stride, 320) { warren_prefetch(p + off); off += 64 }
             warren_prefetch(UnsafeRawPointer(n.links + node))
+            warren_prefetch(UnsafeRawPointer(n.reach + node))
         }
         let next = heap[0]
         // The links it will send on (their table, loaded a step ago, says where they are).
@@ -605,9 +607,17 @@ struct SimEvent {
 
 /// The bits of `Simulator.reach`.
 enum SimReach {
-    static let alive: UInt8 = 1
+    static let alive: UInt16 = 1
     /// Subscribed to every topic (the empty prefix).
-    static let all: UInt8 = 2
+    static let all: UInt16 = 2
+    /// The high byte: the low 8 bits of the node's incarnation.
+    static func of(alive: Bool, incarnation: UInt32) -> UInt16 {
+        alive ? SimReach.alive | UInt16(incarnation & 0xFF) << 8 : 0
+    }
+    /// A node with reach `r` is alive in the incarnation whose low 8 bits are `incarnationBits`.
+    @inline(__always) static func receives(_ r: UInt16, incarnationBits: UInt64) -> Bool {
+        r & alive != 0 && UInt64(r >> 8) == incarnationBits & 0xFF
+    }
 }
 
 /// A prefetch hint for `p`, if there is one.

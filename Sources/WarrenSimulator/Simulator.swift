@@ -100,9 +100,9 @@ public struct Simulator {
     public private(set) var endpoints: [String] = []
     /// Links of node i, by the ids its engine gave them (O(1) even for hubs).
     var links: [SimLinks] = []
-    /// What a sender reads of its target, in one byte (`SimReach`): alive (as `alive`), and
-    /// subscribed to every topic.
-    var reach: [UInt8] = []
+    /// What a sender reads of its target, and a frame's receiver of itself, in one word
+    /// (`SimReach`): alive (as `alive`), subscribed to every topic, its incarnation's low 8 bits.
+    var reach: [UInt16] = []
     var prefixes: [[[UInt8]]] = []
     var tickAt: [UInt64] = []
     var tickGeneration: [UInt64] = []
@@ -195,7 +195,7 @@ public struct Simulator {
         incarnation[i] &+= 1
         links[i] = SimLinks()
         prefixes[i] = []
-        reach[i] = SimReach.alive
+        reach[i] = SimReach.of(alive: true, incarnation: incarnation[i])
         tickAt[i] = .max
         tickGeneration[i] &+= 1
         byEndpoint[endpoints[i]] = Int32(i)
