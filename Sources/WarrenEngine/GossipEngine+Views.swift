@@ -173,7 +173,7 @@ extension GossipEngine.Core {
     /// DISCONNECT from `from`: it evicted us, or refused our request. Our link to it (the link
     /// bound to it, or — on a connection that does not speak for it — the not-yet-up link whose
     /// id it echoes, which only it can know) is closed, and its endpoint is not dialled for
-    /// `reconnectInterval`. Returns false if it named no link of ours.
+    /// `reconnectInterval`; the degree rule runs at once. Returns false if it named no link of ours.
     mutating func handleDisconnect(from: NodeID, echo: UInt64, speaks: Bool, now: UInt64,
                                    rng: inout some RandomNumberGenerator, into actions: inout [Action]) -> Bool {
         var target: LinkID? = nil
@@ -188,6 +188,8 @@ extension GossipEngine.Core {
         if let pi = peers.index(of: from) { hold(peers[pi].endpoint, now: now) }
         closeLink(l, reason: .disconnected, failure: false, now: now, rng: &rng, into: &actions)
         if let pi = peers.index(of: from), peers[pi].link == nil { peers.remove(at: pi) }
+        // Ask another at once rather than at the next tick.
+        fillDegree(now: now, rng: &rng, into: &actions)
         return true
     }
 
