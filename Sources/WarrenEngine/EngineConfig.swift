@@ -113,14 +113,15 @@ public struct EngineConfig: Sendable {
     }
 
     /// One machine (loopback): heartbeat 250 ms, dead after 1.5 s, dial timeout 2 s,
-    /// back-off 100 ms … 2 s, peer exchange 1 s, degree 3, TTL 16/16, seen 524,288 / 120 s, hold 6 s,
+    /// back-off 100 ms … 2 s, peer exchange 1 s, degree 3 (views, at most 5), reconnect 5 s, TTL 16/16,
+    /// seen 524,288 / 120 s, hold 6 s,
     /// rate limit 200,000 frames/s per neighbour, burst 400,000.
     public static func local(endpoint: String, seeds: [String]) -> EngineConfig {
         EngineConfig(endpoint: endpoint, seeds: seeds)
     }
 
     /// LAN: heartbeat 1 s, dead after 5 s, dial timeout 5 s, back-off 500 ms … 30 s,
-    /// peer exchange 5 s, degree 4, TTL 16/16, seen 524,288 / 120 s, hold 6 s,
+    /// peer exchange 5 s, degree 4 (views, at most 6), reconnect 10 s, TTL 16/16, seen 524,288 / 120 s, hold 6 s,
     /// rate limit 200,000 frames/s per neighbour, burst 400,000.
     public static func lan(endpoint: String, seeds: [String]) -> EngineConfig {
         EngineConfig(
