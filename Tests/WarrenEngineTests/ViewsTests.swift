@@ -178,6 +178,33 @@ import WarrenSimulator
         do { let ok = Self.floods(&net, from: 5, topic: topic(12), envelope: [12, 2]); #expect(ok) }
     }
 
+    /// Seeds are how a node joins and rejoins: a node whose seed was not up at its start, and
+    /// that knows no other endpoint, JOINs it once it is up (with the seed back-off); a node
+    /// whose neighbours all die and whose passive view holds only the dead rejoins through its
+    /// seed.
+    @Test func rejoinsThroughSeeds() {
+        var net = InMemoryNetwork(seed: 36)
+        let seed = net.addNode(config: Self.viewsCfg(0, seeds: [], degree: 2), start: false)
+        let a = net.addNode(config: Self.viewsCfg(1, seeds: [0], degree: 2))
+        net.run(for: 5 * second)
+        #expect(net.engine(a)!.neighbours.isEmpty)
+        net.start(seed)
+        net.run(for: 5 * second)
+        do { let up = net.isUp(a, seed); #expect(up) }
+        // Two more nodes join through node 1 only, then node 0 restarts (new id, same endpoint)
+        // and both of them die: node 1 knows only dead endpoints and a seed it must JOIN again.
+        let b = net.addNode(config: Self.viewsCfg(2, seeds: [1], degree: 2))
+        let c = net.addNode(config: Self.viewsCfg(3, seeds: [1], degree: 2))
+        net.run(for: 5 * second)
+        net.kill(b)
+        net.kill(c)
+        net.restart(seed)
+        net.run(for: 15 * second)
+        #expect(!net.budgetExceeded)
+        do { let up = net.isUp(a, seed); #expect(up) }
+        #expect(net.engine(a)!.stats.reconnects > 0)
+    }
+
     /// A full node refuses a low-priority request with DISCONNECT (the requester's link closes
     /// at once, not after its dial timeout) and the requester does not dial it again before
     /// `reconnectInterval`.
