@@ -17,6 +17,8 @@ public enum PeerDownReason: Sendable, Hashable {
     case closed
     /// Its driver no longer admits it (a closed overlay's allow-list dropped its key).
     case removed
+    /// It left our active view, or we left its (bounded views: a DISCONNECT, sent or received).
+    case disconnected
     /// Its frames were mostly bad (forged, malformed, over its rate limit or admission share):
     /// disconnected, and its connection ignored for `penaltyTime` (`EngineStats.penalized`).
     case misbehaving
@@ -107,5 +109,16 @@ public struct EngineStats: Sendable, Hashable {
     /// dial back was deferred.
     public var strangersRefused: UInt64 = 0
     public var penaltyDrops: UInt64 = 0
+    /// Views: neighbours this node evicted to make room (DISCONNECT sent on their link).
+    public var evicted: UInt64 = 0
+    /// Views: inbound requests refused because the active view was full (DISCONNECT, or silence
+    /// when the dial budget did not allow the answer).
+    public var shed: UInt64 = 0
+    /// Views: DISCONNECTs taken (this node was evicted or refused).
+    public var disconnectsReceived: UInt64 = 0
+    /// Views: FORWARD_JOIN frames sent (walks started or continued).
+    public var forwardJoins: UInt64 = 0
+    /// Views: dials to endpoints that failed before (`reconnectInterval`) and seed rejoins.
+    public var reconnects: UInt64 = 0
     public init() {}
 }

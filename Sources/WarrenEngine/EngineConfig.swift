@@ -2,7 +2,9 @@
 public struct EngineConfig: Sendable {
     /// Advertised listen endpoint (the bound SUB), e.g. "tcp://127.0.0.1:7001".
     public var endpoint: String
-    /// Endpoints that are always kept connected (re-dialled with back-off, forever).
+    /// Where this node joins (JOIN) and rejoins: dialled at start, and again (with back-off)
+    /// whenever the active view is below `targetDegree` and the passive view cannot fill it.
+    /// With `views` off (and on a leaf), seeds are always kept connected (re-dialled forever).
     public var seeds: [String]
     /// Dial random known endpoints beyond the seeds until #up non-leaf neighbours + #pending
     /// dials ≥ this. 0 = only seeds and inbound.
@@ -57,6 +59,28 @@ public struct EngineConfig: Sendable {
     public var penaltyThreshold: UInt32 = 1_000
     public var scoreInterval: UInt64 = 1_000_000_000
     public var penaltyTime: UInt64 = 60_000_000_000
+    /// Bounded views (HyParView, docs/PROTOCOL.md §6 "Views"): the active view (up non-leaf
+    /// neighbours and links not yet up) is filled to `targetDegree` and never grows past
+    /// `maxDegree`; inbound beyond it is refused (DISCONNECT) or makes room by evicting a random
+    /// neighbour (a JOIN, or a node whose active view is empty); joins walk FORWARD_JOINs.
+    /// Advertised in HELLO (flags bit 1); with a neighbour that does not advertise it, the rules
+    /// before views apply to that neighbour. Off: the old rules (seeds kept forever, every inbound
+    /// accepted) and no new frames (an engine with it off treats them as malformed, like an
+    /// engine built before them). Leaves never use views.
+    public var views: Bool = true
+    /// The active view's hard bound; 0 = `targetDegree` + 2.
+    public var maxDegree: Int = 0
+    /// Length of a FORWARD_JOIN walk (HyParView's ARWL), and the step at which a walker records
+    /// the newcomer in its passive view (the known table; PRWL).
+    public var joinWalkLength: UInt8 = 6
+    public var passiveWalkLength: UInt8 = 3
+    /// Every interval, a node whose active view is below `maxDegree` dials one endpoint that
+    /// failed before (a neighbour lost to a timeout, a seed that did not answer): how a partition
+    /// heals once it ends. Also how long an endpoint that sent us DISCONNECT is not dialled.
+    public var reconnectInterval: UInt64 = 5_000_000_000
+
+    /// `maxDegree`, or its default.
+    public var effectiveMaxDegree: Int { maxDegree > 0 ? max(maxDegree, targetDegree) : targetDegree + 2 }
 
     /// New message ids per second the seen cache holds for `seenHold`, derived from it:
     /// `seenCapacity / (2 × seenHold)` (0 = unlimited, when `seenHold` is 0). Each source (every
@@ -89,20 +113,28 @@ public struct EngineConfig: Sendable {
     }
 
     /// One machine (loopback): heartbeat 250 ms, dead after 1.5 s, dial timeout 2 s,
-    /// back-off 100 ms … 2 s, peer exchange 1 s, degree 3, TTL 16/16, seen 524,288 / 120 s, hold 6 s,
+    /// back-off 100 ms … 2 s, peer exchange 1 s, degree 3 (views, at most 5), reconnect 5 s, TTL 16/16,
+    /// seen 524,288 / 120 s, hold 6 s,
     /// rate limit 200,000 frames/s per neighbour, burst 400,000.
     public static func local(endpoint: String, seeds: [String]) -> EngineConfig {
         EngineConfig(endpoint: endpoint, seeds: seeds)
     }
 
     /// LAN: heartbeat 1 s, dead after 5 s, dial timeout 5 s, back-off 500 ms … 30 s,
-    /// peer exchange 5 s, degree 4, TTL 16/16, seen 524,288 / 120 s, hold 6 s,
+    /// peer exchange 5 s, degree 4 (views, at most 6), reconnect 10 s, TTL 16/16, seen 524,288 / 120 s, hold 6 s,
     /// rate limit 200,000 frames/s per neighbour, burst 400,000.
     public static func lan(endpoint: String, seeds: [String]) -> EngineConfig {
         EngineConfig(
             endpoint: endpoint, seeds: seeds, targetDegree: 4,
             heartbeatInterval: 1_000_000_000, deadAfter: 5_000_000_000, dialTimeout: 5_000_000_000,
             backoffInitial: 500_000_000, backoffMax: 30_000_000_000, peerExchangeInterval: 5_000_000_000)
+        .with { $0.reconnectInterval = 10_000_000_000 }
+    }
+
+    func with(_ change: (inout EngineConfig) -> Void) -> EngineConfig {
+        var c = self
+        change(&c)
+        return c
     }
 }
 

@@ -69,6 +69,16 @@ extension Frame {
             kind = .heartbeat
         case .bye:
             kind = .bye
+        case .disconnect:
+            guard let echo = r.u64() else { return .failure(.truncated) }
+            kind = .disconnect(echo: echo)
+        case .forwardJoin:
+            guard let ttl = r.u8(), let id = r.u64() else { return .failure(.truncated) }
+            guard id != 0 else { return .failure(.zeroNodeID) }
+            switch r.endpoint() {
+            case .success(let e): kind = .forwardJoin(ttl: ttl, node: PeerEntry(nodeID: NodeID(raw: id), endpoint: e))
+            case .failure(let e): return .failure(e)
+            }
         case .peers:
             switch r.peerList() {
             case .success(let list): kind = .peers(list)
@@ -84,7 +94,10 @@ extension Frame {
             }
             switch r.peerList() {
             case .success(let list):
-                kind = .hello(Hello(leaf: flags & 1 != 0, token: token, echo: echo, endpoint: endpoint, peers: list))
+                var hello = Hello(leaf: flags & 1 != 0, token: token, echo: echo, endpoint: endpoint, peers: list)
+                hello.views = flags & 2 != 0
+                hello.request = Request(rawValue: (flags >> 3) & 3) ?? .neighbour
+                kind = .hello(hello)
             case .failure(let e): return .failure(e)
             }
         }
@@ -103,13 +116,19 @@ extension Frame {
             FrameHeader(type: typeCode.rawValue, from: from).append(to: &body)
             switch kind {
             case .hello(let h):
-                body.append(h.leaf ? 1 : 0)
+                body.append((h.leaf ? 1 : 0) | (h.views ? 2 | h.request.rawValue << 3 : 0))
                 appendBigEndian(h.token, to: &body)
                 appendBigEndian(h.echo, to: &body)
                 Frame.appendEndpoint(h.endpoint, to: &body)
                 Frame.appendPeerList(h.peers, to: &body)
             case .peers(let list):
                 Frame.appendPeerList(list, to: &body)
+            case .disconnect(let echo):
+                appendBigEndian(echo, to: &body)
+            case .forwardJoin(let ttl, let node):
+                body.append(ttl)
+                appendBigEndian(node.nodeID.raw, to: &body)
+                Frame.appendEndpoint(node.endpoint, to: &body)
             default:
                 break
             }

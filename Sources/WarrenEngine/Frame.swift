@@ -7,10 +7,27 @@ public struct Frame: Sendable {
         public init(nodeID: NodeID, endpoint: String) { self.nodeID = nodeID; self.endpoint = endpoint }
     }
 
+    /// What the node that opens a link asks of the node it dials (HELLO flags bits 3–4; a node
+    /// with views, flags bit 1, only). docs/PROTOCOL.md §6, "Views".
+    public enum Request: UInt8, Sendable, Hashable {
+        /// NEIGHBOR, low priority: take me if you have room (refused with DISCONNECT when full).
+        case neighbour = 0
+        /// NEIGHBOR, high priority (my active view is empty): take me, evicting one if full.
+        case urgent = 1
+        /// JOIN (to a seed): take me, evicting one if full, and walk FORWARD_JOINs for me.
+        case join = 2
+        /// The answer to a JOIN, a FORWARD_JOIN or a request that was taken: take me.
+        case accept = 3
+    }
+
     /// The body of a HELLO.
     public struct Hello: Sendable, Hashable {
         /// flags bit 0.
         public var leaf: Bool
+        /// flags bit 1: the sender keeps bounded views and understands DISCONNECT and FORWARD_JOIN.
+        public var views: Bool = false
+        /// flags bits 3–4 (meaningful only with `views`).
+        public var request: Request = .neighbour
         /// The sender's LinkID of the link this HELLO is sent on (never 0).
         public var token: UInt64
         /// A token of the receiver's that the sender saw (0 = none).
@@ -30,6 +47,12 @@ public struct Frame: Sendable {
         case heartbeat
         case peers([PeerEntry])
         case bye
+        /// DISCONNECT: the sender removes the receiver from its active view (or refuses it). `echo`
+        /// is the receiver's token of its link to the sender (the id of that link), which proves
+        /// the frame on a connection not bound yet.
+        case disconnect(echo: UInt64)
+        /// FORWARD_JOIN: a random walk for a newcomer `node`; `ttl` steps are left.
+        case forwardJoin(ttl: UInt8, node: PeerEntry)
     }
 
     public var kind: Kind
@@ -62,6 +85,8 @@ public struct Frame: Sendable {
     /// Wire type codes.
     public enum TypeCode: UInt8, Sendable {
         case data = 1, hello = 2, heartbeat = 3, peers = 4, bye = 5
+        // 6 is BATCH (`FrameBatch.typeCode`); 9 is reserved for SHUFFLE; 10–13 for routing.
+        case disconnect = 7, forwardJoin = 8
     }
 
     public var typeCode: TypeCode {
@@ -71,6 +96,8 @@ public struct Frame: Sendable {
         case .heartbeat: .heartbeat
         case .peers: .peers
         case .bye: .bye
+        case .disconnect: .disconnect
+        case .forwardJoin: .forwardJoin
         }
     }
 }

@@ -56,6 +56,12 @@ extension GossipEngine {
         var strangerBad: [UInt64: UInt32] = [:]
         /// The last penalties (at most 16), newest last.
         var recentPenalties: [Penalty] = []
+        /// Views: links dialled only to refuse a request (DISCONNECT once ready, then closed),
+        /// with the token to echo.
+        var sheds: [Shed] = []
+        /// Views: after a JOIN is sent, the degree rule waits until then for the FORWARD_JOIN
+        /// walks to bring neighbours.
+        var joinGraceUntil: UInt64 = 0
 
         init(config: EngineConfig, nodeID: NodeID) {
             self.config = config
@@ -88,12 +94,27 @@ extension GossipEngine.Core {
             guard s != config.endpoint, Frame.isEncodable(endpoint: s) else { continue }
             seeds.append(SeedState(endpoint: s))
         }
-        for i in seeds.indices { _ = dial(seeds[i].endpoint, seed: i, node: nil, now: now, into: &actions) }
+        if viewsOn {
+            // Views: JOIN through one random seed; the others are for rejoining (degree rule).
+            let half = config.reconnectInterval / 2
+            timers.reconnect = satAdd(satAdd(now, half), rng.next(upperBound: half &+ 1))
+            if !seeds.isEmpty { joinSeed(Int(rng.next(upperBound: UInt64(seeds.count))), now: now, into: &actions) }
+        } else {
+            for i in seeds.indices { _ = dial(seeds[i].endpoint, seed: i, node: nil, now: now, into: &actions) }
+        }
     }
 
     /// `GossipEngine.linkReady`.
     mutating func linkReady(_ link: LinkID, now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
         guard active, let li = links.index(of: link) else { return }
+        if !sheds.isEmpty, let k = sheds.firstIndex(where: { $0.link == link }) {
+            // Dialled only to refuse: DISCONNECT, then closed.
+            let echo = sheds[k].echo
+            actions.append(.send([link], Frame(kind: .disconnect(echo: echo), from: nodeID).encode()))
+            stats.framesOut &+= 1
+            closeLink(link, reason: nil, failure: false, now: now, rng: &rng, into: &actions)
+            return
+        }
         _ = links.markReady(li, now: now)
         var echo: UInt64 = 0
         if let n = links[li].node, let pi = peers.index(of: n) { echo = peers[pi].token }
@@ -207,6 +228,7 @@ extension GossipEngine.Core {
         for p in peers where p.up { actions.append(.peerDown(neighbour(p), reason: .closed)) }
         for l in links { actions.append(.disconnect(l.id)) }
         links.removeAll()
+        sheds.removeAll()
         peers.removeAll()
         stopped = true
     }
@@ -233,6 +255,7 @@ extension GossipEngine.Core {
         n += peers.countedBytes
         n += known.countedBytes
         n += localTopics.count * 48 + allReadyCache.count * MemoryLayout<LinkID>.stride
+        n += sheds.count * MemoryLayout<Shed>.stride
         return n
     }
 

@@ -51,6 +51,16 @@ extension GossipEngine.Core {
         case .bye:
             guard speaks else { return claimed(from, via: via) }
             handleBye(from: from, now: now, rng: &rng, into: &actions)
+        case .disconnect(let echo):
+            // Without views this engine is what a node built before them is: the frame is malformed.
+            guard viewsOn else { return malformed(via: via) }
+            if !handleDisconnect(from: from, echo: echo, speaks: speaks, now: now, rng: &rng, into: &actions) && !speaks {
+                claimed(from, via: via)
+            }
+        case .forwardJoin(let ttl, let node):
+            guard viewsOn else { return malformed(via: via) }
+            guard speaks else { return claimed(from, via: via) }
+            handleForwardJoin(ttl: ttl, node: node, from: from, now: now, rng: &rng, into: &actions)
         }
     }
 
@@ -221,6 +231,7 @@ extension GossipEngine.Core {
         if let pi = peers.index(of: from) {
             peers[pi].endpoint = h.endpoint
             peers[pi].leaf = h.leaf
+            peers[pi].views = h.views
             peers[pi].token = h.token
         } else {
             // Peers without a link are bounded (a flood of HELLOs from new ids costs nothing).
@@ -229,21 +240,31 @@ extension GossipEngine.Core {
             if linkless >= Self.maxLinklessPeers { stats.strangersRefused &+= 1; return }
             var p = PeerState(id: from, endpoint: h.endpoint, leaf: h.leaf)
             p.token = h.token
+            p.views = h.views
             peers.append(p, lastHeard: now)
         }
 
         // (1) the echo names one of our links: it reaches the sender.
         if h.echo != 0, let li = links.index(raw: h.echo) {
             bind(li, to: from, now: now, rng: &rng, into: &actions)
-        } else if let li = links.firstIndex(where: { $0.endpoint == h.endpoint }) {
+        } else if let li = links.firstIndex(where: { $0.endpoint == h.endpoint && !isShed($0.id) }) {
             // (2) we have a link to the endpoint it advertises: bound unless it carries another
             // node that is up (a new incarnation there proves itself by echoing, rule 1).
             if mayRebind(li, to: from) { bind(li, to: from, now: now, rng: &rng, into: &actions) }
         } else if let pi = peers.index(of: from), peers[pi].link == nil, dialable(h.endpoint) {
-            // (3) dial it back, pre-bound: within the budget for endpoints never verified.
+            // (3) dial it back, pre-bound: within the budget for endpoints never verified. With
+            // views, a request from a node with views is admitted by the bound (Views).
+            let asks = viewsOn && h.views && !h.leaf
+            if asks && h.request == .neighbour && activeCount() >= maxDegree {
+                return shed(from, hello: h, now: now, rng: &rng, into: &actions)
+            }
             if mayDial(h.endpoint, now: now) {
-                let l = dial(h.endpoint, seed: nil, node: from, now: now, into: &actions)
+                if asks { makeRoom(keep: from, now: now, rng: &rng, into: &actions) }
+                let l = dial(h.endpoint, seed: nil, node: from, request: .accept, now: now, into: &actions)
                 if let pi = peers.index(of: from) { peers[pi].link = l }
+                if asks && h.request == .join {
+                    startWalks(for: Frame.PeerEntry(nodeID: from, endpoint: h.endpoint), rng: &rng, into: &actions)
+                }
             } else {
                 // Not kept: it dials us again after its own dial timeout.
                 stats.dialsDeferred &+= 1

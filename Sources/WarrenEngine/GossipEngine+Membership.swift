@@ -34,9 +34,10 @@ extension GossipEngine.Core {
     }
 
     /// Opens a link. `node` pre-binds it.
-    mutating func dial(_ endpoint: String, seed: Int?, node: NodeID?, now: UInt64, into actions: inout [Action]) -> LinkID {
+    mutating func dial(_ endpoint: String, seed: Int?, node: NodeID?, request: Frame.Request = .neighbour, now: UInt64,
+                       into actions: inout [Action]) -> LinkID {
         let id = newLinkID()
-        links.dial(id, endpoint: endpoint, seed: seed, node: node, now: now)
+        links.dial(id, endpoint: endpoint, seed: seed, node: node, request: request, now: now)
         actions.append(.connect(id, endpoint: endpoint))
         return id
     }
@@ -93,6 +94,7 @@ extension GossipEngine.Core {
     ) {
         guard let li = links.index(of: l) else { return }
         let link = links.remove(at: li)
+        if !sheds.isEmpty { sheds.removeAll { $0.link == l } }
         actions.append(.disconnect(l))
         var advertised: String? = nil
         if let n = link.node, let pi = peers.index(of: n), peers[pi].link == l {
@@ -122,8 +124,12 @@ extension GossipEngine.Core {
     /// HELLO on link `l`.
     mutating func sendHello(on l: LinkID, echo: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
         let endpoint = Frame.isEncodable(endpoint: config.endpoint) ? config.endpoint : "-"
-        let hello = Frame.Hello(leaf: config.leaf, token: l.raw, echo: echo, endpoint: endpoint,
+        var hello = Frame.Hello(leaf: config.leaf, token: l.raw, echo: echo, endpoint: endpoint,
                                 peers: peerList(rng: &rng))
+        if viewsOn {
+            hello.views = true
+            if let li = links.index(of: l) { hello.request = links[li].request }
+        }
         actions.append(.send([l], Frame(kind: .hello(hello), from: nodeID).encode()))
         stats.framesOut &+= 1
     }

@@ -56,8 +56,16 @@ extension GossipEngine.Core {
             timers.score = nextPeriod(timers.score, config.scoreInterval, now)
         }
 
-        for s in seeds.indices where !seedSatisfied(s) && now >= seeds[s].retryAt {
-            _ = dial(seeds[s].endpoint, seed: s, node: nil, now: now, into: &actions)
+        if viewsOn {
+            if now >= timers.reconnect {
+                reconnectOnce(now: now, rng: &rng, into: &actions)
+                timers.reconnect = nextPeriod(timers.reconnect, config.reconnectInterval, now)
+            }
+        } else {
+            // Without views, seeds are kept connected forever.
+            for s in seeds.indices where !seedSatisfied(s) && now >= seeds[s].retryAt {
+                _ = dial(seeds[s].endpoint, seed: s, node: nil, now: now, into: &actions)
+            }
         }
 
         fillDegree(now: now, rng: &rng, into: &actions)
@@ -77,22 +85,35 @@ extension GossipEngine.Core {
     }
 
     /// Dials random known non-leaf endpoints while #up non-leaf neighbours + #pending links
-    /// is below `targetDegree`.
+    /// is below `targetDegree`. With views, the links dialled only to refuse do not count, a
+    /// node whose active view is empty asks with high priority, the rule waits while a JOIN's
+    /// walks may still bring neighbours, and when no known endpoint can be dialled a seed is
+    /// (JOIN: how a node rejoins).
     mutating func fillDegree(now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
-        guard config.targetDegree > 0, !known.isEmpty else { return }
+        guard config.targetDegree > 0 else { return }
         var have = 0
-        for i in links.indices {
-            if linkIsUp(i) {
-                if let n = links[i].node, let pi = peers.index(of: n), !peers[pi].leaf { have += 1 }
-            } else {
-                have += 1
+        if viewsOn {
+            have = activeCount()
+            if have >= config.targetDegree || (have > 0 && now < joinGraceUntil) { return }
+        } else {
+            guard !known.isEmpty else { return }
+            for i in links.indices {
+                if linkIsUp(i) {
+                    if let n = links[i].node, let pi = peers.index(of: n), !peers[pi].leaf { have += 1 }
+                } else {
+                    have += 1
+                }
             }
         }
         while have < config.targetDegree {
-            guard let i = pickCandidate(now: now, rng: &rng) else { return }
+            guard let i = pickCandidate(now: now, rng: &rng) else {
+                if viewsOn { rejoin(now: now, rng: &rng, into: &actions) }
+                return
+            }
             let e = known[i]
             guard mayDial(e.endpoint, now: now) else { stats.dialsDeferred &+= 1; return }
-            _ = dial(e.endpoint, seed: nil, node: nil, now: now, into: &actions)
+            let request: Frame.Request = viewsOn && have == 0 ? .urgent : .neighbour
+            _ = dial(e.endpoint, seed: nil, node: nil, request: request, now: now, into: &actions)
             have += 1
         }
     }
@@ -132,7 +153,8 @@ extension GossipEngine.Core {
             }
         }
         for k in peers.indices where peers[k].link == nil { d = min(d, satAdd(peers[key: k].lastHeard, config.deadAfter)) }
-        for s in seeds.indices where !seedSatisfied(s) { d = min(d, seeds[s].retryAt) }
+        // With views, seeds are dialled by the degree rule, which runs on every tick.
+        if !viewsOn { for s in seeds.indices where !seedSatisfied(s) { d = min(d, seeds[s].retryAt) } }
         return d
     }
 }

@@ -15,6 +15,8 @@ struct LinkState: Sendable {
     let endpoint: String
     /// Index into the engine's seeds if dialled as a seed.
     let seed: Int?
+    /// What its HELLO asks of the node it reaches (views).
+    let request: Frame.Request
     /// Changed only by `LinkTable`, which counts every change.
     fileprivate(set) var phase: Phase
 
@@ -56,8 +58,8 @@ struct LinkTable: Sendable, RandomAccessCollection {
     func index(raw: UInt64) -> Int? { links.firstIndex { $0.id.raw == raw } }
 
     /// A new link, dialled at `now`; `node` pre-binds it.
-    mutating func dial(_ id: LinkID, endpoint: String, seed: Int?, node: NodeID?, now: UInt64) {
-        links.append(LinkState(id: id, endpoint: endpoint, seed: seed, phase: .dialing(since: now, node: node)))
+    mutating func dial(_ id: LinkID, endpoint: String, seed: Int?, node: NodeID?, request: Frame.Request, now: UInt64) {
+        links.append(LinkState(id: id, endpoint: endpoint, seed: seed, request: request, phase: .dialing(since: now, node: node)))
     }
 
     @discardableResult

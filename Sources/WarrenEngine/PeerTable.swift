@@ -3,6 +3,8 @@ struct PeerState: Sendable {
     var id: NodeID
     var endpoint: String
     var leaf: Bool
+    /// Its HELLO advertised views (flags bit 1): it understands DISCONNECT and FORWARD_JOIN.
+    var views = false
     /// Its token (its LinkID of its link to us), from its last HELLO.
     var token: UInt64 = 0
     /// Our link bound to it.

@@ -1,4 +1,4 @@
-/// The engine's periodic timers (heartbeat, peer exchange, score interval) and its cached next
+/// The engine's periodic timers (heartbeat, peer exchange, score interval, reconnect) and its cached next
 /// deadline.
 ///
 /// The deadline depends on these timers and on the link table, the peer table and the seeds;
@@ -16,6 +16,7 @@ struct Timers: Sendable {
     private var heartbeatAt: UInt64 = 0
     private var exchangeAt: UInt64 = 0
     private var scoreAt: UInt64 = 0
+    private var reconnectAt: UInt64 = .max
 
     /// When the next HEARTBEAT is sent.
     var heartbeat: UInt64 {
@@ -35,8 +36,15 @@ struct Timers: Sendable {
         set { scoreAt = newValue; generation &+= 1 }
     }
 
-    /// The earliest of the three.
-    var earliest: UInt64 { min(heartbeatAt, exchangeAt, scoreAt) }
+    /// When a node with views next dials an endpoint that failed (`EngineConfig.reconnectInterval`;
+    /// `.max` without views).
+    var reconnect: UInt64 {
+        get { reconnectAt }
+        set { reconnectAt = newValue; generation &+= 1 }
+    }
+
+    /// The earliest of the four.
+    var earliest: UInt64 { min(heartbeatAt, exchangeAt, scoreAt, reconnectAt) }
 
     /// A tick ran: the cached deadline is spent, even if nothing it was computed from changed
     /// (what the generations do not count may have moved it later).

@@ -93,12 +93,15 @@ public struct GossipConfiguration: Sendable {
     }
     public var leaf: Bool { get { engine.leaf } set { engine.leaf = newValue } }
     public var degree: Int { get { engine.targetDegree } set { engine.targetDegree = newValue } }
+    /// Bounded views (`EngineConfig.views`, docs/PROTOCOL.md §6 "Views"; the default). Off: the
+    /// membership rules before them (seeds kept forever, every inbound accepted).
+    public var views: Bool { get { engine.views } set { engine.views = newValue } }
 
     /// How long `GossipBackend.publish` waits for a first neighbour before it gives up with
     /// `GossipPublishError.noNeighbour` (default 5 s; 0: do not wait).
     public var publishTimeout: Duration = .seconds(5)
 
-    /// Parses `gossip://HOST:PORT?peer=tcp://…&peer=…&ttl=N&leaf=true&degree=N&preset=local|lan&advertise=tcp://…&discover=PORT&batch=false&backlink=tcp://…|off`.
+    /// Parses `gossip://HOST:PORT?peer=tcp://…&peer=…&ttl=N&leaf=true&degree=N&views=false&preset=local|lan&advertise=tcp://…&discover=PORT&batch=false&backlink=tcp://…|off`.
     public init(url: URL) throws {
         guard url.scheme?.lowercased() == "gossip" else { throw GossipConfigurationError.invalid("scheme must be gossip://") }
         guard let comps = URLComponents(url: url, resolvingAgainstBaseURL: false),
@@ -116,6 +119,7 @@ public struct GossipConfiguration: Sendable {
             case "ttl": s.ttl = try Self.integer(v, "ttl")
             case "leaf": s.leaf = try Self.boolean(v, "leaf")
             case "degree": s.degree = try Self.integer(v, "degree")
+            case "views": s.views = try Self.boolean(v, "views")
             case "preset": s.preset = v
             case "advertise": s.advertise = v
             case "discover": s.discover = true; s.discoveryPort = try Self.integer(v, "discover")
@@ -124,7 +128,7 @@ public struct GossipConfiguration: Sendable {
             case "allow": s.allowedKeys = try Self.readAllowList(path: v)
             case "key": keyFile = v
             default:
-                throw GossipConfigurationError.invalid("unknown option \"\(item.name)\" (known: peer, ttl, leaf, degree, preset, advertise, allow, key, discover, batch, backlink)")
+                throw GossipConfigurationError.invalid("unknown option \"\(item.name)\" (known: peer, ttl, leaf, degree, views, preset, advertise, allow, key, discover, batch, backlink)")
             }
         }
         if let keyFile {
@@ -182,6 +186,7 @@ public struct GossipConfiguration: Sendable {
             degree = d
         }
         leaf = s.leaf
+        views = s.views
         if let p = s.discoveryPort {
             guard s.discover else { throw fail("discover-port", "needs \(name("discover"))") }
             guard p >= 1 && p <= 65535 else { throw fail("discover-port", "must be a UDP port 1…65535, got \(p)") }
@@ -279,6 +284,8 @@ public struct GossipSettings: Sendable {
     public var preset = "local"
     public var ttl: Int?
     public var degree: Int?
+    /// `GossipConfiguration.views`.
+    public var views = true
     public var leaf = false
     public var discover = false
     /// With `discover` only; nil: the default port.

@@ -9,6 +9,7 @@ struct NodeMetrics {
     let published, delivered, relayed, duplicates, ttlExpired, overTTL, malformed, refused, rateLimited, hwmDrops, batchesSent, batchedFrames: Counter
     let forged, overShare, unforwarded, seenFull, dialsDeferred, strangersRefused, knownRefused, penalized, penaltyDrops: Counter
     let backlinkDrops, backlinksRefused, queueFull: Counter
+    let evicted, shed, disconnectsReceived, forwardJoins, reconnects: Counter
     let neighbours, dedupEntries, backlinksCarried, backlinksOpen: Gauge
     var last = NodeStats()
 
@@ -38,6 +39,11 @@ struct NodeMetrics {
         backlinkDrops = Counter(label: "warren_backlink_drops_total", dimensions: d)
         backlinksRefused = Counter(label: "warren_backlinks_refused_total", dimensions: d)
         queueFull = Counter(label: "warren_queue_full_total", dimensions: d)
+        evicted = Counter(label: "warren_evicted_total", dimensions: d)
+        shed = Counter(label: "warren_shed_total", dimensions: d)
+        disconnectsReceived = Counter(label: "warren_disconnects_received_total", dimensions: d)
+        forwardJoins = Counter(label: "warren_forward_joins_total", dimensions: d)
+        reconnects = Counter(label: "warren_reconnects_total", dimensions: d)
         backlinksCarried = Gauge(label: "warren_backlinks_carried", dimensions: d)
         backlinksOpen = Gauge(label: "warren_backlinks_open", dimensions: d)
         neighbours = Gauge(label: "warren_neighbours", dimensions: d)
@@ -72,6 +78,11 @@ struct NodeMetrics {
         add(backlinkDrops, s.backlinkDrops, last.backlinkDrops)
         add(backlinksRefused, s.backlinksRefused, last.backlinksRefused)
         add(queueFull, s.queueFull, last.queueFull)
+        add(evicted, s.engine.evicted, last.engine.evicted)
+        add(shed, s.engine.shed, last.engine.shed)
+        add(disconnectsReceived, s.engine.disconnectsReceived, last.engine.disconnectsReceived)
+        add(forwardJoins, s.engine.forwardJoins, last.engine.forwardJoins)
+        add(reconnects, s.engine.reconnects, last.engine.reconnects)
         backlinksCarried.record(Double(s.backlinksCarried))
         backlinksOpen.record(Double(s.backlinksOpen))
         neighbours.record(Double(s.neighbours.count))

@@ -157,6 +157,13 @@ public struct InMemoryNetwork {
         sim.connection(from: from, link: link, to: to)
     }
 
+    /// Cuts the network: node i is in group `groups[i]` (nodes past the end in group 0), and
+    /// frames between groups are lost until `heal()`.
+    public mutating func partition(_ groups: [Int32]) { sim.model.groups = groups }
+
+    /// Ends a partition.
+    public mutating func heal() { sim.model.groups = [] }
+
     /// Node `i` hears a LAN discovery beacon now (as if broadcast on its network).
     public mutating func discover(to i: Int, _ beacon: Beacon) {
         sim.discover(to: i, endpoint: beacon.endpoint, node: beacon.nodeID)

@@ -25,7 +25,18 @@ public struct NetworkModel: Sendable {
     /// Endpoints that name another one (like "localhost" for "127.0.0.1").
     public var aliases: [String: String] = [:]
 
+    /// A partition: node i is in group `groups[i]` (nodes past the end are in group 0); a frame
+    /// between nodes of different groups is lost (counted in `framesLost`), as on a network cut.
+    /// Empty: no partition. May change between runs.
+    public var groups: [Int32] = []
+
     var duplicationThreshold: UInt64 = 0
+
+    /// True if a frame from node `i` to node `t` crosses the partition.
+    @inline(__always) func cut(_ i: Int, _ t: Int) -> Bool {
+        guard !groups.isEmpty else { return false }
+        return (i < groups.count ? groups[i] : 0) != (t < groups.count ? groups[t] : 0)
+    }
 
     public init() {}
 }

@@ -351,6 +351,10 @@ struct SimShard {
                 framesLost += 1
                 continue
             }
+            if n.model.cut(i, t) {
+                framesLost += 1
+                continue
+            }
             let incarnation = UInt64(link.readyFor & 0xFF) << SimEvent.frameIncarnationShift
             var at = now &+ link.latency
             if n.model.jitter > 0 { at &+= n.rngs[i].next(upperBound: n.model.jitter &+ 1) }

@@ -35,6 +35,10 @@ public struct SimulationConfig: Sendable, Hashable {
     /// Engine timers: `lan` (heartbeat 1 s, peer exchange 5 s) or `local` (250 ms, 1 s).
     public var preset: Preset = .lan
 
+    /// Bounded views (`EngineConfig.views`); off: the membership rules before them (seeds kept
+    /// forever, every inbound accepted).
+    public var views: Bool = true
+
     public enum Preset: String, Sendable, Hashable, CaseIterable { case lan, local }
 
     public init() {}
@@ -44,6 +48,7 @@ public struct SimulationConfig: Sendable, Hashable {
         var c = preset == .lan ? EngineConfig.lan(endpoint: endpoint, seeds: seeds)
                                : EngineConfig.local(endpoint: endpoint, seeds: seeds)
         c.targetDegree = degree
+        c.views = views
         c.maxTTL = ttl
         c.defaultTTL = ttl
         c.seenCapacity = seenCapacity

@@ -61,7 +61,7 @@ public struct SimulationReport: Sendable, Equatable {
         let c = config
         func ms(_ ns: UInt64) -> String { formatFixed(Double(ns) / 1e6, 3) + " ms" }
         var lines: [String] = []
-        lines.append("nodes \(c.nodes), degree \(c.degree), messages \(c.messages) + \(c.broadcast ? 1 : 0) broadcast, seed \(c.seed)")
+        lines.append("nodes \(c.nodes), degree \(c.degree), messages \(c.messages) + \(c.broadcast ? 1 : 0) broadcast, seed \(c.seed)\(c.views ? "" : ", no views")")
         lines.append("latency \(c.latency), loss \(formatFixed(c.loss * 100, 2)) %, churn \(formatFixed(c.churnPercentPerMinute, 2)) %/min, preset \(c.preset.rawValue), ttl \(c.ttl), seen capacity \(c.seenCapacity)")
         lines.append("formation: \(formed ? "formed" : "NOT formed") after \(ms(formationTime)); degree mean \(formatFixed(meanDegree, 2)), max \(maxDegree)")
         lines.append("stream: \(ms(streamTime)) virtual, \(events) events, \(replacements) nodes replaced")

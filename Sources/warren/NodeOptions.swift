@@ -19,6 +19,7 @@ struct NodeOptions: ParsableArguments {
     @Option(name: .long, help: "Hop limit of published messages (1…16, the overlay's maximum; default 16).") var ttl: Int?
     @Option(name: .long, help: "Neighbours to keep beyond the given peers (0…64; default: the preset's, 3 local, 4 lan).") var degree: Int?
     @Flag(name: .long, inversion: .prefixedNo, help: "Leaf mode: receive only our own keys' topics and forward nothing.") var leaf: Bool?
+    @Flag(name: .long, inversion: .prefixedNo, help: ArgumentHelp("Bounded views (the default): at most degree + 2 neighbours, seeds only to join and rejoin.", discussion: "--no-views keeps the membership of nodes built before views: seeds kept connected forever, every inbound neighbour accepted (docs/PROTOCOL.md §6).")) var views: Bool?
     @Option(name: .long, help: "Timer preset: local (one machine; the default) or lan.") var preset: String?
     @Option(name: .long, help: ArgumentHelp("Endpoint other nodes should dial, tcp://HOST:PORT (default: the listen endpoint; with 0.0.0.0, this host's first non-loopback address).", valueName: "ENDPOINT")) var advertise: String?
     @Option(name: .long, help: ArgumentHelp("Where nodes that cannot be dialled (behind a NAT) connect their back-links, tcp://HOST:PORT, or off (default: the listen host, a free port, announced to every node that dials this one).", discussion: "Name a port when a firewall or port forward in front of this node must let it through. A node behind a NAT needs nothing: it opens back-links by itself (docs/PROTOCOL.md §1).", valueName: "ENDPOINT")) var backlink: String?
@@ -59,6 +60,7 @@ struct NodeOptions: ParsableArguments {
         s.ttl = ttl ?? file.ttl
         s.degree = degree ?? file.degree
         s.leaf = leaf ?? file.leaf ?? false
+        s.views = views ?? file.views ?? true
         s.discover = discover ?? file.discover ?? false
         s.discoveryPort = discoverPort ?? file.discoverPort
         s.batching = batch ?? file.batch ?? true
@@ -179,6 +181,7 @@ struct NodeFileSettings: Decodable {
     var ttl: Int?
     var degree: Int?
     var leaf: Bool?
+    var views: Bool?
     var preset: String?
     var advertise: String?
     var backlink: String?
@@ -197,7 +200,7 @@ struct NodeFileSettings: Decodable {
     var publishTimeout: Double?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case keyFile = "key-file", listen, peer, allow, community, communityFile = "community-file", ttl, degree, leaf
+        case keyFile = "key-file", listen, peer, allow, community, communityFile = "community-file", ttl, degree, leaf, views
         case preset, advertise, backlink, discover, discoverPort = "discover-port", batch, logLevel = "log-level", metrics, grpc
         case grpcTls = "grpc-tls", grpcQueue = "grpc-queue", grpcMaxStreams = "grpc-max-streams", grpcAllowPlaintext = "grpc-allow-plaintext", control
         case outputQueue = "output-queue", publishTimeout = "publish-timeout"

@@ -40,7 +40,9 @@ func statusObject(_ s: NodeStats, backend: GossipBackend, key: PrivateKey, bridg
                        "forged": e.forged, "over_share": e.overShare, "unforwarded": e.unforwarded, "seen_full": e.seenFull,
                        "dials_deferred": e.dialsDeferred, "strangers_refused": e.strangersRefused,
                        "known_refused": e.knownRefused, "penalized": e.penalized, "penalty_drops": e.penaltyDrops,
-                       "queue_full": s.queueFull, "output_dropped": dropped]
+                       "queue_full": s.queueFull, "output_dropped": dropped,
+                       "evicted": e.evicted, "shed": e.shed, "disconnects_received": e.disconnectsReceived,
+                       "forward_joins": e.forwardJoins, "reconnects": e.reconnects]
     if let bridge {
         let g = bridge.counters
         obj["grpc"] = ["published": g.published, "rejected": g.rejected, "streamed": g.streamed,

@@ -25,6 +25,7 @@ struct Simulate: AsyncParsableCommand {
     @Option(help: "Target degree of every node (EngineConfig.targetDegree).") var degree: Int = 4
     @Option(help: "Point-to-point messages between random pairs.") var messages: Int = 1_000
     @Flag(help: "Leave out the community broadcast.") var noBroadcast = false
+    @Flag(help: "Membership without bounded views (seeds kept forever, every inbound accepted), as before them.") var noViews = false
     @Option(help: "Seed of everything random.") var seed: UInt64 = 1
     @Option(help: "Median one-way link latency (ms), log-normal.") var latencyMs: Double = 1
     @Option(help: "Sigma of the log-normal latency (0 = every link has the median).") var latencySigma: Double = 0.5
@@ -70,6 +71,7 @@ struct Simulate: AsyncParsableCommand {
         c.degree = degree
         c.messages = messages
         c.broadcast = !noBroadcast
+        c.views = !noViews
         c.seed = seed
         let median = UInt64(latencyMs * 1e6)
         c.latency = latencySigma == 0 ? .fixed(median) : .logNormal(median: median, sigma: latencySigma)

@@ -15,16 +15,21 @@ import WarrenEngine
 
     /// Every frame the encoder can write decodes to the same frame, and re-encodes identically.
     @Test func encodedFramesDecodeToThemselves() async {
-        await propertyCheck(count: 10_000, input: Gen.int(in: 0...4), Gen.uint64(in: 1...UInt64.max),
+        await propertyCheck(count: 10_000, input: Gen.int(in: 0...6), Gen.uint64(in: 1...UInt64.max),
                             Gen.uint8(in: 1...255), Gen.uint8(), Self.envelope, Self.endpoint, Self.peers,
                             zip(Gen.uint64(in: 1...UInt64.max), Gen.uint64(), Gen.bool())) { kind, from, ttl, hops, env, ep, peers, hello in
             let id = NodeID(raw: from)
             let frame: Frame
             switch kind {
             case 0: frame = .data(topic: topic(3), envelope: env, ttl: ttl, hops: hops, from: id)
-            case 1: frame = Frame(kind: .hello(.init(leaf: hello.2, token: hello.0, echo: hello.1, endpoint: ep, peers: peers)), from: id)
+            case 1:
+                var h = Frame.Hello(leaf: hello.2, token: hello.0, echo: hello.1, endpoint: ep, peers: peers)
+                if hops & 1 != 0 { h.views = true; h.request = Frame.Request(rawValue: (hops >> 1) & 3)! }
+                frame = Frame(kind: .hello(h), from: id)
             case 2: frame = Frame(kind: .peers(peers), from: id)
             case 3: frame = Frame(kind: .heartbeat, from: id)
+            case 5: frame = Frame(kind: .disconnect(echo: hello.1), from: id)
+            case 6: frame = Frame(kind: .forwardJoin(ttl: ttl, node: Frame.PeerEntry(nodeID: NodeID(raw: hello.0), endpoint: ep)), from: id)
             default: frame = Frame(kind: .bye, from: id)
             }
             let out = frame.encode()
@@ -40,16 +45,19 @@ import WarrenEngine
             case (.hello(let h1), .hello(let h2)): #expect(h1 == h2)
             case (.peers(let p1), .peers(let p2)): #expect(p1 == p2)
             case (.heartbeat, .heartbeat), (.bye, .bye): break
+            case (.disconnect(let e1), .disconnect(let e2)): #expect(e1 == e2)
+            case (.forwardJoin(let t1, let n1), .forwardJoin(let t2, let n2)): #expect(t1 == t2 && n1 == n2)
             default: Issue.record("kind changed: \(frame.kind) → \(back.kind)")
             }
         }
     }
 
     static let vectors = [hex(Vectors.data), hex(Vectors.dataForwarded), hex(Vectors.hello), hex(Vectors.helloLeaf),
-                          hex(Vectors.heartbeat), hex(Vectors.peers), hex(Vectors.bye)]
+                          hex(Vectors.heartbeat), hex(Vectors.peers), hex(Vectors.bye),
+                          hex(Vectors.helloViews), hex(Vectors.disconnect), hex(Vectors.forwardJoin)]
     /// A vector with edits: (position, xor) pairs; xor 0 deletes the byte, a position past the
     /// end appends.
-    static let mutated = zip(Gen.int(in: 0...6), zip(Gen.uint16(), Gen.uint8()).array(of: 0...6)).map { v, edits in
+    static let mutated = zip(Gen.int(in: 0...9), zip(Gen.uint16(), Gen.uint8()).array(of: 0...6)).map { v, edits in
         var b = vectors[v]
         for (pos, x) in edits {
             let i = Int(pos) % (b.count + 1)
@@ -60,7 +68,8 @@ import WarrenEngine
     static let garbage = Gen.uint8().array(of: 0...200)
 
     /// Any input: decoding never traps, and what it accepts is canonical — re-encoding gives back
-    /// exactly the input (HELLO flag bits other than bit 0 are ignored on receive).
+    /// exactly the input (HELLO flag bits other than bit 0, bit 1 and — with bit 1 — bits 3–4 are
+    /// ignored on receive).
     @Test(arguments: ["mutated vectors", "garbage"])
     func acceptedInputIsCanonical(_ source: String) async {
         let bodies = source == "garbage" ? Self.garbage.eraseToAny() : Self.mutated.eraseToAny()
@@ -68,7 +77,10 @@ import WarrenEngine
             let topicBytes = t == 0 ? Topic.control.bytes : t == 1 ? Vectors.dataTopic : [UInt8](repeating: 0x11, count: 31)
             guard let f = try? Frame.decode(topic: topicBytes, body: body) else { return }
             var expected = body
-            if case .hello = f.kind { expected[Frame.headerSize] &= 1 }
+            if case .hello = f.kind {
+                let flags = expected[Frame.headerSize]
+                expected[Frame.headerSize] &= flags & 2 != 0 ? 0x1B : 1
+            }
             #expect(f.encode().body == expected)
             #expect(f.encode().topic.bytes == topicBytes)
         }
@@ -92,6 +104,12 @@ import WarrenEngine
                 case .failure: undecodable += 1
                 case .success(let f):
                     if case .data = f.kind, f.ttl > e.config.maxTTL, f.from != e.nodeID { overTTL += 1 }
+                    // This engine has no views (degree 0): DISCONNECT and FORWARD_JOIN are
+                    // malformed to it, as to a node built before them.
+                    switch f.kind {
+                    case .disconnect, .forwardJoin: if f.from != e.nodeID { undecodable += 1 }
+                    default: break
+                    }
                 }
                 e.receive(topic: topicBytes, body: body, now: UInt64(k + 1) * 1_000, rng: &rng, into: &actions)
             }

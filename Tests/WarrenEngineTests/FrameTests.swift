@@ -22,6 +22,13 @@ enum Vectors {
         0000000000ff00107463703a2f2f5b3a3a315d3a37303033
         """
     static let bye = "010500000102030405060708"
+    /// HELLO with views (flags bit 1) asking to JOIN (request 2, bits 3–4): flags 0x12.
+    static let helloViews = """
+        010200000102030405060708121111111111111111000000000000000000147463703a2f2f3132372e302e30\
+        2e313a3730303100
+        """
+    static let disconnect = "0107000001020304050607081111111111111111"
+    static let forwardJoin = "010800000102030405060708060a0b0c0d0e0f101100147463703a2f2f3132372e302e302e313a37303032"
 }
 
 @Suite struct FrameTests {
@@ -97,6 +104,37 @@ enum Vectors {
         let d2 = try Frame.decode(topic: control, body: hex(Vectors.helloLeaf))
         guard case .hello(let l2) = d2.kind else { Issue.record("not hello"); return }
         #expect(l2 == leaf)
+    }
+
+    @Test func viewsVectors() throws {
+        var h = Frame.Hello(leaf: false, token: 0x1111_1111_1111_1111, echo: 0, endpoint: "tcp://127.0.0.1:7001", peers: [])
+        h.views = true
+        h.request = .join
+        #expect(hexString(Frame(kind: .hello(h), from: Vectors.from).encode().body) == Vectors.helloViews)
+        guard case .hello(let h2) = try Frame.decode(topic: control, body: hex(Vectors.helloViews)).kind else { Issue.record(); return }
+        #expect(h2 == h && h2.views && h2.request == .join)
+        // Without views the request bits are not sent (an old node's HELLO is unchanged).
+        guard case .hello(let plain) = try Frame.decode(topic: control, body: hex(Vectors.hello)).kind else { Issue.record(); return }
+        #expect(!plain.views && plain.request == .neighbour)
+
+        #expect(hexString(Frame(kind: .disconnect(echo: 0x1111_1111_1111_1111), from: Vectors.from).encode().body) == Vectors.disconnect)
+        guard case .disconnect(let echo) = try Frame.decode(topic: control, body: hex(Vectors.disconnect)).kind else { Issue.record(); return }
+        #expect(echo == 0x1111_1111_1111_1111)
+
+        let node = Frame.PeerEntry(nodeID: NodeID(raw: 0x0a0b_0c0d_0e0f_1011), endpoint: "tcp://127.0.0.1:7002")
+        #expect(hexString(Frame(kind: .forwardJoin(ttl: 6, node: node), from: Vectors.from).encode().body) == Vectors.forwardJoin)
+        guard case .forwardJoin(let ttl, let n2) = try Frame.decode(topic: control, body: hex(Vectors.forwardJoin)).kind else {
+            Issue.record(); return
+        }
+        #expect(ttl == 6 && n2 == node)
+        // Truncated, trailing bytes, a zero node id.
+        let d = hex(Vectors.disconnect), f = hex(Vectors.forwardJoin)
+        expectError(control, Array(d.dropLast()), .truncated)
+        expectError(control, d + [0], .trailingBytes(1))
+        expectError(control, Array(f.prefix(13)), .truncated)
+        var z = f
+        for k in 13..<21 { z[k] = 0 }
+        expectError(control, z, .zeroNodeID)
     }
 
     @Test func controlVectors() throws {

@@ -66,6 +66,13 @@ struct BatchingTests {
         for node in [a, r, b] { await node.stop() }
     }
 
+    /// `views=false` (`warren node --no-views`) turns bounded views off; they are on by default.
+    @Test func viewsOptionOfTheURL() throws {
+        #expect(try GossipConfiguration(url: URL(string: "gossip://127.0.0.1:0")!).views)
+        #expect(try !GossipConfiguration(url: URL(string: "gossip://127.0.0.1:0?views=false")!).views)
+        #expect(throws: GossipConfigurationError.self) { try GossipConfiguration(url: URL(string: "gossip://127.0.0.1:0?views=maybe")!) }
+    }
+
     /// `batch=false` (`--no-batch`): every frame in its own message, everything still delivered.
     @Test func batchingOffSendsFramesAlone() async throws {
         let received = Received()
