@@ -84,7 +84,10 @@ extension Frame {
             }
             switch r.peerList() {
             case .success(let list):
-                kind = .hello(Hello(leaf: flags & 1 != 0, token: token, echo: echo, endpoint: endpoint, peers: list))
+                var hello = Hello(leaf: flags & 1 != 0, token: token, echo: echo, endpoint: endpoint, peers: list)
+                hello.routing = flags & 4 != 0
+                hello.contact = flags & 8 != 0
+                kind = .hello(hello)
             case .failure(let e): return .failure(e)
             }
         }
@@ -103,7 +106,7 @@ extension Frame {
             FrameHeader(type: typeCode.rawValue, from: from).append(to: &body)
             switch kind {
             case .hello(let h):
-                body.append(h.leaf ? 1 : 0)
+                body.append(h.flags)
                 appendBigEndian(h.token, to: &body)
                 appendBigEndian(h.echo, to: &body)
                 Frame.appendEndpoint(h.endpoint, to: &body)

@@ -18,9 +18,17 @@ public struct Frame: Sendable {
         /// The sender's advertised listen endpoint.
         public var endpoint: String
         public var peers: [PeerEntry]
+        /// flags bit 2: the sender takes routing frames (docs/PROTOCOL.md §9).
+        public var routing = false
+        /// flags bit 3: the link this HELLO is sent on is a routing contact link of the sender (not
+        /// flooded to, not counted toward the degree); the receiver's link back is one too.
+        public var contact = false
         public init(leaf: Bool, token: UInt64, echo: UInt64, endpoint: String, peers: [PeerEntry]) {
             self.leaf = leaf; self.token = token; self.echo = echo; self.endpoint = endpoint; self.peers = peers
         }
+
+        /// The flags byte: bit 0 leaf, bit 2 routing, bit 3 contact link (bit 1 reserved).
+        public var flags: UInt8 { (leaf ? 1 : 0) | (routing ? 4 : 0) | (contact ? 8 : 0) }
     }
 
     public enum Kind: Sendable {
@@ -117,4 +125,6 @@ public enum FrameError: Error, Sendable, Hashable {
     case nestedBatch
     /// A BATCH with more than `FrameBatch.maxEntries` entries.
     case tooManyEntries
+    /// A ROUTED frame whose mode is neither 0 (key) nor 1 (node).
+    case badRouteMode(UInt8)
 }

@@ -56,6 +56,8 @@ extension GossipEngine {
         var strangerBad: [UInt64: UInt32] = [:]
         /// The last penalties (at most 16), newest last.
         var recentPenalties: [Penalty] = []
+        /// Unicast routing (GossipEngine+Routing.swift); nil when it is off or this is a leaf.
+        var routing: RoutingState?
 
         init(config: EngineConfig, nodeID: NodeID) {
             self.config = config
@@ -64,6 +66,7 @@ extension GossipEngine {
             self.isLeaf = config.leaf
             self.seen = SeenCache(capacity: config.seenCapacity, window: config.seenWindow, seed: mix64(~nodeID.raw))
             self.known = KnownTable(limit: max(1, config.maxKnownEndpoints))
+            if config.routing && !config.leaf { self.routing = RoutingState(selfID: nodeID, parameters: config.routingParameters) }
         }
     }
 }
@@ -147,6 +150,7 @@ extension GossipEngine.Core {
     ) {
         stats.framesIn &+= 1
         if receiveData(topic: topic, body: body, id: id, via: via, now: now, into: &actions) { return }
+        if receiveRouting(topic: topic, body: body, id: id, via: via, now: now, rng: &rng, into: &actions) { return }
         let frame: Frame
         switch Frame.decode(topic: topic, body: body) {
         case .success(let f): frame = f
@@ -178,6 +182,7 @@ extension GossipEngine.Core {
         }
         let ttl = min(ttl ?? config.defaultTTL, config.maxTTL)
         guard ttl > 0, active else { return }
+        if routing != nil && routePublish(topic: topic, envelope: envelope, ttl: ttl, now: now, into: &actions) { return }
         let targets = sendTargets(excluding: nil)
         guard !targets.isEmpty else { return }
         let body = Frame.encodeData(envelope: envelope, ttl: ttl, hops: 0, from: nodeID)
@@ -189,17 +194,20 @@ extension GossipEngine.Core {
     mutating func subscribeLocal(_ topic: Topic, into actions: inout [Action]) {
         guard !topic.isControl, localTopics.insert(topic).inserted else { return }
         if config.leaf { actions.append(.subscribe(topic.bytes)) }
+        routingSubscribed(topic)
     }
 
     mutating func unsubscribeLocal(_ topic: Topic, into actions: inout [Action]) {
         guard localTopics.remove(topic) != nil else { return }
         if config.leaf { actions.append(.unsubscribe(topic.bytes)) }
+        routingUnsubscribed(topic)
     }
 
     /// `GossipEngine.stop`.
     mutating func stop(now: UInt64, into actions: inout [Action]) {
         guard active else { stopped = true; return }
-        let targets = sendTargets(excluding: nil)
+        var targets = sendTargets(excluding: nil)
+        if routing != nil { targets += readyContactLinks() }
         if !targets.isEmpty {
             actions.append(.send(targets, Frame(kind: .bye, from: nodeID).encode()))
             stats.framesOut &+= UInt64(targets.count)
@@ -233,6 +241,7 @@ extension GossipEngine.Core {
         n += peers.countedBytes
         n += known.countedBytes
         n += localTopics.count * 48 + allReadyCache.count * MemoryLayout<LinkID>.stride
+        if let r = routing { n += r.countedBytes }
         return n
     }
 
@@ -248,18 +257,18 @@ extension GossipEngine.Core {
         return peers[pi].up && peers[pi].link == links[i].id
     }
 
-    /// Ready links, except those bound to `from`. Cached per link-table generation (no
+    /// Ready gossip links (not routing contact links), except those bound to `from`. Cached per link-table generation (no
     /// allocation per frame).
     mutating func sendTargets(excluding from: NodeID?) -> [LinkID] {
         let generation = links.generation
         if let from, let pi = peers.index(of: from) {
             if peers[pi].sendCacheGeneration != generation {
-                peers.cacheSendList(pi, links.compactMap { $0.ready && $0.node != from ? $0.id : nil }, generation: generation)
+                peers.cacheSendList(pi, links.compactMap { $0.ready && !$0.contact && $0.node != from ? $0.id : nil }, generation: generation)
             }
             return peers[pi].sendCache
         }
         if allReadyGeneration != generation {
-            allReadyCache = links.compactMap { $0.ready ? $0.id : nil }
+            allReadyCache = links.compactMap { $0.ready && !$0.contact ? $0.id : nil }
             allReadyGeneration = generation
         }
         return allReadyCache

@@ -211,6 +211,7 @@ extension GossipEngine.Core {
         _ h: Frame.Hello, from: NodeID, now: UInt64,
         rng: inout some RandomNumberGenerator, into actions: inout [Action]
     ) {
+        defer { if routing != nil { routingHello(h, from: from, now: now, into: &actions) } }
         if h.leaf {
             known.remove(h.endpoint)
         } else if let i = learn(h.endpoint, node: from, rng: &rng) {
@@ -222,6 +223,7 @@ extension GossipEngine.Core {
             peers[pi].endpoint = h.endpoint
             peers[pi].leaf = h.leaf
             peers[pi].token = h.token
+            peers[pi].routing = routing != nil && h.routing
         } else {
             // Peers without a link are bounded (a flood of HELLOs from new ids costs nothing).
             var linkless = 0
@@ -229,6 +231,7 @@ extension GossipEngine.Core {
             if linkless >= Self.maxLinklessPeers { stats.strangersRefused &+= 1; return }
             var p = PeerState(id: from, endpoint: h.endpoint, leaf: h.leaf)
             p.token = h.token
+            p.routing = routing != nil && h.routing
             peers.append(p, lastHeard: now)
         }
 
@@ -244,6 +247,8 @@ extension GossipEngine.Core {
             if mayDial(h.endpoint, now: now) {
                 let l = dial(h.endpoint, seed: nil, node: from, now: now, into: &actions)
                 if let pi = peers.index(of: from) { peers[pi].link = l }
+                // The link back to a routing contact link is one too.
+                if routing != nil && h.contact && h.routing, let li = links.index(of: l) { links.setContact(li, true) }
             } else {
                 // Not kept: it dials us again after its own dial timeout.
                 stats.dialsDeferred &+= 1
@@ -304,6 +309,7 @@ extension GossipEngine.Core {
         for e in list where e.nodeID != nodeID {
             _ = learn(e.endpoint, node: e.nodeID, rng: &rng)
         }
+        if routing != nil { for e in list where e.nodeID != nodeID { offerContactLater(e.nodeID.raw, endpoint: e.endpoint) } }
     }
 
     /// Learns one endpoint; returns its index in the known table. When the table is full, an

@@ -81,6 +81,7 @@ extension GossipEngine.Core {
         if let i = known.find(endpoint) { known[i].failures = 0; known[i].retryAt = 0; known[i].verified = true }
         if let i = known.find(links[li].endpoint) { known[i].failures = 0; known[i].retryAt = 0; known[i].verified = true }
         actions.append(.peerUp(neighbour(peers[pi])))
+        if routing != nil { routingPeerUp(pi, into: &actions) }
     }
 
     /// Closes a link. If it carries a neighbour, that neighbour is removed (`.peerDown(reason)`
@@ -122,8 +123,12 @@ extension GossipEngine.Core {
     /// HELLO on link `l`.
     mutating func sendHello(on l: LinkID, echo: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
         let endpoint = Frame.isEncodable(endpoint: config.endpoint) ? config.endpoint : "-"
-        let hello = Frame.Hello(leaf: config.leaf, token: l.raw, echo: echo, endpoint: endpoint,
+        var hello = Frame.Hello(leaf: config.leaf, token: l.raw, echo: echo, endpoint: endpoint,
                                 peers: peerList(rng: &rng))
+        if routing != nil {
+            hello.routing = true
+            hello.contact = links.index(of: l).map { links[$0].contact } ?? false
+        }
         actions.append(.send([l], Frame(kind: .hello(hello), from: nodeID).encode()))
         stats.framesOut &+= 1
     }

@@ -404,17 +404,31 @@ struct SimShard {
     /// (checked byte for byte) it is theirs, so BLAKE2b runs once per publish.
     func dataID(_ out: OutFrame) -> MessageID? {
         out.body.withUnsafeBufferPointer { b -> MessageID? in
-            guard let v = DataFrameView(topic: out.topic, body: b) else { return nil }
+            // DATA, or a ROUTED frame (docs/PROTOCOL.md §9): the same envelope after a longer prefix.
+            let envelope: UnsafeBufferPointer<UInt8>
+            if b.count >= 2 && b[1] == RoutingTypeCode.routed {
+                guard let v = RoutedFrameView(topic: out.topic, body: b) else { return nil }
+                envelope = v.envelope
+            } else {
+                guard let v = DataFrameView(topic: out.topic, body: b) else { return nil }
+                envelope = v.envelope
+            }
             if contextValid && contextSlot >= 0 {
                 let same = pool[contextSlot].body.withUnsafeBufferPointer { c in
-                    sameBytes(UnsafeBufferPointer(rebasing: c[FrameHeader.size...]), v.envelope)
+                    sameBytes(SimShard.envelope(of: c), envelope)
                 }
                 if same { return poolIDs[contextSlot] }
-            } else if contextValid && publishEnvelope.withUnsafeBufferPointer({ sameBytes($0, v.envelope) }) {
+            } else if contextValid && publishEnvelope.withUnsafeBufferPointer({ sameBytes($0, envelope) }) {
                 return publishID
             }
-            return v.messageID()
+            return MessageID(envelope: envelope)
         }
+    }
+
+    /// The envelope of a DATA or ROUTED body already checked.
+    static func envelope(of body: UnsafeBufferPointer<UInt8>) -> UnsafeBufferPointer<UInt8> {
+        let start = body.count >= 2 && body[1] == RoutingTypeCode.routed ? RoutedFrameView.prefixSize : FrameHeader.size
+        return UnsafeBufferPointer(rebasing: body[min(start, body.count)...])
     }
 
     mutating func allocate(_ f: SimFrame) -> Int {
