@@ -43,6 +43,19 @@ extension GossipEngine {
     /// Location records held (keys).
     package var locationRecordCount: Int { core.routing?.records.count ?? 0 }
 
+    /// The neighbour a publish to `topic` would be routed to at `now` (nil: it would be flooded).
+    package func routeNextHop(topic: Topic, now: UInt64) -> NodeID? {
+        guard let r = core.routing, !core.localTopics.contains(topic) else { return nil }
+        var target = topic.routingPoint
+        switch r.records.lookup(topic, now: now) {
+        case .one(let n) where n == core.nodeID.raw: return nil
+        case .one(let n): target = n
+        case .many: return nil
+        case .none: break
+        }
+        return core.nextHop(toward: target, excluding: nil, now: now)?.node
+    }
+
     /// For a driver that knows its next input ahead (the simulator, hiding memory latency):
     /// calls `visit` with the addresses that receiving a DATA frame with message id `id` reads
     /// first — the peer table's header and first entries, and the seen cache's bucket for `id`

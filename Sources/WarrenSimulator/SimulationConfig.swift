@@ -39,6 +39,8 @@ public struct SimulationConfig: Sendable, Hashable {
     /// With routing: virtual time run after formation and before the stream, for the contacts to
     /// settle and the records to be stored (at 1, 2, 4, 8 … s after each subscription).
     public var routingSettle: UInt64 = 10_000_000_000
+    /// With routing: the routing layer's parameters of every node.
+    public var routingParameters = RoutingParameters()
 
     public enum Preset: String, Sendable, Hashable, CaseIterable { case lan, local }
 
@@ -59,6 +61,7 @@ public struct SimulationConfig: Sendable, Hashable {
         c.maxPendingDials = .max
         c.dialRate = 0
         c.routing = routing
+        c.routingParameters = routingParameters
         return c
     }
 
