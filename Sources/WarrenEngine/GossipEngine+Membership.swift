@@ -123,11 +123,13 @@ extension GossipEngine.Core {
     /// HELLO on link `l`.
     mutating func sendHello(on l: LinkID, echo: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
         let endpoint = Frame.isEncodable(endpoint: config.endpoint) ? config.endpoint : "-"
+        // A routing contact link carries no peer exchange: its HELLO has an empty peer list.
+        let contact = routing != nil && (links.index(of: l).map { links[$0].contact } ?? false)
         var hello = Frame.Hello(leaf: config.leaf, token: l.raw, echo: echo, endpoint: endpoint,
-                                peers: peerList(rng: &rng))
+                                peers: contact ? [] : peerList(rng: &rng))
         if routing != nil {
             hello.routing = true
-            hello.contact = links.index(of: l).map { links[$0].contact } ?? false
+            hello.contact = contact
         }
         actions.append(.send([l], Frame(kind: .hello(hello), from: nodeID).encode()))
         stats.framesOut &+= 1

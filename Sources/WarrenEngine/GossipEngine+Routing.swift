@@ -338,15 +338,22 @@ extension GossipEngine.Core {
     mutating func sendNodes(to pi: Int, into actions: inout [Action]) {
         guard let r = routing, let l = peers[pi].link else { return }
         let target = peers[pi].id.raw
-        var cands: [Frame.PeerEntry] = []
-        for e in r.table.entries where e.id != target && Frame.isEncodable(endpoint: e.endpoint) {
-            cands.append(Frame.PeerEntry(nodeID: NodeID(raw: e.id), endpoint: e.endpoint))
+        // Ids first (no endpoint copied), the endpoints of the 16 chosen after: entry k of the
+        // table is `k`, peer q is `-1 - q`.
+        var cands: [(d: UInt64, ref: Int)] = []
+        cands.reserveCapacity(r.table.entries.count + peers.count)
+        for (k, e) in r.table.entries.enumerated() where e.id != target { cands.append((e.id ^ target, k)) }
+        for q in peers.indices where peers[q].up && peers[q].routing && !peers[q].leaf {
+            let id = peers[q].id.raw
+            if id != target && r.table.index(of: id) == nil { cands.append((id ^ target, -1 - q)) }
         }
-        for p in peers where p.up && p.routing && !p.leaf && p.id.raw != target && Frame.isEncodable(endpoint: p.endpoint) && p.endpoint != "-" {
-            if !cands.contains(where: { $0.nodeID == p.id }) { cands.append(Frame.PeerEntry(nodeID: p.id, endpoint: p.endpoint)) }
+        cands.sort { $0.d < $1.d }
+        var list: [Frame.PeerEntry] = []
+        for c in cands where list.count < Self.nodesPerFrame {
+            let e = c.ref >= 0 ? r.table.entries[c.ref].endpoint : peers[-1 - c.ref].endpoint
+            guard e != "-", Frame.isEncodable(endpoint: e) else { continue }
+            list.append(Frame.PeerEntry(nodeID: NodeID(raw: c.d ^ target), endpoint: e))
         }
-        cands.sort { ($0.nodeID.raw ^ target) < ($1.nodeID.raw ^ target) }
-        let list = Array(cands.prefix(Self.nodesPerFrame))
         guard !list.isEmpty else { return }
         actions.append(.send([l], RoutingFrame.encodeNodes(list, from: nodeID)))
         stats.framesOut &+= 1

@@ -23,12 +23,15 @@ struct LocationStore: Sendable {
     private var records: [Topic: [Record]] = [:]
     /// Keys that had more subscribers than `perKey`, until when.
     private var groups: [Topic: UInt64] = [:]
+    /// No record or group expires before this (`expire` has nothing to do until then).
+    private var earliest: UInt64 = .max
 
     init(maxKeys: Int) { self.maxKeys = max(1, maxKeys) }
 
     var count: Int { records.count }
 
     mutating func store(_ key: Topic, node: UInt64, endpoint: String, expiry: UInt64, now: UInt64) {
+        earliest = min(earliest, expiry)
         var list = records[key] ?? []
         list.removeAll { $0.expiry <= now }
         if let i = list.firstIndex(where: { $0.node == node }) {
@@ -81,7 +84,11 @@ struct LocationStore: Sendable {
     }
 
     mutating func expire(now: UInt64) {
-        guard !records.isEmpty || !groups.isEmpty else { return }
+        guard now >= earliest, !records.isEmpty || !groups.isEmpty else { return }
+        var next = UInt64.max
+        for (_, list) in records { for r in list where r.expiry > now { next = min(next, r.expiry) } }
+        for (_, g) in groups where g > now { next = min(next, g) }
+        earliest = next
         for (k, list) in records {
             let live = list.filter { $0.expiry > now }
             if live.count != list.count { records[k] = live.isEmpty ? nil : live }
