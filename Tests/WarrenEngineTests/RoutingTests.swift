@@ -94,6 +94,12 @@ import WarrenEngine
         let key = topic(201)
         net.subscribe(12, key)
         net.run(until: 12 * second); #expect(!net.budgetExceeded)
+        // Contact links are not neighbours (not flooded to, not the degree).
+        for i in [0, 12, 30] {
+            let e = net.engine(i)!
+            #expect(e.contactLinkCounts.up > 0)
+            #expect(e.neighbours.count == e.linkCounts.up)
+        }
         var rng = SeededGenerator(seed: 2)
         let before = Self.dataSent(net)
         let a = net.publish(from: 3, topic: key, envelope: envelope(&rng))
