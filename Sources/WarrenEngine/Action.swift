@@ -120,5 +120,13 @@ public struct EngineStats: Sendable, Hashable {
     public var forwardJoins: UInt64 = 0
     /// Views: dials to endpoints that failed before (`reconnectInterval`) and seed rejoins.
     public var reconnects: UInt64 = 0
+    /// Routing (docs/PROTOCOL.md §9): ROUTED frames sent (published or forwarded, one link each).
+    public var routed: UInt64 = 0
+    /// Routed messages that fell back to the flood here (no record, no closer contact, a stale
+    /// record, a key with several subscribers).
+    public var routeFallbacks: UInt64 = 0
+    /// STORE frames received and NODES frames received.
+    public var storesIn: UInt64 = 0
+    public var nodesIn: UInt64 = 0
     public init() {}
 }

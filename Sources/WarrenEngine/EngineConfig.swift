@@ -81,6 +81,13 @@ public struct EngineConfig: Sendable {
 
     /// `maxDegree`, or its default.
     public var effectiveMaxDegree: Int { maxDegree > 0 ? max(maxDegree, targetDegree) : targetDegree + 2 }
+    /// Unicast routing (docs/PROTOCOL.md §9): a location service on the overlay (XOR routing on
+    /// node ids, location records at the nodes closest to a key's hash) and routed DATA frames
+    /// that travel a path instead of the whole overlay, with the flood as the fallback. Off:
+    /// today's flooding, bit for bit (no routing frame is sent, HELLO flag bit 2 stays 0).
+    public var routing: Bool = false
+    /// The routing layer's parameters (used only with `routing`).
+    public var routingParameters = RoutingParameters()
 
     /// New message ids per second the seen cache holds for `seenHold`, derived from it:
     /// `seenCapacity / (2 × seenHold)` (0 = unlimited, when `seenHold` is 0). Each source (every
@@ -138,3 +145,27 @@ public struct EngineConfig: Sendable {
     }
 }
 
+
+/// Parameters of unicast routing (docs/PROTOCOL.md §9). Times are nanoseconds.
+public struct RoutingParameters: Sendable, Hashable {
+    /// Contacts kept per XOR distance bucket (Kademlia's k).
+    public var bucketSize: Int = 2
+    /// The XOR-closest nodes kept beside the buckets.
+    public var closest: Int = 4
+    /// Location records are stored at this many nodes closest to the key's hash (r).
+    public var replicas: Int = 3
+    /// A subscriber stores its records again after 1, 2, 4 … s, then every `recordRefresh`;
+    /// a record expires `3 × recordRefresh` after it was stored.
+    public var recordRefresh: UInt64 = 30_000_000_000
+    /// At most this many keys' records held; the soonest to expire makes room.
+    public var maxRecords: Int = 4_096
+    /// Contact links being dialled at a time.
+    public var maxPendingContacts: Int = 16
+    /// Subscribers of held records that get a contact link of their own (the last hop of a
+    /// routed frame is then one hop).
+    public var maxPinned: Int = 32
+    /// A routing contact is a next hop only if some frame of it arrived within this time
+    /// (0: twice the heartbeat interval).
+    public var freshness: UInt64 = 0
+    public init() {}
+}

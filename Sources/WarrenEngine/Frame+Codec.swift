@@ -97,6 +97,8 @@ extension Frame {
                 var hello = Hello(leaf: flags & 1 != 0, token: token, echo: echo, endpoint: endpoint, peers: list)
                 hello.views = flags & 2 != 0
                 hello.request = Request(rawValue: (flags >> 3) & 3) ?? .neighbour
+                hello.routing = flags & 4 != 0
+                hello.contact = flags & 32 != 0
                 kind = .hello(hello)
             case .failure(let e): return .failure(e)
             }
@@ -116,7 +118,7 @@ extension Frame {
             FrameHeader(type: typeCode.rawValue, from: from).append(to: &body)
             switch kind {
             case .hello(let h):
-                body.append((h.leaf ? 1 : 0) | (h.views ? 2 | h.request.rawValue << 3 : 0))
+                body.append(h.flags)
                 appendBigEndian(h.token, to: &body)
                 appendBigEndian(h.echo, to: &body)
                 Frame.appendEndpoint(h.endpoint, to: &body)

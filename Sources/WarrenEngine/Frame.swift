@@ -35,8 +35,19 @@ public struct Frame: Sendable {
         /// The sender's advertised listen endpoint.
         public var endpoint: String
         public var peers: [PeerEntry]
+        /// flags bit 2: the sender takes routing frames (docs/PROTOCOL.md §9).
+        public var routing = false
+        /// flags bit 5: the link this HELLO is sent on is a routing contact link of the sender (not
+        /// flooded to, not counted toward the degree); the receiver's link back is one too.
+        public var contact = false
         public init(leaf: Bool, token: UInt64, echo: UInt64, endpoint: String, peers: [PeerEntry]) {
             self.leaf = leaf; self.token = token; self.echo = echo; self.endpoint = endpoint; self.peers = peers
+        }
+
+        /// The flags byte: bit 0 leaf, bit 1 views with its request in bits 3–4, bit 2 routing,
+        /// bit 5 contact link.
+        public var flags: UInt8 {
+            (leaf ? 1 : 0) | (views ? 2 | request.rawValue << 3 : 0) | (routing ? 4 : 0) | (contact ? 32 : 0)
         }
     }
 
@@ -144,4 +155,6 @@ public enum FrameError: Error, Sendable, Hashable {
     case nestedBatch
     /// A BATCH with more than `FrameBatch.maxEntries` entries.
     case tooManyEntries
+    /// A ROUTED frame whose mode is neither 0 (key) nor 1 (node).
+    case badRouteMode(UInt8)
 }

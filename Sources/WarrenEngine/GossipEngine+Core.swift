@@ -62,6 +62,8 @@ extension GossipEngine {
         /// Views: after a JOIN is sent, the degree rule waits until then for the FORWARD_JOIN
         /// walks to bring neighbours.
         var joinGraceUntil: UInt64 = 0
+        /// Unicast routing (GossipEngine+Routing.swift); nil when it is off or this is a leaf.
+        var routing: RoutingState?
 
         init(config: EngineConfig, nodeID: NodeID) {
             self.config = config
@@ -70,6 +72,7 @@ extension GossipEngine {
             self.isLeaf = config.leaf
             self.seen = SeenCache(capacity: config.seenCapacity, window: config.seenWindow, seed: mix64(~nodeID.raw))
             self.known = KnownTable(limit: max(1, config.maxKnownEndpoints))
+            if config.routing && !config.leaf { self.routing = RoutingState(selfID: nodeID, parameters: config.routingParameters) }
         }
     }
 }
@@ -168,6 +171,7 @@ extension GossipEngine.Core {
     ) {
         stats.framesIn &+= 1
         if receiveData(topic: topic, body: body, id: id, via: via, now: now, into: &actions) { return }
+        if receiveRouting(topic: topic, body: body, id: id, via: via, now: now, rng: &rng, into: &actions) { return }
         let frame: Frame
         switch Frame.decode(topic: topic, body: body) {
         case .success(let f): frame = f
@@ -199,6 +203,7 @@ extension GossipEngine.Core {
         }
         let ttl = min(ttl ?? config.defaultTTL, config.maxTTL)
         guard ttl > 0, active else { return }
+        if routing != nil && routePublish(topic: topic, envelope: envelope, ttl: ttl, now: now, into: &actions) { return }
         let targets = sendTargets(excluding: nil)
         guard !targets.isEmpty else { return }
         let body = Frame.encodeData(envelope: envelope, ttl: ttl, hops: 0, from: nodeID)
@@ -210,17 +215,20 @@ extension GossipEngine.Core {
     mutating func subscribeLocal(_ topic: Topic, into actions: inout [Action]) {
         guard !topic.isControl, localTopics.insert(topic).inserted else { return }
         if config.leaf { actions.append(.subscribe(topic.bytes)) }
+        routingSubscribed(topic)
     }
 
     mutating func unsubscribeLocal(_ topic: Topic, into actions: inout [Action]) {
         guard localTopics.remove(topic) != nil else { return }
         if config.leaf { actions.append(.unsubscribe(topic.bytes)) }
+        routingUnsubscribed(topic)
     }
 
     /// `GossipEngine.stop`.
     mutating func stop(now: UInt64, into actions: inout [Action]) {
         guard active else { stopped = true; return }
-        let targets = sendTargets(excluding: nil)
+        var targets = sendTargets(excluding: nil)
+        if routing != nil { targets += readyContactLinks() }
         if !targets.isEmpty {
             actions.append(.send(targets, Frame(kind: .bye, from: nodeID).encode()))
             stats.framesOut &+= UInt64(targets.count)
@@ -256,6 +264,7 @@ extension GossipEngine.Core {
         n += known.countedBytes
         n += localTopics.count * 48 + allReadyCache.count * MemoryLayout<LinkID>.stride
         n += sheds.count * MemoryLayout<Shed>.stride
+        if let r = routing { n += r.countedBytes }
         return n
     }
 
@@ -271,18 +280,18 @@ extension GossipEngine.Core {
         return peers[pi].up && peers[pi].link == links[i].id
     }
 
-    /// Ready links, except those bound to `from`. Cached per link-table generation (no
+    /// Ready gossip links (not routing contact links), except those bound to `from`. Cached per link-table generation (no
     /// allocation per frame).
     mutating func sendTargets(excluding from: NodeID?) -> [LinkID] {
         let generation = links.generation
         if let from, let pi = peers.index(of: from) {
             if peers[pi].sendCacheGeneration != generation {
-                peers.cacheSendList(pi, links.compactMap { $0.ready && $0.node != from ? $0.id : nil }, generation: generation)
+                peers.cacheSendList(pi, links.compactMap { $0.ready && !$0.contact && $0.node != from ? $0.id : nil }, generation: generation)
             }
             return peers[pi].sendCache
         }
         if allReadyGeneration != generation {
-            allReadyCache = links.compactMap { $0.ready ? $0.id : nil }
+            allReadyCache = links.compactMap { $0.ready && !$0.contact ? $0.id : nil }
             allReadyGeneration = generation
         }
         return allReadyCache

@@ -221,6 +221,7 @@ extension GossipEngine.Core {
         _ h: Frame.Hello, from: NodeID, now: UInt64,
         rng: inout some RandomNumberGenerator, into actions: inout [Action]
     ) {
+        defer { if routing != nil { routingHello(h, from: from, now: now, into: &actions) } }
         if h.leaf {
             known.remove(h.endpoint)
         } else if let i = learn(h.endpoint, node: from, rng: &rng) {
@@ -233,6 +234,7 @@ extension GossipEngine.Core {
             peers[pi].leaf = h.leaf
             peers[pi].views = h.views
             peers[pi].token = h.token
+            peers[pi].routing = routing != nil && h.routing
         } else {
             // Peers without a link are bounded (a flood of HELLOs from new ids costs nothing).
             var linkless = 0
@@ -241,6 +243,7 @@ extension GossipEngine.Core {
             var p = PeerState(id: from, endpoint: h.endpoint, leaf: h.leaf)
             p.token = h.token
             p.views = h.views
+            p.routing = routing != nil && h.routing
             peers.append(p, lastHeard: now)
         }
 
@@ -254,7 +257,9 @@ extension GossipEngine.Core {
         } else if let pi = peers.index(of: from), peers[pi].link == nil, dialable(h.endpoint) {
             // (3) dial it back, pre-bound: within the budget for endpoints never verified. With
             // views, a request from a node with views is admitted by the bound (Views).
-            let asks = viewsOn && h.views && !h.leaf
+            // A routing contact link (§9) is outside the active view: not a request to join it.
+            let isContact = routing != nil && h.contact && h.routing
+            let asks = viewsOn && h.views && !h.leaf && !isContact
             if asks && h.request == .neighbour && activeCount() >= maxDegree {
                 return shed(from, hello: h, now: now, rng: &rng, into: &actions)
             }
@@ -265,6 +270,8 @@ extension GossipEngine.Core {
                 if asks && h.request == .join {
                     startWalks(for: Frame.PeerEntry(nodeID: from, endpoint: h.endpoint), rng: &rng, into: &actions)
                 }
+                // The link back to a routing contact link is one too.
+                if isContact, let li = links.index(of: l) { links.setContact(li, true) }
             } else {
                 // Not kept: it dials us again after its own dial timeout.
                 stats.dialsDeferred &+= 1
@@ -325,6 +332,7 @@ extension GossipEngine.Core {
         for e in list where e.nodeID != nodeID {
             _ = learn(e.endpoint, node: e.nodeID, rng: &rng)
         }
+        if routing != nil { for e in list where e.nodeID != nodeID { offerContactLater(e.nodeID.raw, endpoint: e.endpoint) } }
     }
 
     /// Learns one endpoint; returns its index in the known table. When the table is full, an

@@ -82,6 +82,7 @@ extension GossipEngine.Core {
         if let i = known.find(endpoint) { known[i].failures = 0; known[i].retryAt = 0; known[i].verified = true }
         if let i = known.find(links[li].endpoint) { known[i].failures = 0; known[i].retryAt = 0; known[i].verified = true }
         actions.append(.peerUp(neighbour(peers[pi])))
+        if routing != nil { routingPeerUp(pi, into: &actions) }
     }
 
     /// Closes a link. If it carries a neighbour, that neighbour is removed (`.peerDown(reason)`
@@ -124,11 +125,18 @@ extension GossipEngine.Core {
     /// HELLO on link `l`.
     mutating func sendHello(on l: LinkID, echo: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
         let endpoint = Frame.isEncodable(endpoint: config.endpoint) ? config.endpoint : "-"
+        // A routing contact link carries no peer exchange: its HELLO has an empty peer list.
+        let contact = routing != nil && (links.index(of: l).map { links[$0].contact } ?? false)
         var hello = Frame.Hello(leaf: config.leaf, token: l.raw, echo: echo, endpoint: endpoint,
-                                peers: peerList(rng: &rng))
+                                peers: contact ? [] : peerList(rng: &rng))
         if viewsOn {
             hello.views = true
-            if let li = links.index(of: l) { hello.request = links[li].request }
+            // A contact link asks for nothing: it is outside the active view.
+            if !contact, let li = links.index(of: l) { hello.request = links[li].request }
+        }
+        if routing != nil {
+            hello.routing = true
+            hello.contact = contact
         }
         actions.append(.send([l], Frame(kind: .hello(hello), from: nodeID).encode()))
         stats.framesOut &+= 1

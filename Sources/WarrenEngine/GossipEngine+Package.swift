@@ -18,15 +18,43 @@ extension GossipEngine {
     /// Outbound links that carry an up neighbour (`up`), and the others: dialling, waiting for
     /// the handshake, or bound to a node that is not up on this link (`pending`).
     package var linkCounts: (up: Int, pending: Int) {
-        var up = 0
-        for i in core.links.indices where core.linkIsUp(i) { up += 1 }
-        return (up, core.links.count - up)
+        var up = 0, contacts = 0
+        for i in core.links.indices {
+            if core.links[i].contact { contacts += 1 } else if core.linkIsUp(i) { up += 1 }
+        }
+        return (up, core.links.count - contacts - up)
     }
 
     /// Bytes of engine state counted by element (not by reserved capacity, which on Linux
     /// follows `malloc_usable_size`): the same for the same run, so a simulation's report is
     /// reproducible.
     package var countedStateBytes: Int { core.countedStateBytes() }
+
+    /// Routing contact links (docs/PROTOCOL.md §9): up, and in all (not in `linkCounts`).
+    package var contactLinkCounts: (up: Int, all: Int) {
+        var up = 0, all = 0
+        for i in core.links.indices where core.links[i].contact {
+            all += 1
+            if core.linkIsUp(i) { up += 1 }
+        }
+        return (up, all)
+    }
+
+    /// Location records held (keys).
+    package var locationRecordCount: Int { core.routing?.records.count ?? 0 }
+
+    /// The neighbour a publish to `topic` would be routed to at `now` (nil: it would be flooded).
+    package func routeNextHop(topic: Topic, now: UInt64) -> NodeID? {
+        guard let r = core.routing, !core.localTopics.contains(topic) else { return nil }
+        var target = topic.routingPoint
+        switch r.records.lookup(topic, now: now) {
+        case .one(let n) where n == core.nodeID.raw: return nil
+        case .one(let n): target = n
+        case .many: return nil
+        case .none: break
+        }
+        return core.nextHop(toward: target, excluding: nil, now: now)?.node
+    }
 
     /// For a driver that knows its next input ahead (the simulator, hiding memory latency): the
     /// addresses that receiving a DATA frame with message id `id` reads first — the peer keys'

@@ -33,7 +33,8 @@ extension GossipEngine.Core {
         }
 
         if now >= timers.heartbeat {
-            let targets = sendTargets(excluding: nil)
+            var targets = sendTargets(excluding: nil)
+            if routing != nil { targets += readyContactLinks() }
             if !targets.isEmpty {
                 actions.append(.send(targets, Frame(kind: .heartbeat, from: nodeID).encode()))
                 stats.framesOut &+= UInt64(targets.count)
@@ -42,7 +43,7 @@ extension GossipEngine.Core {
         }
 
         if now >= timers.exchange {
-            let targets = links.indices.compactMap { linkIsUp($0) ? links[$0].id : nil }
+            let targets = links.indices.compactMap { linkIsUp($0) && !links[$0].contact ? links[$0].id : nil }
             if !targets.isEmpty {
                 let list = peerList(rng: &rng)
                 actions.append(.send(targets, Frame(kind: .peers(list), from: nodeID).encode()))
@@ -69,6 +70,7 @@ extension GossipEngine.Core {
         }
 
         fillDegree(now: now, rng: &rng, into: &actions)
+        if routing != nil { routingTick(now: now, rng: &rng, into: &actions) }
     }
 
     func nextPeriod(_ at: UInt64, _ interval: UInt64, _ now: UInt64) -> UInt64 {
@@ -97,7 +99,7 @@ extension GossipEngine.Core {
             if have >= config.targetDegree || (have > 0 && now < joinGraceUntil) { return }
         } else {
             guard !known.isEmpty else { return }
-            for i in links.indices {
+            for i in links.indices where !links[i].contact {
                 if linkIsUp(i) {
                     if let n = links[i].node, let pi = peers.index(of: n), !peers[pi].leaf { have += 1 }
                 } else {

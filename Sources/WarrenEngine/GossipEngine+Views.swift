@@ -22,7 +22,8 @@ extension GossipEngine.Core {
     /// (except those dialled only to refuse, and those dialled back to a leaf).
     func activeCount() -> Int {
         var n = 0
-        for i in links.indices {
+        // Routing contact links (§9) are outside the view.
+        for i in links.indices where !links[i].contact {
             let node = links[i].node
             let pi = node.flatMap { peers.index(of: $0) }
             if let pi, peers[pi].leaf { continue }
@@ -37,7 +38,8 @@ extension GossipEngine.Core {
         var out: [Int] = []
         for pi in peers.indices {
             let p = peers[pi]
-            guard p.up, !p.leaf, p.views, p.link != nil, p.id != excluding, p.id != other else { continue }
+            guard p.up, !p.leaf, p.views, let l = p.link, p.id != excluding, p.id != other else { continue }
+            if let li = links.index(of: l), links[li].contact { continue }
             out.append(pi)
         }
         return out
@@ -66,7 +68,7 @@ extension GossipEngine.Core {
     mutating func cancelPending(keep: NodeID?, now: UInt64, rng: inout some RandomNumberGenerator,
                                 into actions: inout [Action]) -> Bool {
         var choices: [Int] = []
-        for i in links.indices where !linkIsUp(i) && links[i].seed == nil && !isShed(links[i].id) {
+        for i in links.indices where !linkIsUp(i) && links[i].seed == nil && !links[i].contact && !isShed(links[i].id) {
             if let n = links[i].node {
                 guard n != keep, let pi = peers.index(of: n), !peers[pi].leaf, peers[pi].views else { continue }
             }

@@ -119,7 +119,15 @@ public struct GossipEngine: Sendable {
         mutating get { core.nextDeadline() }
     }
 
-    public var neighbours: [Neighbour] { core.peers.filter(\.up).map { core.neighbour($0) } }
+    /// Up gossip neighbours. Routing contacts on contact links (docs/PROTOCOL.md §9) are not
+    /// among them: they are not flooded to and not part of the degree.
+    public var neighbours: [Neighbour] {
+        core.peers.filter { p in
+            guard p.up else { return false }
+            guard core.routing != nil, let l = p.link, let li = core.links.index(of: l) else { return true }
+            return !core.links[li].contact
+        }.map { core.neighbour($0) }
+    }
 
     /// Endpoints learned via HELLO/PEERS (non-leaf nodes), excluding our own.
     public var knownEndpoints: [String] { core.known.entries.map(\.endpoint) }

@@ -19,6 +19,9 @@ struct LinkState: Sendable {
     let request: Frame.Request
     /// Changed only by `LinkTable`, which counts every change.
     fileprivate(set) var phase: Phase
+    /// A routing contact link (docs/PROTOCOL.md §9): heartbeats and routing frames only; not
+    /// flooded to, not counted toward the degree.
+    fileprivate(set) var contact = false
 
     var ready: Bool {
         if case .ready = phase { return true }
@@ -66,6 +69,12 @@ struct LinkTable: Sendable, RandomAccessCollection {
     mutating func remove(at i: Int) -> LinkState { links.remove(at: i) }
 
     mutating func removeAll() { links.removeAll() }
+
+    /// Makes link `i` a routing contact link, or a gossip link again (`contact` false).
+    mutating func setContact(_ i: Int, _ contact: Bool) {
+        guard links[i].contact != contact else { return }
+        links[i].contact = contact
+    }
 
     /// Link `i` became ready at `now`; false (and nothing changes) if it already was.
     mutating func markReady(_ i: Int, now: UInt64) -> Bool {

@@ -11,6 +11,8 @@ struct PeerState: Sendable {
     var link: LinkID?
     var up = false
     var since: UInt64 = 0
+    /// Its HELLO set flag bit 2: it takes routing frames (docs/PROTOCOL.md §9).
+    var routing = false
     /// Ready links not bound to it (its frames are forwarded there), as of the link table's
     /// generation `sendCacheGeneration`.
     var sendCache: [LinkID] = []

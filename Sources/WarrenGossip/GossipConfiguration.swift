@@ -101,7 +101,11 @@ public struct GossipConfiguration: Sendable {
     /// `GossipPublishError.noNeighbour` (default 5 s; 0: do not wait).
     public var publishTimeout: Duration = .seconds(5)
 
-    /// Parses `gossip://HOST:PORT?peer=tcp://…&peer=…&ttl=N&leaf=true&degree=N&views=false&preset=local|lan&advertise=tcp://…&discover=PORT&batch=false&backlink=tcp://…|off`.
+    /// Unicast routing (docs/PROTOCOL.md §9): unicast envelopes travel a path found by a location
+    /// service on the overlay instead of being flooded; the flood stays the fallback. Off by default.
+    public var routing: Bool { get { engine.routing } set { engine.routing = newValue } }
+
+    /// Parses `gossip://HOST:PORT?peer=tcp://…&peer=…&ttl=N&leaf=true&degree=N&views=false&preset=local|lan&advertise=tcp://…&discover=PORT&batch=false&backlink=tcp://…|off&routing=true|false`.
     public init(url: URL) throws {
         guard url.scheme?.lowercased() == "gossip" else { throw GossipConfigurationError.invalid("scheme must be gossip://") }
         guard let comps = URLComponents(url: url, resolvingAgainstBaseURL: false),
@@ -124,11 +128,12 @@ public struct GossipConfiguration: Sendable {
             case "advertise": s.advertise = v
             case "discover": s.discover = true; s.discoveryPort = try Self.integer(v, "discover")
             case "batch": s.batching = try Self.boolean(v, "batch")
+            case "routing": s.routing = try Self.boolean(v, "routing")
             case "backlink": s.backlink = v
             case "allow": s.allowedKeys = try Self.readAllowList(path: v)
             case "key": keyFile = v
             default:
-                throw GossipConfigurationError.invalid("unknown option \"\(item.name)\" (known: peer, ttl, leaf, degree, views, preset, advertise, allow, key, discover, batch, backlink)")
+                throw GossipConfigurationError.invalid("unknown option \"\(item.name)\" (known: peer, ttl, leaf, degree, views, preset, advertise, allow, key, discover, batch, backlink, routing)")
             }
         }
         if let keyFile {
@@ -193,6 +198,7 @@ public struct GossipConfiguration: Sendable {
         }
         if s.discover { discoveryPort = UInt16(s.discoveryPort ?? Int(Self.defaultDiscoveryPort)) }
         batching = s.batching
+        routing = s.routing
         if let b = s.backlink {
             if b == "off" {
                 backlinkEnabled = false
@@ -291,6 +297,8 @@ public struct GossipSettings: Sendable {
     /// With `discover` only; nil: the default port.
     public var discoveryPort: Int?
     public var batching = true
+    /// `GossipConfiguration.routing` (off by default).
+    public var routing = false
     /// `tcp://HOST:PORT`, or `off` (`GossipConfiguration.backlink`); nil: the default.
     public var backlink: String?
     /// Seconds (`GossipConfiguration.publishTimeout`).

@@ -426,8 +426,8 @@ struct SimShard {
                 let f = Int(entry.frame)
                 if slots[f] < 0 {
                     var frame = box.pointee.frame(f)
-                    if !frame.topic.isControl {
-                        // Its bytes join this shard's buffer of its message.
+                    if !frame.topic.isControl && frame.body.count >= 2 && frame.body[1] == Frame.TypeCode.data.rawValue {
+                        // A DATA frame's bytes join this shard's buffer of its message.
                         frame.env = frame.body.withUnsafeBufferPointer { envelopes.intern(frame.id, body: $0) }
                     }
                     slots[f] = allocate(frame)
@@ -442,24 +442,47 @@ struct SimShard {
         }
     }
 
-    /// The message id, header and bytes buffer (`envelopes`) of the DATA frame `out`, nil if it
-    /// is not a valid one. A relayed frame carries the envelope of the frame being handled, a
-    /// published one the publish's: then (checked byte for byte) it is theirs, so BLAKE2b runs
-    /// once per publish and the relayed frame shares the handled frame's buffer.
+    /// The message id, header and bytes buffer (`envelopes`) of the DATA or ROUTED frame `out`
+    /// (docs/PROTOCOL.md §9: the same envelope after a longer prefix), nil if it is not a valid
+    /// one. A relayed frame carries the envelope of the frame being handled, a published one the
+    /// publish's: then (checked byte for byte) it is theirs, so BLAKE2b runs once per publish.
+    /// A DATA frame shares its message's buffer (buffer −1: a ROUTED frame keeps its own bytes,
+    /// it travels a path, not a flood).
     mutating func dataFrame(_ out: OutFrame) -> (MessageID, FrameHeader, Int32)? {
         out.body.withUnsafeBufferPointer { b -> (MessageID, FrameHeader, Int32)? in
-            guard let v = DataFrameView(topic: out.topic, body: b) else { return nil }
+            let envelope: UnsafeBufferPointer<UInt8>
+            var header: FrameHeader?
+            if b.count >= 2 && b[1] == RoutingTypeCode.routed {
+                guard let v = RoutedFrameView(topic: out.topic, body: b) else { return nil }
+                envelope = v.envelope
+            } else {
+                guard let v = DataFrameView(topic: out.topic, body: b) else { return nil }
+                envelope = v.envelope
+                header = v.header
+            }
+            var id: MessageID?
             if contextValid && contextSlot >= 0 {
                 let env = pool[contextSlot].env
-                if env >= 0 && envelopes.withEnvelope(env, { sameBytes($0, v.envelope) }) {
-                    return (poolIDs[contextSlot], v.header, env)
+                let same = env >= 0
+                    ? envelopes.withEnvelope(env) { sameBytes($0, envelope) }
+                    : pool[contextSlot].body.withUnsafeBufferPointer { sameBytes(SimShard.envelope(of: $0), envelope) }
+                if same {
+                    id = poolIDs[contextSlot]
+                    if let header, env >= 0 { return (poolIDs[contextSlot], header, env) }
                 }
-            } else if contextValid && publishEnvelope.withUnsafeBufferPointer({ sameBytes($0, v.envelope) }) {
-                return (publishID, v.header, envelopes.intern(publishID, body: b))
+            } else if contextValid && publishEnvelope.withUnsafeBufferPointer({ sameBytes($0, envelope) }) {
+                id = publishID
             }
-            let id = v.messageID()
-            return (id, v.header, envelopes.intern(id, body: b))
+            let mid = id ?? MessageID(envelope: envelope)
+            guard let header else { return (mid, FrameHeader(type: b[1], from: NodeID(raw: 0)), -1) }
+            return (mid, header, envelopes.intern(mid, body: b))
         }
+    }
+
+    /// The envelope of a DATA or ROUTED body already checked.
+    static func envelope(of body: UnsafeBufferPointer<UInt8>) -> UnsafeBufferPointer<UInt8> {
+        let start = body.count >= 2 && body[1] == RoutingTypeCode.routed ? RoutedFrameView.prefixSize : FrameHeader.size
+        return UnsafeBufferPointer(rebasing: body[min(start, body.count)...])
     }
 
     mutating func allocate(_ f: SimFrame) -> Int {

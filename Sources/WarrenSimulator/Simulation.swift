@@ -109,6 +109,8 @@ struct Workload {
             if streak >= 2 { formed = true; break }
         }
         formationTime = sim.now
+        // Routing: the contacts settle and the records are stored before the stream.
+        if config.routing { sim.run(for: config.routingSettle) }
     }
 
     func isFormed(_ want: Int) -> Bool {
@@ -241,14 +243,17 @@ struct Workload {
         // was reachable) has none: it is left out, and with no such message the RMR is NaN
         // ("n/a" in the report), not −1.
         var rmrSum = 0.0, rmrCount = 0
+        var unicastFrames = 0
         r.broadcastRMR = .nan
         for (m, dst) in destination.enumerated() where n > 1 {
             r.dataFrames += sim.messages[m].frames
+            if dst >= 0 { unicastFrames += sim.messages[m].frames }
             guard sim.messages[m].frames > 0 else { continue }
             let v = Double(sim.messages[m].frames) / Double(n - 1) - 1
             if dst < 0 { r.broadcastRMR = v } else { rmrSum += v; rmrCount += 1 }
         }
         r.rmr = rmrCount > 0 ? rmrSum / Double(rmrCount) : .nan
+        r.framesPerUnicast = p2pDelivered > 0 ? Double(unicastFrames) / Double(p2pDelivered) : 0
 
         if destination.contains(-1) {
             r.broadcastExpected = n - 1
@@ -263,6 +268,15 @@ struct Workload {
         }
 
         var bytes = 0, bytesMax = 0, deg = 0, degMax = 0
+        var contacts = 0, records = 0, fallbacks = 0
+        for i in slotNode where config.routing && sim.alive[i] {
+            contacts += sim.engines[i].contactLinkCounts.up
+            records += sim.engines[i].locationRecordCount
+            fallbacks += Int(sim.engines[i].stats.routeFallbacks)
+        }
+        r.contactLinksMean = n > 0 ? Double(contacts) / Double(n) : 0
+        r.recordsMean = n > 0 ? Double(records) / Double(n) : 0
+        r.routeFallbacks = fallbacks
         for i in slotNode {
             let b = sim.engines[i].countedStateBytes
             bytes += b; bytesMax = max(bytesMax, b)

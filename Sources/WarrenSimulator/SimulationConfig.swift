@@ -34,6 +34,13 @@ public struct SimulationConfig: Sendable, Hashable {
     public var seenCapacity: Int = 4_096
     /// Engine timers: `lan` (heartbeat 1 s, peer exchange 5 s) or `local` (250 ms, 1 s).
     public var preset: Preset = .lan
+    /// Unicast routing on every node (`EngineConfig.routing`, docs/PROTOCOL.md §9).
+    public var routing: Bool = false
+    /// With routing: virtual time run after formation and before the stream, for the contacts to
+    /// settle and the records to be stored (at 1, 2, 4, 8 … s after each subscription).
+    public var routingSettle: UInt64 = 10_000_000_000
+    /// With routing: the routing layer's parameters of every node.
+    public var routingParameters = RoutingParameters()
 
     /// Bounded views (`EngineConfig.views`); off: the membership rules before them (seeds kept
     /// forever, every inbound accepted).
@@ -58,6 +65,8 @@ public struct SimulationConfig: Sendable, Hashable {
         c.seenHold = 0
         c.maxPendingDials = .max
         c.dialRate = 0
+        c.routing = routing
+        c.routingParameters = routingParameters
         return c
     }
 

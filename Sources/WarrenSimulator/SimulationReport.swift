@@ -54,6 +54,15 @@ public struct SimulationReport: Sendable, Equatable {
     /// Frames lost during stream + drain.
     public var framesLost = 0
 
+    // Routing (config.routing; docs/PROTOCOL.md §9).
+    /// DATA and ROUTED link-sends of the point-to-point messages / messages delivered.
+    public var framesPerUnicast = 0.0
+    /// Up routing contact links per node, location records (keys) per node, at the end.
+    public var contactLinksMean = 0.0
+    public var recordsMean = 0.0
+    /// Times a routed message fell back to the flood (over all nodes alive at the end).
+    public var routeFallbacks = 0
+
     public init() {}
 
     /// A human-readable summary (deterministic; no wall-clock time).
@@ -71,6 +80,10 @@ public struct SimulationReport: Sendable, Equatable {
         if broadcastExpected > 0 {
             lines.append("broadcast: delivered \(broadcastDelivered)/\(broadcastExpected), ratio \(formatFixed(broadcastRatio, 4)), last-delivery hop \(broadcastLastHop), mean \(formatFixed(broadcastMeanHops, 2)), RMR \(Self.rmrText(broadcastRMR))")
             lines.append("  latency p50 \(ms(broadcastLatencyP50)), p99 \(ms(broadcastLatencyP99)), max \(ms(broadcastLatencyMax))")
+        }
+        if c.routing {
+            lines.append("routing: on, \(ms(c.routingSettle)) settle before the stream; contact links per node \(formatFixed(contactLinksMean, 2)), records per node \(formatFixed(recordsMean, 2))")
+            lines.append("  frames per delivered unicast \(formatFixed(framesPerUnicast, 2)), mean hops \(formatFixed(meanHops, 2)), \(routeFallbacks) fallbacks to the flood")
         }
         lines.append("state per node: mean \(stateBytesMean) B, max \(stateBytesMax) B")
         lines.append("frames: \(dataFrames) DATA, \(controlFrames) control during the stream, \(framesLost) lost")

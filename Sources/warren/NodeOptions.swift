@@ -26,6 +26,7 @@ struct NodeOptions: ParsableArguments {
     @Flag(name: .long, inversion: .prefixedNo, help: ArgumentHelp("LAN discovery: broadcast UDP beacons and dial the nodes heard (no seeds needed).", discussion: "Beacons reach the local IPv4 networks only (not loopback, routers or VPNs); --peer and peer exchange work alongside.")) var discover: Bool?
     @Option(name: .long, help: "UDP port of the discovery beacons (with --discover; default 5670).") var discoverPort: Int?
     @Flag(name: .long, inversion: .prefixedNo, help: ArgumentHelp("Send consecutive frames as BATCH messages (the default); --no-batch sends every frame alone.", discussion: "--no-batch is for an overlay that still has nodes older than BATCH messages. Receiving batches stays on.")) var batch: Bool?
+    @Flag(name: .long, inversion: .prefixedNo, help: ArgumentHelp("Unicast routing: envelopes for one key travel a path found by a location service on the overlay, not the whole overlay (off by default; --no-routing: flood only).", discussion: "The flood stays the fallback; only neighbours that advertise routing get routing frames (docs/PROTOCOL.md §9).")) var routing: Bool?
     @Option(name: .long, help: "Log level: trace, debug, info (default), notice, warning, error, critical. SIGHUP re-reads it from --config.") var logLevel: String?
     @Option(name: .long, help: ArgumentHelp("Serve Prometheus metrics at http://ADDR/metrics and the neighbour table at /status.", valueName: "HOST:PORT")) var metrics: String?
     @Option(name: .long, help: ArgumentHelp("Serve cunīcu's gRPC signaling API (cunicu.signaling.Signaling) at HOST:PORT, so cunīcu daemons use the overlay with grpc://HOST:PORT?insecure=true.", discussion: "Plain text, so loopback only unless --grpc-tls is given.", valueName: "HOST:PORT")) var grpc: String?
@@ -64,6 +65,7 @@ struct NodeOptions: ParsableArguments {
         s.discover = discover ?? file.discover ?? false
         s.discoveryPort = discoverPort ?? file.discoverPort
         s.batching = batch ?? file.batch ?? true
+        s.routing = routing ?? file.routing ?? false
         s.publishTimeout = publishTimeout ?? file.publishTimeout
         let allowPath = allow ?? file.allow
         if let allowPath {
@@ -188,6 +190,7 @@ struct NodeFileSettings: Decodable {
     var discover: Bool?
     var discoverPort: Int?
     var batch: Bool?
+    var routing: Bool?
     var logLevel: String?
     var metrics: String?
     var grpc: String?
@@ -201,7 +204,7 @@ struct NodeFileSettings: Decodable {
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case keyFile = "key-file", listen, peer, allow, community, communityFile = "community-file", ttl, degree, leaf, views
-        case preset, advertise, backlink, discover, discoverPort = "discover-port", batch, logLevel = "log-level", metrics, grpc
+        case preset, advertise, backlink, discover, discoverPort = "discover-port", batch, routing, logLevel = "log-level", metrics, grpc
         case grpcTls = "grpc-tls", grpcQueue = "grpc-queue", grpcMaxStreams = "grpc-max-streams", grpcAllowPlaintext = "grpc-allow-plaintext", control
         case outputQueue = "output-queue", publishTimeout = "publish-timeout"
     }

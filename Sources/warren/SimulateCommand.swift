@@ -36,6 +36,10 @@ struct Simulate: AsyncParsableCommand {
     @Option(help: "TTL of every message (and maxTTL).") var ttl: UInt8 = 16
     @Option(help: "Seen-cache capacity per engine.") var seenCapacity: Int = 4_096
     @Option(help: "Envelope size in bytes.") var envelopeSize: Int = 200
+    @Flag(inversion: .prefixedNo, help: "Unicast routing on every node (docs/PROTOCOL.md §9); --no-routing (the default): flood only.") var routing = false
+    @Option(help: "With --routing: virtual seconds between formation and the stream, for contacts and records to settle.") var routingSettle: Double = 10
+    @Option(help: "With --routing: contacts per XOR distance bucket (RoutingParameters.bucketSize).") var routingBucketSize: Int = RoutingParameters().bucketSize
+    @Flag(help: ArgumentHelp("With --routing: no contact links (greedy routing over the gossip neighbours only; for comparison).", visibility: .hidden)) var routingNoContacts = false
     @Option(help: "Append the report as a CSV row to this file (header if new).") var csv: String?
     @Option(help: "Threads to run the nodes on (default: the cores available, at most 8). The report is the same for any number.")
     var threads: Int?
@@ -82,6 +86,10 @@ struct Simulate: AsyncParsableCommand {
         c.ttl = ttl
         c.seenCapacity = seenCapacity
         c.envelopeSize = envelopeSize
+        c.routing = routing
+        c.routingSettle = UInt64(max(0, routingSettle) * 1e9)
+        c.routingParameters.bucketSize = max(1, routingBucketSize)
+        if routingNoContacts { c.routingParameters.maxPendingContacts = 0; c.routingParameters.maxPinned = 0 }
         return c
     }
 

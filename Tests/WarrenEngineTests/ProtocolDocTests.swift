@@ -10,7 +10,9 @@ import Testing
         let text = try String(contentsOf: doc, encoding: .utf8).filter { !$0.isWhitespace }
         for v in [Vectors.data, Vectors.dataID, Vectors.dataForwarded, Vectors.hello, Vectors.helloLeaf,
                   Vectors.heartbeat, Vectors.peers, Vectors.bye, Vectors.helloViews, Vectors.disconnect, Vectors.forwardJoin,
-                  "cae66941d9efbd404e4d88758ea67670", "c2472c0ac37a8dbdb25f05ada0d82643", DiscoveryTests.vector, BatchTests.vector] {
+                  "cae66941d9efbd404e4d88758ea67670", "c2472c0ac37a8dbdb25f05ada0d82643", DiscoveryTests.vector, BatchTests.vector,
+                  RoutingFrameTests.routed, RoutingFrameTests.nodes, RoutingFrameTests.store, RoutingFrameTests.helloRouting,
+                  "7f9c299f1d9bbe856fbf2c98f0f91435"] {
             #expect(text.contains(v.filter { !$0.isWhitespace }), "missing vector \(v)")
         }
     }
