@@ -22,6 +22,7 @@ struct Demo: AsyncParsableCommand {
     @Option(name: .long, help: "Minimum neighbours per node in the random topology.") var degree: Int = 3
     @Option(name: .long, help: "Backend: gossip or inprocess.") var backend: BackendKind = .gossip
     @Option(name: .long, help: "Topology seed (same seed, same topology).") var seed: UInt64 = 1
+    @Flag(name: .long, help: "Gossip: unicast routing on every node (docs/PROTOCOL.md §9; the flood stays the fallback).") var routing = false
     @Option(name: .long, help: "Seconds to wait for the overlay to form, and again for all messages (1…3600).") var timeout: Int = 30
     @Option(name: .long, help: ArgumentHelp("Write the overlay's topology (its live neighbour links) as Graphviz to FILE.", valueName: "FILE")) var dot: String?
 
@@ -52,7 +53,9 @@ struct Demo: AsyncParsableCommand {
         case .gossip:
             let edges = GossipOverlay.randomTopology(nodes: nodes, degree: degree, seed: seed)
             Output.line("  topology: \(edges.count) links, degree ≥ \(min(degree, nodes - 1)), seed \(seed)")
-            let o = try await GossipOverlay.start(nodes: nodes, edges: edges)
+            let routing = self.routing
+            let o = try await GossipOverlay.start(nodes: nodes, edges: edges) { _, c in c.routing = routing }
+            if routing { Output.line("  routing: on (unicasts travel a path; the flood is the fallback)") }
             overlay = o
             backends = o.backends
             let formed = await o.waitFormed(timeout: .seconds(timeout)) { done, total in
