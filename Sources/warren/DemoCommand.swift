@@ -29,6 +29,7 @@ struct Demo: AsyncParsableCommand {
     func validate() throws {
         guard (2...256).contains(nodes) else { throw ValidationError("--nodes must be 2…256") }
         guard (1...16).contains(degree) else { throw ValidationError("--degree must be 1…16") }
+        guard !routing || backend == .gossip else { throw ValidationError("--routing needs --backend gossip (the in-process backend has no overlay to route in)") }
         guard (1...3600).contains(timeout) else { throw ValidationError("--timeout must be 1…3600 seconds") }
     }
 

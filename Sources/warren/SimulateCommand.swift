@@ -37,8 +37,8 @@ struct Simulate: AsyncParsableCommand {
     @Option(help: "Seen-cache capacity per engine.") var seenCapacity: Int = 4_096
     @Option(help: "Envelope size in bytes.") var envelopeSize: Int = 200
     @Flag(inversion: .prefixedNo, help: "Unicast routing on every node (docs/PROTOCOL.md §9); --no-routing (the default): flood only.") var routing = false
-    @Option(help: "With --routing: virtual seconds between formation and the stream, for contacts and records to settle.") var routingSettle: Double = 10
-    @Option(help: "With --routing: contacts per XOR distance bucket (RoutingParameters.bucketSize).") var routingBucketSize: Int = RoutingParameters().bucketSize
+    @Option(help: "With --routing: virtual seconds between formation and the stream, for contacts and records to settle, 0…3600 (default: 10).") var routingSettle: Double?
+    @Option(help: "With --routing: contacts per XOR distance bucket, 1…64 (default: \(RoutingParameters().bucketSize)).") var routingBucketSize: Int?
     @Flag(help: ArgumentHelp("With --routing: no contact links (greedy routing over the gossip neighbours only; for comparison).", visibility: .hidden)) var routingNoContacts = false
     @Option(help: "Append the report as a CSV row to this file (header if new).") var csv: String?
     @Option(help: "Threads to run the nodes on (default: the cores available, at most 8). The report is the same for any number.")
@@ -67,6 +67,11 @@ struct Simulate: AsyncParsableCommand {
         guard ttl >= 1 else { throw ValidationError("--ttl must be ≥ 1") }
         guard seenCapacity >= 1, envelopeSize >= 1 else { throw ValidationError("--seen-capacity and --envelope-size must be ≥ 1") }
         if let threads { guard (1...64).contains(threads) else { throw ValidationError("--threads must be 1…64") } }
+        if !routing && (routingSettle != nil || routingBucketSize != nil || routingNoContacts) {
+            throw ValidationError("--routing-settle and --routing-bucket-size need --routing (without it the overlay only floods)")
+        }
+        if let routingSettle { guard routingSettle.isFinite, (0...3600).contains(routingSettle) else { throw ValidationError("--routing-settle must be 0…3600 (virtual seconds)") } }
+        if let routingBucketSize { guard (1...64).contains(routingBucketSize) else { throw ValidationError("--routing-bucket-size must be 1…64") } }
     }
 
     var baseConfig: SimulationConfig {
@@ -87,8 +92,8 @@ struct Simulate: AsyncParsableCommand {
         c.seenCapacity = seenCapacity
         c.envelopeSize = envelopeSize
         c.routing = routing
-        c.routingSettle = UInt64(max(0, routingSettle) * 1e9)
-        c.routingParameters.bucketSize = max(1, routingBucketSize)
+        c.routingSettle = UInt64((routingSettle ?? 10) * 1e9)
+        c.routingParameters.bucketSize = routingBucketSize ?? RoutingParameters().bucketSize
         if routingNoContacts { c.routingParameters.maxPendingContacts = 0; c.routingParameters.maxPinned = 0 }
         return c
     }

@@ -276,6 +276,10 @@ struct NodeOperatorTests {
             // demo --timeout 0 cannot pass: refused as a usage error, not run to a certain FAIL.
             let instant = try await T.run(["demo", "--nodes", "3", "--timeout", "0"], in: dir)
             #expect(instant.status == 64 && instant.stderr.contains("--timeout must be"), "\(instant.stdout + instant.stderr)")
+            // --routing means nothing without an overlay: refused, not ignored.
+            let routedInProcess = try await T.run(["demo", "--backend", "inprocess", "--routing"], in: dir)
+            #expect(routedInProcess.status == 64 && routedInProcess.stderr.contains("--routing needs --backend gossip"),
+                    "\(routedInProcess.stdout + routedInProcess.stderr)")
             // A runtime error (a port in use) is one sentence, status 1, no usage.
             let (a, ready, _) = try await T.startNode("A", key: f, peers: [], extra: ["--control", "none"], in: dir)
             defer { a.forceKill() }

@@ -50,6 +50,11 @@ import WarrenTestSupport
             (["--nodes", "10", "--churn", "100"], "below 100"),
             (["--nodes", "10", "--loss", "1.5"], "--loss"),
             (["--nodes", "0"], "--nodes must be ≥ 1"),
+            (["--nodes", "10", "--routing-settle", "5"], "need --routing"),
+            (["--nodes", "10", "--routing-bucket-size", "2"], "need --routing"),
+            (["--nodes", "10", "--routing", "--routing-bucket-size", "0"], "--routing-bucket-size must be 1…64"),
+            (["--nodes", "10", "--routing", "--routing-settle=-1"], "--routing-settle must be 0…3600"),
+            (["--nodes", "10", "--routing", "--routing-settle", "nan"], "--routing-settle must be 0…3600"),
         ]
         for (args, needle) in refused {
             let r = try Self.run(args)
@@ -63,5 +68,7 @@ import WarrenTestSupport
         #expect(one.status == 0, "\(one.err)")
         let nearly = try Self.run(["--nodes", "10", "--messages", "5", "--churn", "99.9"])
         #expect(nearly.status == 0, "\(nearly.err)")
+        let routed = try Self.run(["--nodes", "20", "--messages", "3", "--routing", "--routing-settle", "2", "--routing-bucket-size", "1"])
+        #expect(routed.status == 0 && routed.out.contains("frames per delivered unicast"), "\(routed.err)")
     }
 }
