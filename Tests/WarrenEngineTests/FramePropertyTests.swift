@@ -66,6 +66,17 @@ import WarrenEngine
         return b
     }
     static let garbage = Gen.uint8().array(of: 0...200)
+    /// The vectors above and the routing frames' (ROUTED, NODES, STORE, HELLO with bit 2), mutated.
+    static let routingVectors = vectors + [hex(RoutingFrameTests.routed), hex(RoutingFrameTests.nodes),
+                                           hex(RoutingFrameTests.store), hex(RoutingFrameTests.helloRouting)]
+    static let mutatedWithRouting = zip(Gen.int(in: 0...13), zip(Gen.uint16(), Gen.uint8()).array(of: 0...6)).map { v, edits in
+        var b = routingVectors[v]
+        for (pos, x) in edits {
+            let i = Int(pos) % (b.count + 1)
+            if i == b.count { b.append(x) } else if x == 0 { b.remove(at: i) } else { b[i] ^= x }
+        }
+        return b
+    }
 
     /// Any input: decoding never traps, and what it accepts is canonical — re-encoding gives back
     /// exactly the input (HELLO flag bits other than bit 0, bit 1 and — with bit 1 — bits 3–4,
@@ -89,6 +100,32 @@ import WarrenEngine
     /// Sequences of hostile frames into a fresh engine: every frame is handled or counted —
     /// `malformed` = undecodable + DATA above maxTTL, `overTTL` = the latter — and nothing is
     /// delivered twice or outside the local topics.
+    /// An engine with bounded views and routing on takes any such bytes, on any connection and
+    /// with timers running between them: nothing traps, every frame is counted, and no envelope
+    /// is delivered twice.
+    @Test func engineWithViewsAndRoutingTakesAnyBytes() async {
+        await propertyCheck(count: 3_000, input: zip(Gen.int(in: 0...2), Self.mutatedWithRouting).array(of: 1...16)) { frames in
+            var rng = SeededGenerator(seed: 4)
+            var c = cfg(0, seeds: [1], degree: 3)
+            c.routing = true
+            var e = GossipEngine(config: c, nodeID: NodeID(raw: 5))
+            var actions = [Action]()
+            e.start(now: 0, rng: &rng, into: &actions)
+            e.subscribeLocal(Topic(bytes: Vectors.dataTopic)!, into: &actions)
+            for l in e.linkIDs { e.linkReady(l, now: 1, rng: &rng, into: &actions) }
+            actions.removeAll()
+            for (k, (t, body)) in frames.enumerated() {
+                let topicBytes = t == 0 ? Topic.control.bytes : t == 1 ? Vectors.dataTopic : topic(4).bytes
+                let now = UInt64(k + 1) * 300_000_000
+                e.receive(topic: topicBytes, body: body, via: ConnectionID(raw: UInt64(k % 3 + 1)), now: now, rng: &rng, into: &actions)
+                e.tick(now: now, rng: &rng, into: &actions)
+            }
+            #expect(e.stats.framesIn == UInt64(frames.count))
+            var ids = Set<MessageID>()
+            for case .deliver(_, _, _, let id) in actions { #expect(ids.insert(id).inserted, "delivered twice") }
+        }
+    }
+
     @Test func engineCountsEveryHostileFrame() async {
         await propertyCheck(count: 10_000, input: zip(Gen.int(in: 0...2), Self.mutated).array(of: 1...12)) { frames in
             var rng = SeededGenerator(seed: 3)
