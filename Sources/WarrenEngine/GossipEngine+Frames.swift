@@ -221,7 +221,7 @@ extension GossipEngine.Core {
         _ h: Frame.Hello, from: NodeID, now: UInt64,
         rng: inout some RandomNumberGenerator, into actions: inout [Action]
     ) {
-        defer { if routing != nil { routingHello(h, from: from, now: now, into: &actions) } }
+        defer { if routing != nil { routingHello(h, from: from, now: now, rng: &rng, into: &actions) } }
         if h.leaf {
             known.remove(h.endpoint)
         } else if let i = learn(h.endpoint, node: from, rng: &rng) {

@@ -316,7 +316,8 @@ extension GossipEngine.Core {
 
     /// After a HELLO from `from`: learn it as a contact (or that it does not route), and settle
     /// the class of our link to it — a contact link stays one only if the other end says so too.
-    mutating func routingHello(_ h: Frame.Hello, from: NodeID, now: UInt64, into actions: inout [Action]) {
+    mutating func routingHello(_ h: Frame.Hello, from: NodeID, now: UInt64,
+                               rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
         guard routing != nil, let pi = peers.index(of: from) else { return }
         if !h.leaf {
             if h.routing { offerContact(from.raw, endpoint: h.endpoint, now: now, into: &actions) }
@@ -325,6 +326,13 @@ extension GossipEngine.Core {
         guard let l = peers[pi].link, let li = links.index(of: l), links[li].contact, !h.contact else { return }
         // A gossip link at the other end (or a node that knows nothing of routing): ours is one too.
         links.setContact(li, false)
+        // It has joined the active view (§6 "Views"): above the bound, another neighbour makes room.
+        guard viewsOn else { return }
+        while activeCount() > maxDegree {
+            let others = viewPeers(excluding: from)
+            guard !others.isEmpty else { return }
+            evict(others[Int(rng.next(upperBound: UInt64(others.count)))], now: now, rng: &rng, into: &actions)
+        }
     }
 
     /// A routing peer came up: tell it the nodes we know closest to it.
