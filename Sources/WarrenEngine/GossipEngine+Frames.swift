@@ -162,6 +162,35 @@ extension GossipEngine.Core {
                        : strangerShare.take(now: now, rate: rate, burst: burst)
     }
 
+    /// De-duplication and admission of a relayed message's id (DATA and ROUTED alike): true if
+    /// `id` is new and now recorded in the seen cache; otherwise counted (duplicate, over the
+    /// source's share, seen cache full) and false.
+    @inline(__always)
+    mutating func recordNew(_ id: MessageID, source: Source, now: UInt64) -> Bool {
+        if config.seenHold == 0 {
+            guard seen.insert(id, now: now) else {
+                stats.duplicates &+= 1
+                return false
+            }
+            return true
+        }
+        // Admission (docs/PROTOCOL.md §5): a new id takes one from its source's share, and
+        // is recorded only if that evicts no id younger than the hold.
+        seen.expire(now: now)
+        if seen.has(id) { stats.duplicates &+= 1; return false }
+        guard takeShare(source, forward: false, now: now) else {
+            stats.overShare &+= 1
+            // Over its share of new ids: held against a neighbour on its own connection.
+            if case .bound(let pi) = source {
+                peers[key: pi].noteBad(.overShare)
+                if peers[key: pi].good > 0 { peers[key: pi].good -= 1 }
+            }
+            return false
+        }
+        guard seen.insert(id, now: now, hold: config.seenHold) == .inserted else { stats.seenFull &+= 1; return false }
+        return true
+    }
+
     /// An admitted DATA frame, still in the receive buffer, whose envelope has message id `id`.
     mutating func handleData(_ frame: DataFrameView, id: MessageID, source: Source, now: UInt64, into actions: inout [Action]) {
         let ttl = frame.header.ttl, hops = frame.header.hops, topic = frame.topic
@@ -172,27 +201,7 @@ extension GossipEngine.Core {
             stats.malformed &+= 1
             return
         }
-        if config.seenHold == 0 {
-            guard seen.insert(id, now: now) else {
-                stats.duplicates &+= 1
-                return
-            }
-        } else {
-            // Admission (docs/PROTOCOL.md §5): a new id takes one from its source's share, and
-            // is recorded only if that evicts no id younger than the hold.
-            seen.expire(now: now)
-            if seen.has(id) { stats.duplicates &+= 1; return }
-            guard takeShare(source, forward: false, now: now) else {
-                stats.overShare &+= 1
-                // Over its share of new ids: held against a neighbour on its own connection.
-                if case .bound(let pi) = source {
-                    peers[key: pi].noteBad(.overShare)
-                    if peers[key: pi].good > 0 { peers[key: pi].good -= 1 }
-                }
-                return
-            }
-            guard seen.insert(id, now: now, hold: config.seenHold) == .inserted else { stats.seenFull &+= 1; return }
-        }
+        guard recordNew(id, source: source, now: now) else { return }
         let h = hops == .max ? hops : hops + 1
         if !localTopics.isEmpty && localTopics.contains(topic) {
             actions.append(.deliver(topic: topic, envelope: Array(frame.envelope), hops: h, id: id))

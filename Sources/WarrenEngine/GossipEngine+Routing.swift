@@ -124,21 +124,7 @@ extension GossipEngine.Core {
                                rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
         let ttl = v.header.ttl, hops = v.header.hops, topic = v.topic, from = v.header.from
         guard ttl <= maxTTL else { stats.overTTL &+= 1; stats.malformed &+= 1; return }
-        if config.seenHold == 0 {
-            guard seen.insert(id, now: now) else { stats.duplicates &+= 1; return }
-        } else {
-            seen.expire(now: now)
-            if seen.has(id) { stats.duplicates &+= 1; return }
-            guard takeShare(source, forward: false, now: now) else {
-                stats.overShare &+= 1
-                if case .bound(let pi) = source {
-                    peers[key: pi].noteBad(.overShare)
-                    if peers[key: pi].good > 0 { peers[key: pi].good -= 1 }
-                }
-                return
-            }
-            guard seen.insert(id, now: now, hold: config.seenHold) == .inserted else { stats.seenFull &+= 1; return }
-        }
+        guard recordNew(id, source: source, now: now) else { return }
         let h = hops == .max ? hops : hops + 1
         let local = localTopics.contains(topic)
         if local {
