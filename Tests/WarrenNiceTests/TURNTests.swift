@@ -9,43 +9,84 @@ extension NiceAgentTests {
     static let turnserver = "/usr/bin/turnserver"
     static var installed: Bool { FileManager.default.isExecutableFile(atPath: turnserver) }
 
-    /// coturn on 127.0.0.1:`port` (UDP and TCP) with one user, for the duration of `body`.
-    static func withCoturn(port: Int, _ body: () async throws -> Void) async throws {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: turnserver)
-        p.arguments = ["-n", "-L", "127.0.0.1", "-E", "127.0.0.1", "-p", "\(port)", "--lt-cred-mech",
-                       "--user", "warren:secret", "--realm", "warren", "--no-cli", "--no-tls", "--no-dtls",
-                       "--allow-loopback-peers", "--fingerprint", "--log-file", "stdout", "--simple-log",
-                       "--pidfile", NSTemporaryDirectory() + "warren-nice-turn-\(port).pid"]
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        // coturn can take seconds over SIGTERM: SIGKILL, and poll rather than waitUntilExit
-        // (which spins a run loop on Linux).
-        func stop() async {
-            kill(p.processIdentifier, SIGKILL)
-            for _ in 0..<200 where p.isRunning { try? await Task.sleep(for: .milliseconds(10)) }
-        }
-        // Ready when it accepts TCP on its port (it opens its UDP and TCP listeners together);
-        // a fixed pause was too short on a loaded machine, and the agents' allocations then
-        // failed before coturn listened.
-        var listening = false
-        for _ in 0..<500 where !listening {
-            listening = Self.acceptsTCP(port: port)
-            if !listening { try await Task.sleep(for: .milliseconds(20)) }
-        }
-        if !listening {
+    /// coturn on 127.0.0.1 (UDP and TCP on one port) with one user, for the duration of `body`,
+    /// which gets the port. The port is one that nothing holds now, taken below the kernel's
+    /// ephemeral range (`ip_local_port_range`, 32768–60999 by default): a port in that range can
+    /// be held by any other test's outgoing connection or UDP socket at the moment coturn binds
+    /// it, and coturn then exits. A coturn that exits or does not listen is tried again on
+    /// another port, up to three times; the failure names the port and coturn's last log lines.
+    static func withCoturn(_ body: (Int) async throws -> Void) async throws {
+        var failures: [String] = []
+        for _ in 0..<3 {
+            guard let port = freePort() else { failures.append("no free port below 32768"); continue }
+            let log = NSTemporaryDirectory() + "warren-nice-turn-\(getpid())-\(port).log"
+            _ = FileManager.default.createFile(atPath: log, contents: nil)
+            defer { try? FileManager.default.removeItem(atPath: log) }
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: turnserver)
+            p.arguments = ["-n", "-L", "127.0.0.1", "-E", "127.0.0.1", "-p", "\(port)", "--lt-cred-mech",
+                           "--user", "warren:secret", "--realm", "warren", "--no-cli", "--no-tls", "--no-dtls",
+                           "--allow-loopback-peers", "--fingerprint", "--log-file", "stdout", "--simple-log",
+                           "--pidfile", NSTemporaryDirectory() + "warren-nice-turn-\(port).pid"]
+            p.standardOutput = FileHandle(forWritingAtPath: log) ?? FileHandle.nullDevice
+            p.standardError = p.standardOutput
+            try p.run()
+            // coturn can take seconds over SIGTERM: SIGKILL, and poll rather than waitUntilExit
+            // (which spins a run loop on Linux).
+            func stop() async {
+                kill(p.processIdentifier, SIGKILL)
+                for _ in 0..<200 where p.isRunning { try? await Task.sleep(for: .milliseconds(10)) }
+            }
+            // Ready when it accepts TCP on its port (it opens its UDP and TCP listeners together);
+            // a fixed pause was too short on a loaded machine, and the agents' allocations then
+            // failed before coturn listened.
+            var listening = false
+            for _ in 0..<750 where !listening && p.isRunning {
+                listening = Self.acceptsTCP(port: port)
+                if !listening { try await Task.sleep(for: .milliseconds(20)) }
+            }
+            if !listening {
+                let exited = !p.isRunning
+                await stop()
+                let tail = ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
+                    .split(separator: "\n").suffix(8).joined(separator: " | ")
+                failures.append("port \(port): coturn \(exited ? "exited" : "did not listen within 15 s"): \(tail)")
+                continue
+            }
+            do {
+                try await body(port)
+            } catch {
+                await stop()
+                throw error
+            }
             await stop()
-            Issue.record("coturn did not listen on 127.0.0.1:\(port) within 10 s")
             return
         }
-        do {
-            try await body()
-        } catch {
-            await stop()
-            throw error
+        Issue.record("coturn did not start on 127.0.0.1 in 3 tries: \(failures.joined(separator: "; "))")
+    }
+
+    /// A port in 20000–32767 on which no TCP or UDP socket is bound on 127.0.0.1 now.
+    static func freePort() -> Int? {
+        for _ in 0..<200 {
+            let port = Int.random(in: 20_000..<32_768)
+            if canBind(port: port, type: Int32(SOCK_STREAM.rawValue)) && canBind(port: port, type: Int32(SOCK_DGRAM.rawValue)) {
+                return port
+            }
         }
-        await stop()
+        return nil
+    }
+
+    static func canBind(port: Int, type: Int32) -> Bool {
+        let fd = socket(AF_INET, type, 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        return withUnsafePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
     }
 
     /// True if something accepts a TCP connection on 127.0.0.1:`port` now.
@@ -61,8 +102,6 @@ extension NiceAgentTests {
             p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
         }
     }
-
-    static func port(_ offset: Int) -> Int { 30_000 + Int(getpid() % 10_000) * 2 + offset }
 
     /// Two agents that signal only relay candidates reach READY through coturn and exchange data.
     func relayOnly(servers: [ICEServer], expect proto: ICECandidate.RelayProtocol, typePreference: UInt32) async throws {
@@ -90,16 +129,14 @@ extension NiceAgentTests {
     }
 
     @Test(.enabled(if: installed)) func turnRelayOverUDP() async throws {
-        let port = Self.port(0)
-        try await Self.withCoturn(port: port) {
+        try await Self.withCoturn { port in
             let udp = ICEServer(kind: .turn, host: "127.0.0.1", port: port, username: "warren", password: "secret")
             try await relayOnly(servers: [udp], expect: .udp, typePreference: 30)
         }
     }
 
     @Test(.enabled(if: installed)) func turnRelayOverTCP() async throws {
-        let port = Self.port(0)
-        try await Self.withCoturn(port: port) {
+        try await Self.withCoturn { port in
             let tcp = ICEServer(kind: .turn, host: "127.0.0.1", port: port, username: "warren", password: "secret",
                                 transport: .tcp)
             try await relayOnly(servers: [tcp], expect: .tcp, typePreference: 20)
@@ -109,9 +146,9 @@ extension NiceAgentTests {
     /// The relay protocol comes from the TURN server's index in the priority, not from the
     /// first or only server: a dead TCP server first, the working UDP one second.
     @Test(.enabled(if: installed)) func turnRelayProtocolOfTheSecondServer() async throws {
-        let port = Self.port(0)
-        try await Self.withCoturn(port: port) {
-            let dead = ICEServer(kind: .turn, host: "127.0.0.1", port: Self.port(1), username: "warren",
+        try await Self.withCoturn { port in
+            let deadPort = try #require(Self.freePort())
+            let dead = ICEServer(kind: .turn, host: "127.0.0.1", port: deadPort, username: "warren",
                                  password: "secret", transport: .tcp)
             let udp = ICEServer(kind: .turn, host: "127.0.0.1", port: port, username: "warren", password: "secret")
             try await relayOnly(servers: [dead, udp], expect: .udp, typePreference: 30)
