@@ -11,16 +11,23 @@ extension GossipEngine {
     /// its members are internal so that the files of each concern share them.
     struct Core: Sendable {
         // Stored properties are ordered so that what a DATA frame from a neighbour touches (the
-        // duplicate path of a flood: activity, sender lookup, seen cache, counters) and what a
-        // driver's read of `nextDeadline` touches (the four generations and the cached deadline)
-        // share as few cache lines as possible, near the front (the simulator prefetches the first
-        // few); a simulator of 10,000 engines is bound by memory latency.
+        // duplicate path of a flood: activity, sender lookup, seen cache, counters, the send
+        // list) and what a driver's read of `nextDeadline` touches (the four generations and the
+        // cached deadline) share as few cache lines as possible, near the front: the simulator
+        // prefetches the first 384 bytes, and a simulator of 10,000 engines is bound by memory
+        // latency. `config` (296 bytes) and the rest come after.
         let nodeID: NodeID
-        var started = false
-        var stopped = false
+        /// Hot copies of `config.rateLimit`, `rateBurst`, `newIDRate` and `seenHold` (the DATA
+        /// path reads them per frame; `config` is immutable, so they never differ).
+        let rateLimit: Double
+        let rateBurst: Double
+        let newIDRate: Double
+        let seenHold: UInt64
         /// Hot copies of `config.maxTTL` and `config.leaf`.
         let maxTTL: UInt8
         let isLeaf: Bool
+        var started = false
+        var stopped = false
         /// The peer table; its compact per-frame part (`peers[key: i]`) is what every inbound frame
         /// reads and writes.
         var peers = PeerTable()
@@ -28,16 +35,16 @@ extension GossipEngine {
         var seeds = SeedList()
         var timers = Timers()
         var seen: SeenCache
+        var localTopics = TopicSet()
+        /// Every ready link, as of the link table's generation `allReadyGeneration`.
+        var allReadyCache: [LinkID] = []
+        var allReadyGeneration: UInt64 = .max
         var stats = EngineStats()
-        var localTopics: Set<Topic> = []
         /// Shared bucket for frames whose `from` (or connection) is not a neighbour's.
         var strangerBucket = TokenBucket()
         /// The shares of `newIDRate` (admitted, forwarded) of everything that is not a peer.
         var strangerShare = TokenBucket()
         var strangerForward = TokenBucket()
-        /// Every ready link, as of the link table's generation `allReadyGeneration`.
-        var allReadyCache: [LinkID] = []
-        var allReadyGeneration: UInt64 = .max
 
         let config: EngineConfig
         var known: KnownTable
@@ -70,6 +77,10 @@ extension GossipEngine {
             self.nodeID = nodeID
             self.maxTTL = config.maxTTL
             self.isLeaf = config.leaf
+            self.rateLimit = config.rateLimit
+            self.rateBurst = config.rateBurst
+            self.newIDRate = config.newIDRate
+            self.seenHold = config.seenHold
             self.seen = SeenCache(capacity: config.seenCapacity, window: config.seenWindow, seed: mix64(~nodeID.raw))
             self.known = KnownTable(limit: max(1, config.maxKnownEndpoints))
             if config.routing && !config.leaf { self.routing = RoutingState(selfID: nodeID, parameters: config.routingParameters) }
@@ -191,7 +202,7 @@ extension GossipEngine.Core {
             return
         }
         let id = MessageID(envelope: envelope)
-        switch seen.insert(id, now: now, hold: config.seenHold) {
+        switch seen.insert(id, now: now, hold: seenHold) {
         case .duplicate: stats.duplicates &+= 1; return
         case .full: stats.seenFull &+= 1; return
         case .inserted: break
@@ -213,13 +224,13 @@ extension GossipEngine.Core {
 
     /// `GossipEngine.subscribeLocal`.
     mutating func subscribeLocal(_ topic: Topic, into actions: inout [Action]) {
-        guard !topic.isControl, localTopics.insert(topic).inserted else { return }
+        guard !topic.isControl, localTopics.insert(topic) else { return }
         if config.leaf { actions.append(.subscribe(topic.bytes)) }
         routingSubscribed(topic)
     }
 
     mutating func unsubscribeLocal(_ topic: Topic, into actions: inout [Action]) {
-        guard localTopics.remove(topic) != nil else { return }
+        guard localTopics.remove(topic) else { return }
         if config.leaf { actions.append(.unsubscribe(topic.bytes)) }
         routingUnsubscribed(topic)
     }

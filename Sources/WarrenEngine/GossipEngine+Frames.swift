@@ -122,7 +122,7 @@ extension GossipEngine.Core {
                     peers[key: pi].noteBad(.forged)
                     return .drop
                 }
-                if config.rateLimit > 0 && !peers[key: pi].bucket.take(now: now, rate: config.rateLimit, burst: config.rateBurst) {
+                if rateLimit > 0 && !peers[key: pi].bucket.take(now: now, rate: rateLimit, burst: rateBurst) {
                     stats.rateLimited &+= 1
                     peers[key: pi].noteBad(.overRate)
                     return .drop
@@ -131,16 +131,16 @@ extension GossipEngine.Core {
                 if peers[key: pi].lastHeard < now { peers[key: pi].lastHeard = now }
                 return .bound(pi)
             }
-            if config.rateLimit > 0 && !strangerBucket.take(now: now, rate: config.rateLimit, burst: config.rateBurst) {
+            if rateLimit > 0 && !strangerBucket.take(now: now, rate: rateLimit, burst: rateBurst) {
                 stats.rateLimited &+= 1
                 return .drop
             }
             return .other
         }
         let pi = peers.index(of: from)
-        if config.rateLimit > 0 {
-            let ok = pi.map { peers[key: $0].bucket.take(now: now, rate: config.rateLimit, burst: config.rateBurst) }
-                ?? strangerBucket.take(now: now, rate: config.rateLimit, burst: config.rateBurst)
+        if rateLimit > 0 {
+            let ok = pi.map { peers[key: $0].bucket.take(now: now, rate: rateLimit, burst: rateBurst) }
+                ?? strangerBucket.take(now: now, rate: rateLimit, burst: rateBurst)
             guard ok else { stats.rateLimited &+= 1; return .drop }
         }
         guard let pi else { return .other }
@@ -152,7 +152,7 @@ extension GossipEngine.Core {
     /// forward, each with a burst of one second's worth.
     @inline(__always)
     mutating func takeShare(_ source: Source, forward: Bool, now: UInt64) -> Bool {
-        let rate = config.newIDRate / (forward ? 4 : 2)
+        let rate = newIDRate / (forward ? 4 : 2)
         let burst = max(1, rate)
         if let pi = source.peerIndex {
             return forward ? peers[key: pi].forward.take(now: now, rate: rate, burst: burst)
@@ -167,7 +167,7 @@ extension GossipEngine.Core {
     /// source's share, seen cache full) and false.
     @inline(__always)
     mutating func recordNew(_ id: MessageID, source: Source, now: UInt64) -> Bool {
-        if config.seenHold == 0 {
+        if seenHold == 0 {
             guard seen.insert(id, now: now) else {
                 stats.duplicates &+= 1
                 return false
@@ -187,7 +187,7 @@ extension GossipEngine.Core {
             }
             return false
         }
-        guard seen.insert(id, now: now, hold: config.seenHold) == .inserted else { stats.seenFull &+= 1; return false }
+        guard seen.insert(id, now: now, hold: seenHold) == .inserted else { stats.seenFull &+= 1; return false }
         return true
     }
 
@@ -203,7 +203,7 @@ extension GossipEngine.Core {
         }
         guard recordNew(id, source: source, now: now) else { return }
         let h = hops == .max ? hops : hops + 1
-        if !localTopics.isEmpty && localTopics.contains(topic) {
+        if localTopics.contains(topic) {
             actions.append(.deliver(topic: topic, envelope: Array(frame.envelope), hops: h, id: id))
             stats.delivered &+= 1
             if UInt64(h) > stats.maxHops { stats.maxHops = UInt64(h) }
@@ -215,7 +215,7 @@ extension GossipEngine.Core {
         }
         let targets = sendTargets(excluding: frame.header.from)
         guard !targets.isEmpty else { return }
-        if config.seenHold != 0 && !takeShare(source, forward: true, now: now) {
+        if seenHold != 0 && !takeShare(source, forward: true, now: now) {
             stats.unforwarded &+= 1
             return
         }

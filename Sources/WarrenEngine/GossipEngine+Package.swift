@@ -65,18 +65,18 @@ extension GossipEngine {
         var m = ReceiveMemory()
         // An array's header (count) sits just before its elements: both are read.
         core.peers.withKeys { b in
-            if let p = b.baseAddress {
-                let r = UnsafeRawPointer(p)
-                m.addresses.0 = r - 32; m.addresses.1 = r + 32; m.addresses.2 = r + 96
-            }
+            if let p = b.baseAddress { m.keys = UnsafeRawPointer(p) }
         }
-        (m.addresses.3, m.addresses.4, m.addresses.5) = core.seen.lookupMemory(id)
+        (m.addresses.0, m.addresses.1, m.addresses.2) = core.seen.lookupMemory(id)
         return m
     }
 
-    /// `dataReceiveMemory`'s answer: up to six addresses (nil: none).
+    /// `dataReceiveMemory`'s answer: the peer keys' storage — its header (the count) sits in the
+    /// 32 bytes before `keys`, and the lookup reads each key's node id, at `keys + k × keyStride`
+    /// — and up to three addresses of the seen cache (nil: none).
     package struct ReceiveMemory {
-        package var addresses: (UnsafeRawPointer?, UnsafeRawPointer?, UnsafeRawPointer?,
-                                UnsafeRawPointer?, UnsafeRawPointer?, UnsafeRawPointer?) = (nil, nil, nil, nil, nil, nil)
+        package var keys: UnsafeRawPointer?
+        package var addresses: (UnsafeRawPointer?, UnsafeRawPointer?, UnsafeRawPointer?) = (nil, nil, nil)
+        package static var keyStride: Int { MemoryLayout<PeerKey>.stride }
     }
 }

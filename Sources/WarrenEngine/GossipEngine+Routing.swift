@@ -160,7 +160,7 @@ extension GossipEngine.Core {
             if mode == .key && local { return }
             return floodFallback(v, ttl: ttl, hops: h, source: source, now: now, into: &actions)
         }
-        if config.seenHold != 0 && !takeShare(source, forward: true, now: now) { stats.unforwarded &+= 1; return }
+        if seenHold != 0 && !takeShare(source, forward: true, now: now) { stats.unforwarded &+= 1; return }
         let body = RoutedFrameView.encode(envelope: v.envelope, mode: mode, target: target, ttl: ttl - 1, hops: h, from: nodeID)
         actions.append(.send([hop.link], OutFrame(topic: topic, body: body)))
         stats.routed &+= 1
@@ -176,7 +176,7 @@ extension GossipEngine.Core {
         guard ttl > 1 else { stats.ttlExpired &+= 1; return }
         let targets = sendTargets(excluding: v.header.from)
         guard !targets.isEmpty else { return }
-        if config.seenHold != 0 && !takeShare(source, forward: true, now: now) { stats.unforwarded &+= 1; return }
+        if seenHold != 0 && !takeShare(source, forward: true, now: now) { stats.unforwarded &+= 1; return }
         var body = [UInt8]()
         body.reserveCapacity(FrameHeader.size + v.envelope.count)
         FrameHeader(type: Frame.TypeCode.data.rawValue, ttl: ttl - 1, hops: h, from: nodeID).append(to: &body)

@@ -135,7 +135,7 @@ public struct GossipEngine: Sendable {
     public var seenCount: Int { core.seen.count }
 
     /// Local topics this engine delivers.
-    public var subscribedTopics: Set<Topic> { core.localTopics }
+    public var subscribedTopics: Set<Topic> { core.localTopics.topics }
 
     /// Current outbound links (for drivers and tests).
     public var linkIDs: [LinkID] { core.links.map(\.id) }

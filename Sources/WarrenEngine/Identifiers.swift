@@ -154,3 +154,36 @@ func appendBigEndian(_ v: UInt64, to out: inout [UInt8]) {
         s -= 8
     }
 }
+
+/// The topics an engine delivers: a set, with a 64-bit filter in front of it (one bit per
+/// topic, by a hash of its words). Every DATA frame asks whether its topic is local, and nearly
+/// all are not; the filter sits in the engine's hot memory and answers most of them without
+/// reading the set's heap storage (a cache miss per frame in a simulator of 10,000 engines).
+struct TopicSet: Sendable {
+    private(set) var topics: Set<Topic> = []
+    private var filter: UInt64 = 0
+
+    @inline(__always)
+    static func bit(_ t: Topic) -> UInt64 {
+        1 << (((t.w0 ^ t.w1 ^ t.w2 ^ t.w3) &* 0x9E37_79B9_7F4A_7C15) >> 58)
+    }
+
+    var count: Int { topics.count }
+
+    @inline(__always)
+    func contains(_ t: Topic) -> Bool { filter & Self.bit(t) != 0 && topics.contains(t) }
+
+    /// True if `t` was not in the set.
+    mutating func insert(_ t: Topic) -> Bool {
+        guard topics.insert(t).inserted else { return false }
+        filter |= Self.bit(t)
+        return true
+    }
+
+    /// True if `t` was in the set.
+    mutating func remove(_ t: Topic) -> Bool {
+        guard topics.remove(t) != nil else { return false }
+        filter = topics.reduce(0) { $0 | Self.bit($1) }
+        return true
+    }
+}

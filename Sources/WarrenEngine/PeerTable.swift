@@ -26,8 +26,9 @@ struct PeerState: Sendable {
 /// The per-frame part of a peer: its node id and when any frame from it last arrived.
 struct PeerKey: Sendable {
     var id: UInt64
-    var lastHeard: UInt64
+    /// Beside the id: the lookup reads the id, and every admitted frame takes from the bucket.
     var bucket = TokenBucket()
+    var lastHeard: UInt64
     /// The inbound connection bound to it (0 = none yet, or the driver cannot tell), and the one
     /// it was bound to before (frames still arriving there are late, not forged).
     var conn: UInt64 = 0

@@ -225,7 +225,7 @@ struct SimShard {
             let node = heap[k].node
             let p = UnsafeRawPointer(n.engines + node)
             var off = 0
-            while off < min(stride, 320) { warren_prefetch(p + off); off += 64 }
+            while off < min(stride, 384) { warren_prefetch(p + off); off += 64 }
             warren_prefetch(UnsafeRawPointer(n.links + node))
             warren_prefetch(UnsafeRawPointer(n.reach + node))
         }
@@ -237,8 +237,15 @@ struct SimShard {
             // Its bytes (the header is read first), then what the engine reads.
             hint(poolBytes[slot])
             if poolIsData[slot] {
-                let a = n.engines[next.node].dataReceiveMemory(id: poolIDs[slot]).addresses
-                hint(a.0); hint(a.1); hint(a.2); hint(a.3); hint(a.4); hint(a.5)
+                let m = n.engines[next.node].dataReceiveMemory(id: poolIDs[slot])
+                // The peer lookup scans the keys' ids, one cache line each: the header and the
+                // first six (a node has about `degree` neighbours; the count is not read here,
+                // it would stall — prefetching past the end is harmless).
+                if let k = m.keys {
+                    warren_prefetch(k - 32)
+                    for i in 0..<6 { warren_prefetch(k + i &* GossipEngine.ReceiveMemory.keyStride) }
+                }
+                hint(m.addresses.0); hint(m.addresses.1); hint(m.addresses.2)
             }
         }
     }
