@@ -62,12 +62,19 @@ extension GossipEngine {
     /// — so that it can prefetch them. Changes nothing; receiving without it gives the same
     /// result. (`mutating` only so that a caller's array element is used in place, not copied.)
     package mutating func dataReceiveMemory(id: MessageID) -> ReceiveMemory {
+        var m = receiveMemory()
+        (m.addresses.0, m.addresses.1, m.addresses.2) = core.seen.lookupMemory(id)
+        return m
+    }
+
+    /// `dataReceiveMemory` for a frame of any type: only the peer keys, which every frame's
+    /// sender lookup reads.
+    package mutating func receiveMemory() -> ReceiveMemory {
         var m = ReceiveMemory()
         // An array's header (count) sits just before its elements: both are read.
         core.peers.withKeys { b in
             if let p = b.baseAddress { m.keys = UnsafeRawPointer(p) }
         }
-        (m.addresses.0, m.addresses.1, m.addresses.2) = core.seen.lookupMemory(id)
         return m
     }
 

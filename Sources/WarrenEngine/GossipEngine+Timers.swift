@@ -147,14 +147,16 @@ extension GossipEngine.Core {
     /// linkless peers and the seeds' retries.
     func computeDeadline() -> UInt64 {
         var d = timers.earliest
+        let deadAfter = config.deadAfter, dialTimeout = config.dialTimeout
         for i in links.indices {
-            if linkIsUp(i), let n = links[i].node, let pi = peers.index(of: n) {
-                d = min(d, satAdd(peers[key: pi].lastHeard, config.deadAfter))
+            // `linkIsUp(i)`, with the one peer lookup it makes kept for the peer's last frame.
+            if let n = links[i].node, let pi = peers.index(of: n), peers[pi].up && peers[pi].link == links[i].id {
+                d = min(d, satAdd(peers[key: pi].lastHeard, deadAfter))
             } else {
-                d = min(d, satAdd(links[i].since, config.dialTimeout))
+                d = min(d, satAdd(links[i].since, dialTimeout))
             }
         }
-        for k in peers.indices where peers[k].link == nil { d = min(d, satAdd(peers[key: k].lastHeard, config.deadAfter)) }
+        for k in peers.indices where peers[k].link == nil { d = min(d, satAdd(peers[key: k].lastHeard, deadAfter)) }
         // With views, seeds are dialled by the degree rule, which runs on every tick.
         if !viewsOn { for s in seeds.indices where !seedSatisfied(s) { d = min(d, seeds[s].retryAt) } }
         return d

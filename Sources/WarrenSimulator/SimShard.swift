@@ -236,17 +236,16 @@ struct SimShard {
             let slot = Int(next.arg & SimEvent.slotMask)
             // Its bytes (the header is read first), then what the engine reads.
             hint(poolBytes[slot])
-            if poolIsData[slot] {
-                let m = n.engines[next.node].dataReceiveMemory(id: poolIDs[slot])
-                // The peer lookup scans the keys' ids, one cache line each: the header and the
-                // first six (a node has about `degree` neighbours; the count is not read here,
-                // it would stall — prefetching past the end is harmless).
-                if let k = m.keys {
-                    warren_prefetch(k - 32)
-                    for i in 0..<6 { warren_prefetch(k + i &* GossipEngine.ReceiveMemory.keyStride) }
-                }
-                hint(m.addresses.0); hint(m.addresses.1); hint(m.addresses.2)
+            let data = poolIsData[slot]
+            let m = data ? n.engines[next.node].dataReceiveMemory(id: poolIDs[slot]) : n.engines[next.node].receiveMemory()
+            // The sender lookup scans the keys' ids, one cache line each: the header and the
+            // first six (a node has about `degree` neighbours; the count is not read here, it
+            // would stall — prefetching past the end is harmless).
+            if let k = m.keys {
+                warren_prefetch(k - 32)
+                for i in 0..<6 { warren_prefetch(k + i &* GossipEngine.ReceiveMemory.keyStride) }
             }
+            if data { hint(m.addresses.0); hint(m.addresses.1); hint(m.addresses.2) }
         }
     }
 
