@@ -88,6 +88,7 @@ extension CompareBench {
         for (sys, o) in results {
             switch sys {
             case .warren: Output.line("  Warren: \(peers) × `warren node --degree 0`, fixed random topology (\(o.note)), flooding with de-dup and TTL")
+            case .warrenRouting: Output.line("  Warren, routing: \(peers) × `warren node --degree 0 --routing`, the same topology (\(o.note)) and its routing contacts; unicast along a path, the flood as fallback")
             case .nats: Output.line("  NATS: nats-server \(natsVersion ?? "") + \(peers) × `warren-bench peer --system nats` (a subject per recipient, sealed envelopes)")
             case .zmq: Output.line("  raw ZeroMQ: \(peers) × `warren-bench peer --system zmq` (every SUB connected to every XPUB, topic = recipient key)")
             }

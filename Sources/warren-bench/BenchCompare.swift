@@ -30,10 +30,11 @@ struct CompareBench: ParsableCommand {
         """)
 
     enum System: String, CaseIterable, ExpressibleByArgument {
-        case warren, nats, zmq
+        case warren, warrenRouting = "warren-routing", nats, zmq
         var title: String {
             switch self {
             case .warren: "Warren overlay"
+            case .warrenRouting: "Warren with routing"
             case .nats: "NATS (central server)"
             case .zmq: "raw ZeroMQ PUB/SUB"
             }
@@ -46,7 +47,7 @@ struct CompareBench: ParsableCommand {
     @Option(help: "Messages sent one at a time (each after the previous arrived) for the unloaded latency.") var singles: Int = 300
     @Option(help: "Exchange rounds per system (interleaved across systems; latencies pooled, times' median reported).") var rounds: Int = 5
     @Option(help: "Flood rounds per system (interleaved; median msg/s reported).") var floodRounds: Int = 3
-    @Option(help: "Systems to run, comma-separated.") var systems: String = "warren,nats,zmq"
+    @Option(help: "Systems to run, comma-separated: warren (flooding), warren-routing (the same nodes with --routing), nats, zmq.") var systems: String = "warren,nats,zmq"
     @Option(help: "Warren: minimum neighbours per node in the random topology.") var degree: Int = 3
     @Option(help: "Warren: topology seed.") var seed: UInt64 = 1
     @Option(help: "Seconds a phase may take before the missing messages are reported.") var timeout: Double = 120
@@ -70,7 +71,7 @@ struct CompareBench: ParsableCommand {
     func selectedSystems() throws -> [System] {
         let list = systems.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
         return try list.map { s in
-            guard let v = System(rawValue: s) else { throw ValidationError("--systems: unknown system \"\(s)\" (warren, nats, zmq)") }
+            guard let v = System(rawValue: s) else { throw ValidationError("--systems: unknown system \"\(s)\" (\(System.allCases.map(\.rawValue).joined(separator: ", ")))") }
             return v
         }
     }
@@ -87,7 +88,7 @@ struct CompareBench: ParsableCommand {
         if plot != nil && findExecutable("gnuplot") == nil {
             throw ValidationError("gnuplot not found, needed for --plot: run ./bootstrap (Debian's gnuplot-nox)")
         }
-        let warrenPath = chosen.contains(.warren) ? try warrenExecutable(warren) : ""
+        let warrenPath = chosen.contains(.warren) || chosen.contains(.warrenRouting) ? try warrenExecutable(warren) : ""
         ChildRegistry.installSignalHandlers(command: "compare")
         defer { ChildRegistry.terminateAll(grace: .seconds(3)) }
 
@@ -199,14 +200,14 @@ struct CompareBench: ParsableCommand {
         let senders = workload.senderIndex
         let ports = try freeLoopbackPorts(peers + 1)
         // Warren's peers are the product's `warren node`; the others this binary's `peer`.
-        let path = sys == .warren ? env.warren : env.exe
+        let path = sys == .warren || sys == .warrenRouting ? env.warren : env.exe
         func start(_ i: Int, _ args: [String]) throws {
             run.children.append(try LineChild(name: "\(sys.rawValue)-\(i)", index: i, path: path, args: args,
                                               logPath: "\(env.dir)/\(sys.rawValue)-\(i).log", senders: senders, counter: run.counter))
         }
         var expectedNeighbours: [Int]?
         switch sys {
-        case .warren:
+        case .warren, .warrenRouting:
             let edges = GossipOverlay.randomTopology(nodes: peers, degree: degree, seed: seed)
             var deg = [Int](repeating: 0, count: peers)
             for (a, b) in edges { deg[a] += 1; deg[b] += 1 }
@@ -218,6 +219,7 @@ struct CompareBench: ParsableCommand {
                 // machine's control socket is left alone.
                 var args = ["node", "--key-file", env.keyFiles[i], "--listen", "tcp://127.0.0.1:\(ports[i])",
                             "--degree", "0", "--log-level", nodeLogLevel, "--output-queue", "1000000", "--control", "none"]
+                if sys == .warrenRouting { args.append("--routing") }
                 for (a, b) in edges where b == i { args += ["--peer", "tcp://127.0.0.1:\(ports[a])"] }
                 try start(i, args)
             }

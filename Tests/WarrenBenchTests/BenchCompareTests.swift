@@ -91,6 +91,26 @@ struct BenchCompareTests {
         #expect(!Self.childrenOfDeadBenchRunning(), "a warren node / bench peer / nats-server outlived the bench")
     }
 
+    /// Warren's nodes with unicast routing beside the same nodes flooding: both deliver every
+    /// message exactly once, and the report and summary.csv name both.
+    @Test func warrenWithRoutingBesideFlooding() throws {
+        let csv = FileManager.default.temporaryDirectory.appending(path: "warren-compare-csv-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: csv) }
+        let r = try Self.warrenBench(["compare", "--systems", "warren,warren-routing", "--peers", "6", "--rounds", "1",
+                                      "--flood", "600", "--flood-rounds", "1", "--singles", "20", "--csv", csv.path, "--timeout", "60"], timeout: 240)
+        #expect(r.status == 0, "bench compare exited \(r.status.map(String.init) ?? "only when killed"):\n\(r.stdout)\n\(r.stderr.suffix(3000))")
+        #expect(r.stdout.contains("Warren with routing") && r.stdout.contains("--routing"), "\(r.stdout)")
+        let text = (try? String(contentsOf: csv.appending(path: "summary.csv"), encoding: .utf8)) ?? ""
+        #expect(text.contains("\nwarren-routing,exchange,") && text.contains("\nwarren,exchange,"), "summary.csv: \(text)")
+        #expect(!Self.childrenOfDeadBenchRunning(), "a warren node outlived the bench")
+    }
+
+    @Test func unknownSystemNamesTheKnownOnes() throws {
+        let r = try Self.warrenBench(["compare", "--systems", "warren,routing"], timeout: 30)
+        #expect(r.status == 64, "status \(String(describing: r.status)), stderr: \(r.stderr)")
+        #expect(r.stderr.contains("unknown system \"routing\"") && r.stderr.contains("warren-routing"), "stderr: \(r.stderr)")
+    }
+
     @Test func missingNATSServerSaysRunBootstrap() throws {
         let r = try Self.warrenBench(["compare", "--systems", "nats", "--nats-server", "/nonexistent/nats-server"], timeout: 30)
         #expect(r.status != 0 && r.status != nil)
