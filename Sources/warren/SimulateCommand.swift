@@ -19,6 +19,13 @@ struct Simulate: AsyncParsableCommand {
           swift build -c release --product warren
           .build/release/warren simulate --nodes 10000 --messages 1000 --seed 1
           .build/release/warren simulate --sweep --out docs/plots      # CSV for tools/sim/plot.sh
+          .build/release/warren simulate --nodes 2000 --messages 2400 --interval-ms 100 --kill 0.5
+          .build/release/warren simulate --nodes 2000 --messages 2400 --interval-ms 100 --partition 120
+
+        --kill and --partition begin at --fault-at of the stream (a third of the way in); the \
+        report gives the delivery ratio before, during and after the fault, the time to recover \
+        (delivery, one component) and the components of the live overlay (docs/SIMULATION.md, \
+        "Faults").
         """)
 
     @Option(help: "Number of nodes.") var nodes: Int = 1_000
@@ -80,9 +87,10 @@ struct Simulate: AsyncParsableCommand {
             guard partition.isFinite, partition > 0, partition <= 86_400 else { throw ValidationError("--partition must be above 0 and at most 86400 (virtual seconds)") }
         }
         if faultAt != nil && kill == nil && partition == nil { throw ValidationError("--fault-at needs --kill or --partition") }
-        if let problem = baseConfig.faultProblem { throw ValidationError(problem) }
         if let routingSettle { guard routingSettle.isFinite, (0...3600).contains(routingSettle) else { throw ValidationError("--routing-settle must be 0…3600 (virtual seconds)") } }
         if let routingBucketSize { guard (1...64).contains(routingBucketSize) else { throw ValidationError("--routing-bucket-size must be 1…64") } }
+        // Last: baseConfig converts the values checked above.
+        if let problem = baseConfig.faultProblem { throw ValidationError(problem) }
     }
 
     var baseConfig: SimulationConfig {

@@ -37,7 +37,7 @@ import WarrenEngine
         #expect(delivered <= 10_000_000_000, "delivery 1.0 from \(delivered) ns after the kill")
         #expect(r.timeline.last.map { $0.sent > 0 && $0.ratio == 1 } == true)
         #expect(r.after.sent + r.before.sent == r.messages)
-        #expect(r.uncounted > 0 && r.messages + r.uncounted == 300)
+        #expect(r.messages + r.uncounted == 300)
         #expect(r.exactlyOnceViolations == 0)
         #expect(r.meanDegree >= 3)
     }
