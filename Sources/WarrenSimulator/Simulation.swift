@@ -59,6 +59,23 @@ struct Workload {
     var replacements = 0
     var progress: ((Simulation.Progress) -> Void)?
 
+    // Faults (`SimulationConfig.killFraction`, `partitionDuration`).
+    /// Slots not killed, ascending: publishers, recipients and churn draw from them (all slots
+    /// without a kill, so the draws are those of a run without faults).
+    var liveSlots: [Int] = []
+    var killed: [Bool] = []
+    /// Virtual time the fault began and ended (the kill: both its moment; .max: no fault).
+    var faultStart: UInt64 = .max
+    var faultEnd: UInt64 = .max
+    /// With a partition: each slot's half (0 or 1), while it lasts.
+    var slotGroup: [Int32] = []
+    var partitioned = false
+    /// Components of the live overlay right after the kill / just before the partition heals.
+    var componentsAtFault = Components()
+    /// First sample at or after the fault's end at which the live overlay was one component.
+    var connectedAt: UInt64?
+    var lastConnectivitySample: UInt64 = 0
+
     init(_ config: SimulationConfig, threads: Int) {
         self.config = config
         sim = Simulator(seed: config.seed, latency: config.latency, loss: config.loss, threads: threads)
@@ -70,6 +87,8 @@ struct Workload {
         }
         community = topic()
         slotTopics = (0..<config.nodes).map { _ in topic() }
+        liveSlots = Array(0..<config.nodes)
+        killed = [Bool](repeating: false, count: config.nodes)
     }
 
     mutating func startNode(slot s: Int, seeds: [Int]) {
@@ -81,6 +100,8 @@ struct Workload {
         if s < slotNode.count { slotNode[s] = i } else { slotNode.append(i) }
         sim.subscribe(i, slotTopics[s])
         sim.subscribe(i, community)
+        // A node started during a partition is in its slot's half.
+        if partitioned { sim.model.groups.append(slotGroup[s]) }
     }
 
     mutating func form() {
@@ -142,24 +163,38 @@ struct Workload {
             return buf
         }
 
+        let faultMessage = config.hasFault ? config.faultMessage : -1
+        var healAt = UInt64.max
         for k in 0..<m {
             progress?(.streaming(sent: k, of: m))
             let t = streamStart &+ UInt64(k) &* config.messageInterval
-            while nextChurn <= t && nextChurn < streamEnd {
+            while nextChurn <= t && nextChurn < streamEnd || healAt <= t {
+                if healAt <= t && healAt <= nextChurn {
+                    sim.run(until: healAt)
+                    heal()
+                    healAt = .max
+                    continue
+                }
                 sim.run(until: nextChurn)
                 churn()
                 nextChurn &+= churnInterval
             }
             sim.run(until: t)
+            if k == faultMessage {
+                if config.killFraction > 0 { kill() } else { partition(); healAt = faultEnd }
+            }
+            sampleConnectivity()
+            let live = liveSlots.count
             if config.broadcast && k == m / 2 {
-                let src = sim.random(below: n)
+                let src = liveSlots[sim.random(below: live)]
                 sim.publish(from: slotNode[src], topic: community, envelope: envelope(&sim, &buf))
                 destination.append(-1)
             }
-            guard n > 1 else { continue }
-            let src = sim.random(below: n)
-            var dst = sim.random(below: n - 1)
-            if dst >= src { dst += 1 }
+            guard live > 1 else { continue }
+            let p = sim.random(below: live)
+            var q = sim.random(below: live - 1)
+            if q >= p { q += 1 }
+            let (src, dst) = (liveSlots[p], liveSlots[q])
             sim.publish(from: slotNode[src], topic: slotTopics[dst], envelope: envelope(&sim, &buf))
             destination.append(Int32(dst))
         }
@@ -169,17 +204,109 @@ struct Workload {
             destination.append(-1)
         }
         sim.run(until: max(streamEnd, sim.now) &+ config.drainTime)
+        if faultEnd != .max && connectedAt == nil && components().count == 1 { connectedAt = sim.now }
+    }
+
+    /// Kills `config.killCount` slots chosen by the seed, for good.
+    mutating func kill() {
+        let n = config.nodes
+        var order = Array(0..<n)
+        for j in 0..<config.killCount {
+            order.swapAt(j, j + sim.random(below: n - j))
+            killed[order[j]] = true
+            sim.kill(slotNode[order[j]])
+        }
+        liveSlots = (0..<n).filter { !killed[$0] }
+        faultStart = sim.now
+        faultEnd = sim.now
+        componentsAtFault = components()
+        if componentsAtFault.count == 1 { connectedAt = sim.now }
+        lastConnectivitySample = sim.now
+    }
+
+    /// Cuts the overlay into two halves chosen by the seed (every frame between them is lost).
+    mutating func partition() {
+        let n = config.nodes
+        var order = Array(0..<n)
+        slotGroup = [Int32](repeating: 0, count: n)
+        for j in 0..<n / 2 {
+            order.swapAt(j, j + sim.random(below: n - j))
+            slotGroup[order[j]] = 1
+        }
+        sim.model.groups = nodeSlot.map { slotGroup[Int($0)] }
+        partitioned = true
+        faultStart = sim.now
+        faultEnd = sim.now &+ config.partitionDuration
+    }
+
+    /// Ends the partition.
+    mutating func heal() {
+        componentsAtFault = components()
+        sim.model.groups = []
+        partitioned = false
+        lastConnectivitySample = sim.now
+    }
+
+    /// After the fault's end, until the live overlay is one component: a sample at most every
+    /// 100 ms of virtual time (at message times).
+    mutating func sampleConnectivity() {
+        guard faultEnd != .max, !partitioned, connectedAt == nil,
+              sim.now >= faultEnd, sim.now >= lastConnectivitySample &+ 100_000_000 else { return }
+        lastConnectivitySample = sim.now
+        if components().count == 1 { connectedAt = sim.now }
+    }
+
+    /// Connected components of the live overlay: live nodes, up gossip links between them
+    /// (either end's view; routing contacts are not gossip links).
+    struct Components: Sendable, Equatable {
+        var count = 0
+        var largest = 0
+        var live = 0
+    }
+
+    func components() -> Components {
+        var index: [NodeID: Int32] = [:]
+        var nodes: [Int] = []
+        for s in liveSlots where sim.alive[slotNode[s]] {
+            index[sim.engines[slotNode[s]].nodeID] = Int32(nodes.count)
+            nodes.append(slotNode[s])
+        }
+        var parent = Array(0..<nodes.count)
+        func root(_ x: Int) -> Int {
+            var x = x
+            while parent[x] != x { parent[x] = parent[parent[x]]; x = parent[x] }
+            return x
+        }
+        for (p, i) in nodes.enumerated() {
+            for nb in sim.engines[i].neighbours {
+                guard let q = index[nb.nodeID] else { continue }
+                let a = root(p), b = root(Int(q))
+                if a != b { parent[a] = b }
+            }
+        }
+        var size = [Int](repeating: 0, count: nodes.count)
+        var c = Components(live: nodes.count)
+        for p in nodes.indices {
+            let r = root(p)
+            if size[r] == 0 { c.count += 1 }
+            size[r] += 1
+            c.largest = max(c.largest, size[r])
+        }
+        return c
     }
 
     /// Kills a random node and starts a fresh incarnation in its slot with one live seed.
     mutating func churn() {
         let n = config.nodes
         guard n > 1 else { return }
-        let s = sim.random(below: n)
+        let live = liveSlots.count
+        guard live > 1 else { return }
+        let p = sim.random(below: live)
+        let s = liveSlots[p]
         sim.kill(slotNode[s])
-        var seedSlot = sim.random(below: n - 1)
-        if seedSlot >= s { seedSlot += 1 }
-        startNode(slot: s, seeds: [slotNode[seedSlot]])
+        var q = sim.random(below: live - 1)
+        if q >= p { q += 1 }
+        startNode(slot: s, seeds: [slotNode[liveSlots[q]]])
         replacements += 1
     }
 
@@ -228,7 +355,16 @@ struct Workload {
                 hopsMax = max(hopsMax, Int(d.hops)); hopsSum += Int(d.hops)
             }
         }
-        let p2pCount = destination.filter { $0 >= 0 }.count
+        // A message counts unless its recipient was killed before it got it (its sender was
+        // alive: publishers are drawn from the live slots).
+        let counted = destination.indices.map { m in destination[m] >= 0 && (p2pGot[m] || !killed[Int(destination[m])]) }
+        r.uncounted = destination.indices.filter { destination[$0] >= 0 && !counted[$0] }.count
+        faultFigures(&r, counted: counted, got: p2pGot)
+        if bCount > 0 {
+            // Broadcast recipients killed afterwards are not expected (nor counted).
+            for s in 0..<n where bSlots[s] && killed[s] { bCount -= 1 }
+        }
+        let p2pCount = counted.filter { $0 }.count
         r.messages = p2pCount
         r.delivered = p2pDelivered
         r.deliveryRatio = p2pCount > 0 ? Double(p2pDelivered) / Double(p2pCount) : 1
@@ -249,16 +385,22 @@ struct Workload {
             r.dataFrames += sim.messages[m].frames
             if dst >= 0 { unicastFrames += sim.messages[m].frames }
             guard sim.messages[m].frames > 0 else { continue }
-            let v = Double(sim.messages[m].frames) / Double(n - 1) - 1
+            // After a kill, the overlay the message floods is the live nodes.
+            let overlay = sim.messages[m].publishedAt >= faultStart && config.killFraction > 0 ? liveSlots.count : n
+            guard overlay > 1 else { continue }
+            let v = Double(sim.messages[m].frames) / Double(overlay - 1) - 1
             if dst < 0 { r.broadcastRMR = v } else { rmrSum += v; rmrCount += 1 }
         }
         r.rmr = rmrCount > 0 ? rmrSum / Double(rmrCount) : .nan
         r.framesPerUnicast = p2pDelivered > 0 ? Double(unicastFrames) / Double(p2pDelivered) : 0
 
-        if destination.contains(-1) {
-            r.broadcastExpected = n - 1
+        if let b = destination.firstIndex(of: -1) {
+            // Every live slot but the publisher's.
+            let publisherSlot = Int(nodeSlot[Int(sim.messages[b].publisher)])
+            let expected = liveSlots.count - (killed[publisherSlot] ? 0 : 1)
+            r.broadcastExpected = expected
             r.broadcastDelivered = bCount
-            r.broadcastRatio = n > 1 ? Double(bCount) / Double(n - 1) : 1
+            r.broadcastRatio = expected > 0 ? Double(bCount) / Double(expected) : 1
             r.broadcastLastHop = bHopsMax
             r.broadcastMeanHops = bCount > 0 ? Double(bHopsSum) / Double(bCount) : 0
             bLatencies.sort()
@@ -267,29 +409,72 @@ struct Workload {
             r.broadcastLatencyMax = bLatencies.last ?? 0
         }
 
+        // The nodes of the live slots (all of them without a kill).
+        let liveNodes = liveSlots.map { slotNode[$0] }, live = liveNodes.count
         var bytes = 0, bytesMax = 0, deg = 0, degMax = 0
         var contacts = 0, records = 0, fallbacks = 0
-        for i in slotNode where config.routing && sim.alive[i] {
+        for i in liveNodes where config.routing && sim.alive[i] {
             contacts += sim.engines[i].contactLinkCounts.up
             records += sim.engines[i].locationRecordCount
             fallbacks += Int(sim.engines[i].stats.routeFallbacks)
         }
-        r.contactLinksMean = n > 0 ? Double(contacts) / Double(n) : 0
-        r.recordsMean = n > 0 ? Double(records) / Double(n) : 0
+        r.contactLinksMean = live > 0 ? Double(contacts) / Double(live) : 0
+        r.recordsMean = live > 0 ? Double(records) / Double(live) : 0
         r.routeFallbacks = fallbacks
-        for i in slotNode {
+        for i in liveNodes {
             let b = sim.engines[i].countedStateBytes
             bytes += b; bytesMax = max(bytesMax, b)
             let d = sim.degree(i).up
             deg += d; degMax = max(degMax, d)
         }
-        r.stateBytesMean = n > 0 ? bytes / n : 0
+        r.stateBytesMean = live > 0 ? bytes / live : 0
         r.stateBytesMax = bytesMax
-        r.meanDegree = n > 0 ? Double(deg) / Double(n) : 0
+        r.meanDegree = live > 0 ? Double(deg) / Double(live) : 0
         r.maxDegree = degMax
         r.controlFrames = sim.controlFramesSent - controlAtStreamStart
         r.framesLost = sim.framesLost - lostAtStreamStart
+        let end = components()
+        r.components = end.count
+        r.largestComponent = end.largest
+        r.liveNodes = end.live
         return r
+    }
+
+    /// The fault's part of the report, and the timeline: point-to-point messages counted
+    /// (`counted`) and delivered (`got`) by publish time.
+    func faultFigures(_ r: inout SimulationReport, counted: [Bool], got: [Bool]) {
+        let bucket = max(1, config.timelineBucket)
+        for m in destination.indices where counted[m] {
+            let t = sim.messages[m].publishedAt - streamStart
+            let b = Int(t / bucket)
+            if b >= r.timeline.count { r.timeline.append(contentsOf: repeatElement(SimulationReport.Tally(), count: b + 1 - r.timeline.count)) }
+            r.timeline[b].add(got[m])
+        }
+        guard faultEnd != .max else { return }
+        r.killed = config.killFraction > 0 ? config.killCount : 0
+        r.faultStart = faultStart - streamStart
+        r.faultEnd = faultEnd - streamStart
+        var lastMiss: Int?
+        for m in destination.indices where counted[m] {
+            let t = sim.messages[m].publishedAt
+            if t < faultStart { r.before.add(got[m]) } else if t < faultEnd { r.during.add(got[m]) } else {
+                r.after.add(got[m])
+                if !got[m] { lastMiss = m }
+            }
+        }
+        // Delivered from this message on: the first counted one after the last miss at or after
+        // the fault's end (none missed: the fault's end itself).
+        if let miss = lastMiss {
+            if let next = destination.indices.first(where: { $0 > miss && counted[$0] }) {
+                r.deliveryRecovery = sim.messages[next].publishedAt - faultEnd
+            }
+        } else {
+            r.deliveryRecovery = 0
+        }
+        r.connectivityRecovery = connectedAt.map { $0 - faultEnd }
+        r.componentsAtFault = componentsAtFault.count
+        r.largestAtFault = componentsAtFault.largest
+        r.liveAtFault = componentsAtFault.live
     }
 }
 

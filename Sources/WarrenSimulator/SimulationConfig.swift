@@ -46,9 +46,65 @@ public struct SimulationConfig: Sendable, Hashable {
     /// forever, every inbound accepted).
     public var views: Bool = true
 
+    // Faults at one moment of the stream (docs/SIMULATION.md, "Faults"); one at a time.
+
+    /// Fraction of the nodes (chosen by the seed) killed at once at `faultAt` of the stream: no
+    /// BYE, never replaced (churn then replaces only live nodes). 0: no kill.
+    public var killFraction: Double = 0
+    /// A cut between two halves of the overlay (chosen by the seed; every frame between them is
+    /// lost) from `faultAt` of the stream for this long; then it heals. 0: no partition.
+    public var partitionDuration: UInt64 = 0
+    /// Where in the stream the kill or the partition begins, as a fraction of the stream: before
+    /// message ⌊messages × faultAt⌋ is published.
+    public var faultAt: Double = 1.0 / 3
+    /// Width of the buckets of `SimulationReport.timeline` (messages by publish time).
+    public var timelineBucket: UInt64 = 5_000_000_000
+
     public enum Preset: String, Sendable, Hashable, CaseIterable { case lan, local }
 
     public init() {}
+
+    /// Virtual time from the first message of the stream to the last one's publish + one interval.
+    public var streamDuration: UInt64 { UInt64(messages) &* messageInterval }
+
+    /// The kill or the partition.
+    public var hasFault: Bool { killFraction > 0 || partitionDuration > 0 }
+
+    /// The message before which the fault begins.
+    public var faultMessage: Int { min(messages, Int(Double(messages) * faultAt)) }
+
+    /// Nodes the kill kills.
+    public var killCount: Int { Int((Double(nodes) * killFraction).rounded()) }
+
+    /// What is wrong with the fault options (kill, partition, fault point), in words that name
+    /// the command's options; nil if nothing.
+    public var faultProblem: String? {
+        guard killFraction.isFinite, killFraction >= 0, killFraction < 1 else {
+            return "--kill must be at least 0 and below 1 (the fraction of the nodes killed at once)"
+        }
+        guard faultAt.isFinite, faultAt > 0, faultAt < 1 else {
+            return "--fault-at must be above 0 and below 1 (the fraction of the stream before the fault)"
+        }
+        guard hasFault else { return nil }
+        if killFraction > 0 && partitionDuration > 0 {
+            return "--kill and --partition are one fault each: give one of them (the time to recover is measured from one fault)"
+        }
+        guard messages > 0, nodes >= 2 else {
+            return "--kill and --partition happen during the stream: they need --messages > 0 and --nodes ≥ 2"
+        }
+        if killFraction > 0 {
+            if killCount < 1 { return "--kill \(killFraction) of \(nodes) nodes kills no node" }
+            if nodes - killCount < 2 { return "--kill \(killFraction) of \(nodes) nodes leaves fewer than 2 nodes for the stream" }
+        }
+        if partitionDuration > 0 {
+            let start = UInt64(faultMessage) &* messageInterval
+            if start &+ partitionDuration >= streamDuration {
+                let s = Double(streamDuration) / 1e9, p = Double(partitionDuration) / 1e9
+                return "--partition \(p) s from message \(faultMessage) does not end before the stream does (\(messages) messages × \(Double(messageInterval) / 1e6) ms = \(s) s): give more --messages or a larger --interval-ms"
+            }
+        }
+        return nil
+    }
 
     /// The engine configuration of a simulated node.
     public func engineConfig(endpoint: String, seeds: [String]) -> EngineConfig {

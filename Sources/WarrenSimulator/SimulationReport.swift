@@ -63,6 +63,50 @@ public struct SimulationReport: Sendable, Equatable {
     /// Times a routed message fell back to the flood (over all nodes alive at the end).
     public var routeFallbacks = 0
 
+    // Faults (config.killFraction, config.partitionDuration; docs/SIMULATION.md, "Faults").
+    /// Point-to-point messages counted and delivered.
+    public struct Tally: Sendable, Equatable {
+        public var sent = 0
+        public var delivered = 0
+        /// delivered / sent (1 if none was sent).
+        public var ratio: Double { sent > 0 ? Double(delivered) / Double(sent) : 1 }
+        public init() {}
+        mutating func add(_ got: Bool) { sent += 1; if got { delivered += 1 } }
+    }
+    /// Nodes the kill killed.
+    public var killed = 0
+    /// Point-to-point messages left out of every figure: their recipient was killed before it
+    /// got them.
+    public var uncounted = 0
+    /// When the fault began and ended, from the stream's start (the kill: both its moment).
+    public var faultStart: UInt64 = 0
+    public var faultEnd: UInt64 = 0
+    /// Messages published before the fault, during it (a partition), and from its end on.
+    public var before = Tally()
+    public var during = Tally()
+    public var after = Tally()
+    /// Time to recover, delivery: from the fault's end to the publish time of the first message
+    /// from which on every counted message of the stream was delivered (0: none published after
+    /// the end was lost; nil: the last one was lost).
+    public var deliveryRecovery: UInt64?
+    /// Time to recover, connectivity: from the fault's end to the first sample (at message times,
+    /// at most every 100 ms, and once after the drain) at which the live overlay was one
+    /// component; nil: never.
+    public var connectivityRecovery: UInt64?
+    /// Components of the live overlay right after the kill / just before the partition healed,
+    /// the largest one's nodes, and the live nodes.
+    public var componentsAtFault = 0
+    public var largestAtFault = 0
+    public var liveAtFault = 0
+    /// Components of the live overlay (live nodes, up gossip links) at the end, the largest
+    /// one's nodes, and the live nodes (every run).
+    public var components = 0
+    public var largestComponent = 0
+    public var liveNodes = 0
+    /// Counted point-to-point messages by publish time, in buckets of `config.timelineBucket`
+    /// from the stream's start.
+    public var timeline: [Tally] = []
+
     public init() {}
 
     /// A human-readable summary (deterministic; no wall-clock time).
@@ -85,6 +129,20 @@ public struct SimulationReport: Sendable, Equatable {
             lines.append("routing: on, \(ms(c.routingSettle)) settle before the stream; contact links per node \(formatFixed(contactLinksMean, 2)), records per node \(formatFixed(recordsMean, 2))")
             lines.append("  frames per delivered unicast \(formatFixed(framesPerUnicast, 2)), mean hops \(formatFixed(meanHops, 2)), \(routeFallbacks) fallbacks to the flood")
         }
+        if c.killFraction > 0 {
+            lines.append("fault: kill \(killed) of \(c.nodes) nodes at once at \(ms(faultStart)) of the stream (before message \(c.faultMessage)), for good; \(uncounted) messages to killed nodes not counted")
+        } else if c.partitionDuration > 0 {
+            lines.append("fault: partition into two halves from \(ms(faultStart)) to \(ms(faultEnd)) of the stream, then healed")
+        }
+        if c.hasFault {
+            func tally(_ t: Tally) -> String { "\(formatFixed(t.ratio, 4)) (\(t.delivered)/\(t.sent))" }
+            lines.append("  delivery before \(tally(before))\(c.partitionDuration > 0 ? ", during \(tally(during))" : ""), after \(tally(after))")
+            let d = deliveryRecovery.map { "every message delivered from \(ms($0)) after the fault's end on" } ?? "NOT recovered (the last message after the fault was lost)"
+            let k = connectivityRecovery.map { "one component \(ms($0)) after it" } ?? "NOT one component by the end"
+            lines.append("  recovery: \(d); \(k)")
+            lines.append("  components \(c.killFraction > 0 ? "right after the kill" : "just before the heal"): \(componentsAtFault), largest \(largestAtFault) of \(liveAtFault) live nodes")
+        }
+        lines.append("overlay at the end: \(components) component\(components == 1 ? "" : "s") of the live overlay, largest \(largestComponent) of \(liveNodes) live nodes")
         lines.append("state per node: mean \(stateBytesMean) B, max \(stateBytesMax) B")
         lines.append("frames: \(dataFrames) DATA, \(controlFrames) control during the stream, \(framesLost) lost")
         return lines.joined(separator: "\n")
@@ -93,7 +151,10 @@ public struct SimulationReport: Sendable, Equatable {
     public static let csvHeader = "nodes,degree,messages,seed,loss,churn_pct_min,latency,formed,formation_ms,mean_degree,max_degree,"
         + "delivery_ratio,delivered,exactly_once_violations,max_hops,mean_hops,rmr,latency_p50_ms,latency_p99_ms,latency_max_ms,"
         + "bcast_ratio,bcast_last_hop,bcast_mean_hops,bcast_rmr,bcast_latency_max_ms,state_bytes_mean,state_bytes_max,"
-        + "data_frames,control_frames,frames_lost,replacements,events"
+        + "data_frames,control_frames,frames_lost,replacements,events,"
+        + "views,routing,kill_fraction,partition_s,killed,uncounted,fault_start_ms,fault_end_ms,"
+        + "ratio_before,ratio_during,ratio_after,sent_after,delivered_after,recovery_delivery_ms,recovery_connected_ms,"
+        + "components_at_fault,largest_at_fault,components_end,largest_component_end,live_nodes"
 
     public var csvRow: String {
         let c = config
@@ -107,6 +168,14 @@ public struct SimulationReport: Sendable, Equatable {
             formatFixed(broadcastRatio, 5), "\(broadcastLastHop)", formatFixed(broadcastMeanHops, 3),
             broadcastRMR.isNaN ? "" : formatFixed(broadcastRMR, 4), ms(broadcastLatencyMax), "\(stateBytesMean)", "\(stateBytesMax)",
             "\(dataFrames)", "\(controlFrames)", "\(framesLost)", "\(replacements)", "\(events)",
+            c.views ? "1" : "0", c.routing ? "1" : "0", formatFixed(c.killFraction, 4), formatFixed(Double(c.partitionDuration) / 1e9, 3),
+            "\(killed)", "\(uncounted)",
+            c.hasFault ? ms(faultStart) : "", c.hasFault ? ms(faultEnd) : "",
+            c.hasFault ? formatFixed(before.ratio, 5) : "", c.partitionDuration > 0 ? formatFixed(during.ratio, 5) : "",
+            c.hasFault ? formatFixed(after.ratio, 5) : "", c.hasFault ? "\(after.sent)" : "", c.hasFault ? "\(after.delivered)" : "",
+            c.hasFault ? deliveryRecovery.map(ms) ?? "never" : "", c.hasFault ? connectivityRecovery.map(ms) ?? "never" : "",
+            c.hasFault ? "\(componentsAtFault)" : "", c.hasFault ? "\(largestAtFault)" : "",
+            "\(components)", "\(largestComponent)", "\(liveNodes)",
         ]
         return fields.joined(separator: ",")
     }

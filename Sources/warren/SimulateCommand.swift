@@ -19,6 +19,13 @@ struct Simulate: AsyncParsableCommand {
           swift build -c release --product warren
           .build/release/warren simulate --nodes 10000 --messages 1000 --seed 1
           .build/release/warren simulate --sweep --out docs/plots      # CSV for tools/sim/plot.sh
+          .build/release/warren simulate --nodes 2000 --messages 2400 --interval-ms 100 --kill 0.5
+          .build/release/warren simulate --nodes 2000 --messages 2400 --interval-ms 100 --partition 120
+
+        --kill and --partition begin at --fault-at of the stream (a third of the way in); the \
+        report gives the delivery ratio before, during and after the fault, the time to recover \
+        (delivery, one component) and the components of the live overlay (docs/SIMULATION.md, \
+        "Faults").
         """)
 
     @Option(help: "Number of nodes.") var nodes: Int = 1_000
@@ -31,6 +38,9 @@ struct Simulate: AsyncParsableCommand {
     @Option(help: "Sigma of the log-normal latency (0 = every link has the median).") var latencySigma: Double = 0.5
     @Option(help: "Per-frame loss probability (0…1).") var loss: Double = 0
     @Option(help: "Percent of nodes replaced per simulated minute during the stream.") var churn: Double = 0
+    @Option(help: "Fraction of the nodes (0…1, chosen by the seed) killed at once at --fault-at of the stream, for good.") var kill: Double?
+    @Option(help: "Virtual seconds of a cut between two halves of the overlay (every frame between them lost), from --fault-at of the stream; then it heals.") var partition: Double?
+    @Option(help: "With --kill or --partition: where in the stream the fault begins, as a fraction of it (default: 1/3).") var faultAt: Double?
     @Option(help: "Virtual time between two messages (ms).") var intervalMs: Double = 20
     @Option(help: "Engine timers: lan or local.") var preset: String = "lan"
     @Option(help: "TTL of every message (and maxTTL).") var ttl: UInt8 = 16
@@ -50,7 +60,9 @@ struct Simulate: AsyncParsableCommand {
     @Option(help: "Sweep: degrees, comma-separated.") var sweepDegrees: String = "3,4,5,6,7,8"
     @Option(help: "Sweep: messages per run.") var sweepMessages: Int = 200
     @Option(help: "Sweep: node counts of the loss/churn runs, comma-separated.") var faultNodes: String = "1000,10000"
-    @Option(help: "Sweep: run only 'grid' (N × degree) or only 'faults' (loss, churn).") var sweepOnly: String?
+    @Option(help: "Sweep: run only 'grid' (N × degree), 'faults' (loss, churn) or 'resilience' (flood, views, routing × churn, loss, kill, partition).") var sweepOnly: String?
+    @Option(help: "Sweep: nodes of the resilience runs.") var resilienceNodes: Int = 2_000
+    @Option(help: "Sweep: messages of each resilience run, spread over its 4-minute stream.") var resilienceMessages: Int = 2_400
 
     func validate() throws {
         guard nodes >= 1 else { throw ValidationError("--nodes must be ≥ 1") }
@@ -70,8 +82,15 @@ struct Simulate: AsyncParsableCommand {
         if !routing && (routingSettle != nil || routingBucketSize != nil || routingNoContacts) {
             throw ValidationError("--routing-settle and --routing-bucket-size need --routing (without it the overlay only floods)")
         }
+        if let kill { guard kill.isFinite, kill > 0, kill < 1 else { throw ValidationError("--kill must be above 0 and below 1 (the fraction of the nodes killed at once)") } }
+        if let partition {
+            guard partition.isFinite, partition > 0, partition <= 86_400 else { throw ValidationError("--partition must be above 0 and at most 86400 (virtual seconds)") }
+        }
+        if faultAt != nil && kill == nil && partition == nil { throw ValidationError("--fault-at needs --kill or --partition") }
         if let routingSettle { guard routingSettle.isFinite, (0...3600).contains(routingSettle) else { throw ValidationError("--routing-settle must be 0…3600 (virtual seconds)") } }
         if let routingBucketSize { guard (1...64).contains(routingBucketSize) else { throw ValidationError("--routing-bucket-size must be 1…64") } }
+        // Last: baseConfig converts the values checked above.
+        if let problem = baseConfig.faultProblem { throw ValidationError(problem) }
     }
 
     var baseConfig: SimulationConfig {
@@ -86,6 +105,9 @@ struct Simulate: AsyncParsableCommand {
         c.latency = latencySigma == 0 ? .fixed(median) : .logNormal(median: median, sigma: latencySigma)
         c.loss = loss
         c.churnPercentPerMinute = churn
+        c.killFraction = kill ?? 0
+        c.partitionDuration = UInt64((partition ?? 0) * 1e9)
+        c.faultAt = faultAt ?? 1.0 / 3
         c.messageInterval = UInt64(intervalMs * 1e6)
         c.preset = SimulationConfig.Preset(rawValue: preset) ?? .lan
         c.ttl = ttl
@@ -161,12 +183,18 @@ struct Simulate: AsyncParsableCommand {
         let ds = try Self.list(sweepDegrees, "--sweep-degrees")
         let fns = try Self.list(faultNodes, "--fault-nodes")
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
-        guard sweepOnly == nil || sweepOnly == "grid" || sweepOnly == "faults" else {
-            throw ValidationError("--sweep-only must be grid or faults")
+        guard sweepOnly == nil || ["grid", "faults", "resilience"].contains(sweepOnly!) else {
+            throw ValidationError("--sweep-only must be grid, faults or resilience")
         }
-        let grid = sweepOnly != "faults", faultRuns = sweepOnly != "grid"
+        guard resilienceNodes >= 2, resilienceMessages >= 10 else {
+            throw ValidationError("--resilience-nodes must be ≥ 2 and --resilience-messages ≥ 10")
+        }
+        let grid = sweepOnly == nil || sweepOnly == "grid", faultRuns = sweepOnly == nil || sweepOnly == "faults"
+        let resilience = sweepOnly == nil || sweepOnly == "resilience"
         let sweepPath = out + "/sweep.csv", faultPath = out + "/faults.csv"
-        for (p, on) in [(sweepPath, grid), (faultPath, faultRuns)] where on && FileManager.default.fileExists(atPath: p) {
+        let resiliencePath = out + "/resilience.csv", timelinePath = out + "/resilience-timeline.csv"
+        for (p, on) in [(sweepPath, grid), (faultPath, faultRuns), (resiliencePath, resilience), (timelinePath, resilience)]
+        where on && FileManager.default.fileExists(atPath: p) {
             try FileManager.default.removeItem(atPath: p)
         }
         Output.line("warren simulate --sweep — \(machineLine())")
@@ -181,6 +209,7 @@ struct Simulate: AsyncParsableCommand {
                 Output.line("  N \(n) D \(d): ratio \(formatFixed(r.deliveryRatio, 4)), bcast last hop \(r.broadcastLastHop), RMR \(SimulationReport.rmrText(r.rmr)), state \(r.stateBytesMean) B, \(formatFixed(wall, 1)) s")
             }
         }
+        if resilience { try runResilience(resiliencePath, timelinePath) }
         guard faultRuns else { return }
         Output.line("loss and churn (degree \(degree), \(sweepMessages) messages) → \(faultPath)")
         let faults: [(loss: Double, churn: Double)] = [(0, 0), (0.01, 0), (0.05, 0), (0.10, 0), (0.20, 0), (0.30, 0),
@@ -195,6 +224,43 @@ struct Simulate: AsyncParsableCommand {
                 let (r, wall, _) = Self.measure(c, threads: threadCount)
                 try Self.appendCSV(faultPath, r, wall)
                 Output.line("  N \(n) loss \(formatFixed(f.loss * 100, 0)) % churn \(formatFixed(f.churn, 0)) %/min: ratio \(formatFixed(r.deliveryRatio, 4)), bcast \(formatFixed(r.broadcastRatio, 4)), violations \(r.exactlyOnceViolations), \(formatFixed(wall, 1)) s")
+            }
+        }
+    }
+
+    /// The three overlays (flooding without views, views, views + routing) × the faults of
+    /// docs/SIMULATION.md, "Faults": a 4-minute stream (the partition's 2 minutes from a third
+    /// of the way in, and 40 s after it) at `resilienceNodes`. One row per run in `path`; the
+    /// delivery ratio by 5-s bucket of publish time in `timelinePath`.
+    func runResilience(_ path: String, _ timelinePath: String) throws {
+        let modes: [(name: String, views: Bool, routing: Bool)] = [("flood", false, false), ("views", true, false), ("routing", true, true)]
+        let faults: [(name: String, churn: Double, loss: Double, kill: Double, partition: UInt64)] = [
+            ("none", 0, 0, 0, 0), ("churn5", 5, 0, 0, 0), ("loss10", 0, 0.10, 0, 0), ("loss20", 0, 0.20, 0, 0),
+            ("kill50", 0, 0, 0.5, 0), ("partition120", 0, 0, 0, 120_000_000_000),
+        ]
+        let stream: UInt64 = 240_000_000_000
+        Output.line("resilience (N \(resilienceNodes), degree \(degree), \(resilienceMessages) messages over 240 s) → \(path), \(timelinePath)")
+        var timeline = "mode,fault,bucket_start_s,sent,delivered,ratio\n"
+        var rows = "mode,fault," + SimulationReport.csvHeader + ",wall_s\n"
+        for mode in modes {
+            for f in faults {
+                var c = baseConfig
+                c.nodes = resilienceNodes; c.messages = resilienceMessages
+                c.messageInterval = stream / UInt64(resilienceMessages)
+                c.views = mode.views; c.routing = mode.routing
+                c.churnPercentPerMinute = f.churn; c.loss = f.loss
+                c.killFraction = f.kill; c.partitionDuration = f.partition; c.faultAt = 1.0 / 3
+                if let problem = c.faultProblem { throw ValidationError(problem) }
+                let (r, wall, _) = Self.measure(c, threads: threadCount)
+                rows += "\(mode.name),\(f.name)," + r.csvRow + "," + formatFixed(wall, 2) + "\n"
+                try rows.write(toFile: path, atomically: true, encoding: .utf8)
+                for (b, t) in r.timeline.enumerated() {
+                    timeline += "\(mode.name),\(f.name),\(formatFixed(Double(UInt64(b) * c.timelineBucket) / 1e9, 1)),\(t.sent),\(t.delivered),\(formatFixed(t.ratio, 5))\n"
+                }
+                try timeline.write(toFile: timelinePath, atomically: true, encoding: .utf8)
+                func ms(_ v: UInt64?) -> String { v.map { formatFixed(Double($0) / 1e6, 0) + " ms" } ?? "never" }
+                let recovery = c.hasFault ? ", recovery \(ms(r.deliveryRecovery)) (delivery) / \(ms(r.connectivityRecovery)) (one component)" : ""
+                Output.line("  \(mode.name) \(f.name): ratio \(formatFixed(r.deliveryRatio, 4)), after \(formatFixed(r.after.ratio, 4))\(recovery), components \(r.components), violations \(r.exactlyOnceViolations), \(formatFixed(wall, 1)) s")
             }
         }
     }

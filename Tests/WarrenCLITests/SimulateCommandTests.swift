@@ -55,6 +55,19 @@ import WarrenTestSupport
             (["--nodes", "10", "--routing", "--routing-bucket-size", "0"], "--routing-bucket-size must be 1…64"),
             (["--nodes", "10", "--routing", "--routing-settle=-1"], "--routing-settle must be 0…3600"),
             (["--nodes", "10", "--routing", "--routing-settle", "nan"], "--routing-settle must be 0…3600"),
+            (["--nodes", "10", "--kill", "1"], "--kill must be above 0 and below 1"),
+            (["--nodes", "10", "--kill", "0"], "--kill must be above 0 and below 1"),
+            (["--nodes", "10", "--kill", "nan"], "--kill must be above 0 and below 1"),
+            (["--nodes", "10", "--partition", "0"], "--partition must be above 0"),
+            (["--nodes", "10", "--partition", "inf"], "--partition must be above 0"),
+            (["--nodes", "10", "--fault-at", "0.5"], "--fault-at needs --kill or --partition"),
+            (["--nodes", "10", "--kill", "0.5", "--fault-at", "1"], "--fault-at must be above 0 and below 1"),
+            (["--nodes", "10", "--kill", "0.5", "--partition", "5"], "one fault each"),
+            (["--nodes", "10", "--messages", "0", "--kill", "0.5"], "need --messages > 0"),
+            (["--nodes", "10", "--kill", "0.01"], "kills no node"),
+            (["--nodes", "10", "--kill", "0.95"], "leaves fewer than 2 nodes"),
+            // 100 messages × 20 ms: a 2-s stream, the cut from 0.66 s.
+            (["--nodes", "10", "--messages", "100", "--partition", "5"], "does not end before the stream"),
         ]
         for (args, needle) in refused {
             let r = try Self.run(args)
@@ -70,5 +83,24 @@ import WarrenTestSupport
         #expect(nearly.status == 0, "\(nearly.err)")
         let routed = try Self.run(["--nodes", "20", "--messages", "3", "--routing", "--routing-settle", "2", "--routing-bucket-size", "1"])
         #expect(routed.status == 0 && routed.out.contains("frames per delivered unicast"), "\(routed.err)")
+    }
+
+    /// A kill and a partition from the command line: the report says what happened and how the
+    /// overlay recovered, the same with one and two threads.
+    @Test(.enabled(if: WarrenExecutable.url != nil, "the warren executable was not found next to the tests"))
+    func faultsReportedTheSameOnAnyThreads() throws {
+        let body = { (s: String) in s.split(separator: "\n").filter { !$0.hasPrefix("real time:") } }
+        let kill = ["--nodes", "80", "--messages", "200", "--interval-ms", "100", "--kill", "0.5", "--seed", "3"]
+        let k1 = try Self.run(kill + ["--threads", "1"]), k2 = try Self.run(kill + ["--threads", "2"])
+        #expect(k1.status == 0 && k2.status == 0, "\(k1.err)")
+        #expect(body(k1.out) == body(k2.out))
+        #expect(k1.out.contains("fault: kill 40 of 80 nodes at once at 6600.000 ms"), "\(k1.out)")
+        #expect(k1.out.contains("overlay at the end: 1 component of the live overlay, largest 40 of 40 live nodes"), "\(k1.out)")
+        let cut = ["--nodes", "80", "--messages", "200", "--interval-ms", "100", "--partition", "8", "--fault-at", "0.25", "--seed", "3"]
+        let p1 = try Self.run(cut + ["--threads", "1"]), p2 = try Self.run(cut + ["--threads", "2"])
+        #expect(p1.status == 0 && p2.status == 0, "\(p1.err)")
+        #expect(body(p1.out) == body(p2.out))
+        #expect(p1.out.contains("fault: partition into two halves from 5000.000 ms to 13000.000 ms of the stream"), "\(p1.out)")
+        #expect(p1.out.contains("components just before the heal: 2"), "\(p1.out)")
     }
 }

@@ -5,6 +5,8 @@
 #   hops.png      last-delivery hop (max hops at delivery) and mean hops against N, per degree
 #   state.png     engine state per node against N, per degree
 #   loss.png      delivery ratio against loss (and with 5 %/min churn), per N
+#   resilience.png  delivery ratio by 5-s bucket of publish time, flood / views / routing, under
+#                 churn, loss, a kill of half the nodes and a 2-minute partition (resilience-timeline.csv)
 set -eu
 DIR=${1:-docs/plots}
 command -v gnuplot >/dev/null || { echo "gnuplot not found: apt-get install gnuplot-nox" >&2; exit 1; }
@@ -51,3 +53,35 @@ plot for [n in fnodes] "< awk -F, 'NR > 1 && \$$FN == ".n." && \$$FC == 0' fault
      for [n in fnodes] "< awk -F, 'NR > 1 && \$$FN == ".n." && \$$FC > 0' faults.csv" using (100*\$$FL):$FR with linespoints pointsize 2 title "point-to-point + churn 5 %/min, N ".n
 GP
 echo "wrote $DIR/rmr.png hops.png state.png loss.png"
+[ -f resilience-timeline.csv ] || exit 0
+# The fault's start and end (s) from resilience.csv (fault_start_ms, fault_end_ms of the kill / the partition).
+RF=$(col resilience.csv fault); RS=$(col resilience.csv fault_start_ms); RE=$(col resilience.csv fault_end_ms)
+KILL_AT=$(awk -F, -v f="$RF" -v s="$RS" 'NR > 1 && $f == "kill50" { print $s / 1000; exit }' resilience.csv)
+CUT_FROM=$(awk -F, -v f="$RF" -v s="$RS" 'NR > 1 && $f == "partition120" { print $s / 1000; exit }' resilience.csv)
+CUT_TO=$(awk -F, -v f="$RF" -v e="$RE" 'NR > 1 && $f == "partition120" { print $e / 1000; exit }' resilience.csv)
+gnuplot <<GP
+set datafile separator ","
+set terminal pngcairo size 1000,760 noenhanced
+set output "resilience.png"
+set grid
+set key inside left bottom
+set yrange [0:1.05]
+set xlabel "publish time from the stream's start (s)"
+set ylabel "delivery ratio (5-s buckets)"
+modes = "flood views routing"
+set multiplot layout 2,2 title "Point-to-point delivery under faults: flood (no views), views, views + routing"
+set title "churn 5 %/min"
+plot for [m in modes] "< awk -F, 'NR > 1 && \$1 == \"".m."\" && \$2 == \"churn5\"' resilience-timeline.csv" using (\$3 + 2.5):6 with linespoints pointsize 0.6 title m
+set title "loss 20 % per frame"
+plot for [m in modes] "< awk -F, 'NR > 1 && \$1 == \"".m."\" && \$2 == \"loss20\"' resilience-timeline.csv" using (\$3 + 2.5):6 with linespoints pointsize 0.6 title m
+set title "50 % of the nodes killed at once at ${KILL_AT} s (dotted line)"
+set arrow 1 from ${KILL_AT}, graph 0 to ${KILL_AT}, graph 1 nohead dashtype 3
+plot for [m in modes] "< awk -F, 'NR > 1 && \$1 == \"".m."\" && \$2 == \"kill50\"' resilience-timeline.csv" using (\$3 + 2.5):6 with linespoints pointsize 0.6 title m
+unset arrow 1
+set title "partition into halves from ${CUT_FROM} s to ${CUT_TO} s (dotted lines)"
+set arrow 2 from ${CUT_FROM}, graph 0 to ${CUT_FROM}, graph 1 nohead dashtype 3
+set arrow 3 from ${CUT_TO}, graph 0 to ${CUT_TO}, graph 1 nohead dashtype 3
+plot for [m in modes] "< awk -F, 'NR > 1 && \$1 == \"".m."\" && \$2 == \"partition120\"' resilience-timeline.csv" using (\$3 + 2.5):6 with linespoints pointsize 0.6 title m
+unset multiplot
+GP
+echo "wrote $DIR/resilience.png"
