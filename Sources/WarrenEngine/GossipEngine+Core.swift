@@ -203,7 +203,7 @@ extension GossipEngine.Core {
         }
         let ttl = min(ttl ?? config.defaultTTL, config.maxTTL)
         guard ttl > 0, active else { return }
-        if routing != nil && routePublish(topic: topic, envelope: envelope, ttl: ttl, now: now, into: &actions) { return }
+        if routing != nil && routePublish(topic: topic, envelope: envelope, id: id, ttl: ttl, now: now, into: &actions) { return }
         let targets = sendTargets(excluding: nil)
         guard !targets.isEmpty else { return }
         let body = Frame.encodeData(envelope: envelope, ttl: ttl, hops: 0, from: nodeID)
