@@ -411,7 +411,10 @@ extension GossipEngine.Core {
             if h.routing { offerContact(from.raw, endpoint: h.endpoint, now: now, into: &actions) }
             else { routing!.table.markNonRouting(from.raw) }
         }
-        guard let l = peers[pi].link, let li = links.index(of: l), links[li].contact, !h.contact else { return }
+        // (The link may not be bound to it yet: one dialled to it, pre-bound, counts too.)
+        guard !h.contact, let li = peers[pi].link.flatMap({ links.index(of: $0) })
+                ?? links.indices.first(where: { links[$0].contact && links[$0].node == from }),
+              links[li].contact else { return }
         // A gossip link at the other end (or a node that knows nothing of routing): ours is one too.
         links.setContact(li, false)
         // It has joined the active view (§6 "Views"): above the bound, another neighbour makes room.
@@ -421,6 +424,26 @@ extension GossipEngine.Core {
             guard !others.isEmpty else { return }
             evict(others[Int(rng.next(upperBound: UInt64(others.count)))], now: now, rng: &rng, into: &actions)
         }
+    }
+
+    /// The degree wants a neighbour and no endpoint we know is free of a link: an up contact
+    /// link (a random one) becomes a gossip link. Our HELLO on it, without bit 5, makes the other
+    /// end's link a gossip link too (`routingHello`: the class is gossip if either end says so).
+    /// Without this a node whose every known node is a contact (a small overlay) stays below its
+    /// degree. False: none to promote.
+    mutating func promoteContact(rng: inout some RandomNumberGenerator, into actions: inout [Action]) -> Bool {
+        var up: [Int] = []
+        for i in links.indices where links[i].contact && linkIsUp(i) {
+            if let n = links[i].node, let pi = peers.index(of: n), !peers[pi].leaf { up.append(i) }
+        }
+        guard !up.isEmpty else { return false }
+        let li = up[Int(rng.next(upperBound: UInt64(up.count)))]
+        links.setContact(li, false)
+        let l = links[li].id
+        var echo: UInt64 = 0
+        if let n = links[li].node, let pi = peers.index(of: n) { echo = peers[pi].token }
+        sendHello(on: l, echo: echo, rng: &rng, into: &actions)
+        return true
     }
 
     /// A routing peer came up: tell it the nodes we know closest to it.
