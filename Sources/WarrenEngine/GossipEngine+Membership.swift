@@ -65,12 +65,6 @@ extension GossipEngine.Core {
         let keepNew = links[li].ready && !links[ei].ready
         let drop = keepNew ? existing : l
         if keepNew { peers[pi].link = l }
-        // Routing (§9): if either was a gossip link (a dial back to a gossip HELLO, a seed), the
-        // one kept is one — else a contact link dialled a moment earlier would leave this end
-        // not flooding to a neighbour that floods to it.
-        if links[li].contact != links[ei].contact, let ki = links.index(of: keepNew ? l : existing) {
-            links.setContact(ki, false)
-        }
         if let di = links.index(of: drop) { links.bind(di, to: nil) }
         closeLink(drop, reason: nil, failure: false, now: now, rng: &rng, into: &actions)
     }

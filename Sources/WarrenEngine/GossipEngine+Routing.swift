@@ -411,10 +411,7 @@ extension GossipEngine.Core {
             if h.routing { offerContact(from.raw, endpoint: h.endpoint, now: now, into: &actions) }
             else { routing!.table.markNonRouting(from.raw) }
         }
-        // (The link may not be bound to it yet: one dialled to it, pre-bound, counts too.)
-        guard !h.contact, let li = peers[pi].link.flatMap({ links.index(of: $0) })
-                ?? links.indices.first(where: { links[$0].contact && links[$0].node == from }),
-              links[li].contact else { return }
+        guard let l = peers[pi].link, let li = links.index(of: l), links[li].contact, !h.contact else { return }
         // A gossip link at the other end (or a node that knows nothing of routing): ours is one too.
         links.setContact(li, false)
         // It has joined the active view (§6 "Views"): above the bound, another neighbour makes room.
