@@ -123,8 +123,15 @@ public struct EngineStats: Sendable, Hashable {
     /// Routing (docs/PROTOCOL.md §9): ROUTED frames sent (published or forwarded, one link each).
     public var routed: UInt64 = 0
     /// Routed messages that fell back to the flood here (no record, no closer contact, a stale
-    /// record, a key with several subscribers).
+    /// record, a key with several subscribers, a route at its hop limit, a ROUTED frame the
+    /// driver could not send).
     public var routeFallbacks: UInt64 = 0
+    /// ROUTED frames of this node the driver could not send (the next hop's queue was full, its
+    /// link gone): each was flooded from here instead (and counted in `routeFallbacks`).
+    public var routeRefused: UInt64 = 0
+    /// Floods of a message this node had only routed, passed on here instead of dropped as
+    /// duplicates (the nodes of a route do not stop the flood that takes over from it).
+    public var routedFloods: UInt64 = 0
     /// STORE frames received and NODES frames received.
     public var storesIn: UInt64 = 0
     public var nodesIn: UInt64 = 0

@@ -23,9 +23,11 @@ extension GossipEngine {
         let rateBurst: Double
         let newIDRate: Double
         let seenHold: UInt64
-        /// Hot copies of `config.maxTTL` and `config.leaf`.
+        /// Hot copies of `config.maxTTL` and `config.leaf`, and whether `routing` is on (set at
+        /// init only: a duplicate DATA frame asks, and `routing` is stored far back).
         let maxTTL: UInt8
         let isLeaf: Bool
+        let routingOn: Bool
         var started = false
         var stopped = false
         /// The peer table; its compact per-frame part (`peers[key: i]`) is what every inbound frame
@@ -83,7 +85,8 @@ extension GossipEngine {
             self.seenHold = config.seenHold
             self.seen = SeenCache(capacity: config.seenCapacity, window: config.seenWindow, seed: mix64(~nodeID.raw))
             self.known = KnownTable(limit: max(1, config.maxKnownEndpoints))
-            if config.routing && !config.leaf { self.routing = RoutingState(selfID: nodeID, parameters: config.routingParameters) }
+            self.routingOn = config.routing && !config.leaf
+            if routingOn { self.routing = RoutingState(selfID: nodeID, parameters: config.routingParameters) }
         }
     }
 }
@@ -214,7 +217,7 @@ extension GossipEngine.Core {
         }
         let ttl = min(ttl ?? config.defaultTTL, config.maxTTL)
         guard ttl > 0, active else { return }
-        if routing != nil && routePublish(topic: topic, envelope: envelope, ttl: ttl, now: now, into: &actions) { return }
+        if routing != nil && routePublish(topic: topic, envelope: envelope, id: id, ttl: ttl, now: now, into: &actions) { return }
         let targets = sendTargets(excluding: nil)
         guard !targets.isEmpty else { return }
         let body = Frame.encodeData(envelope: envelope, ttl: ttl, hops: 0, from: nodeID)

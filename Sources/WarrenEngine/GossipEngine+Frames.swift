@@ -201,12 +201,18 @@ extension GossipEngine.Core {
             stats.malformed &+= 1
             return
         }
-        guard recordNew(id, source: source, now: now) else { return }
         let h = hops == .max ? hops : hops + 1
-        if localTopics.contains(topic) {
-            actions.append(.deliver(topic: topic, envelope: Array(frame.envelope), hops: h, id: id))
-            stats.delivered &+= 1
-            if UInt64(h) > stats.maxHops { stats.maxHops = UInt64(h) }
+        if recordNew(id, source: source, now: now) {
+            if localTopics.contains(topic) {
+                actions.append(.deliver(topic: topic, envelope: Array(frame.envelope), hops: h, id: id))
+                stats.delivered &+= 1
+                if UInt64(h) > stats.maxHops { stats.maxHops = UInt64(h) }
+            }
+        } else {
+            // A duplicate — unless this node only routed the message (§9): then the flood that
+            // took over further on passes on from here (delivered here already, if at all).
+            guard routingOn, floodPassesRoutedPath(id, now: now) else { return }
+            stats.routedFloods &+= 1
         }
         guard !isLeaf else { return }
         guard ttl > 1 else {

@@ -25,6 +25,9 @@ struct RoutingState: Sendable {
     var nextExchange: UInt64 = 0
     /// Contact links this node dialled (it closes them when it no longer wants their node).
     var dialled: [LinkID] = []
+    /// Messages this node sent on as ROUTED and has not flooded: a flood of one of them that
+    /// arrives later (the route fell back further on) is passed on, not dropped as a duplicate.
+    var routedOnly = RoutedOnly()
 
     init(selfID: NodeID, parameters p: RoutingParameters) {
         table = RoutingTable(selfID: selfID.raw, bucketSize: p.bucketSize, closest: p.closest)
@@ -33,7 +36,52 @@ struct RoutingState: Sendable {
 
     var countedBytes: Int {
         table.countedBytes + records.countedBytes + subscriptions.count * 48 + withdrawals.count * 32
-            + dialled.count * MemoryLayout<LinkID>.stride
+            + dialled.count * MemoryLayout<LinkID>.stride + routedOnly.countedBytes
+    }
+}
+
+/// The ids of messages a node sent on as ROUTED (published or relayed) and has not flooded,
+/// each for `lifetime` after it was routed (the seen cache's hold: how long a copy can still be
+/// travelling), at most `capacity` (the oldest leave first).
+///
+/// The seen cache makes every node a routed copy passed drop a later flood of that message as a
+/// duplicate; when the route falls back to the flood further on, the nodes of the path so far
+/// would then be a wall the flood cannot cross — a subscriber whose every way from the fallback
+/// node leads through the path would never get the message. So such a flood passes on once at
+/// these nodes (and is not delivered again).
+struct RoutedOnly: Sendable {
+    static let capacity = 4_096
+    private var ids: Set<MessageID> = []
+    /// Insertion order: (id, time routed), oldest at `head`.
+    private var order: [(id: MessageID, at: UInt64)] = []
+    private var head = 0
+
+    var isEmpty: Bool { ids.isEmpty }
+    var count: Int { ids.count }
+    var countedBytes: Int { ids.count * 2 * MemoryLayout<MessageID>.stride + (order.count - head) * 24 }
+
+    mutating func insert(_ id: MessageID, now: UInt64, lifetime: UInt64) {
+        expire(now: now, lifetime: lifetime)
+        if ids.count >= Self.capacity { dropOldest() }
+        if ids.insert(id).inserted { order.append((id, now)) }
+    }
+
+    /// True (and forgotten) if `id` was routed here and not flooded.
+    mutating func take(_ id: MessageID, now: UInt64, lifetime: UInt64) -> Bool {
+        expire(now: now, lifetime: lifetime)
+        return ids.remove(id) != nil
+    }
+
+    mutating func expire(now: UInt64, lifetime: UInt64) {
+        while head < order.count, now > order[head].at && now - order[head].at > lifetime { dropOldest() }
+    }
+
+    private mutating func dropOldest() {
+        guard head < order.count else { return }
+        ids.remove(order[head].id)
+        head += 1
+        if head == order.count { order.removeAll(keepingCapacity: order.count <= 64); head = 0 }
+        else if head >= 1_024 && head * 2 >= order.count { order.removeFirst(head); head = 0 }
     }
 }
 
@@ -41,6 +89,23 @@ extension GossipEngine.Core {
     static let nodesPerFrame = 16
 
     var routingParameters: RoutingParameters { config.routingParameters }
+
+    /// How long a routed id is remembered as not flooded (`RoutedOnly`).
+    var routedOnlyLifetime: UInt64 { config.seenHold != 0 ? config.seenHold : config.seenWindow }
+
+    /// `id` went on as ROUTED from here.
+    mutating func noteRouted(_ id: MessageID, now: UInt64) {
+        let lifetime = routedOnlyLifetime
+        routing?.routedOnly.insert(id, now: now, lifetime: lifetime)
+    }
+
+    /// A DATA copy of `id` that the seen cache calls a duplicate: true if this node only routed
+    /// that message so far, so the flood must pass on from here (once).
+    mutating func floodPassesRoutedPath(_ id: MessageID, now: UInt64) -> Bool {
+        guard routing != nil, !routing!.routedOnly.isEmpty else { return false }
+        let lifetime = routedOnlyLifetime
+        return routing!.routedOnly.take(id, now: now, lifetime: lifetime)
+    }
 
     /// Peer `pi` may carry routed frames now: up, takes routing frames, not a leaf, and heard
     /// from recently (a silent contact stops being a next hop before its link times out).
@@ -120,6 +185,11 @@ extension GossipEngine.Core {
 
     /// An admitted ROUTED frame: de-duplicated and admitted like DATA (§5), delivered if local,
     /// then sent one hop closer to its target, or flooded from here.
+    ///
+    /// A routed hop does not spend the ttl: the frame's ttl is the budget of the flood that
+    /// continues wherever the route ends (the publish's own, so that flood reaches as far from
+    /// there as the publish's would have from the publisher), and the route itself is bounded by
+    /// its hop count: a node that received it on hop `maxTTL` floods it.
     mutating func handleRouted(_ v: RoutedFrameView, id: MessageID, source: Source, now: UInt64,
                                rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
         let ttl = v.header.ttl, hops = v.header.hops, topic = v.topic, from = v.header.from
@@ -137,59 +207,90 @@ extension GossipEngine.Core {
         if mode == .node && target == nodeID.raw {
             // It was for us. Not subscribed (any more): the record that sent it here is stale.
             if local { return }
-            return floodFallback(v, ttl: ttl, hops: h, source: source, now: now, into: &actions)
+            return floodFallback(v.envelope, topic: topic, ttl: ttl, hops: h, source: source, now: now, into: &actions)
         }
         if mode == .key, let r = routing {
             switch r.records.lookup(topic, now: now) {
             case .one(let n) where n == nodeID.raw:
                 if local { return }
-                return floodFallback(v, ttl: ttl, hops: h, source: source, now: now, into: &actions)
+                return floodFallback(v.envelope, topic: topic, ttl: ttl, hops: h, source: source, now: now, into: &actions)
             case .one(let n):
                 mode = .node
                 target = n
             case .many:
-                return floodFallback(v, ttl: ttl, hops: h, source: source, now: now, into: &actions)
+                return floodFallback(v.envelope, topic: topic, ttl: ttl, hops: h, source: source, now: now, into: &actions)
             case .none:
                 break
             }
         }
-        guard ttl > 1 else { stats.ttlExpired &+= 1; return }
         guard let hop = nextHop(toward: target, excluding: from, now: now) else {
             // No known node is closer: no record where there should be one, or the subscriber is
             // out of reach.
             if mode == .key && local { return }
-            return floodFallback(v, ttl: ttl, hops: h, source: source, now: now, into: &actions)
+            return floodFallback(v.envelope, topic: topic, ttl: ttl, hops: h, source: source, now: now, into: &actions)
+        }
+        // The route has used its hops: the flood takes it from here, with the whole budget.
+        guard h < maxTTL else {
+            return floodFallback(v.envelope, topic: topic, ttl: ttl, hops: h, source: source, now: now, into: &actions)
         }
         if seenHold != 0 && !takeShare(source, forward: true, now: now) { stats.unforwarded &+= 1; return }
-        let body = RoutedFrameView.encode(envelope: v.envelope, mode: mode, target: target, ttl: ttl - 1, hops: h, from: nodeID)
+        let body = RoutedFrameView.encode(envelope: v.envelope, mode: mode, target: target, ttl: ttl, hops: h, from: nodeID)
         actions.append(.send([hop.link], OutFrame(topic: topic, body: body)))
+        noteRouted(id, now: now)
         stats.routed &+= 1
         stats.relayed &+= 1
         stats.framesOut &+= 1
     }
 
-    /// The routed message continues as ordinary DATA from here (ttl − 1, hops + 1), to every
-    /// gossip link except the previous hop's.
-    mutating func floodFallback(_ v: RoutedFrameView, ttl: UInt8, hops h: UInt8, source: Source, now: UInt64,
-                                into actions: inout [Action]) {
+    /// The routed message continues as ordinary DATA from here, with the routed frame's ttl (the
+    /// flood's whole budget: a flood started here reaches as far as a publish from here) and
+    /// hop count, on every gossip link — the previous hop's too: it only routed the message, so
+    /// unlike a flooding neighbour it has not sent it on to its own neighbours, and may be the
+    /// only way to some of them. `source`: whose forwarding share it takes (nil: none, a frame
+    /// of our own that could not be sent).
+    mutating func floodFallback(_ envelope: UnsafeBufferPointer<UInt8>, topic: Topic, ttl: UInt8, hops h: UInt8,
+                                source: Source?, now: UInt64, into actions: inout [Action]) {
         stats.routeFallbacks &+= 1
-        guard ttl > 1 else { stats.ttlExpired &+= 1; return }
-        let targets = sendTargets(excluding: v.header.from)
+        let targets = sendTargets(excluding: nil)
         guard !targets.isEmpty else { return }
-        if seenHold != 0 && !takeShare(source, forward: true, now: now) { stats.unforwarded &+= 1; return }
+        if let source, seenHold != 0 && !takeShare(source, forward: true, now: now) { stats.unforwarded &+= 1; return }
         var body = [UInt8]()
-        body.reserveCapacity(FrameHeader.size + v.envelope.count)
-        FrameHeader(type: Frame.TypeCode.data.rawValue, ttl: ttl - 1, hops: h, from: nodeID).append(to: &body)
-        body.append(contentsOf: v.envelope)
-        actions.append(.send(targets, OutFrame(topic: v.topic, body: body)))
+        body.reserveCapacity(FrameHeader.size + envelope.count)
+        FrameHeader(type: Frame.TypeCode.data.rawValue, ttl: ttl, hops: h, from: nodeID).append(to: &body)
+        body.append(contentsOf: envelope)
+        actions.append(.send(targets, OutFrame(topic: topic, body: body)))
         stats.relayed &+= UInt64(targets.count)
         stats.framesOut &+= UInt64(targets.count)
+    }
+
+    /// The driver could not send `body` on `link` (its queue was full, the link was gone). A
+    /// ROUTED frame of ours in it — alone or in a BATCH — was its message's only copy: the
+    /// message is flooded from here instead (ttl and hops of that frame), on every gossip link
+    /// (that node's too, if it is a gossip neighbour: nothing else may reach it). Other frames are not sent again (a flood has
+    /// other copies; control frames are repeated by their timers).
+    mutating func sendFailed(link: LinkID, topic: Topic, body: UnsafeBufferPointer<UInt8>, now: UInt64,
+                             into actions: inout [Action]) {
+        guard routing != nil, active, !isLeaf, body.count >= 2, !topic.isControl else { return }
+        func take(_ b: UnsafeBufferPointer<UInt8>) {
+            guard b.count >= 2, b[1] == RoutingTypeCode.routed,
+                  case .success(let v) = RoutedFrameView.check(topic: topic, body: b), v.header.from == nodeID else { return }
+            stats.routeRefused &+= 1
+            let lifetime = routedOnlyLifetime
+            _ = routing?.routedOnly.take(v.messageID(), now: now, lifetime: lifetime)
+            floodFallback(v.envelope, topic: topic, ttl: v.header.ttl, hops: v.header.hops, source: nil, now: now, into: &actions)
+        }
+        if FrameBatch.isBatch(body) {
+            _ = FrameBatch.split(body) { take($0) }
+        } else {
+            take(body)
+        }
     }
 
     /// A publish to a topic this node does not subscribe: sent as ROUTED on one link if a
     /// routing peer is closer to the target (the subscriber, if this node holds its record, else
     /// the key's point). False: flood it (no route, a group, a stale record of our own).
-    mutating func routePublish(topic: Topic, envelope: [UInt8], ttl: UInt8, now: UInt64, into actions: inout [Action]) -> Bool {
+    mutating func routePublish(topic: Topic, envelope: [UInt8], id: MessageID, ttl: UInt8, now: UInt64,
+                               into actions: inout [Action]) -> Bool {
         guard let r = routing, !localTopics.contains(topic) else { return false }
         var mode = RouteMode.key, target = topic.routingPoint
         switch r.records.lookup(topic, now: now) {
@@ -201,6 +302,7 @@ extension GossipEngine.Core {
         guard let hop = nextHop(toward: target, excluding: nil, now: now) else { return false }
         let body = RoutedFrameView.encode(envelope: envelope, mode: mode, target: target, ttl: ttl, hops: 0, from: nodeID)
         actions.append(.send([hop.link], OutFrame(topic: topic, body: body)))
+        noteRouted(id, now: now)
         stats.routed &+= 1
         stats.framesOut &+= 1
         return true
@@ -319,6 +421,26 @@ extension GossipEngine.Core {
             guard !others.isEmpty else { return }
             evict(others[Int(rng.next(upperBound: UInt64(others.count)))], now: now, rng: &rng, into: &actions)
         }
+    }
+
+    /// The degree wants a neighbour and no endpoint we know is free of a link: an up contact
+    /// link (a random one) becomes a gossip link. Our HELLO on it, without bit 5, makes the other
+    /// end's link a gossip link too (`routingHello`: the class is gossip if either end says so).
+    /// Without this a node whose every known node is a contact (a small overlay) stays below its
+    /// degree. False: none to promote.
+    mutating func promoteContact(rng: inout some RandomNumberGenerator, into actions: inout [Action]) -> Bool {
+        var up: [Int] = []
+        for i in links.indices where links[i].contact && linkIsUp(i) {
+            if let n = links[i].node, let pi = peers.index(of: n), !peers[pi].leaf { up.append(i) }
+        }
+        guard !up.isEmpty else { return false }
+        let li = up[Int(rng.next(upperBound: UInt64(up.count)))]
+        links.setContact(li, false)
+        let l = links[li].id
+        var echo: UInt64 = 0
+        if let n = links[li].node, let pi = peers.index(of: n) { echo = peers[pi].token }
+        sendHello(on: l, echo: echo, rng: &rng, into: &actions)
+        return true
     }
 
     /// A routing peer came up: tell it the nodes we know closest to it.

@@ -109,6 +109,8 @@ extension GossipEngine.Core {
         }
         while have < config.targetDegree {
             guard let i = pickCandidate(now: now, rng: &rng) else {
+                // Routing (§9): every node we know may already be a contact; one becomes a neighbour.
+                if routing != nil && promoteContact(rng: &rng, into: &actions) { have += 1; continue }
                 if viewsOn { rejoin(now: now, rng: &rng, into: &actions) }
                 return
             }

@@ -64,6 +64,15 @@ public struct GossipEngine: Sendable {
         core.publish(topic: topic, envelope: envelope, ttl: ttl, now: now, rng: &rng, into: &actions)
     }
 
+    /// The driver could not send a message the engine asked for on `link`: the link's queue was
+    /// full (a ZeroMQ high-water mark), or the link was gone. `body` is the message as sent (one
+    /// frame, or a BATCH). A routed frame is its message's only copy, so a ROUTED frame of this
+    /// node in it is flooded from here instead (docs/PROTOCOL.md §9, "Routed messages");
+    /// anything else is dropped as before. Drivers that never refuse need not call it.
+    public mutating func sendFailed(link: LinkID, topic: Topic, body: [UInt8], now: UInt64, into actions: inout [Action]) {
+        body.withUnsafeBufferPointer { core.sendFailed(link: link, topic: topic, body: $0, now: now, into: &actions) }
+    }
+
     /// This node wants DATA for `topic`. A leaf also subscribes its SUB to the topic.
     public mutating func subscribeLocal(_ topic: Topic, into actions: inout [Action]) {
         core.subscribeLocal(topic, into: &actions)

@@ -240,8 +240,13 @@ struct DriverLoop<Transport: NodeTransport & ~Copyable>: ~Copyable {
             i += 1
             switch a {
             case .send(let ids, let frame):
-                for id in ids where transport.canSend(on: id) {
-                    outbox.add(link: id, topic: frame.topic, body: frame.body)
+                for id in ids {
+                    if transport.canSend(on: id) {
+                        outbox.add(link: id, topic: frame.topic, body: frame.body)
+                    } else {
+                        // A routed frame's only copy: the engine floods it instead.
+                        engine.sendFailed(link: id, topic: frame.topic, body: frame.body, now: clock.now, into: &actions)
+                    }
                 }
             case .deliver(let topic, let env, let hops, let id):
                 callbacks.deliver(topic, env, hops, id)
@@ -301,6 +306,8 @@ struct DriverLoop<Transport: NodeTransport & ~Copyable>: ~Copyable {
         actions.removeAll(keepingCapacity: true)
         outbox.flush()
         sendReady()
+        // Routed frames refused just now come back as floods (whose refusals end there).
+        if !actions.isEmpty { perform() }
     }
 
     /// Another node (another endpoint) with this node's key: both would receive that key's
@@ -344,12 +351,16 @@ struct DriverLoop<Transport: NodeTransport & ~Copyable>: ~Copyable {
                                   "good": "\(p.good)"])
     }
 
-    /// Sends the coalesced messages (a refused one counts each of its frames as an HWM drop).
+    /// Sends the coalesced messages (a refused one counts each of its frames as an HWM drop,
+    /// and goes back to the engine: a routed frame in it is flooded instead).
     mutating func sendReady() {
         guard !outbox.ready.isEmpty else { return }
         for m in outbox.ready {
             let outcome = transport.send(m.link, topic: m.topic, body: m.body)
-            if outcome == .refused { hwmDrops &+= UInt64(m.frames) }
+            if outcome != .sent {
+                if outcome == .refused { hwmDrops &+= UInt64(m.frames) }
+                engine.sendFailed(link: m.link, topic: m.topic, body: m.body, now: clock.now, into: &actions)
+            }
             if traceOn && outcome != .noLink {
                 logger.trace("frames out", metadata: ["link": "\(m.link)", "frames": "\(m.frames)",
                                                      "bytes": "\(m.body.count)", "sent": "\(outcome == .sent)"])

@@ -90,11 +90,18 @@ struct Demo: AsyncParsableCommand {
         let broadcastOK = members.count == expectedBroadcast
 
         var dupSuppressed: UInt64 = 0, maxHops: UInt64 = 0, relayed: UInt64 = 0, hwm: UInt64 = 0
+        var routed: UInt64 = 0, fallbacks: UInt64 = 0, expired: UInt64 = 0, unforwarded: UInt64 = 0, refusedIDs: UInt64 = 0
+        var refusedRoutes: UInt64 = 0, dropped: UInt64 = 0, passed: UInt64 = 0
         if let overlay {
             for b in overlay.backends {
                 let s = await b.stats()
                 dupSuppressed += s.engine.duplicates; maxHops = max(maxHops, s.engine.maxHops)
                 relayed += s.engine.relayed; hwm += s.hwmDrops
+                routed += s.engine.routed; fallbacks += s.engine.routeFallbacks; expired += s.engine.ttlExpired
+                unforwarded += s.engine.unforwarded; refusedIDs += s.engine.overShare + s.engine.seenFull
+                refusedRoutes += s.engine.routeRefused
+                passed += s.engine.routedFloods
+                dropped += s.engine.forged + s.engine.malformed + s.engine.rateLimited + s.engine.penaltyDrops
             }
         }
         if let dot, let overlay {
@@ -125,6 +132,10 @@ struct Demo: AsyncParsableCommand {
         if overlay != nil {
             Output.line("  duplicates suppressed  \(dupSuppressed)   frames relayed \(relayed)   HWM drops \(hwm)")
             Output.line("  largest hop count      \(maxHops)")
+            if routing {
+                Output.line("  routed frames \(routed)   route fallbacks \(fallbacks) (\(refusedRoutes) refused sends)   floods passed on along routes \(passed)")
+                Output.line("  ttl expired \(expired)   unforwarded \(unforwarded)   ids refused \(refusedIDs)   frames dropped (forged, malformed, rate, penalty) \(dropped)")
+            }
         }
         if let p50 = report.latencyPercentile(50), let p99 = report.latencyPercentile(99) {
             Output.line(String(format: "  delivery latency   p50 %.2f ms   p99 %.2f ms", p50 * 1000, p99 * 1000))

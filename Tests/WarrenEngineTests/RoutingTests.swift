@@ -186,4 +186,116 @@ import WarrenEngine
         #expect(lines.joined(separator: "\n") == before)
         #expect(r.text.contains("overlay at the end: 1 component of the live overlay, largest 60 of 60 live nodes"))
     }
+
+    /// A line 0 – 1 – … – 16 (diameter 16 = maxTTL), every node routing but 0, which subscribes
+    /// the key (an older node: it stores no record, so every route toward the key's point ends in
+    /// the flood). Node 1 publishes; its route leads away from 0 to the routing node closest to
+    /// the point, which floods. The flood must pass back through the nodes the routed copy
+    /// crossed (node 1 among them: they have the id in their seen cache, and the previous hop is
+    /// a neighbour of the flooding node) and still have its whole ttl: 0 gets the message once.
+    @Test func fallbackFloodCrossesTheRoutedPath() {
+        let n = 17
+        var net = InMemoryNetwork(seed: 5)
+        for i in 0..<n {
+            var c = cfg(i, seeds: i > 0 ? [i - 1] : [], degree: 0)
+            c.routing = i != 0
+            net.addNode(config: c)
+        }
+        net.run(until: 12 * second); #expect(!net.budgetExceeded)
+        for i in 1..<n { #expect(net.isUp(i, i - 1)) }
+        var rng = SeededGenerator(seed: 6)
+        var checked = 0
+        for k in UInt8(1)...UInt8(40) where checked < 8 {
+            let key = topic(k)
+            // Only keys that node 1 routes (a first hop other than itself toward the point).
+            guard net.engine(1)!.routeNextHop(topic: key, now: net.now) != nil else { continue }
+            net.subscribe(0, key)
+            net.run(for: 100 * msNS)
+            let fallbacks = net.nodes.indices.reduce(UInt64(0)) { $0 + (net.engine($1)?.stats.routeFallbacks ?? 0) }
+            let id = net.publish(from: 1, topic: key, envelope: envelope(&rng))
+            net.run(for: second); #expect(!net.budgetExceeded)
+            let after = net.nodes.indices.reduce(UInt64(0)) { $0 + (net.engine($1)?.stats.routeFallbacks ?? 0) }
+            #expect(after > fallbacks, "key \(k): the route ended in the flood")
+            #expect(net.deliveries(0, id).count == 1, "key \(k): delivered \(net.deliveries(0, id).count) times")
+            net.unsubscribe(0, key)
+            checked += 1
+        }
+        #expect(checked >= 4)
+        #expect(net.nodes.indices.reduce(UInt64(0)) { $0 + (net.engine($1)?.stats.routedFloods ?? 0) } > 0)
+    }
+
+    /// A routed hop keeps the ttl (the budget of the flood that takes over where the route ends)
+    /// and counts the hop: a relay of a ROUTED frame with ttl 16, hops 0 sends ttl 16, hops 1 —
+    /// on as ROUTED, or as the fallback's DATA.
+    @Test func routedHopKeepsTheFloodBudget() {
+        var net = Self.net(n: 40)
+        let key = topic(204)
+        net.subscribe(31, key)
+        net.run(until: 12 * second); #expect(!net.budgetExceeded)
+        var rng = SeededGenerator(seed: 7)
+        var tried = 0
+        for s in 0..<40 where s != 31 && tried < 5 {
+            guard let h = net.engine(s)!.routeNextHop(topic: key, now: net.now), let hi = Self.index(of: h, in: net), hi != 31 else { continue }
+            tried += 1
+            var sender = net.engine(s)!
+            var actions: [Action] = []
+            let env = envelope(&rng)
+            sender.publish(topic: key, envelope: env, ttl: nil, now: net.now, rng: &rng, into: &actions)
+            let routed = actions.compactMap { a -> [UInt8]? in
+                if case .send(let l, let f) = a, l.count == 1, f.body.count > 3, f.body[1] == 10 { return f.body } else { return nil }
+            }
+            #expect(routed.count == 1)
+            guard let body = routed.first else { continue }
+            #expect(body[2] == 16 && body[3] == 0)
+            var hop = net.engine(hi)!
+            actions.removeAll()
+            hop.receive(topic: key.bytes, body: body, now: net.now, rng: &rng, into: &actions)
+            let out = actions.compactMap { a -> [UInt8]? in
+                if case .send(_, let f) = a, f.topic == key, f.body.count > 3 { return f.body } else { return nil }
+            }
+            #expect(!out.isEmpty)
+            for b in out { #expect(b[2] == 16 && b[3] == 1, "type \(b[1]) ttl \(b[2]) hops \(b[3])") }
+        }
+        #expect(tried > 0)
+    }
+
+    /// A ROUTED frame the driver could not send (the next hop's queue full, its link gone) was
+    /// the message's only copy: `sendFailed` floods it from here as DATA (same ttl and hops),
+    /// alone or inside a BATCH; other frames are not sent again.
+    @Test func refusedRoutedSendFallsBackToTheFlood() {
+        var net = Self.net(n: 40)
+        let key = topic(205)
+        net.subscribe(31, key)
+        net.run(until: 12 * second); #expect(!net.budgetExceeded)
+        var rng = SeededGenerator(seed: 8)
+        guard let s = (0..<40).first(where: { $0 != 31 && net.engine($0)!.routeNextHop(topic: key, now: net.now) != nil }) else {
+            Issue.record("no node routes the key"); return
+        }
+        var e = net.engine(s)!
+        var actions: [Action] = []
+        let env = envelope(&rng)
+        e.publish(topic: key, envelope: env, ttl: nil, now: net.now, rng: &rng, into: &actions)
+        guard case .send(let links, let frame)? = actions.first(where: { if case .send = $0 { true } else { false } }),
+              links.count == 1, frame.body[1] == 10 else { Issue.record("not routed: \(actions)"); return }
+        let gossip = e.neighbours.count
+        for body in [frame.body, FrameBatch.encode([frame.body], from: e.nodeID)] {
+            var copy = e
+            var out: [Action] = []
+            copy.sendFailed(link: links[0], topic: key, body: body, now: net.now, into: &out)
+            let floods = out.compactMap { a -> ([LinkID], [UInt8])? in
+                if case .send(let l, let f) = a, f.topic == key { return (l, f.body) } else { return nil }
+            }
+            #expect(floods.count == 1)
+            guard let (targets, data) = floods.first else { continue }
+            #expect(targets.count == gossip, "every gossip link")
+            #expect(data[1] == 1 && data[2] == 16 && data[3] == 0, "DATA, ttl 16, hops 0")
+            #expect(Array(data[12...]) == env)
+            #expect(copy.stats.routeRefused == 1 && copy.stats.routeFallbacks == e.stats.routeFallbacks + 1)
+        }
+        // A refused DATA frame (a flood: other copies exist) is not sent again.
+        var copy = e
+        var out: [Action] = []
+        copy.sendFailed(link: links[0], topic: key, body: Frame.encodeData(envelope: env, ttl: 5, hops: 1, from: e.nodeID), now: net.now, into: &out)
+        #expect(out.isEmpty)
+    }
 }
