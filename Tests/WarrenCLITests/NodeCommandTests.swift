@@ -117,14 +117,8 @@ struct NodeCommandTests {
         return Result(status: status, stdout: c.stdout, stderr: c.stderr)
     }
 
-    /// Runs blocking work (poll, read, recv) on a thread of its own: blocking the cooperative
-    /// pool (two threads on two cores) would stall every other test of the process meanwhile.
-    static func blocking<R: Sendable>(_ body: @escaping @Sendable () -> R) async -> R {
-        await withCheckedContinuation { c in
-            let t = Thread { c.resume(returning: body()) }
-            t.start()
-        }
-    }
+    /// Runs blocking work (poll, read, recv) on a thread of its own (`onOwnThread`).
+    static func blocking<R: Sendable>(_ body: @escaping @Sendable () -> R) async -> R { await onOwnThread(body) }
 
     static func eventually(timeout: Duration = .seconds(5), _ condition: () -> Bool) async -> Bool {
         let clock = ContinuousClock()

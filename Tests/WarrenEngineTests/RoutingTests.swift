@@ -1,5 +1,6 @@
 import Testing
 import WarrenEngine
+import WarrenTestSupport
 @testable import WarrenSimulator
 
 /// Unicast routing (docs/PROTOCOL.md §9): a unicast travels a path; the flood is the fallback.
@@ -26,7 +27,7 @@ import WarrenEngine
 
     /// 300 nodes: every unicast is delivered exactly once, and costs a path: at most 3 frames per
     /// hop on average (a flood costs about N × degree).
-    @Test func unicastFollowsAPath() {
+    @Test func unicastFollowsAPath() async {
         var c = SimulationConfig()
         c.nodes = 300
         c.degree = 4
@@ -34,7 +35,8 @@ import WarrenEngine
         c.seed = 11
         c.messageInterval = 5_000_000
         c.routing = true
-        let r = Simulation.run(c)
+        let config = c
+        let r = await onOwnThread { Simulation.run(config) }
         #expect(r.formed)
         #expect(r.deliveryRatio == 1.0)
         #expect(r.exactlyOnceViolations == 0)
@@ -48,14 +50,15 @@ import WarrenEngine
     /// dialled us as a neighbour at the same time) joins the active view, and another neighbour
     /// makes room, so no node goes above `maxDegree` (degree + 2) — with routing on, 1,000 nodes
     /// reached 7 at degree 4 before that rule.
-    @Test func viewsStayBoundedWithRouting() {
+    @Test func viewsStayBoundedWithRouting() async {
         var c = SimulationConfig()
         c.nodes = 1_000
         c.degree = 4
         c.messages = 20
         c.seed = 1
         c.routing = true
-        let r = Simulation.run(c)
+        let config = c
+        let r = await onOwnThread { Simulation.run(config) }
         #expect(r.formed)
         #expect(r.maxDegree <= c.degree + 2, "max degree \(r.maxDegree)")
         #expect(r.deliveryRatio == 1.0 && r.exactlyOnceViolations == 0)

@@ -1,4 +1,5 @@
 import Testing
+import WarrenTestSupport
 import WarrenEngine
 @testable import WarrenSimulator
 
@@ -18,10 +19,11 @@ import WarrenEngine
         return c
     }
 
-    @Test func survivesHalfKilledAtOnce() {
+    @Test func survivesHalfKilledAtOnce() async {
         var c = Self.overlay(messages: 300)   // 30 s: the kill at 10 s, 20 s after it
         c.killFraction = 0.5
-        let r = Simulation.run(c)
+        let config = c
+        let r = await onOwnThread { Simulation.run(config) }
         #expect(r.formed)
         #expect(r.killed == 150)
         #expect(r.faultStart == 10_000_000_000 && r.faultEnd == r.faultStart)
@@ -42,12 +44,13 @@ import WarrenEngine
         #expect(r.meanDegree >= 3)
     }
 
-    @Test func partitionHealsByItself() {
+    @Test func partitionHealsByItself() async {
         var c = Self.overlay(messages: 1_000)
         c.messageInterval = 200_000_000        // 200 s: the cut from 60 s ...
         c.faultAt = 0.3
         c.partitionDuration = 120_000_000_000  // ... to 180 s, 20 s after it
-        let r = Simulation.run(c)
+        let config = c
+        let r = await onOwnThread { Simulation.run(config) }
         #expect(r.formed)
         #expect(r.faultStart == 60_000_000_000 && r.faultEnd == 180_000_000_000)
         #expect(r.before.ratio == 1)
@@ -66,7 +69,7 @@ import WarrenEngine
     }
 
     /// The faults draw from the workload's generator: any number of threads, the same report.
-    @Test func threadsDoNotChangeTheFaults() {
+    @Test func threadsDoNotChangeTheFaults() async {
         var kill = Self.overlay(messages: 120, seed: 9)
         kill.nodes = 120
         kill.killFraction = 0.4
@@ -76,8 +79,8 @@ import WarrenEngine
         cut.partitionDuration = 4_000_000_000
         cut.loss = 0.02
         for c in [kill, cut] {
-            let one = Simulation.run(c, threads: 1)
-            let two = Simulation.run(c, threads: 2)
+            let one = await onOwnThread { Simulation.run(c, threads: 1) }
+            let two = await onOwnThread { Simulation.run(c, threads: 2) }
             #expect(one == two)
             #expect(one.text == two.text)
             #expect(one.csvRow == two.csvRow)
