@@ -21,7 +21,13 @@ struct BenchCompareTests {
     struct Run { var status: Int32?; var stdout: String; var stderr: String }
 
     /// Runs `warren-bench args…` to completion; SIGKILL (status nil) after `timeout` seconds.
-    static func warrenBench(_ args: [String], timeout: Double) throws -> Run {
+    /// `warrenBenchBlocking` on a thread of its own: a wait of minutes for a child must not hold
+    /// one of the cooperative pool's two threads (it stalled other suites' tests in CI).
+    static func warrenBench(_ args: [String], timeout: Double) async throws -> Run {
+        try await onOwnThread { Result { try warrenBenchBlocking(args, timeout: timeout) } }.get()
+    }
+
+    static func warrenBenchBlocking(_ args: [String], timeout: Double) throws -> Run {
         let dir = FileManager.default.temporaryDirectory.appending(path: "warren-compare-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -55,11 +61,11 @@ struct BenchCompareTests {
     }
 
     @Test(.enabled(if: natsServer != nil, "nats-server is not installed (run ./bootstrap): the three-system comparison is skipped"))
-    func everyMessageExactlyOnceOnAllThreeSystems() throws {
+    func everyMessageExactlyOnceOnAllThreeSystems() async throws {
         let csv = FileManager.default.temporaryDirectory.appending(path: "warren-compare-csv-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: csv) }
         let peers = 4, candidates = 4, flood = 480, rounds = 2
-        let r = try Self.warrenBench(["compare", "--peers", "\(peers)", "--candidates", "\(candidates)", "--rounds", "\(rounds)",
+        let r = try await Self.warrenBench(["compare", "--peers", "\(peers)", "--candidates", "\(candidates)", "--rounds", "\(rounds)",
                                       "--flood", "\(flood)", "--flood-rounds", "1", "--singles", "20", "--csv", csv.path, "--timeout", "60"], timeout: 240)
         #expect(r.status == 0, "bench compare exited \(r.status.map(String.init) ?? "only when killed"):\n\(r.stdout)\n\(r.stderr.suffix(3000))")
         #expect(r.stdout.contains("PASS"), "\(r.stdout)")
@@ -93,10 +99,10 @@ struct BenchCompareTests {
 
     /// Warren's nodes with unicast routing beside the same nodes flooding: both deliver every
     /// message exactly once, and the report and summary.csv name both.
-    @Test func warrenWithRoutingBesideFlooding() throws {
+    @Test func warrenWithRoutingBesideFlooding() async throws {
         let csv = FileManager.default.temporaryDirectory.appending(path: "warren-compare-csv-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: csv) }
-        let r = try Self.warrenBench(["compare", "--systems", "warren,warren-routing", "--peers", "6", "--rounds", "1",
+        let r = try await Self.warrenBench(["compare", "--systems", "warren,warren-routing", "--peers", "6", "--rounds", "1",
                                       "--flood", "600", "--flood-rounds", "1", "--singles", "20", "--csv", csv.path, "--timeout", "60"], timeout: 240)
         #expect(r.status == 0, "bench compare exited \(r.status.map(String.init) ?? "only when killed"):\n\(r.stdout)\n\(r.stderr.suffix(3000))")
         #expect(r.stdout.contains("Warren with routing") && r.stdout.contains("--routing"), "\(r.stdout)")
@@ -105,14 +111,14 @@ struct BenchCompareTests {
         #expect(!Self.childrenOfDeadBenchRunning(), "a warren node outlived the bench")
     }
 
-    @Test func unknownSystemNamesTheKnownOnes() throws {
-        let r = try Self.warrenBench(["compare", "--systems", "warren,routing"], timeout: 30)
+    @Test func unknownSystemNamesTheKnownOnes() async throws {
+        let r = try await Self.warrenBench(["compare", "--systems", "warren,routing"], timeout: 30)
         #expect(r.status == 64, "status \(String(describing: r.status)), stderr: \(r.stderr)")
         #expect(r.stderr.contains("unknown system \"routing\"") && r.stderr.contains("warren-routing"), "stderr: \(r.stderr)")
     }
 
-    @Test func missingNATSServerSaysRunBootstrap() throws {
-        let r = try Self.warrenBench(["compare", "--systems", "nats", "--nats-server", "/nonexistent/nats-server"], timeout: 30)
+    @Test func missingNATSServerSaysRunBootstrap() async throws {
+        let r = try await Self.warrenBench(["compare", "--systems", "nats", "--nats-server", "/nonexistent/nats-server"], timeout: 30)
         #expect(r.status != 0 && r.status != nil)
         #expect(r.stderr.contains("./bootstrap"), "stderr: \(r.stderr)")
     }
@@ -124,8 +130,8 @@ struct BenchCompareTests {
         ["relay", "--rounds", "0"], ["crypto", "--rounds", "0"], ["crypto", "--cached", "0"],
         ["seen", "--rounds", "0"], ["soak", "--warmup", "60", "--duration", "60"],
     ])
-    func emptyMeasurementsAreRefused(_ args: [String]) throws {
-        let r = try Self.warrenBench(args, timeout: 30)
+    func emptyMeasurementsAreRefused(_ args: [String]) async throws {
+        let r = try await Self.warrenBench(args, timeout: 30)
         #expect(r.status == 64, "\(args): status \(String(describing: r.status)), stderr: \(r.stderr)")
         #expect(r.stderr.contains("must be"), "stderr: \(r.stderr)")
         #expect(!r.stdout.contains("nan"), "stdout: \(r.stdout)")
