@@ -51,8 +51,11 @@ final class BridgeCluster: Sendable {
 
     func url(_ i: Int) -> String { "grpc://\(addresses[i])?insecure=true" }
 
+    /// A client of node `i`'s bridge. Its calls and subscriptions may take 30 s (the default is
+    /// 10): the whole suite runs at once on two cores, and a subscription of the 10-peer exchange
+    /// once took longer than 10 s to go live in CI.
     func client(_ i: Int) async throws -> GRPCBackend {
-        try await Backends.make(url: url(i)) as! GRPCBackend
+        try await Backends.make(url: url(i) + "&timeout=30") as! GRPCBackend
     }
 
     func close() async {
