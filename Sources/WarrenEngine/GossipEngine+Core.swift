@@ -289,9 +289,13 @@ extension GossipEngine.Core {
     }
 
     /// True if link `i` carries an up neighbour.
-    func linkIsUp(_ i: Int) -> Bool {
-        guard let n = links[i].node, let pi = peers.index(of: n) else { return false }
-        return peers[pi].up && peers[pi].link == links[i].id
+    func linkIsUp(_ i: Int) -> Bool { upPeer(ofLink: i) != nil }
+
+    /// The index of the peer that link `i` is up to (the peer is up and this is its link), or
+    /// nil: `linkIsUp` with the peer lookup kept for a caller that reads the peer next.
+    func upPeer(ofLink i: Int) -> Int? {
+        guard let n = links[i].node, let pi = peers.index(of: n) else { return nil }
+        return peers[pi].up && peers[pi].link == links[i].id ? pi : nil
     }
 
     /// Ready gossip links (not routing contact links), except those bound to `from`. Cached per link-table generation (no

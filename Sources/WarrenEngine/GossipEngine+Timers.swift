@@ -12,8 +12,7 @@ extension GossipEngine.Core {
         // Liveness of neighbours and timeouts of links that did not come up.
         for l in links.map(\.id) where !inputPending {
             guard let li = links.index(of: l) else { continue }
-            if linkIsUp(li) {
-                guard let n = links[li].node, let pi = peers.index(of: n) else { continue }
+            if let pi = upPeer(ofLink: li) {
                 let heard = peers[key: pi].lastHeard
                 if now >= heard && now - heard >= config.deadAfter {
                     closeLink(l, reason: .timeout, failure: true, now: now, rng: &rng, into: &actions)
@@ -151,8 +150,7 @@ extension GossipEngine.Core {
         var d = timers.earliest
         let deadAfter = config.deadAfter, dialTimeout = config.dialTimeout
         for i in links.indices {
-            // `linkIsUp(i)`, with the one peer lookup it makes kept for the peer's last frame.
-            if let n = links[i].node, let pi = peers.index(of: n), peers[pi].up && peers[pi].link == links[i].id {
+            if let pi = upPeer(ofLink: i) {
                 d = min(d, satAdd(peers[key: pi].lastHeard, deadAfter))
             } else {
                 d = min(d, satAdd(links[i].since, dialTimeout))

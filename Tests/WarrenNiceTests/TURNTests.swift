@@ -77,6 +77,17 @@ extension NiceAgentTests {
     }
 
     static func canBind(port: Int, type: Int32) -> Bool {
+        onLoopback(port: port, type: type) { fd, addr, len in bind(fd, addr, len) == 0 }
+    }
+
+    /// True if something accepts a TCP connection on 127.0.0.1:`port` now.
+    static func acceptsTCP(port: Int) -> Bool {
+        onLoopback(port: port, type: Int32(SOCK_STREAM.rawValue)) { fd, addr, len in connect(fd, addr, len) == 0 }
+    }
+
+    /// `op` on a new socket of `type` with the address 127.0.0.1:`port` (false if no socket).
+    static func onLoopback(port: Int, type: Int32,
+                           _ op: (Int32, UnsafePointer<sockaddr>, socklen_t) -> Bool) -> Bool {
         let fd = socket(AF_INET, type, 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
@@ -85,21 +96,7 @@ extension NiceAgentTests {
         addr.sin_port = in_port_t(UInt16(port).bigEndian)
         addr.sin_addr.s_addr = inet_addr("127.0.0.1")
         return withUnsafePointer(to: &addr) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-        }
-    }
-
-    /// True if something accepts a TCP connection on 127.0.0.1:`port` now.
-    static func acceptsTCP(port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = in_port_t(UInt16(port).bigEndian)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        return withUnsafePointer(to: &addr) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { op(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
     }
 
