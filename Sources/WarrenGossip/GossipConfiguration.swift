@@ -101,11 +101,15 @@ public struct GossipConfiguration: Sendable {
     /// `GossipPublishError.noNeighbour` (default 5 s; 0: do not wait).
     public var publishTimeout: Duration = .seconds(5)
 
+    /// Sizes `seen-capacity` may take: below 1,024 ids an overlay's own copies of one burst
+    /// would evict each other; above 4 Mi the cache alone takes about 128 MiB (≈ 32 bytes an id).
+    public static let seenCapacityRange = 1_024...4_194_304
+
     /// Unicast routing (docs/PROTOCOL.md §9): unicast envelopes travel a path found by a location
     /// service on the overlay instead of being flooded; the flood stays the fallback. Off by default.
     public var routing: Bool { get { engine.routing } set { engine.routing = newValue } }
 
-    /// Parses `gossip://HOST:PORT?peer=tcp://…&peer=…&ttl=N&leaf=true&degree=N&views=false&preset=local|lan&advertise=tcp://…&discover=PORT&batch=false&backlink=tcp://…|off&routing=true|false`.
+    /// Parses `gossip://HOST:PORT?peer=tcp://…&peer=…&ttl=N&leaf=true&degree=N&views=false&preset=local|lan&advertise=tcp://…&discover=PORT&batch=false&backlink=tcp://…|off&routing=true|false&seen=N`.
     public init(url: URL) throws {
         guard url.scheme?.lowercased() == "gossip" else { throw GossipConfigurationError.invalid("scheme must be gossip://") }
         guard let comps = URLComponents(url: url, resolvingAgainstBaseURL: false),
@@ -129,6 +133,7 @@ public struct GossipConfiguration: Sendable {
             case "discover": s.discover = true; s.discoveryPort = try Self.integer(v, "discover")
             case "batch": s.batching = try Self.boolean(v, "batch")
             case "routing": s.routing = try Self.boolean(v, "routing")
+            case "seen": s.seenCapacity = try Self.integer(v, "seen")
             case "backlink": s.backlink = v
             case "allow": s.allowedKeys = try Self.readAllowList(path: v)
             case "key": keyFile = v
@@ -212,6 +217,12 @@ public struct GossipConfiguration: Sendable {
                 }
                 backlink = e.description
             }
+        }
+        if let n = s.seenCapacity {
+            guard Self.seenCapacityRange.contains(n) else {
+                throw fail("seen-capacity", "must be \(Self.seenCapacityRange.lowerBound)…\(Self.seenCapacityRange.upperBound) message ids, got \(n)")
+            }
+            engine.seenCapacity = n
         }
         if let t = s.publishTimeout {
             guard t >= 0 && t <= 3600 else { throw fail("publish-timeout", "must be 0…3600 seconds, got \(t)") }
@@ -303,6 +314,8 @@ public struct GossipSettings: Sendable {
     public var backlink: String?
     /// Seconds (`GossipConfiguration.publishTimeout`).
     public var publishTimeout: Double?
+    /// Message ids the de-duplication cache holds (`EngineConfig.seenCapacity`); nil: the preset's.
+    public var seenCapacity: Int?
     public var allowedKeys: Set<Key>?
     public var nodeKey: PrivateKey?
 
@@ -317,7 +330,13 @@ public struct GossipSettings: Sendable {
 
         public func name(_ setting: String) -> String {
             switch self {
-            case .url: return setting == "listen" ? "the URL's HOST:PORT" : setting == "discover-port" ? "discover" : setting
+            case .url:
+                switch setting {
+                case "listen": return "the URL's HOST:PORT"
+                case "discover-port": return "discover"
+                case "seen-capacity": return "seen"
+                default: return setting
+                }
             case .flags: return "--" + setting
             }
         }

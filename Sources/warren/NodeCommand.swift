@@ -169,6 +169,7 @@ extension NodePlan {
                      "  overlay    \(c.isClosed ? "closed, \(c.allowedKeys?.count ?? 0) allowed keys" : "open")" +
                          ", ttl \(c.ttl), degree \(c.degree)\(c.leaf ? ", leaf" : "")" +
                          (c.discoveryPort.map { ", discovery on UDP port \($0)" } ?? "")]
+        lines.append("  seen cache \(c.engine.seenCapacity) ids, admits \(Int(c.engine.newIDRate)) new ids/s (\(Int(c.engine.newIDRate / 2)) from one neighbour)")
         if let community { lines.append("  community  \(community.publicKey.base64)") }
         if let metrics { lines.append("  metrics    \(metrics)") }
         if let bridge { lines.append("  grpc       \(bridge.host):\(bridge.port)\(bridge.tls != nil ? " (TLS)" : "")") }

@@ -36,6 +36,7 @@ struct NodeOptions: ParsableArguments {
     @Flag(name: .long, help: "Allow a plain-text gRPC API on a non-loopback address (unsafe: anyone reaching it can read any key's ciphertext and publish).") var grpcAllowPlaintext = false
     @Option(name: .long, help: ArgumentHelp("Control socket for warren status/members/send (default: $XDG_RUNTIME_DIR/warren.sock, else /run/warren/warren.sock; none: no socket).", valueName: "PATH")) var control: String?
     @Option(name: .long, help: "Lines stdout may fall behind before deliveries are dropped and counted (default 4096).") var outputQueue: Int?
+    @Option(name: .long, help: ArgumentHelp("Message ids the de-duplication cache holds (1024…4194304; default 524288, about 16 MiB).", discussion: "It also sets the rate of new ids the node admits, capacity ÷ 12 a second (R = C / (2 × the 6-s hold)), of which each neighbour may bring half: one neighbour's flood cannot crowd out the others' messages (docs/PROTOCOL.md §5, Admission). The default admits 43,690 new ids a second.", valueName: "N")) var seenCapacity: Int?
     @Option(name: .long, help: "Seconds a published message waits for a first neighbour before it is refused (default 5).") var publishTimeout: Double?
 
     /// Reads the configuration file (if any), the key, the allow-list and the passphrase, merges
@@ -67,6 +68,7 @@ struct NodeOptions: ParsableArguments {
         s.batching = batch ?? file.batch ?? true
         s.routing = routing ?? file.routing ?? false
         s.publishTimeout = publishTimeout ?? file.publishTimeout
+        s.seenCapacity = seenCapacity ?? file.seenCapacity
         let allowPath = allow ?? file.allow
         if let allowPath {
             do { s.allowedKeys = try GossipConfiguration.readAllowList(path: allowPath) } catch {
@@ -201,12 +203,13 @@ struct NodeFileSettings: Decodable {
     var control: String?
     var outputQueue: Int?
     var publishTimeout: Double?
+    var seenCapacity: Int?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case keyFile = "key-file", listen, peer, allow, community, communityFile = "community-file", ttl, degree, leaf, views
         case preset, advertise, backlink, discover, discoverPort = "discover-port", batch, routing, logLevel = "log-level", metrics, grpc
         case grpcTls = "grpc-tls", grpcQueue = "grpc-queue", grpcMaxStreams = "grpc-max-streams", grpcAllowPlaintext = "grpc-allow-plaintext", control
-        case outputQueue = "output-queue", publishTimeout = "publish-timeout"
+        case outputQueue = "output-queue", publishTimeout = "publish-timeout", seenCapacity = "seen-capacity"
     }
 
     static func read(_ path: String) throws -> NodeFileSettings {

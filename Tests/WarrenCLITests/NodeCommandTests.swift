@@ -408,6 +408,9 @@ struct NodeCommandTests {
                 (["node", "--key-file", f, "--listen", "tcp://127.0.0.1:*", "--ttl", "0"], "--ttl"),
                 (["node", "--key-file", f, "--listen", "tcp://127.0.0.1:*", "--ttl", "17"], "--ttl must be 1…16"),
                 (["node", "--key-file", f, "--listen", "tcp://127.0.0.1:*", "--discover", "--discover-port", "0"], "--discover-port"),
+                (["node", "--key-file", f, "--listen", "tcp://127.0.0.1:*", "--seen-capacity", "1023"], "--seen-capacity must be 1024…4194304"),
+                (["node", "--key-file", f, "--listen", "tcp://127.0.0.1:*", "--seen-capacity", "4194305"], "--seen-capacity must be 1024…4194304"),
+                (["node", "--key-file", f, "--listen", "tcp://127.0.0.1:*", "--seen-capacity", "-1"], "--seen-capacity"),
                 (["node", "--key-file", dir.appending(path: "missing.key").path, "--listen", "tcp://127.0.0.1:*"], "No such file or directory"),
                 (["seal", "--key-file", f, "--to", "notakey"], "--to"),
             ]

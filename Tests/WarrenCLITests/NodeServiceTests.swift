@@ -45,6 +45,7 @@ struct NodeServiceTests {
                 preset: lan
                 control: none
                 log-level: warning
+                seen-capacity: 49152
                 peer:
                   - tcp://127.0.0.1:9
                 """, "warren.yaml", in: dir)
@@ -52,13 +53,15 @@ struct NodeServiceTests {
             #expect(check.status == 0, "\(check.stderr)")
             #expect(check.stdout.contains("configuration is valid") && check.stdout.contains("ttl 3"), "\(check.stdout)")
             #expect(check.stdout.contains(Self.pub(k)) && !check.stdout.contains(k.base64), "\(check.stdout)")
+            #expect(check.stdout.contains("seen cache 49152 ids, admits 4096 new ids/s (2048 from one neighbour)"), "\(check.stdout)")
             // Flags override the file.
-            let over = try await T.run(["node", "--config", config, "--ttl", "5", "--check"], in: dir)
-            #expect(over.status == 0 && over.stdout.contains("ttl 5"), "\(over.stdout) \(over.stderr)")
+            let over = try await T.run(["node", "--config", config, "--ttl", "5", "--seen-capacity", "1024", "--check"], in: dir)
+            #expect(over.status == 0 && over.stdout.contains("ttl 5") && over.stdout.contains("seen cache 1024 ids"), "\(over.stdout) \(over.stderr)")
             // What is wrong in the file is named, status 1.
             for (text, needle) in [("listen: tcp://127.0.0.1:99999\nkey-file: \(f)\n", "--listen"),
                                    ("bogus: 1\n", "unknown setting \"bogus\""),
                                    ("ttl: many\n", "ttl must be a whole number"),
+                                   ("key-file: \(f)\nlisten: tcp://127.0.0.1:*\nseen-capacity: 10\n", "--seen-capacity must be 1024…4194304"),
                                    ("listen: [\n", "not valid YAML")] {
                 let bad = try Self.write(text, "bad.yaml", in: dir)
                 let r = try await T.run(["node", "--config", bad, "--check"], in: dir)

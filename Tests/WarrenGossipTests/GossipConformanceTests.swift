@@ -38,6 +38,14 @@ import WarrenConformance
         try await b1.close(); try await b2.close()
     }
 
+    /// `seen=N` sizes the seen cache, and with it the admission rate (C / (2 × hold)).
+    @Test func seenCapacityFromTheURL() throws {
+        let c = try GossipConfiguration(url: URL(string: "gossip://127.0.0.1:7001?seen=49152")!)
+        #expect(c.engine.seenCapacity == 49_152)
+        #expect(c.engine.newIDRate == 4_096)
+        #expect(try GossipConfiguration(url: URL(string: "gossip://127.0.0.1:7001")!).engine.seenCapacity == 524_288)
+    }
+
     @Test func badURLsAreClearErrors() async throws {
         for (url, needle) in [("gossip://127.0.0.1:7001?peer=udp://x", "tcp://HOST:PORT"),
                               ("gossip://127.0.0.1:7001?ttl=0", "ttl"),
@@ -46,7 +54,9 @@ import WarrenConformance
                               ("gossip://127.0.0.1:7001?discover=70000", "discover"),
                               ("gossip://127.0.0.1:7001?bogus=1", "unknown option"),
                               ("gossip://127.0.0.1:7001?leaf=maybe", "leaf"),
-                              ("gossip://127.0.0.1:7001?batch=off", "batch must be true or false")] {
+                              ("gossip://127.0.0.1:7001?batch=off", "batch must be true or false"),
+                              ("gossip://127.0.0.1:7001?seen=1023", "seen must be 1024…4194304"),
+                              ("gossip://127.0.0.1:7001?seen=lots", "seen must be a number")] {
             do { _ = try await Backends.make(url: url); Issue.record("accepted \(url)") } catch {
                 #expect("\(error)".contains(needle), "\(url): \(error)")
             }

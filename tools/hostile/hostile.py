@@ -106,7 +106,7 @@ def free_port():
 class Node:
     """One `warren node` process: JSON lines in (publish), JSON lines out (events, messages)."""
 
-    def __init__(self, warren, name, workdir, peers=(), metrics=True):
+    def __init__(self, warren, name, workdir, peers=(), metrics=True, extra=()):
         key = subprocess.run([warren, "genkey"], capture_output=True, check=True).stdout
         self.keyfile = os.path.join(workdir, name + ".key")
         with open(self.keyfile, "wb") as f: f.write(key)
@@ -115,6 +115,7 @@ class Node:
         args = [warren, "node", "--key-file", self.keyfile, "--listen", "tcp://127.0.0.1:0", "--degree", "0", "--log-level", "warning"]
         for p in peers: args += ["--peer", p]
         if metrics: args += ["--metrics", "127.0.0.1:0"]
+        args += list(extra)
         self.name = name
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(os.path.join(workdir, name + ".log"), "wb"))
         self.lock = threading.Lock()
@@ -337,6 +338,10 @@ def main():
     ap.add_argument("--fd-margin", type=int, default=256)
     ap.add_argument("--rss-margin-mib", type=int, default=96)
     ap.add_argument("--mesh", action="store_true", help="honest nodes also know each other (full mesh of four)")
+    ap.add_argument("--victim-seen-capacity", type=int, default=49152,
+                    help="V's --seen-capacity (default 49152: V admits 4,096 new ids a second, 2,048 from one "
+                         "neighbour, which the floods exceed however slowly this script gets to send on a busy "
+                         "machine; 524288 is a node's default, 21,845 from one neighbour)")
     args = ap.parse_args()
 
     workdir = tempfile.mkdtemp(prefix="warren-hostile-")
@@ -345,7 +350,8 @@ def main():
     ctx = zmq.Context()
     att = None
     try:
-        v = Node(args.warren, "V", workdir); nodes.append(v)
+        v = Node(args.warren, "V", workdir, extra=["--seen-capacity", str(args.victim_seen_capacity)]); nodes.append(v)
+        result["victim_seen_capacity"] = args.victim_seen_capacity
         for n in "ABC":
             seeds = [v.endpoint] + ([x.endpoint for x in nodes[1:]] if args.mesh else [])
             nodes.append(Node(args.warren, n, workdir, peers=seeds))
