@@ -33,7 +33,11 @@ struct SimNodes {
     /// What each node saw, when `model.recording` is on (tests); otherwise unused.
     let records: UnsafeMutablePointer<NodeRecord>
 
-    @inline(__always) func shard(of node: Int) -> Int { shardCount == 1 ? 0 : node % shardCount }
+    /// Nodes go to shards in blocks of 2^blockShift consecutive indices: the per-node arrays
+    /// (engines, generators, event counters, tick times) keep a cache line's neighbours in one
+    /// shard, so two threads do not write the same lines (false sharing).
+    static let blockShift = 4
+    @inline(__always) func shard(of node: Int) -> Int { shardCount == 1 ? 0 : (node >> SimNodes.blockShift) % shardCount }
     @inline(__always) func mailbox(parity: Int, from: Int, to: Int) -> UnsafeMutablePointer<SimMailbox> {
         mail + ((parity * shardCount + from) * shardCount + to)
     }

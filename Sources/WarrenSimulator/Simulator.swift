@@ -70,7 +70,7 @@ public struct Simulator {
     /// thread would need. Within a run, a block of 256 windows above `blockDemoteRatio` × that
     /// hands every shard to the first thread for the rest of the run; runs that took 20 ms of
     /// wall time together are weighed against `demoteRatio` × that. After a fallback, runs use
-    /// one thread for 2 s of wall time. This happens on a machine whose other work leaves fewer
+    /// one thread for a while (`demoteHold`: 250 ms, doubling while fallbacks follow each other, up to 4 s). This happens on a machine whose other work leaves fewer
     /// free cores than threads, or in stretches with few events per window. Results do not
     /// change.
     public private(set) var demotions = 0
@@ -82,9 +82,18 @@ public struct Simulator {
 
     enum ParallelOutcome { case sequential, demoted, measured(wall: UInt64, work: UInt64) }
 
+    /// How long the next fallback keeps runs on one thread: 250 ms after threads last kept up,
+    /// doubled by each fallback that follows (at most `maxDemoteHold`). A moment of other work on
+    /// the cores costs a quarter of a second on one thread, not seconds; a machine that stays
+    /// busy is not made to try threads again and again.
+    var demoteHold: UInt64 = Simulator.minDemoteHold
+    static let minDemoteHold: UInt64 = 250_000_000
+    static let maxDemoteHold: UInt64 = 4_000_000_000
+
     mutating func demote() {
         demotions += 1
-        parallelRetryAt = simMonotonicNanoseconds() &+ 2_000_000_000
+        parallelRetryAt = simMonotonicNanoseconds() &+ demoteHold
+        demoteHold = min(demoteHold &* 2, Simulator.maxDemoteHold)
         parallelWall = 0
         parallelWork = 0
     }
@@ -392,7 +401,7 @@ public struct Simulator {
             parallelWall &+= wall
             parallelWork &+= work
             if parallelWall >= 20_000_000 {
-                if Double(parallelWall) > demoteRatio * Double(parallelWork) { demote() }
+                if Double(parallelWall) > demoteRatio * Double(parallelWork) { demote() } else { demoteHold = Simulator.minDemoteHold }
                 parallelWall = 0
                 parallelWork = 0
             }

@@ -102,6 +102,40 @@ import WarrenEngine
         #expect(demoted.frames == one.frames)
     }
 
+    /// A fallback to one thread holds 250 ms, doubling while fallbacks follow each other (each
+    /// one: threads slower again as soon as they were tried), up to 4 s; the retry time follows.
+    @Test func fallbacksBackOffAndStayBounded() {
+        var sim = Simulator(seed: 1, latency: .fixed(1_000_000), loss: 0, threads: 2)
+        var holds: [UInt64] = []
+        for _ in 0..<7 {
+            let before = simMonotonicNanoseconds()
+            let hold = sim.demoteHold
+            sim.demote()
+            #expect(sim.parallelRetryAt >= before + hold)
+            holds.append(hold)
+        }
+        #expect(holds == [250, 500, 1_000, 2_000, 4_000, 4_000, 4_000].map { UInt64($0) * 1_000_000 })
+        #expect(sim.demotions == 7)
+
+        // Threads that keep up for 20 ms of wall time set the hold back to 250 ms (the ratios
+        // are set so that no fallback can happen on however busy a machine).
+        sim.demoteRatio = .infinity
+        sim.blockDemoteRatio = .infinity
+        sim.parallelRetryAt = 0
+        for i in 0..<40 {
+            var c = EngineConfig.local(endpoint: "tcp://10.0.0.\(i):7000", seeds: i == 0 ? [] : ["tcp://10.0.0.0:7000"])
+            c.targetDegree = 3
+            sim.addNode(config: c)
+        }
+        var seconds = 0
+        while sim.demoteHold != Simulator.minDemoteHold && seconds < 600 {
+            sim.run(for: 1_000_000_000)
+            seconds += 1
+        }
+        #expect(sim.demoteHold == Simulator.minDemoteHold, "after \(seconds) s of virtual time")
+        #expect(sim.demotions == 7)
+    }
+
     /// The lower bound the windows rely on: no draw is shorter than `minimum`.
     @Test func latencyNeverBelowMinimum() {
         var rng = SeededGenerator(seed: 5)
