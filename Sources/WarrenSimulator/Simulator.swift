@@ -23,7 +23,7 @@ import WarrenEngine
 /// - engines live in one array and are driven in place;
 /// - every node draws from its own generator (seeded from the run's seed and its index); the
 ///   workload (`random()`, node ids) draws from the simulator's;
-/// - with `threads` > 1 the nodes are split into that many shards (node i in shard i % threads)
+/// - with `threads` > 1 the nodes are split into that many shards (node i in shard (i / 16) % threads: blocks of 16, see `SimNodes.blockShift`)
 ///   that run on their own threads in windows of virtual time no longer than the shortest link
 ///   latency so far, and at most twice the shortest a new link can draw
 ///   (`LatencyDistribution.minimum`; see `runWindows`): a frame sent to another shard's node
