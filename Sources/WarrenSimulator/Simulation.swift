@@ -323,12 +323,9 @@ struct Workload {
         // First delivery per (message, slot); extra deliveries per (message, node) are violations.
         var ds = sim.deliveries
         ds.sort { ($0.message, $0.node, $0.time, $0.hops) < ($1.message, $1.node, $1.time, $1.hops) }
-        var p2pDelivered = 0
-        var latencies: [UInt64] = []
-        var hopsSum = 0, hopsMax = 0
-        var bLatencies: [UInt64] = []
+        var p2p = DeliveryTally()
         var bSlots = [Bool](repeating: false, count: n)
-        var bHopsMax = 0, bHopsSum = 0, bCount = 0
+        var bcast = DeliveryTally()
         var p2pGot = [Bool](repeating: false, count: destination.count)
         var k = 0
         while k < ds.count {
@@ -345,14 +342,10 @@ struct Workload {
                 if Int(sim.messages[m].publisher) == Int(d.node) { continue }   // local delivery
                 if bSlots[slot] { continue }
                 bSlots[slot] = true
-                bCount += 1
-                bLatencies.append(lat)
-                bHopsMax = max(bHopsMax, Int(d.hops)); bHopsSum += Int(d.hops)
+                bcast.add(latency: lat, hops: Int(d.hops))
             } else if Int(destination[m]) == slot, !p2pGot[m] {
                 p2pGot[m] = true
-                p2pDelivered += 1
-                latencies.append(lat)
-                hopsMax = max(hopsMax, Int(d.hops)); hopsSum += Int(d.hops)
+                p2p.add(latency: lat, hops: Int(d.hops))
             }
         }
         // A message counts unless its recipient was killed before it got it (its sender was
@@ -360,20 +353,17 @@ struct Workload {
         let counted = destination.indices.map { m in destination[m] >= 0 && (p2pGot[m] || !killed[Int(destination[m])]) }
         r.uncounted = destination.indices.filter { destination[$0] >= 0 && !counted[$0] }.count
         faultFigures(&r, counted: counted, got: p2pGot)
-        if bCount > 0 {
+        if bcast.count > 0 {
             // Broadcast recipients killed afterwards are not expected (nor counted).
-            for s in 0..<n where bSlots[s] && killed[s] { bCount -= 1 }
+            for s in 0..<n where bSlots[s] && killed[s] { bcast.count -= 1 }
         }
         let p2pCount = counted.filter { $0 }.count
         r.messages = p2pCount
-        r.delivered = p2pDelivered
-        r.deliveryRatio = p2pCount > 0 ? Double(p2pDelivered) / Double(p2pCount) : 1
-        r.maxHops = hopsMax
-        r.meanHops = p2pDelivered > 0 ? Double(hopsSum) / Double(p2pDelivered) : 0
-        latencies.sort()
-        r.latencyP50 = percentile(latencies, 0.50)
-        r.latencyP99 = percentile(latencies, 0.99)
-        r.latencyMax = latencies.last ?? 0
+        r.delivered = p2p.count
+        r.deliveryRatio = p2pCount > 0 ? Double(p2p.count) / Double(p2pCount) : 1
+        r.maxHops = p2p.hopsMax
+        r.meanHops = p2p.meanHops
+        (r.latencyP50, r.latencyP99, r.latencyMax) = p2p.latencies()
 
         // RMR per message: frames / (N − 1) − 1. A message that sent no frame at all (nobody
         // was reachable) has none: it is left out, and with no such message the RMR is NaN
@@ -392,21 +382,18 @@ struct Workload {
             if dst < 0 { r.broadcastRMR = v } else { rmrSum += v; rmrCount += 1 }
         }
         r.rmr = rmrCount > 0 ? rmrSum / Double(rmrCount) : .nan
-        r.framesPerUnicast = p2pDelivered > 0 ? Double(unicastFrames) / Double(p2pDelivered) : 0
+        r.framesPerUnicast = p2p.count > 0 ? Double(unicastFrames) / Double(p2p.count) : 0
 
         if let b = destination.firstIndex(of: -1) {
             // Every live slot but the publisher's.
             let publisherSlot = Int(nodeSlot[Int(sim.messages[b].publisher)])
             let expected = liveSlots.count - (killed[publisherSlot] ? 0 : 1)
             r.broadcastExpected = expected
-            r.broadcastDelivered = bCount
-            r.broadcastRatio = expected > 0 ? Double(bCount) / Double(expected) : 1
-            r.broadcastLastHop = bHopsMax
-            r.broadcastMeanHops = bCount > 0 ? Double(bHopsSum) / Double(bCount) : 0
-            bLatencies.sort()
-            r.broadcastLatencyP50 = percentile(bLatencies, 0.50)
-            r.broadcastLatencyP99 = percentile(bLatencies, 0.99)
-            r.broadcastLatencyMax = bLatencies.last ?? 0
+            r.broadcastDelivered = bcast.count
+            r.broadcastRatio = expected > 0 ? Double(bcast.count) / Double(expected) : 1
+            r.broadcastLastHop = bcast.hopsMax
+            r.broadcastMeanHops = bcast.meanHops
+            (r.broadcastLatencyP50, r.broadcastLatencyP99, r.broadcastLatencyMax) = bcast.latencies()
         }
 
         // The nodes of the live slots (all of them without a kill).
@@ -479,3 +466,28 @@ struct Workload {
 }
 
 func percentile(_ sorted: [UInt64], _ q: Double) -> UInt64 { Percentile.of(sorted: sorted, q) ?? 0 }
+
+/// First deliveries of one kind (unicast to its recipient, or the broadcast to each node): how
+/// many, their hops and their latencies. `count` may be lowered afterwards (recipients that do
+/// not count); the mean is over the count then.
+struct DeliveryTally {
+    var count = 0
+    var hopsMax = 0
+    var hopsSum = 0
+    private var latencyList: [UInt64] = []
+
+    mutating func add(latency: UInt64, hops: Int) {
+        count += 1
+        latencyList.append(latency)
+        hopsMax = max(hopsMax, hops)
+        hopsSum += hops
+    }
+
+    var meanHops: Double { count > 0 ? Double(hopsSum) / Double(count) : 0 }
+
+    /// p50, p99 and the maximum of the latencies (0 when there are none).
+    func latencies() -> (UInt64, UInt64, UInt64) {
+        let s = latencyList.sorted()
+        return (percentile(s, 0.50), percentile(s, 0.99), s.last ?? 0)
+    }
+}
