@@ -2,10 +2,11 @@ import CPrefetch
 import WarrenEngine
 
 /// The per-node state of a `Simulator`, seen through pointers so that shards on different
-/// threads can drive their own nodes in place. Node i belongs to shard (i / 16) % shardCount (`shard(of:)`); during a
-/// window a shard writes only its own nodes' entries and reads the others' `alive`,
-/// `reach` and `prefixes`, which change only between windows (kills and subscriptions
-/// are workload operations; the engine subscribes only in `start` and `subscribeLocal`).
+/// threads can drive their own nodes in place. Node i belongs to shard (i / 16) % shardCount
+/// (`shard(of:)`); during a window a shard writes only its own nodes' entries and reads the
+/// others' `alive`, `reach` and `prefixes`, which change only between windows (kills and
+/// subscriptions are workload operations; the engine subscribes only in `start` and
+/// `subscribeLocal`).
 struct SimNodes {
     let engines: UnsafeMutablePointer<GossipEngine>
     let links: UnsafeMutablePointer<SimLinks>

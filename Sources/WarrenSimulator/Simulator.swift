@@ -23,9 +23,10 @@ import WarrenEngine
 /// - engines live in one array and are driven in place;
 /// - every node draws from its own generator (seeded from the run's seed and its index); the
 ///   workload (`random()`, node ids) draws from the simulator's;
-/// - with `threads` > 1 the nodes are split into that many shards (node i in shard (i / 16) % threads: blocks of 16, see `SimNodes.blockShift`)
-///   that run on their own threads in windows of virtual time no longer than the shortest link
-///   latency so far, and at most twice the shortest a new link can draw
+/// - with `threads` > 1 the nodes are split into that many shards (node i in shard
+///   (i / 16) % threads: blocks of 16, `SimNodes.blockShift`) that run on their own threads
+///   in windows of virtual time no longer than the shortest link latency so far, and at most
+///   twice the shortest a new link can draw
 ///   (`LatencyDistribution.minimum`; see `runWindows`): a frame sent to another shard's node
 ///   arrives after the window it was sent in, so shards only exchange frames between windows.
 ///   Every node sees the same events in the same order with any number of threads, so the
@@ -70,9 +71,9 @@ public struct Simulator {
     /// thread would need. Within a run, a block of 256 windows above `blockDemoteRatio` × that
     /// hands every shard to the first thread for the rest of the run; runs that took 20 ms of
     /// wall time together are weighed against `demoteRatio` × that. After a fallback, runs use
-    /// one thread for a while (`demoteHold`: 250 ms, doubling while fallbacks follow each other, up to 4 s). This happens on a machine whose other work leaves fewer
-    /// free cores than threads, or in stretches with few events per window. Results do not
-    /// change.
+    /// one thread for a while (`demoteHold`: 250 ms, doubling while fallbacks follow each
+    /// other, up to 4 s). This happens on a machine whose other work leaves fewer free cores
+    /// than threads, or in stretches with few events per window. Results do not change.
     public private(set) var demotions = 0
     var demoteRatio = 1.0
     var blockDemoteRatio = 1.5
