@@ -113,9 +113,11 @@ extension ZMQTransport {
         guard var l = backlinks else { return }
         var rid = zmq_msg_t(), part = zmq_msg_t()
         let now = monotonicNanos()
+        var drained = false
+        defer { routerBacklog = !drained }
         for _ in 0..<4096 {
             zmq_msg_init(&rid)
-            if zmq_msg_recv(&rid, l.router.handle, ZMQ_DONTWAIT) < 0 { zmq_msg_close(&rid); break }
+            if zmq_msg_recv(&rid, l.router.handle, ZMQ_DONTWAIT) < 0 { zmq_msg_close(&rid); drained = true; break }
             let id = [UInt8](UnsafeRawBufferPointer(start: zmq_msg_data(&rid), count: zmq_msg_size(&rid)))
             zmq_msg_close(&rid)
             var payload: [UInt8]?

@@ -42,6 +42,13 @@ struct ZMQSocket {
         guard zmq_setsockopt(handle, option, &v, MemoryLayout<Int32>.size) == 0 else { throw ZMQError("set socket option \(option)") }
     }
 
+    /// An integer option (`ZMQ_FD`, `ZMQ_EVENTS`); nil if ZeroMQ refuses it.
+    func get(_ option: Int32) -> Int32? {
+        var v: Int32 = 0
+        var n = MemoryLayout<Int32>.size
+        return zmq_getsockopt(handle, option, &v, &n) == 0 ? v : nil
+    }
+
     func set(_ option: Int32, int64 value: Int64) throws {
         var v = value
         guard zmq_setsockopt(handle, option, &v, MemoryLayout<Int64>.size) == 0 else { throw ZMQError("set socket option \(option)") }

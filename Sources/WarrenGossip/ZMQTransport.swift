@@ -59,6 +59,16 @@ struct ZMQTransport: NodeTransport, ~Copyable {
     var takenInTurn = 0
     static var turn: Int { 64 }
     var routerReadable = false
+    /// While no back-link route exists, the ROUTER is polled by its `ZMQ_FD` as a plain
+    /// descriptor: a ZeroMQ item costs every `zmq_poll` one more system call (the check of its
+    /// command mailbox), on every pass of the loop, for a socket that is idle on most nodes.
+    /// `ZMQ_FD` signals only a change (a new connection, a pipe that was empty getting a
+    /// message), so each signal is followed by a `ZMQ_EVENTS` check, and a ROUTER not read to
+    /// the end (`routerBacklog`) is checked again on the next pass. With routes, which send on
+    /// the ROUTER, it is a ZeroMQ item again.
+    var routerFD: Int32 = -1
+    var routerRaw = false
+    var routerBacklog = false
     var readableLinks: [LinkID] = []
     /// Input arrived since the back-link routes were last attached (a HELLO may name a token),
     /// and when they were attached last (they are re-checked every second).
@@ -134,6 +144,7 @@ struct ZMQTransport: NodeTransport, ~Copyable {
                                                zapDomain: registered ? zapDomain : nil, logger: logger)
             if let b = backlinks {
                 opened.sockets.append(b.router)
+                routerFD = b.router.get(ZMQ_FD) ?? -1
                 try sub.set(ZMQ_SUBSCRIBE, bytes: Backlink.announcement(port: b.port))
             }
         }
@@ -297,8 +308,9 @@ struct ZMQTransport: NodeTransport, ~Copyable {
     // MARK: Readiness
 
     mutating func wait(timeout: UInt64?) -> Readiness {
+        if let l = backlinks, routerRaw != (l.routes.isEmpty && routerFD >= 0) { pollDirty = true }
         rebuildPollItems()
-        let timeoutMs = timeout.map { Int(min(($0 + 999_999) / 1_000_000, 60_000)) } ?? -1
+        let timeoutMs = routerRaw && routerBacklog ? 0 : timeout.map { Int(min(($0 + 999_999) / 1_000_000, 60_000)) } ?? -1
         let rc = pollItems.withUnsafeMutableBufferPointer { zmq_poll($0.baseAddress, Int32($0.count), timeoutMs) }
         if rc < 0 && zmq_errno() != EINTR {
             logger.error("zmq_poll failed", metadata: ["error": "\(ZMQError("zmq_poll"))"])
@@ -320,8 +332,17 @@ struct ZMQTransport: NodeTransport, ~Copyable {
             ready.insert(.input)
         }
         var i = 2
-        if backlinks != nil {
-            if pollItems[i].revents & pollIn != 0 { routerReadable = true; ready.insert(.links) }
+        if let l = backlinks {
+            if routerRaw {
+                // A signal (or a ROUTER left unread) means: ask ZeroMQ, which also resets the signal.
+                if routerBacklog || pollItems[i].revents != 0 {
+                    routerBacklog = false
+                    if let ev = l.router.get(ZMQ_EVENTS), ev & Int32(ZMQ_POLLIN) != 0 { routerReadable = true; ready.insert(.links) }
+                }
+            } else if pollItems[i].revents & pollIn != 0 {
+                routerReadable = true
+                ready.insert(.links)
+            }
             i += 1
         }
         let dialersAt = i, linksAt = i + polledDialers.count
@@ -341,7 +362,14 @@ struct ZMQTransport: NodeTransport, ~Copyable {
         pollItems.removeAll(keepingCapacity: true)
         pollItems.append(zmq_pollitem_t(socket: nil, fd: wakeup.readDescriptor, events: Int16(ZMQ_POLLIN), revents: 0))
         pollItems.append(zmq_pollitem_t(socket: sub.handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0))
-        if let l = backlinks { pollItems.append(zmq_pollitem_t(socket: l.router.handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0)) }
+        if let l = backlinks {
+            let raw = l.routes.isEmpty && routerFD >= 0
+            // Entering the descriptor mode: what arrived before is not signalled again.
+            if raw && !routerRaw { routerBacklog = true }
+            routerRaw = raw
+            pollItems.append(raw ? zmq_pollitem_t(socket: nil, fd: routerFD, events: Int16(ZMQ_POLLIN), revents: 0)
+                                 : zmq_pollitem_t(socket: l.router.handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0))
+        }
         polledDialers = Array(backDialers.keys)
         for id in polledDialers {
             pollItems.append(zmq_pollitem_t(socket: backDialers[id]!.socket.handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0))
