@@ -67,8 +67,11 @@ struct ZMQTransport: NodeTransport, ~Copyable {
     /// the end (`routerBacklog`) is checked again on the next pass. With routes, which send on
     /// the ROUTER, it is a ZeroMQ item again.
     var routerFD: Int32 = -1
+    /// The mode of the ROUTER in the poll items as last built (descriptor or ZeroMQ item).
     var routerRaw = false
     var routerBacklog = false
+    /// The mode the ROUTER should be polled in now.
+    var routerWantsRaw: Bool { routerFD >= 0 && backlinks?.routes.isEmpty == true }
     var readableLinks: [LinkID] = []
     /// Input arrived since the back-link routes were last attached (a HELLO may name a token),
     /// and when they were attached last (they are re-checked every second).
@@ -308,7 +311,7 @@ struct ZMQTransport: NodeTransport, ~Copyable {
     // MARK: Readiness
 
     mutating func wait(timeout: UInt64?) -> Readiness {
-        if let l = backlinks, routerRaw != (l.routes.isEmpty && routerFD >= 0) { pollDirty = true }
+        if backlinks != nil, routerRaw != routerWantsRaw { pollDirty = true }
         rebuildPollItems()
         let timeoutMs = routerRaw && routerBacklog ? 0 : timeout.map { Int(min(($0 + 999_999) / 1_000_000, 60_000)) } ?? -1
         let rc = pollItems.withUnsafeMutableBufferPointer { zmq_poll($0.baseAddress, Int32($0.count), timeoutMs) }
@@ -363,7 +366,7 @@ struct ZMQTransport: NodeTransport, ~Copyable {
         pollItems.append(zmq_pollitem_t(socket: nil, fd: wakeup.readDescriptor, events: Int16(ZMQ_POLLIN), revents: 0))
         pollItems.append(zmq_pollitem_t(socket: sub.handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0))
         if let l = backlinks {
-            let raw = l.routes.isEmpty && routerFD >= 0
+            let raw = routerWantsRaw
             // Entering the descriptor mode: what arrived before is not signalled again.
             if raw && !routerRaw { routerBacklog = true }
             routerRaw = raw

@@ -24,7 +24,7 @@ struct BenchCompareTests {
     /// `warrenBenchBlocking` on a thread of its own: a wait of minutes for a child must not hold
     /// one of the cooperative pool's two threads (it stalled other suites' tests in CI).
     static func warrenBench(_ args: [String], timeout: Double) async throws -> Run {
-        try await onOwnThread { Result { try warrenBenchBlocking(args, timeout: timeout) } }.get()
+        try await onOwnThread { try warrenBenchBlocking(args, timeout: timeout) }
     }
 
     static func warrenBenchBlocking(_ args: [String], timeout: Double) throws -> Run {

@@ -21,7 +21,7 @@ struct HostileNeighbourProcessTests {
     func victimHolds(attack: String, counter: String, mesh: Bool) async throws {
         // On a thread of its own: the attack's seconds must not hold one of the cooperative
         // pool's two threads (it stalled other suites' tests in CI).
-        let r = try await onOwnThread { Result { HostilePython.Report(try HostilePython.run(attack: attack, duration: 4, mesh: mesh)) } }.get().json
+        let r = try await onOwnThread { HostilePython.Report(try HostilePython.run(attack: attack, duration: 4, mesh: mesh)) }.json
         #expect(r["ok"] as? Bool == true, "\(r)")
         #expect(r["victim_alive"] as? Bool == true)
         for phase in ["honest_during", "honest_after"] {

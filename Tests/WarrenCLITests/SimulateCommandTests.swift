@@ -5,12 +5,10 @@ import WarrenTestSupport
 /// `warren simulate` from the command line: `--threads` changes only the real time, and bad
 /// input is refused with a message that names the option.
 @Suite(.serialized, .timeLimit(.minutes(2))) struct SimulateCommandTests {
-    struct Ran: Sendable { var status: Int32; var out: String; var err: String }
-
     /// `runBlocking` on a thread of its own: the child's wait must not hold one of the
     /// cooperative pool's two threads (it stalled other suites' tests in CI).
-    static func run(_ args: [String]) async throws -> Ran {
-        try await onOwnThread { Result { let r = try runBlocking(args); return Ran(status: r.status, out: r.out, err: r.err) } }.get()
+    static func run(_ args: [String]) async throws -> (status: Int32, out: String, err: String) {
+        try await onOwnThread { try runBlocking(args) }
     }
 
     static func runBlocking(_ args: [String]) throws -> (status: Int32, out: String, err: String) {

@@ -11,3 +11,8 @@ public func onOwnThread<R: Sendable>(_ body: @escaping @Sendable () -> R) async 
         t.start()
     }
 }
+
+/// `onOwnThread` for work that throws: the error is rethrown to the awaiting test.
+public func onOwnThread<R: Sendable>(_ body: @escaping @Sendable () throws -> R) async throws -> R {
+    try await onOwnThread { Result { try body() } }.get()
+}
