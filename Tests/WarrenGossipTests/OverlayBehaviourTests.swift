@@ -191,6 +191,7 @@ struct OverlayBehaviourTests {
             try await Task.sleep(for: .milliseconds(200))  // let late probes land
 
             let leafBefore = await leaf.stats().engine, twinBefore = await twin.stats().engine
+            let probesBefore = Self.ids(h, ours: kLeaf.publicKey, theirs: prober.publicKey).count
             for i in 0..<50 {
                 let nobody = PrivateKey.generate().publicKey
                 try far.publish(envelope: try Self.seal(Int32(i), from: sender, to: nobody), to: nobody)
@@ -207,9 +208,13 @@ struct OverlayBehaviourTests {
             let leafAfter = await leaf.stats().engine, twinAfter = await twin.stats().engine
             let leafIn = leafAfter.framesIn - leafBefore.framesIn
             let twinIn = twinAfter.framesIn - twinBefore.framesIn
+            // Probes still travelling when the window opened are the leaf's own topic too (on a
+            // loaded machine some land after the 200 ms above): counted, not held against it.
+            let lateProbes = UInt64(Self.ids(h, ours: kLeaf.publicKey, theirs: prober.publicKey).count - probesBefore)
             // Both have one neighbour (node 2) and so the same control traffic (heartbeats, PEERS).
             let twinControl = twinIn >= 60 ? twinIn - 60 : 0
-            #expect(leafIn <= 10 + twinControl + 4, "leaf framesIn +\(leafIn), twin +\(twinIn): leaf was sent frames it did not subscribe")
+            #expect(leafIn <= 10 + lateProbes + twinControl + 4,
+                    "leaf framesIn +\(leafIn) (\(lateProbes) late probes), twin +\(twinIn): leaf was sent frames it did not subscribe")
             #expect(leafIn >= 10)
             #expect(twinIn >= 60)
 
