@@ -213,7 +213,8 @@ extension ZMQTransport {
         if let r = backlinks?.router { sendClose(id, on: r) }
     }
 
-    func sendClose(_ id: [UInt8], on router: ZMQSocket) {
+    mutating func sendClose(_ id: [UInt8], on router: ZMQSocket) {
+        markSent(routerEntry)
         var close = Backlink.close
         id.withUnsafeBytes { r in
             if zmq_send(router.handle, r.baseAddress, r.count, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0 {
@@ -228,6 +229,7 @@ extension ZMQTransport {
         guard let l = backlinks, let r = l.routes[id] else { return false }
         let t = topic.bytes
         guard !r.filtering || topic.isControl || r.prefixes.contains([]) || r.prefixes.contains(t) else { return true }
+        markSent(routerEntry)
         let sent = id.withUnsafeBytes { rp in
             t.withUnsafeBytes { tp in
                 body.withUnsafeBytes { bp in
@@ -281,7 +283,10 @@ extension ZMQTransport {
     mutating func noteSubscription(_ prefix: [UInt8], subscribe: Bool) {
         if subscribe { subscribedPrefixes.append(prefix) }
         else if let i = subscribedPrefixes.firstIndex(of: prefix) { subscribedPrefixes.remove(at: i) }
-        for d in backDialers.values { sendPrefix(prefix, kind: subscribe ? Backlink.subscribe : Backlink.unsubscribe, on: d.socket) }
+        for (id, d) in backDialers {
+            sendPrefix(prefix, kind: subscribe ? Backlink.subscribe : Backlink.unsubscribe, on: d.socket)
+            markUnsettled(dialerEntry[id])
+        }
     }
 
     /// The next frame the listener sent on our back-link of `link` (nil: drained, or the listener

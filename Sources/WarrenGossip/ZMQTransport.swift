@@ -47,10 +47,36 @@ struct ZMQTransport: NodeTransport, ~Copyable {
     var badMultipart: UInt64 = 0
     var unadmittedFrames: UInt64 = 0
 
-    /// Poll items: the wake-up pipe, the SUB, the ROUTER (if any), back-links, then links.
-    var pollItems: [zmq_pollitem_t] = []
+    /// The poll set: the wake-up pipe, then every ZeroMQ socket by its `ZMQ_FD` as a plain
+    /// descriptor (the SUB, the ROUTER if any, back-links, links), polled with `poll(2)`.
+    /// `zmq_poll` would ask each socket's `ZMQ_EVENTS` before and after it sleeps, one system
+    /// call per socket per pass of the loop, on every node, for sockets that are idle on most
+    /// passes. `ZMQ_FD` signals only a change (a command in the socket's mailbox: a pipe that
+    /// was empty got a message, a new connection), and only until the socket processes its
+    /// mailbox. So a socket whose descriptor signals is read, and every read goes on until
+    /// ZeroMQ says `EAGAIN` (which processes the mailbox: what arrives later signals again) or
+    /// the socket is `unsettled`: read again on the next pass without waiting. Those are also
+    /// the sockets not read to the end, and every socket when the set is rebuilt. A send or an
+    /// option can process the mailbox too and take a signal with it: links and the ROUTER,
+    /// which read only control traffic (subscriptions, back-link routes), are then read at most
+    /// every `settleInterval` (`sentOn`), not after every send; the SUB after an option, and
+    /// back-links (which carry frames), at once.
+    var pollFDs: [pollfd] = []
+    var pollEntries: [PollEntry] = []
+    var unsettled: [Bool] = []
+    /// Links and the ROUTER sent on since they were last read, and when that was.
+    var sentOn: [Bool] = []
+    var anySent = false
+    var settledAt: UInt64 = 0
+    static var settleInterval: UInt64 { 10_000_000 }
+    /// Scratch: entries found readable in this `wait` (each is listed once).
+    var pollFound: [Bool] = []
+    /// The poll entry of each link and back-link, and of the ROUTER (until the set is rebuilt).
+    var linkEntry: [LinkID: Int] = [:]
+    var dialerEntry: [LinkID: Int] = [:]
+    var routerEntry: Int?
+    var subEntry: Int?
     var pollDirty = true
-    var polledDialers: [LinkID] = []
     /// What the last `wait` found readable and `receive`/`linkEvents` have not drained yet:
     /// the input sources (nil: the SUB; a link: its back-link), read in turns of `turn`
     /// messages so that a flood on one does not starve the others.
@@ -59,19 +85,8 @@ struct ZMQTransport: NodeTransport, ~Copyable {
     var takenInTurn = 0
     static var turn: Int { 64 }
     var routerReadable = false
-    /// While no back-link route exists, the ROUTER is polled by its `ZMQ_FD` as a plain
-    /// descriptor: a ZeroMQ item costs every `zmq_poll` one more system call (the check of its
-    /// command mailbox), on every pass of the loop, for a socket that is idle on most nodes.
-    /// `ZMQ_FD` signals only a change (a new connection, a pipe that was empty getting a
-    /// message), so each signal is followed by a `ZMQ_EVENTS` check, and a ROUTER not read to
-    /// the end (`routerBacklog`) is checked again on the next pass. With routes, which send on
-    /// the ROUTER, it is a ZeroMQ item again.
-    var routerFD: Int32 = -1
-    /// The mode of the ROUTER in the poll items as last built (descriptor or ZeroMQ item).
-    var routerRaw = false
+    /// The ROUTER was not read to the end (it is asked again on the next pass).
     var routerBacklog = false
-    /// The mode the ROUTER should be polled in now.
-    var routerWantsRaw: Bool { routerFD >= 0 && backlinks?.routes.isEmpty == true }
     var readableLinks: [LinkID] = []
     /// Input arrived since the back-link routes were last attached (a HELLO may name a token),
     /// and when they were attached last (they are re-checked every second).
@@ -147,7 +162,6 @@ struct ZMQTransport: NodeTransport, ~Copyable {
                                                zapDomain: registered ? zapDomain : nil, logger: logger)
             if let b = backlinks {
                 opened.sockets.append(b.router)
-                routerFD = b.router.get(ZMQ_FD) ?? -1
                 try sub.set(ZMQ_SUBSCRIBE, bytes: Backlink.announcement(port: b.port))
             }
         }
@@ -260,6 +274,7 @@ struct ZMQTransport: NodeTransport, ~Copyable {
             return sendCarried(link, route: route, topic: topic, body: body) ? .sent : .refused
         }
         guard let s = links[link] else { return .noLink }
+        markSent(linkEntry[link])
         // The topic's 32 bytes on the stack (big-endian words), no buffer to fill.
         var topicWords = topic.bigEndianWords
         let sent = withUnsafeBytes(of: &topicWords) { t in
@@ -298,11 +313,13 @@ struct ZMQTransport: NodeTransport, ~Copyable {
     mutating func subscribe(_ prefix: [UInt8]) throws {
         // Back-links mirror the prefix even if the SUB refused it (they filter on their own).
         defer { noteSubscription(prefix, subscribe: true) }
+        markUnsettled(subEntry)
         try sub.set(ZMQ_SUBSCRIBE, bytes: prefix)
     }
 
     mutating func unsubscribe(_ prefix: [UInt8]) throws {
         defer { noteSubscription(prefix, subscribe: false) }
+        markUnsettled(subEntry)
         try sub.set(ZMQ_UNSUBSCRIBE, bytes: prefix)
     }
 
@@ -311,76 +328,107 @@ struct ZMQTransport: NodeTransport, ~Copyable {
     // MARK: Readiness
 
     mutating func wait(timeout: UInt64?) -> Readiness {
-        if backlinks != nil, routerRaw != routerWantsRaw { pollDirty = true }
-        rebuildPollItems()
-        let timeoutMs = routerRaw && routerBacklog ? 0 : timeout.map { Int(min(($0 + 999_999) / 1_000_000, 60_000)) } ?? -1
-        let rc = pollItems.withUnsafeMutableBufferPointer { zmq_poll($0.baseAddress, Int32($0.count), timeoutMs) }
-        if rc < 0 && zmq_errno() != EINTR {
-            logger.error("zmq_poll failed", metadata: ["error": "\(ZMQError("zmq_poll"))"])
-            return .failed
+        // Sources left unread (a turn or the limit ended the reading) are read again: their
+        // descriptors do not signal what is already queued.
+        for source in readableInputs {
+            if let link = source { markUnsettled(dialerEntry[link]) } else { markUnsettled(subEntry) }
         }
-        var ready = Readiness()
-        let pollIn = Int16(ZMQ_POLLIN)
+        if routerBacklog { routerBacklog = false; markUnsettled(routerEntry) }
         // What is still readable shows up again: the lists start afresh.
         readableInputs.removeAll(keepingCapacity: true)
         inputCursor = 0
         takenInTurn = 0
         readableLinks.removeAll(keepingCapacity: true)
-        if pollItems[0].revents != 0 {
+        rebuildPollSet()
+        var ready = Readiness()
+        var found = false
+        for i in 1..<pollFDs.count {
+            pollFound[i] = false
+            if unsettled[i] { unsettled[i] = false; take(i, into: &ready); found = true }
+        }
+        var timeout = timeout
+        if anySent {
+            let now = monotonicNanos(), due = settledAt &+ Self.settleInterval
+            if now >= due {
+                for i in 1..<pollFDs.count where sentOn[i] {
+                    sentOn[i] = false
+                    if !pollFound[i] { take(i, into: &ready); found = true }
+                }
+                anySent = false
+                settledAt = now
+            } else {
+                timeout = min(timeout ?? .max, due - now)
+            }
+        }
+        // Something to read already: look at the descriptors without sleeping.
+        let timeoutMs = found ? 0 : timeout.map { Int32(min(($0 + 999_999) / 1_000_000, 60_000)) } ?? -1
+        let rc = pollFDs.withUnsafeMutableBufferPointer { poll($0.baseAddress, nfds_t($0.count), timeoutMs) }
+        if rc < 0 {
+            let e = errno
+            if e == EINTR { return ready }
+            logger.error("poll failed", metadata: ["error": "\(String(cString: strerror(e)))"])
+            return .failed
+        }
+        guard rc > 0 else { return ready }
+        if pollFDs[0].revents != 0 {
             wakeup.consume()
             ready.insert(.commands)
         }
-        if pollItems[1].revents & pollIn != 0 {
-            readableInputs.append(nil)
-            ready.insert(.input)
-        }
-        var i = 2
-        if let l = backlinks {
-            if routerRaw {
-                // A signal (or a ROUTER left unread) means: ask ZeroMQ, which also resets the signal.
-                if routerBacklog || pollItems[i].revents != 0 {
-                    routerBacklog = false
-                    if let ev = l.router.get(ZMQ_EVENTS), ev & Int32(ZMQ_POLLIN) != 0 { routerReadable = true; ready.insert(.links) }
-                }
-            } else if pollItems[i].revents & pollIn != 0 {
-                routerReadable = true
-                ready.insert(.links)
-            }
-            i += 1
-        }
-        let dialersAt = i, linksAt = i + polledDialers.count
-        for i in dialersAt..<linksAt where pollItems[i].revents & pollIn != 0 {
-            readableInputs.append(polledDialers[i - dialersAt])
-            ready.insert(.input)
-        }
-        for i in linksAt..<pollItems.count where pollItems[i].revents & pollIn != 0 {
-            readableLinks.append(linkOrder[i - linksAt])
-            ready.insert(.links)
-        }
+        for i in 1..<pollFDs.count where pollFDs[i].revents != 0 && !pollFound[i] { take(i, into: &ready) }
         return ready
     }
 
-    mutating func rebuildPollItems() {
+    /// Lists entry `i` to be read by `receive` or `linkEvents`.
+    mutating func take(_ i: Int, into ready: inout Readiness) {
+        pollFound[i] = true
+        switch pollEntries[i].source {
+        case .commands: break
+        case .sub: readableInputs.append(nil); ready.insert(.input)
+        case .dialer(let link): readableInputs.append(link); ready.insert(.input)
+        case .router: routerReadable = true; ready.insert(.links)
+        case .link(let link): readableLinks.append(link); ready.insert(.links)
+        }
+    }
+
+    /// Marks a poll entry to be read on the next pass without waiting for its descriptor.
+    mutating func markUnsettled(_ entry: Int?) {
+        if let entry, entry < unsettled.count { unsettled[entry] = true }
+    }
+
+    /// A link or the ROUTER was sent on: read it within `settleInterval`.
+    mutating func markSent(_ entry: Int?) {
+        if let entry, entry < sentOn.count, !sentOn[entry] {
+            sentOn[entry] = true
+            if !anySent { anySent = true; settledAt = monotonicNanos() }
+        }
+    }
+
+    mutating func rebuildPollSet() {
         guard pollDirty else { return }
-        pollItems.removeAll(keepingCapacity: true)
-        pollItems.append(zmq_pollitem_t(socket: nil, fd: wakeup.readDescriptor, events: Int16(ZMQ_POLLIN), revents: 0))
-        pollItems.append(zmq_pollitem_t(socket: sub.handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0))
-        if let l = backlinks {
-            let raw = routerWantsRaw
-            // Entering the descriptor mode: what arrived before is not signalled again.
-            if raw && !routerRaw { routerBacklog = true }
-            routerRaw = raw
-            pollItems.append(raw ? zmq_pollitem_t(socket: nil, fd: routerFD, events: Int16(ZMQ_POLLIN), revents: 0)
-                                 : zmq_pollitem_t(socket: l.router.handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0))
-        }
-        polledDialers = Array(backDialers.keys)
-        for id in polledDialers {
-            pollItems.append(zmq_pollitem_t(socket: backDialers[id]!.socket.handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0))
-        }
-        for id in linkOrder {
-            pollItems.append(zmq_pollitem_t(socket: links[id]!.handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0))
-        }
+        pollFDs.removeAll(keepingCapacity: true)
+        pollEntries.removeAll(keepingCapacity: true)
+        linkEntry.removeAll(keepingCapacity: true)
+        dialerEntry.removeAll(keepingCapacity: true)
+        pollFDs.append(pollfd(fd: wakeup.readDescriptor, events: Int16(POLLIN), revents: 0))
+        pollEntries.append(PollEntry(source: .commands, socket: nil))
+        subEntry = addToPollSet(.sub, sub)
+        routerEntry = backlinks.flatMap { addToPollSet(.router, $0.router) }
+        for (id, d) in backDialers { dialerEntry[id] = addToPollSet(.dialer(id), d.socket) }
+        for id in linkOrder { linkEntry[id] = addToPollSet(.link(id), links[id]!) }
+        // Every socket is asked once: what arrived before it was polled is not signalled again.
+        unsettled = Array(repeating: true, count: pollFDs.count)
+        sentOn = Array(repeating: false, count: pollFDs.count)
+        anySent = false
+        pollFound = Array(repeating: false, count: pollFDs.count)
         pollDirty = false
+    }
+
+    /// Adds a socket by its descriptor; returns its entry (nil: ZeroMQ gave it none).
+    mutating func addToPollSet(_ source: PollEntry.Source, _ s: ZMQSocket) -> Int? {
+        guard let fd = s.get(ZMQ_FD) else { return nil }
+        pollFDs.append(pollfd(fd: fd, events: Int16(POLLIN), revents: 0))
+        pollEntries.append(PollEntry(source: source, socket: s))
+        return pollFDs.count - 1
     }
 
     // MARK: Receiving
@@ -551,6 +599,13 @@ struct ZMQTransport: NodeTransport, ~Copyable {
         sub.close()
         if let zapDomain { ZAPService.shared.unregister(domain: zapDomain) }
     }
+}
+
+/// One entry of a ZeroMQ transport's poll set: what it is, and its socket (nil: the pipe).
+struct PollEntry {
+    enum Source { case commands, sub, router, dialer(LinkID), link(LinkID) }
+    var source: Source
+    var socket: ZMQSocket?
 }
 
 /// The wake-up pipe of a node on ZeroMQ: a command writes one byte, and the read end is the
