@@ -337,6 +337,42 @@ struct OverlayBehaviourTests {
         }
     }
 
+    /// The same while its neighbours send to it on every pass of their loops: a send can take the
+    /// signal of a link's control traffic (the restarted node's subscription) with it, and the
+    /// link must still notice that the remote listens again (ZMQTransport reads links within
+    /// `settleInterval` of a send).
+    @Test func restartedNodeRejoinsWhileItsNeighboursSendWithoutPause() async throws {
+        try await Self.withOverlay(nodes: 4, edges: GossipOverlay.line(4)) { o in
+            #expect(await o.waitFormed(), "line did not form")
+            let k3 = PrivateKey.generate(), k0 = PrivateKey.generate()
+            let h3 = RecordingHandler()
+            try await o.backends[3].subscribe(KeyPair(ours: k3, theirs: .zero), h3)
+            // Node 0 publishes to node 3 every millisecond: node 1 sends on its link to node 2's
+            // endpoint all the time, before, during and after the restart.
+            let sender = Task {
+                var i: Int32 = 100
+                while !Task.isCancelled {
+                    try? await o.backends[0].publish(KeyPair(ours: k0, theirs: k3.publicKey), Self.message(i))
+                    i += 1
+                    try? await Task.sleep(for: .milliseconds(1))
+                }
+            }
+            defer { sender.cancel() }
+            try await Task.sleep(for: .milliseconds(200))
+            let old = o.backends[2]
+            let endpoint = old.endpoint
+            try await old.close()
+            let fresh = try await Self.startRetryingBind(.local(listen: endpoint, peers: [o.backends[3].endpoint]))
+            #expect(await Self.eventually {
+                await o.backends[1].stats().neighbours.contains { $0.nodeID == fresh.node.nodeID }
+            }, "node 1 does not see the new incarnation while it sends")
+            let before = h3.count
+            #expect(await Conformance.eventually(timeout: .seconds(5)) { h3.count > before + 50 },
+                    "node 3 got \(h3.count - before) messages after the restart")
+            try await fresh.close()
+        }
+    }
+
     // MARK: 8. Duplicates and reordering
 
     @Test func sameEnvelopeFromThreeNodesIsDeliveredOnce() async throws {

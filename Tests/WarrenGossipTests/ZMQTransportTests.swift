@@ -1,0 +1,96 @@
+import Foundation
+import Logging
+import Testing
+import WarrenEngine
+@testable import WarrenGossip
+
+/// `ZMQTransport.wait` polls each socket's `ZMQ_FD`, which signals only a change and only until
+/// the socket processes its mailbox: what is already queued, or a signal a send took with it,
+/// must still be read. These drive two transports on loopback by hand, one pass at a time.
+@Suite(.timeLimit(.minutes(1)))
+struct ZMQTransportTests {
+    struct NoDirectory: LinkDirectory {
+        func link(toPeerWithToken token: UInt64) -> LinkID? { nil }
+    }
+
+    static func transport(_ id: UInt64) throws -> ZMQTransport {
+        var c = GossipConfiguration.local()
+        c.backlinkEnabled = false   // no subscription of its own: readiness comes only from the test
+        return try ZMQTransport(configuration: c, context: .shared, nodeID: NodeID(raw: id), logger: Logger(label: "test"))
+    }
+
+    static func topic(_ b: UInt8) -> Topic { Topic(bytes: [UInt8](repeating: b, count: 32))! }
+
+    /// Sends without pause on a link (each send may process the link's mailbox and take a
+    /// signal with it) while the remote subscribes: the link is still reported ready.
+    @Test func aLinkSentOnWithoutPauseStillSeesItsRemoteSubscribe() throws {
+        var a = try Self.transport(1), b = try Self.transport(2)
+        defer { a.shutdown(); b.shutdown() }
+        let link = LinkID(raw: 7)
+        try a.open(link, to: PeerAddress(parsing: b.advertised))
+        var events: [LinkEvent] = []
+        let start = monotonicNanos()
+        var subscribed = false
+        var readyAfter: UInt64?
+        while monotonicNanos() - start < 3_000_000_000 {
+            // A send at least a millisecond after the last one processes the link's mailbox (ZeroMQ
+            // throttles that to about once a millisecond): a subscription that arrived in the
+            // pause is taken in by the send, and its signal with it.
+            Thread.sleep(forTimeInterval: 0.005)
+            _ = a.send(link, topic: Self.topic(0x42), body: [0, 1, 2, 3])
+            _ = a.wait(timeout: 0)
+            a.linkEvents(NoDirectory(), into: &events)
+            if !subscribed && monotonicNanos() - start > 200_000_000 {
+                try b.subscribe([0x42])
+                _ = b.wait(timeout: 0)
+                subscribed = true
+            } else if subscribed {
+                _ = b.wait(timeout: 0)
+                while b.receive() != nil {}
+            }
+            if events.contains(LinkEvent(link: link, direct: true)) {
+                readyAfter = monotonicNanos() - start
+                break
+            }
+        }
+        #expect(subscribed)
+        #expect(readyAfter != nil, "the link never reported the remote's subscription while it was sent on")
+    }
+
+    /// A source read only in part is read again on the next pass, though its descriptor does
+    /// not signal again: nothing queued is left behind.
+    @Test func aSocketReadInPartIsReadAgainWithoutANewSignal() throws {
+        var a = try Self.transport(1), b = try Self.transport(2)
+        defer { a.shutdown(); b.shutdown() }
+        let link = LinkID(raw: 7)
+        try b.subscribe([])
+        try a.open(link, to: PeerAddress(parsing: b.advertised))
+        var events: [LinkEvent] = []
+        let start = monotonicNanos()
+        while !events.contains(LinkEvent(link: link, direct: true)) && monotonicNanos() - start < 3_000_000_000 {
+            _ = a.wait(timeout: 10_000_000)
+            a.linkEvents(NoDirectory(), into: &events)
+            // The SUB attaches the connection (and subscribes on it) when it runs.
+            _ = b.wait(timeout: 0)
+            while b.receive() != nil {}
+        }
+        #expect(events.contains(LinkEvent(link: link, direct: true)))
+        for i in 0..<3 { #expect(a.send(link, topic: Self.topic(0x42), body: [0, UInt8(i)]) == .sent) }
+        // Wait until the first message is there, then take one message only.
+        var ready = Readiness()
+        while !ready.contains(.input) && monotonicNanos() - start < 3_000_000_000 { ready = b.wait(timeout: 10_000_000) }
+        #expect(ready.contains(.input))
+        // All three may not have arrived yet: give them the time, without reading.
+        Thread.sleep(forTimeInterval: 0.1)
+        #expect(b.receive().map { Array($0.body) } == [0, 0])
+        // Not read to the end: the next pass reports it without waiting for the descriptor
+        // (which signalled once, for the first message), and the rest is read.
+        let before = monotonicNanos()
+        let again = b.wait(timeout: 2_000_000_000)
+        #expect(again.contains(.input))
+        #expect(monotonicNanos() - before < 1_000_000_000, "the pass waited for a signal that does not come")
+        var rest: [[UInt8]] = []
+        while let m = b.receive() { rest.append(Array(m.body)) }
+        #expect(rest == [[0, 1], [0, 2]])
+    }
+}
