@@ -41,10 +41,10 @@ public struct DataFrameView {
     /// the header rewritten. Byte for byte what `Frame.encodeData` makes of the same envelope,
     /// with one copy instead of a re-encoding.
     public func forwarded(ttl: UInt8, hops: UInt8, from: NodeID) -> [UInt8] {
-        var out = [UInt8]()
-        out.reserveCapacity(body.count)
-        FrameHeader(type: Frame.TypeCode.data.rawValue, ttl: ttl, hops: hops, from: from).append(to: &out)
-        out.append(contentsOf: envelope)
-        return out
+        [UInt8](unsafeUninitializedCapacity: body.count) { out, n in
+            _ = out.initialize(fromContentsOf: body)
+            FrameHeader(type: Frame.TypeCode.data.rawValue, ttl: ttl, hops: hops, from: from).write(to: out)
+            n = body.count
+        }
     }
 }
