@@ -8,7 +8,7 @@ import WarrenEngine
 /// The product's `NodeTransport`: a bound SUB socket (the inbound side), one XPUB per link that
 /// connects to the remote's SUB, and the back-links (Backlink.swift) — a ROUTER other nodes'
 /// back-links connect to, and a DEALER per link whose listener cannot dial us back. One
-/// `zmq_poll` over the wake-up pipe and every socket is `wait`. Non-copyable: exactly one owner
+/// `poll(2)` over the wake-up pipe and every socket's `ZMQ_FD` is `wait`. Non-copyable: exactly one owner
 /// (the node's thread) holds its sockets, and `shutdown` closes them.
 struct ZMQTransport: NodeTransport, ~Copyable {
     struct Clock: DriverClock {
@@ -410,7 +410,7 @@ struct ZMQTransport: NodeTransport, ~Copyable {
         linkEntry.removeAll(keepingCapacity: true)
         dialerEntry.removeAll(keepingCapacity: true)
         pollFDs.append(pollfd(fd: wakeup.readDescriptor, events: Int16(POLLIN), revents: 0))
-        pollEntries.append(PollEntry(source: .commands, socket: nil))
+        pollEntries.append(PollEntry(source: .commands))
         subEntry = addToPollSet(.sub, sub)
         routerEntry = backlinks.flatMap { addToPollSet(.router, $0.router) }
         for (id, d) in backDialers { dialerEntry[id] = addToPollSet(.dialer(id), d.socket) }
@@ -427,7 +427,7 @@ struct ZMQTransport: NodeTransport, ~Copyable {
     mutating func addToPollSet(_ source: PollEntry.Source, _ s: ZMQSocket) -> Int? {
         guard let fd = s.get(ZMQ_FD) else { return nil }
         pollFDs.append(pollfd(fd: fd, events: Int16(POLLIN), revents: 0))
-        pollEntries.append(PollEntry(source: source, socket: s))
+        pollEntries.append(PollEntry(source: source))
         return pollFDs.count - 1
     }
 
@@ -601,15 +601,14 @@ struct ZMQTransport: NodeTransport, ~Copyable {
     }
 }
 
-/// One entry of a ZeroMQ transport's poll set: what it is, and its socket (nil: the pipe).
+/// What one entry of a ZeroMQ transport's poll set is: the wake-up pipe or one of its sockets.
 struct PollEntry {
     enum Source { case commands, sub, router, dialer(LinkID), link(LinkID) }
     var source: Source
-    var socket: ZMQSocket?
 }
 
 /// The wake-up pipe of a node on ZeroMQ: a command writes one byte, and the read end is the
-/// first item of the transport's `zmq_poll`.
+/// first descriptor of the transport's `poll`.
 final class PipeWakeup: DriverWakeup {
     let readDescriptor: Int32
     let writeDescriptor: Int32
@@ -630,7 +629,7 @@ final class PipeWakeup: DriverWakeup {
         _ = write(writeDescriptor, &one, 1)
     }
 
-    /// Empties the pipe (the node's thread, once `zmq_poll` saw it readable).
+    /// Empties the pipe (the node's thread, once `poll` saw it readable).
     func consume() {
         var buf = (UInt64(0), UInt64(0))
         _ = withUnsafeMutableBytes(of: &buf) { read(readDescriptor, $0.baseAddress, 16) }
