@@ -91,6 +91,10 @@ struct ZMQTransportTests {
         #expect(monotonicNanos() - before < 1_000_000_000, "the pass waited for a signal that does not come")
         var rest: [[UInt8]] = []
         while let m = b.receive() { rest.append(Array(m.body)) }
+        // (On a busy machine the last ones may still be on their way: they signal when they come.)
+        while rest.count < 2 && monotonicNanos() - start < 5_000_000_000 {
+            if b.wait(timeout: 10_000_000).contains(.input) { while let m = b.receive() { rest.append(Array(m.body)) } }
+        }
         #expect(rest == [[0, 1], [0, 2]])
     }
 }
