@@ -132,6 +132,10 @@ public struct EngineStats: Sendable, Hashable {
     /// Floods of a message this node had only routed, passed on here instead of dropped as
     /// duplicates (the nodes of a route do not stop the flood that takes over from it).
     public var routedFloods: UInt64 = 0
+    /// ROUTED copies of a message this node had only routed, come back to it along their own
+    /// route (the target changed on the way): each was flooded from here instead of dropped (and
+    /// counted in `routeFallbacks`).
+    public var routedLoops: UInt64 = 0
     /// STORE frames received and NODES frames received.
     public var storesIn: UInt64 = 0
     public var nodesIn: UInt64 = 0

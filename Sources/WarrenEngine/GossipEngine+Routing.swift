@@ -194,8 +194,18 @@ extension GossipEngine.Core {
                                rng: inout some RandomNumberGenerator, into actions: inout [Action]) {
         let ttl = v.header.ttl, hops = v.header.hops, topic = v.topic, from = v.header.from
         guard ttl <= maxTTL else { stats.overTTL &+= 1; stats.malformed &+= 1; return }
-        guard recordNew(id, source: source, now: now) else { return }
         let h = hops == .max ? hops : hops + 1
+        guard recordNew(id, source: source, now: now) else {
+            // A duplicate. If this node only routed the message so far, its route has come back
+            // here: the target changed on the way (the key's point, then the subscriber a record
+            // named) and the new path crossed the old one. Going on would loop, and dropping it
+            // would lose the message's only copy: the flood takes it from here (once).
+            if routingOn, floodPassesRoutedPath(id, now: now) {
+                stats.routedLoops &+= 1
+                floodFallback(v.envelope, topic: topic, ttl: ttl, hops: h, source: source, now: now, into: &actions)
+            }
+            return
+        }
         let local = localTopics.contains(topic)
         if local {
             actions.append(.deliver(topic: topic, envelope: Array(v.envelope), hops: h, id: id))
