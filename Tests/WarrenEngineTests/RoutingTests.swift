@@ -301,4 +301,46 @@ import WarrenTestSupport
         copy.sendFailed(link: links[0], topic: key, body: Frame.encodeData(envelope: env, ttl: 5, hops: 1, from: e.nodeID), now: net.now, into: &out)
         #expect(out.isEmpty)
     }
+
+    /// A route whose target changed on the way (the key's point, then the subscriber) can cross
+    /// its own path: a node that only routed the message gets its ROUTED frame again. Dropping
+    /// it as a duplicate would lose the only copy: the node floods it instead, once.
+    @Test func routeThatComesBackIsFloodedOnce() {
+        var net = Self.net(n: 40)
+        let key = topic(206)
+        net.subscribe(31, key)
+        net.run(until: 12 * second); #expect(!net.budgetExceeded)
+        var rng = SeededGenerator(seed: 9)
+        guard let s = (0..<40).first(where: { $0 != 31 && net.engine($0)!.routeNextHop(topic: key, now: net.now) != nil }) else {
+            Issue.record("no node routes the key"); return
+        }
+        var e = net.engine(s)!
+        var actions: [Action] = []
+        let env = envelope(&rng)
+        e.publish(topic: key, envelope: env, ttl: nil, now: net.now, rng: &rng, into: &actions)
+        guard case .send(let links, let frame)? = actions.first(where: { if case .send = $0 { true } else { false } }),
+              links.count == 1, frame.body[1] == 10 else { Issue.record("not routed: \(actions)"); return }
+        // The same message back from another neighbour, as ROUTED (hops 3, toward the subscriber).
+        guard let back = e.neighbours.first(where: { $0.link != links[0] }) else { Issue.record("one neighbour only"); return }
+        let returned = RoutedFrameView.encode(envelope: env, mode: .key, target: key.routingPoint, ttl: 16, hops: 3, from: back.nodeID)
+        let gossip = e.neighbours.count, fallbacks = e.stats.routeFallbacks
+        for round in 0..<2 {
+            var out: [Action] = []
+            e.receive(topic: key.bytes, body: returned, now: net.now, rng: &rng, into: &out)
+            let floods = out.compactMap { a -> ([LinkID], [UInt8])? in
+                if case .send(let l, let f) = a, f.topic == key { return (l, f.body) } else { return nil }
+            }
+            if round == 0 {
+                #expect(floods.count == 1, "flooded from here")
+                guard let (targets, data) = floods.first else { continue }
+                #expect(targets.count == gossip, "every gossip link, the previous hop's too")
+                #expect(data[1] == 1 && data[2] == 16 && data[3] == 4, "DATA, the routed frame's ttl, hops 4")
+                #expect(Array(data[12...]) == env)
+                #expect(e.stats.routedLoops == 1 && e.stats.routeFallbacks == fallbacks + 1)
+            } else {
+                #expect(floods.isEmpty, "once")
+                #expect(e.stats.routedLoops == 1)
+            }
+        }
+    }
 }
