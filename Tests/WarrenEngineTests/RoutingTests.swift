@@ -262,24 +262,33 @@ import WarrenTestSupport
         #expect(tried > 0)
     }
 
-    /// A ROUTED frame the driver could not send (the next hop's queue full, its link gone) was
-    /// the message's only copy: `sendFailed` floods it from here as DATA (same ttl and hops),
-    /// alone or inside a BATCH; other frames are not sent again.
-    @Test func refusedRoutedSendFallsBackToTheFlood() {
+    /// 40 nodes with routing, `key` subscribed at node 31 and the tables settled; a node that
+    /// routes the key publishes one envelope to it: the network, that node's engine (after the
+    /// publish), the envelope, and the one ROUTED send (nil, with an issue recorded, if none).
+    static func routedPublish(_ key: Topic, seed: UInt64)
+        -> (InMemoryNetwork, GossipEngine, [UInt8], [LinkID], OutFrame)? {
         var net = Self.net(n: 40)
-        let key = topic(205)
         net.subscribe(31, key)
         net.run(until: 12 * second); #expect(!net.budgetExceeded)
-        var rng = SeededGenerator(seed: 8)
+        var rng = SeededGenerator(seed: seed)
         guard let s = (0..<40).first(where: { $0 != 31 && net.engine($0)!.routeNextHop(topic: key, now: net.now) != nil }) else {
-            Issue.record("no node routes the key"); return
+            Issue.record("no node routes the key"); return nil
         }
         var e = net.engine(s)!
         var actions: [Action] = []
         let env = envelope(&rng)
         e.publish(topic: key, envelope: env, ttl: nil, now: net.now, rng: &rng, into: &actions)
         guard case .send(let links, let frame)? = actions.first(where: { if case .send = $0 { true } else { false } }),
-              links.count == 1, frame.body[1] == 10 else { Issue.record("not routed: \(actions)"); return }
+              links.count == 1, frame.body[1] == 10 else { Issue.record("not routed: \(actions)"); return nil }
+        return (net, e, env, links, frame)
+    }
+
+    /// A ROUTED frame the driver could not send (the next hop's queue full, its link gone) was
+    /// the message's only copy: `sendFailed` floods it from here as DATA (same ttl and hops),
+    /// alone or inside a BATCH; other frames are not sent again.
+    @Test func refusedRoutedSendFallsBackToTheFlood() {
+        let key = topic(205)
+        guard let (net, e, env, links, frame) = Self.routedPublish(key, seed: 8) else { return }
         let gossip = e.neighbours.count
         for body in [frame.body, FrameBatch.encode([frame.body], from: e.nodeID)] {
             var copy = e
@@ -306,20 +315,10 @@ import WarrenTestSupport
     /// its own path: a node that only routed the message gets its ROUTED frame again. Dropping
     /// it as a duplicate would lose the only copy: the node floods it instead, once.
     @Test func routeThatComesBackIsFloodedOnce() {
-        var net = Self.net(n: 40)
         let key = topic(206)
-        net.subscribe(31, key)
-        net.run(until: 12 * second); #expect(!net.budgetExceeded)
-        var rng = SeededGenerator(seed: 9)
-        guard let s = (0..<40).first(where: { $0 != 31 && net.engine($0)!.routeNextHop(topic: key, now: net.now) != nil }) else {
-            Issue.record("no node routes the key"); return
-        }
-        var e = net.engine(s)!
-        var actions: [Action] = []
-        let env = envelope(&rng)
-        e.publish(topic: key, envelope: env, ttl: nil, now: net.now, rng: &rng, into: &actions)
-        guard case .send(let links, let frame)? = actions.first(where: { if case .send = $0 { true } else { false } }),
-              links.count == 1, frame.body[1] == 10 else { Issue.record("not routed: \(actions)"); return }
+        guard let (net, published, env, links, _) = Self.routedPublish(key, seed: 9) else { return }
+        var e = published
+        var rng = SeededGenerator(seed: 10)
         // The same message back from another neighbour, as ROUTED (hops 3, toward the subscriber).
         guard let back = e.neighbours.first(where: { $0.link != links[0] }) else { Issue.record("one neighbour only"); return }
         let returned = RoutedFrameView.encode(envelope: env, mode: .key, target: key.routingPoint, ttl: 16, hops: 3, from: back.nodeID)
