@@ -62,7 +62,7 @@ struct ZMQTransport: NodeTransport, ~Copyable {
     /// every `settleInterval` (`sentOn`), not after every send; the SUB after an option, and
     /// back-links (which carry frames), at once.
     var pollFDs: [pollfd] = []
-    var pollEntries: [PollEntry] = []
+    var pollSources: [PollSource] = []
     var unsettled: [Bool] = []
     /// Links and the ROUTER sent on since they were last read, and when that was.
     var sentOn: [Bool] = []
@@ -381,7 +381,7 @@ struct ZMQTransport: NodeTransport, ~Copyable {
     /// Lists entry `i` to be read by `receive` or `linkEvents`.
     mutating func take(_ i: Int, into ready: inout Readiness) {
         pollFound[i] = true
-        switch pollEntries[i].source {
+        switch pollSources[i] {
         case .commands: break
         case .sub: readableInputs.append(nil); ready.insert(.input)
         case .dialer(let link): readableInputs.append(link); ready.insert(.input)
@@ -406,11 +406,11 @@ struct ZMQTransport: NodeTransport, ~Copyable {
     mutating func rebuildPollSet() {
         guard pollDirty else { return }
         pollFDs.removeAll(keepingCapacity: true)
-        pollEntries.removeAll(keepingCapacity: true)
+        pollSources.removeAll(keepingCapacity: true)
         linkEntry.removeAll(keepingCapacity: true)
         dialerEntry.removeAll(keepingCapacity: true)
         pollFDs.append(pollfd(fd: wakeup.readDescriptor, events: Int16(POLLIN), revents: 0))
-        pollEntries.append(PollEntry(source: .commands))
+        pollSources.append(.commands)
         subEntry = addToPollSet(.sub, sub)
         routerEntry = backlinks.flatMap { addToPollSet(.router, $0.router) }
         for (id, d) in backDialers { dialerEntry[id] = addToPollSet(.dialer(id), d.socket) }
@@ -424,10 +424,10 @@ struct ZMQTransport: NodeTransport, ~Copyable {
     }
 
     /// Adds a socket by its descriptor; returns its entry (nil: ZeroMQ gave it none).
-    mutating func addToPollSet(_ source: PollEntry.Source, _ s: ZMQSocket) -> Int? {
+    mutating func addToPollSet(_ source: PollSource, _ s: ZMQSocket) -> Int? {
         guard let fd = s.get(ZMQ_FD) else { return nil }
         pollFDs.append(pollfd(fd: fd, events: Int16(POLLIN), revents: 0))
-        pollEntries.append(PollEntry(source: source))
+        pollSources.append(source)
         return pollFDs.count - 1
     }
 
@@ -602,10 +602,7 @@ struct ZMQTransport: NodeTransport, ~Copyable {
 }
 
 /// What one entry of a ZeroMQ transport's poll set is: the wake-up pipe or one of its sockets.
-struct PollEntry {
-    enum Source { case commands, sub, router, dialer(LinkID), link(LinkID) }
-    var source: Source
-}
+enum PollSource { case commands, sub, router, dialer(LinkID), link(LinkID) }
 
 /// The wake-up pipe of a node on ZeroMQ: a command writes one byte, and the read end is the
 /// first descriptor of the transport's `poll`.
