@@ -11,9 +11,11 @@
 ///
 /// Storage follows the number of live ids, geometrically: the ring has room for a power of two
 /// of entries (32 at least, `capacity` at most) and the index has twice as many buckets. When
-/// the ring is full below `capacity` both double, in one pass that lays the ring out again from
-/// slot 0 and rebuilds the index (`relayouts`); when expiry leaves the ring less than one-eighth
-/// full they shrink to the least power of two at least twice the live ids. Between two passes
+/// the ring is full below `capacity` both double, in one pass that rebuilds the index
+/// (`relayouts`) and lays the ring out again from slot 0 if it had wrapped (a ring that fills
+/// from slot 0, as one does from empty, is not copied); when expiry leaves the ring less than
+/// one-eighth full they shrink to the least power of two at least twice the live ids. Slots are
+/// appended to the ring's array as they are first used, never filled ahead. Between two passes
 /// at size S there are at least S/8 inserts or expiries, so insert is amortised O(1) and a
 /// steady rate makes no pass at all. Memory: 24 bytes of ring and 8 of index per slot, 1–2
 /// slots per live id while traffic rises or holds (up to 8 after it falls, until the next
@@ -24,9 +26,11 @@ public struct SeenCache: Sendable {
     public let window: UInt64
 
     /// The ring: (id, first-seen time), one 24-byte entry per id (one cache line per lookup).
-    /// Its slots are allocated (`ring.count` is its size); `count` of them, from `head` on and
-    /// wrapping around, are live.
+    /// It has `slots` slots; `count` of them, from `head` on and wrapping around at `slots`, are
+    /// live. The array holds the slots used since the last re-layout (`ring.count ≤ slots`):
+    /// until it holds them all, the live ones end at its end and the next one is appended.
     private var ring: [Entry] = []
+    private var slots = 0
     private struct Entry { var hi: UInt64; var lo: UInt64; var time: UInt64 }
     /// Index of the oldest entry in the ring.
     private var head = 0
@@ -141,10 +145,11 @@ public struct SeenCache: Sendable {
             evictOldest()
         }
         // The ring is full below the bound: double it (count < capacity after the eviction).
-        if count == ring.count { relayout(ringSize: ringSize(for: 2 * count)) }
+        if count == slots { relayout(ringSize: ringSize(for: 2 * count)) }
         var slot = head + count
-        if slot >= ring.count { slot -= ring.count }
-        ring[slot] = Entry(hi: id.hi, lo: id.lo, time: now)
+        if slot >= slots { slot -= slots }
+        if slot == ring.count { ring.append(Entry(hi: id.hi, lo: id.lo, time: now)) }
+        else { ring[slot] = Entry(hi: id.hi, lo: id.lo, time: now) }
         if count == 0 { oldest = now }
         count += 1
         let mask = self.mask, home = Int(truncatingIfNeeded: h) & mask, tg = tag(h)
@@ -172,7 +177,7 @@ public struct SeenCache: Sendable {
     public mutating func expire(now: UInt64) {
         guard count > 0, now >= oldest, now - oldest >= window else { return }
         repeat { evictOldest() } while count > 0 && now >= oldest && now - oldest >= window
-        if ring.count > SeenCache.minimumRing && count * 8 < ring.count { relayout(ringSize: ringSize(for: 2 * count)) }
+        if slots > SeenCache.minimumRing && count * 8 < slots { relayout(ringSize: ringSize(for: 2 * count)) }
     }
 
     /// Forgets everything.
@@ -185,7 +190,7 @@ public struct SeenCache: Sendable {
     /// Rough bytes held.
     public var approximateBytes: Int { bytes(reserved: true) }
 
-    func bytes(reserved: Bool) -> Int { (reserved ? ring.capacity : ring.count) * 24 + table.count * 4 + 64 }
+    func bytes(reserved: Bool) -> Int { (reserved ? ring.capacity : slots) * 24 + table.count * 4 + 64 }
 
     private func find(_ id: MessageID, _ hash: UInt64) -> Int? {
         let want = tag(hash), slotMask = self.slotMask
@@ -216,7 +221,7 @@ public struct SeenCache: Sendable {
         }
         if table[i] != 0 && table[i] & slotMask == want { removeIndex(at: i) }
         head += 1
-        if head == ring.count { head = 0 }
+        if head == slots { head = 0 }
         count -= 1
         if count > 0 { oldest = ring[head].time }
     }
@@ -244,29 +249,39 @@ public struct SeenCache: Sendable {
 
     private var slotMask: UInt32 { slotBits >= 32 ? .max : (1 << slotBits) - 1 }
 
-    /// Moves the live entries to slots 0 ..< count of a ring of `size` slots and rebuilds the
-    /// index for it (`tableSize(for: size)` buckets). O(count + size).
+    /// Makes the ring `size` slots with the live entries in slots 0 ..< count, and rebuilds the
+    /// index for it (`tableSize(for: size)` buckets). A ring that grows with its entries already
+    /// there (from slot 0, not wrapped) keeps its array; otherwise they are copied in order.
+    /// O(count + buckets).
     private mutating func relayout(ringSize size: Int) {
         relayouts += 1
-        var r = [Entry]()
-        r.reserveCapacity(size)
-        if count > 0 {
-            let end = head + count
-            if end <= ring.count { r.append(contentsOf: ring[head..<end]) }
-            else { r.append(contentsOf: ring[head...]); r.append(contentsOf: ring[..<(end - ring.count)]) }
+        if head == 0 && ring.count == count && size > slots {
+            ring.reserveCapacity(size)
+        } else {
+            var r = [Entry]()
+            r.reserveCapacity(size)
+            if count > 0 {
+                let end = head + count
+                if end <= slots { r.append(contentsOf: ring[head..<end]) }
+                else { r.append(contentsOf: ring[head...]); r.append(contentsOf: ring[..<(end - slots)]) }
+            }
+            ring = r
+            head = 0
         }
-        r.append(contentsOf: repeatElement(Entry(hi: 0, lo: 0, time: 0), count: size - count))
+        slots = size
         let buckets = SeenCache.tableSize(for: size), mask = buckets - 1
         var t = [UInt32](repeating: 0, count: buckets)
-        for s in 0..<count {
-            let h = hash(r[s].hi, r[s].lo)
-            let home = Int(truncatingIfNeeded: h) & mask
-            var i = home
-            while t[i] != 0 { i = (i + 1) & mask }
-            t[i] = entry(tag: tag(h), slot: s, distance: (i - home) & mask)
+        ring.withUnsafeBufferPointer { r in
+            t.withUnsafeMutableBufferPointer { t in
+                for s in 0..<count {
+                    let h = hash(r[s].hi, r[s].lo)
+                    let home = Int(truncatingIfNeeded: h) & mask
+                    var i = home
+                    while t[i] != 0 { i = (i + 1) & mask }
+                    t[i] = entry(tag: tag(h), slot: s, distance: (i - home) & mask)
+                }
+            }
         }
-        ring = r
-        head = 0
         table = t
         self.mask = mask
     }

@@ -63,6 +63,48 @@ import Testing
         for (x, _) in model { let r = c.contains(x, now: now); #expect(r) }
     }
 
+    /// The same through phases that grow the ring from empty, from a wrapped ring and from one
+    /// whose array is not filled yet, and shrink it after idle gaps (a FIFO model: ids expire and
+    /// are evicted in insertion order).
+    @Test func matchesReferenceModelAcrossGrowthAndShrink() {
+        var rng = SeededGenerator(seed: 11)
+        let cap = 20_000, window: UInt64 = 4000
+        var c = SeenCache(capacity: cap, window: window, seed: 5)
+        var fifo: [(MessageID, UInt64)] = [], first = 0, live: [MessageID: Int] = [:]
+        var now: UInt64 = 0, next: UInt64 = 0, checked = 0
+        for phase in 0..<24 {
+            // Phases of 1 … 7 ids per tick, then now and then an idle gap that expires everything.
+            let perTick = 1 + Int(rng.next(upperBound: UInt64(7))), ticks = 200 + Int(rng.next(upperBound: UInt64(3000)))
+            for _ in 0..<ticks {
+                now += 1
+                while first < fifo.count && now - fifo[first].1 >= window {
+                    if live[fifo[first].0] == first { live[fifo[first].0] = nil }
+                    first += 1
+                }
+                for _ in 0..<perTick {
+                    // Mostly new ids, sometimes one seen before (live or expired).
+                    let x: MessageID
+                    if next > 0 && rng.next(upperBound: UInt64(4)) == 0 { x = id(rng.next(upperBound: next)) } else { x = id(next); next += 1 }
+                    let present = live[x] != nil
+                    let r: Bool = c.insert(x, now: now)
+                    if r == present { Issue.record("phase \(phase): insert of a \(present ? "live" : "new") id returned \(r)"); return }
+                    if !present {
+                        if fifo.count - first == cap { live[fifo[first].0] = nil; first += 1 }
+                        live[x] = fifo.count
+                        fifo.append((x, now))
+                    }
+                    if c.count != fifo.count - first { Issue.record("phase \(phase): count \(c.count) ≠ \(fifo.count - first)"); return }
+                }
+            }
+            // Every live id is found.
+            for k in first..<fifo.count where !c.has(fifo[k].0) { Issue.record("phase \(phase): live id lost"); return }
+            checked += fifo.count - first
+            if phase % 3 == 2 { now += window + rng.next(upperBound: window) }
+        }
+        #expect(checked > 100_000)
+        #expect(c.relayouts > 10)
+    }
+
     @Test func compactMemory() {
         var c = SeenCache(capacity: 65_536, window: .max)
         #expect(c.approximateBytes < 4096)   // grows on demand
