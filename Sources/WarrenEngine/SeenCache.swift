@@ -255,7 +255,9 @@ public struct SeenCache: Sendable {
     /// O(count + buckets).
     private mutating func relayout(ringSize size: Int) {
         relayouts += 1
-        if head == 0 && ring.count == count && size > slots {
+        // Growth happens only when the ring is full (its array holds every slot): from slot 0 the
+        // entries are already in order.
+        if head == 0 && size > slots {
             ring.reserveCapacity(size)
         } else {
             var r = [Entry]()

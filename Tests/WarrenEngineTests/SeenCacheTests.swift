@@ -63,9 +63,9 @@ import Testing
         for (x, _) in model { let r = c.contains(x, now: now); #expect(r) }
     }
 
-    /// The same through phases that grow the ring from empty, from a wrapped ring and from one
-    /// whose array is not filled yet, and shrink it after idle gaps (a FIFO model: ids expire and
-    /// are evicted in insertion order).
+    /// The same through phases that grow the ring unwrapped (from empty) and wrapped (after
+    /// expiry moved its head), fill slots its array does not hold yet, and shrink it after idle
+    /// gaps (a FIFO model: ids expire and are evicted in insertion order).
     @Test func matchesReferenceModelAcrossGrowthAndShrink() {
         var rng = SeededGenerator(seed: 11)
         let cap = 20_000, window: UInt64 = 4000
@@ -73,7 +73,7 @@ import Testing
         var fifo: [(MessageID, UInt64)] = [], first = 0, live: [MessageID: Int] = [:]
         var now: UInt64 = 0, next: UInt64 = 0, checked = 0
         for phase in 0..<24 {
-            // Phases of 1 … 7 ids per tick, then now and then an idle gap that expires everything.
+            // 1 … 7 ids per tick; after every third phase an idle gap that expires everything.
             let perTick = 1 + Int(rng.next(upperBound: UInt64(7))), ticks = 200 + Int(rng.next(upperBound: UInt64(3000)))
             for _ in 0..<ticks {
                 now += 1
