@@ -192,7 +192,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "WarrenCoreTests",
-                    dependencies: ["WarrenCore", "Warren", "WarrenConformance",
+                    dependencies: ["WarrenCore", "Warren", "WarrenConformance", "WarrenTestSupport",
                                    .product(name: "PropertyBased", package: "swift-property-based")],
                     resources: [.copy("Vectors")]),
         .testTarget(name: "WarrenEngineTests",

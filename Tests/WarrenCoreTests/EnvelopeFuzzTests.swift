@@ -1,12 +1,13 @@
 import Foundation
 import Testing
+import WarrenTestSupport
 @testable import WarrenCore
 
 /// A bounded fuzz campaign over the envelope codec: mutated sealed envelopes and garbage.
 /// Properties: `open` never traps; anything it accepts is authentic (the exact message and
 /// sender that were sealed) — no mutation forges a message. `WARREN_FUZZ_ITERATIONS` sets the
 /// number of inputs (default 100,000).
-@Suite struct EnvelopeFuzzTests {
+@Suite(.computeLane) struct EnvelopeFuzzTests {
     static var iterations: Int {
         ProcessInfo.processInfo.environment["WARREN_FUZZ_ITERATIONS"].flatMap(Int.init) ?? 100_000
     }

@@ -1,12 +1,13 @@
 import Foundation
 import PropertyBased
 import Testing
+import WarrenTestSupport
 @testable import WarrenCore
 
 /// Property-based campaigns (swift-property-based) over the envelope codec, as a differential
 /// test of its two ways of opening: `open(bytes)` (the canonical-layout fast path, falling back to
 /// swift-protobuf) against `open(parse(bytes))` (swift-protobuf first). See docs/FUZZING.md.
-@Suite(.serialized) struct EnvelopePropertyTests {
+@Suite(.serialized, .computeLane) struct EnvelopePropertyTests {
     static let codec = EnvelopeCodec(cacheCapacity: 64)
     static let recipient = PrivateKey(try! Key(base64: "cJWGpITkbaAW7tOX5Xmr/KCYYDF0VWFg5DORdgbqUU0="))
     static let sender = PrivateKey(try! Key(base64: "OJOsCsDaXZdMOvfmTzkCs9/FiD5IrdiyeGSAKsQjx1Y="))

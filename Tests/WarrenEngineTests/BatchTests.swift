@@ -1,9 +1,10 @@
 import Testing
+import WarrenTestSupport
 @testable import WarrenEngine
 import WarrenSimulator
 
 /// BATCH (type 6, docs/PROTOCOL.md §2 "Batches") and the driver's coalescer.
-@Suite struct BatchTests {
+@Suite(.computeLane) struct BatchTests {
     /// DATA "hello" (the DATA vector) and DATA "world", both ttl 16, batched by `Vectors.from`.
     static let vector = """
         010600000102030405060708 0011 01011000010203040506070868656c6c6f \

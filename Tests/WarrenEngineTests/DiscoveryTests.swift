@@ -1,11 +1,12 @@
 import PropertyBased
 import Testing
+import WarrenTestSupport
 import WarrenEngine
 import WarrenSimulator
 
 /// LAN discovery in the engine (docs/PROTOCOL.md §8): the beacon codec, and an overlay that forms
 /// from beacons alone.
-@Suite struct DiscoveryTests {
+@Suite(.computeLane) struct DiscoveryTests {
     static let vector = "57524e42010102030405060708001374" + "63703a2f2f31302e302e302e393a37303030"
 
     @Test func beaconVector() throws {

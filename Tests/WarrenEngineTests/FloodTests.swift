@@ -1,8 +1,9 @@
 import Testing
+import WarrenTestSupport
 import WarrenEngine
 import WarrenSimulator
 
-@Suite struct FloodTests {
+@Suite(.computeLane) struct FloodTests {
     /// 10-node line: ttl 9 crosses 9 hops, ttl 8 does not reach the 10th node.
     @Test func lineTTL() {
         var net = InMemoryNetwork.build(n: 10, edges: { $0 == 0 ? [] : [$0 - 1] })
@@ -184,7 +185,7 @@ import WarrenSimulator
     }
 }
 
-@Suite struct ReplayTests {
+@Suite(.computeLane) struct ReplayTests {
     /// A replay inside the window is a duplicate; older than the window (or evicted by the
     /// bound) it is treated as new.
     @Test func replayAfterWindowOrEvictionIsNew() {

@@ -1,5 +1,6 @@
 import PropertyBased
 import Testing
+import WarrenTestSupport
 import WarrenEngine
 
 /// Property-based campaigns (swift-property-based) over the frame decoder and the engine; with
@@ -7,7 +8,7 @@ import WarrenEngine
 /// prints the input and a `.fixedSeed(…)` that reproduces it. Serialized: run side by side, these
 /// CPU-bound tests starved the overlay tests' formation. The long, coverage-guided campaign is
 /// libFuzzer's: docs/FUZZING.md.
-@Suite(.serialized) struct FramePropertyTests {
+@Suite(.serialized, .computeLane) struct FramePropertyTests {
     static let endpoint = Gen.letterOrNumber.string(of: 1...40).map { "tcp://" + $0 }
     static let peers = zip(Gen.uint64(in: 1...UInt64.max), endpoint).array(of: 0...Frame.maxPeers)
         .map { $0.map { Frame.PeerEntry(nodeID: NodeID(raw: $0.0), endpoint: $0.1) } }

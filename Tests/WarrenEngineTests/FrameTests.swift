@@ -1,4 +1,5 @@
 import Testing
+import WarrenTestSupport
 @testable import WarrenEngine
 
 /// The hex test vectors of docs/PROTOCOL.md.
@@ -31,7 +32,7 @@ enum Vectors {
     static let forwardJoin = "010800000102030405060708060a0b0c0d0e0f101100147463703a2f2f3132372e302e302e313a37303032"
 }
 
-@Suite struct FrameTests {
+@Suite(.computeLane) struct FrameTests {
     let control = [UInt8](repeating: 0, count: 32)
 
     @Test func dataVector() throws {

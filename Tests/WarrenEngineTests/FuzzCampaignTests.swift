@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import WarrenTestSupport
 @testable import WarrenEngine
 
 /// A bounded fuzz campaign over the frame decoder and the engine: structure-aware mutations of
@@ -7,7 +8,7 @@ import Testing
 /// edits, wrong topic lengths) plus pure garbage. Properties: nothing traps; every input is
 /// either decoded or counted as malformed (over-TTL DATA too); good traffic is still delivered afterwards.
 /// `WARREN_FUZZ_ITERATIONS` sets the number of inputs (default 100,000; see docs/SECURITY.md).
-@Suite struct FuzzCampaignTests {
+@Suite(.computeLane) struct FuzzCampaignTests {
     static var iterations: Int {
         ProcessInfo.processInfo.environment["WARREN_FUZZ_ITERATIONS"].flatMap(Int.init) ?? 100_000
     }
@@ -99,7 +100,7 @@ import Testing
     }
 }
 
-@Suite struct OversizedFrameTests {
+@Suite(.computeLane) struct OversizedFrameTests {
     @Test func oversizedBodiesAreMalformedAndCounted() {
         let big = Frame.encodeData(envelope: [UInt8](repeating: 7, count: Frame.maxBodyBytes), ttl: 2, hops: 0, from: NodeID(raw: 9))
         #expect(throws: FrameError.oversized(big.count)) { try Frame.decode(topic: topic(1).bytes, body: big) }

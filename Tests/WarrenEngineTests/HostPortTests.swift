@@ -1,9 +1,10 @@
 import Testing
+import WarrenTestSupport
 import WarrenEngine
 
 /// `HostPort`: the one HOST:PORT grammar (endpoints, beacons, the bridge's, metrics' and
 /// forwarders' addresses) and the one meaning of "loopback".
-@Suite struct HostPortTests {
+@Suite(.computeLane) struct HostPortTests {
     @Test func parsesWhatEveryAddressUses() throws {
         let v4 = try HostPort(parsing: "127.0.0.1:7001", for: .dial)
         #expect(v4.host == "127.0.0.1" && v4.port == 7001 && v4.isIPv4 && v4.description == "127.0.0.1:7001")

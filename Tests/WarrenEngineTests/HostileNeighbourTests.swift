@@ -1,12 +1,13 @@
 import Foundation
 import Testing
+import WarrenTestSupport
 @testable import WarrenEngine
 import WarrenSimulator
 
 /// A hostile neighbour written from docs/PROTOCOL.md: it has its own connection to the victim (or
 /// opens fresh ones), knows the victim's node id and its neighbours' ids (from PEERS), and sends
 /// whatever frames it likes. Each test is one attack of docs/SECURITY.md's table.
-@Suite struct HostileNeighbourTests {
+@Suite(.computeLane) struct HostileNeighbourTests {
     /// The attacker's node id and its own inbound connection at the victim (the in-memory
     /// network numbers its connections from 1, so these never collide with honest ones).
     static let attacker = NodeID(raw: 0xA77A_C4E2)
@@ -318,7 +319,7 @@ extension InMemoryNetwork {
     func config(_ i: Int) -> EngineConfig { nodes[i].config }
 }
 
-@Suite struct BatchBoundTests {
+@Suite(.computeLane) struct BatchBoundTests {
     /// A batch may carry at most `FrameBatch.maxEntries` frames; the coalescer never builds more.
     @Test func entryCountIsBounded() {
         let hb = Frame(kind: .heartbeat, from: NodeID(raw: 5)).encode().body
@@ -339,7 +340,7 @@ extension InMemoryNetwork {
 /// victim's links, peers, known table and seen cache stay within their bounds and its honest
 /// neighbours stay up; every honest message is delivered exactly once. `WARREN_FUZZ_ITERATIONS`
 /// sets the number of attack rounds / 100 (default 100,000 → 1,000 rounds of ~100 frames).
-@Suite struct HostileCampaignTests {
+@Suite(.computeLane) struct HostileCampaignTests {
     static var rounds: Int {
         (ProcessInfo.processInfo.environment["WARREN_FUZZ_ITERATIONS"].flatMap(Int.init) ?? 100_000) / 100
     }
@@ -463,7 +464,7 @@ struct ConnectionMoveFixture {
 
 /// A node that moved to a new connection (its back-link replaced by its own link) is not moved
 /// back by a HELLO that was sent earlier on the old one and arrives late.
-@Suite struct ConnectionMoveTests {
+@Suite(.computeLane) struct ConnectionMoveTests {
     @Test func aLateHelloOnTheConnectionALinkLeftDoesNotMoveItBack() throws {
         let old = ConnectionID(raw: 7), new = ConnectionID(raw: 8)
         var f = try ConnectionMoveFixture(seed: 3, first: old)

@@ -1,8 +1,9 @@
 import Testing
+import WarrenTestSupport
 import WarrenEngine
 import WarrenSimulator
 
-@Suite struct LeafTests {
+@Suite(.computeLane) struct LeafTests {
     /// A leaf receives only its own topics (filtered at the publisher), forwards nothing,
     /// and is neither advertised nor counted toward degree.
     @Test func leafReceivesOnlyItsTopics() {

@@ -1,8 +1,9 @@
 import Testing
+import WarrenTestSupport
 @testable import WarrenEngine
 import WarrenSimulator
 
-@Suite struct MembershipTests {
+@Suite(.computeLane) struct MembershipTests {
     func helloCount(_ net: InMemoryNetwork) -> Int {
         // HELLOs are the only control frames sent on a single link outside heartbeats/exchange;
         // count them through the engines' framesOut minus heartbeats is awkward, so use a

@@ -1,8 +1,9 @@
 import Foundation
 import Testing
+import WarrenTestSupport
 
 /// The hex vectors checked in FrameTests are the ones printed in docs/PROTOCOL.md.
-@Suite struct ProtocolDocTests {
+@Suite(.computeLane) struct ProtocolDocTests {
     @Test func vectorsAppearInProtocolDoc() throws {
         let here = URL(fileURLWithPath: #filePath)
         let doc = here.deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()

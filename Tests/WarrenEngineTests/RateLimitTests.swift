@@ -1,9 +1,10 @@
 import Testing
+import WarrenTestSupport
 @testable import WarrenEngine
 import WarrenSimulator
 
 /// A neighbour that floods is limited by its own token bucket; other neighbours are unaffected.
-@Suite struct RateLimitTests {
+@Suite(.computeLane) struct RateLimitTests {
     @Test func flooderIsLimitedGoodNeighbourIsNot() throws {
         var net = InMemoryNetwork(seed: 3)
         var victim = cfg(1)

@@ -1,8 +1,9 @@
 import Testing
+import WarrenTestSupport
 import WarrenEngine
 
 /// The routing frames' vectors (docs/PROTOCOL.md §9), encoded and decoded.
-@Suite struct RoutingFrameTests {
+@Suite(.computeLane) struct RoutingFrameTests {
     static let from = NodeID(raw: 0x0102_0304_0506_0708)
     static let dataTopic = Topic(bytes: [UInt8](repeating: 0x11, count: 32))!
 

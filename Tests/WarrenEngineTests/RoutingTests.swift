@@ -4,7 +4,7 @@ import WarrenTestSupport
 @testable import WarrenSimulator
 
 /// Unicast routing (docs/PROTOCOL.md §9): a unicast travels a path; the flood is the fallback.
-@Suite struct RoutingTests {
+@Suite(.computeLane) struct RoutingTests {
     /// An overlay of `n` routing nodes (local preset): node i seeds one or two earlier nodes, degree 3.
     static func net(n: Int, seed: UInt64 = 3, routing: (Int) -> Bool = { _ in true }) -> InMemoryNetwork {
         var net = InMemoryNetwork(seed: seed)

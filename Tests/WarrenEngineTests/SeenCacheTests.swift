@@ -1,7 +1,8 @@
 import Testing
+import WarrenTestSupport
 @testable import WarrenEngine
 
-@Suite struct SeenCacheTests {
+@Suite(.computeLane) struct SeenCacheTests {
     func id(_ n: UInt64) -> MessageID { MessageID(hi: n &* 0x9E37_79B9_7F4A_7C15, lo: n) }
 
     @Test func insertAndLookup() {
@@ -113,7 +114,7 @@ import Testing
     }
 }
 
-@Suite struct SeenCacheGrowthTests {
+@Suite(.computeLane) struct SeenCacheGrowthTests {
     /// Ids at a rate rising from 100 to 500 per second over 10 minutes, with the presets' window,
     /// bound and hold: the storage grows with the live ids in a number of whole-structure passes
     /// logarithmic in the bound, not one pass per insert. (Growing one slot at a time and

@@ -1,9 +1,10 @@
 import Testing
+import WarrenTestSupport
 @testable import WarrenEngine
 
 /// `TopicSet`: the filter in front of the set never makes a local topic look foreign, and a
 /// removal keeps the bits of the topics that stay (two topics may share a bit).
-@Suite struct TopicSetTests {
+@Suite(.computeLane) struct TopicSetTests {
     static func topic(_ i: UInt64) -> Topic { Topic(w0: i, w1: ~i, w2: i &* 3, w3: i << 7) }
 
     @Test func containsExactlyWhatWasInserted() {

@@ -1,11 +1,12 @@
 import Testing
+import WarrenTestSupport
 import WarrenEngine
 import WarrenSimulator
 
 /// Bounded views (docs/PROTOCOL.md §6, "Views"): every node's degree stays within the bound
 /// whatever the join order, the overlay survives half of it dying and heals after a partition,
 /// and a neighbour without views still interoperates.
-@Suite struct ViewsTests {
+@Suite(.computeLane) struct ViewsTests {
     /// A node with views and a degree to keep.
     static func viewsCfg(_ i: Int, seeds: [Int], degree: Int = 4, views: Bool = true) -> EngineConfig {
         var c = cfg(i, seeds: seeds, degree: degree)

@@ -1,9 +1,10 @@
 import Testing
+import WarrenTestSupport
 import WarrenEngine
 @testable import WarrenSimulator
 
 /// The simulator (`Sources/WarrenSimulator`) drives the real engine in virtual time.
-@Suite struct SimulatorTests {
+@Suite(.computeLane) struct SimulatorTests {
     static func small(seed: UInt64 = 7, nodes: Int = 60, messages: Int = 40) -> SimulationConfig {
         var c = SimulationConfig()
         c.nodes = nodes
@@ -176,7 +177,7 @@ import WarrenEngine
 }
 
 /// The simulator's own map of the engine's link ids: scanned for a few links, hashed for a hub.
-@Suite struct SimLinksTests {
+@Suite(.computeLane) struct SimLinksTests {
     @Test func findsEveryOpenLinkAndNoClosedOne() {
         var links = SimLinks()
         var rng = SeededGenerator(seed: 3)
