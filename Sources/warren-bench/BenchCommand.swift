@@ -121,6 +121,9 @@ struct RelayBench: AsyncParsableCommand {
         Output.line(String(format: "  raw ZeroMQ PUB→SUB (baseline):  %9.0f msg/s (%.0f … %.0f)   lost %d", rawRate, raws.min()!, raws.max()!, rawLost))
         Output.line(String(format: "  Warren A → R → B:               %9.0f env/s (%.0f … %.0f)   lost %d   HWM drops %d   duplicates at B %d",
                      rate, warrens.min()!, warrens.max()!, lost, drops, max(0, duplicates)))
+        if statsA.queueFull + unA.queueFull > 0 {
+            Output.line("    publishes refused by a full queue at A and retried: \(statsA.queueFull) (--no-batch: \(unA.queueFull)); a window above the queue's \(GossipConfiguration.local().publishQueueLimit) makes the sender wait")
+        }
         Output.line(String(format: "    frames per ZeroMQ message: A → R %.1f, R → B %.1f (consecutive frames for one link and topic leave as one BATCH)",
                            perMessage(statsA), perMessage(statsR)))
         Output.line(String(format: "  Warren, --no-batch (reference):  %9.0f env/s (%.0f … %.0f)   lost %d   HWM drops %d   %.2f× raw",
@@ -170,7 +173,11 @@ struct RelayLine {
         while sent < count {
             while sent - (got.value.load(ordering: .relaxed) - base) >= window { try await Task.sleep(for: .microseconds(200)) }
             let burst = min(window / 4, count - sent)
-            for i in sent..<(sent + burst) { a.publish(topic: topic, envelope: envelopes[first + i]) }
+            for i in sent..<(sent + burst) {
+                // A full publish queue (`GossipConfiguration.publishQueueLimit`, counted in
+                // `NodeStats.queueFull`) is back-pressure: wait for the node's thread and retry.
+                while !a.publish(topic: topic, envelope: envelopes[first + i]) { try await Task.sleep(for: .microseconds(200)) }
+            }
             sent += burst
         }
         let deadline = ContinuousClock.now.advanced(by: .seconds(30))

@@ -123,6 +123,21 @@ struct BenchCompareTests {
         #expect(r.stderr.contains("./bootstrap"), "stderr: \(r.stderr)")
     }
 
+    /// `relay` with a window above the publish queue's bound (65,536): a publish the full queue
+    /// refuses is retried, not lost. On each line every envelope missing at B is a counted
+    /// high-water-mark drop (before the retry, the refused ones went missing uncounted: 103,667
+    /// of 200,000 per round at a window of 100,000, with 0 HWM drops).
+    @Test func relayWindowAboveThePublishQueueLosesNothingUncounted() async throws {
+        let r = try await Self.warrenBench(["relay", "--count", "100000", "--window", "100000", "--rounds", "1"], timeout: 240)
+        #expect(r.status == 0, "status \(String(describing: r.status)), stderr: \(r.stderr)")
+        let lines = r.stdout.split(separator: "\n").filter { $0.contains("Warren A → R → B:") || $0.contains("--no-batch (reference):") }
+        #expect(lines.count == 2, "stdout: \(r.stdout)")
+        for line in lines {
+            let lost = try #require(line.firstMatch(of: /lost (\d+)/)).1, drops = try #require(line.firstMatch(of: /HWM drops (\d+)/)).1
+            #expect(lost == drops, "every loss is a counted drop: \(line)")
+        }
+    }
+
     /// Counts that leave nothing to measure are refused with the option's name (rc 64, the usage
     /// error), never a crash or a line of NaNs.
     @Test(arguments: [
