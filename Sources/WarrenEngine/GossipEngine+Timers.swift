@@ -1,34 +1,38 @@
 // Periodic work: liveness, dial timeouts, heartbeats, peer exchange, seeds, degree.
 
 extension GossipEngine.Core {
-    /// `GossipEngine.tick`: everything that is due at `now` (with `inputPending`, no silence is
-    /// judged).
+    /// `GossipEngine.tick`: everything that is due at `now`; silence is judged at `inputReadUpTo`
+    /// (nil: `now`), the time up to which the driver has read its input.
     mutating func tick(now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action],
-                              inputPending: Bool = false) {
+                       inputReadUpTo: UInt64? = nil) {
         guard active else { return }
         timers.fired()
         seen.expire(now: now)
 
-        // Liveness of neighbours and timeouts of links that did not come up.
-        for l in links.map(\.id) where !inputPending {
+        // Liveness of neighbours and timeouts of links that did not come up, as of the moment up
+        // to which the driver has read: a frame still waiting in its socket cannot have been
+        // heard, so a node that fell behind (starved of CPU, busy with a burst of publishes)
+        // does not take its own backlog for a neighbour's silence.
+        let judged = min(now, inputReadUpTo ?? now)
+        for l in links.map(\.id) {
             guard let li = links.index(of: l) else { continue }
             if let pi = upPeer(ofLink: li) {
                 let heard = peers[key: pi].lastHeard
-                if now >= heard && now - heard >= config.deadAfter {
+                if judged >= heard && judged - heard >= config.deadAfter {
                     closeLink(l, reason: .timeout, failure: true, now: now, rng: &rng, into: &actions)
                 }
             } else {
                 let since = links[li].since
-                if now >= since && now - since >= config.dialTimeout {
+                if judged >= since && judged - since >= config.dialTimeout {
                     closeLink(l, reason: .timeout, failure: true, now: now, rng: &rng, into: &actions)
                 }
             }
         }
         // Peers that said HELLO but have no link (their endpoint is not dialable) are forgotten.
         var k = 0
-        while k < peers.count && !inputPending {
+        while k < peers.count {
             let heard = peers[key: k].lastHeard
-            if peers[k].link == nil && now >= heard && now - heard >= config.deadAfter { peers.remove(at: k) } else { k += 1 }
+            if peers[k].link == nil && judged >= heard && judged - heard >= config.deadAfter { peers.remove(at: k) } else { k += 1 }
         }
 
         if now >= timers.heartbeat {

@@ -84,13 +84,14 @@ public struct GossipEngine: Sendable {
 
     /// Runs everything that is due at `now`.
     ///
-    /// `inputPending`: the driver has frames it has not read yet (it fell behind, e.g. starved of
-    /// CPU). Silence cannot be judged then — the frames that would refresh a neighbour may be
-    /// among them — so no neighbour is declared dead and no dial times out on this tick; the
-    /// rest (heartbeats, peer exchange, de-dup expiry) runs as usual.
+    /// `inputReadUpTo`: the time up to which the driver has read its input (nil: `now`, it is
+    /// caught up). A driver that fell behind (starved of CPU, busy with a burst of publishes)
+    /// may hold a neighbour's frames unread; silence is judged as of this time, so no neighbour
+    /// is declared dead and no dial times out for frames waiting in the node's own socket. The
+    /// rest (heartbeats, peer exchange, de-dup expiry) runs at `now`.
     public mutating func tick(now: UInt64, rng: inout some RandomNumberGenerator, into actions: inout [Action],
-                              inputPending: Bool = false) {
-        core.tick(now: now, rng: &rng, into: &actions, inputPending: inputPending)
+                              inputReadUpTo: UInt64? = nil) {
+        core.tick(now: now, rng: &rng, into: &actions, inputReadUpTo: inputReadUpTo)
     }
 
     /// A node announced itself by a discovery beacon (the driver owns the socket). The endpoint

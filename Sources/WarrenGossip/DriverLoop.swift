@@ -23,6 +23,9 @@ struct DriverLoop<Transport: NodeTransport & ~Copyable>: ~Copyable {
     var hwmDrops: UInt64 = 0
     var penaltiesLogged: UInt64 = 0
     var running = true
+    /// The time up to which the transport's input has been read: when it was last found with
+    /// nothing waiting (`GossipEngine.tick`'s `inputReadUpTo`).
+    var inputReadUpTo: UInt64 = 0
     /// Each link's endpoint as the engine named it, and the links that became ready.
     var linkNames: [LinkID: (name: String, since: UInt64)] = [:]
     var readyLinks: Set<LinkID> = []
@@ -72,6 +75,7 @@ struct DriverLoop<Transport: NodeTransport & ~Copyable>: ~Copyable {
     static var receiveLimit: Int { 4096 }
 
     mutating func run(node: GossipNode) {
+        inputReadUpTo = clock.now
         engine.start(now: clock.now, rng: &rng, into: &actions)
         perform()
         while running {
@@ -83,27 +87,31 @@ struct DriverLoop<Transport: NodeTransport & ~Copyable>: ~Copyable {
             }
             let ready = transport.wait(timeout: timeout)
             if ready.contains(.failed) { break }
+            // Nothing was waiting to be read when the transport looked: caught up to now.
+            if !ready.contains(.input) { inputReadUpTo = clock.now }
             if ready.contains(.commands) {
                 node.drain(into: &commands)
                 var published = 0
                 for c in commands {
                     handle(c)
-                    // Publishes are performed in groups, so their frames leave in batches.
+                    // Publishes are performed in groups, so their frames leave in batches; between
+                    // groups the timers run when due, so a burst that takes this thread seconds
+                    // (65,536 queued publishes on a starved CPU) does not silence the node's
+                    // heartbeats to its other neighbours.
                     if case .publish = c {
                         published += 1
-                        if published % Self.coalesceInputs == 0 { perform() }
+                        if published % Self.coalesceInputs == 0 {
+                            perform()
+                            if running && timerDue() { runTimers() }
+                        }
                     }
                 }
                 perform()
                 commands.removeAll(keepingCapacity: true)
             }
-            var inputPending = false
-            if running && ready.contains(.input) { inputPending = !receiveInput(node) }
+            if running && ready.contains(.input) && receiveInput(node) { inputReadUpTo = clock.now }
             if running { takeLinkEvents() }
-            if running, let d = engine.nextDeadline, d <= clock.now {
-                engine.tick(now: clock.now, rng: &rng, into: &actions, inputPending: inputPending)
-                perform()
-            }
+            if running && timerDue() { runTimers() }
             if running && discovery != nil { serviceDiscovery() }
             let now = clock.now
             if now &- metricsAt >= 1_000_000_000 {
@@ -207,6 +215,13 @@ struct DriverLoop<Transport: NodeTransport & ~Copyable>: ~Copyable {
             }
         }
         return false
+    }
+
+    /// Runs the engine's timers. Silence is judged as of `inputReadUpTo`: frames still waiting in
+    /// the transport (this thread fell behind) are not a neighbour's silence.
+    mutating func runTimers() {
+        engine.tick(now: clock.now, rng: &rng, into: &actions, inputReadUpTo: inputReadUpTo)
+        perform()
     }
 
     /// Whether the engine's next deadline has passed.

@@ -132,6 +132,9 @@ struct BenchCompareTests {
         #expect(r.status == 0, "status \(String(describing: r.status)), stderr: \(r.stderr)")
         let lines = r.stdout.split(separator: "\n").filter { $0.contains("Warren A → R → B:") || $0.contains("--no-batch (reference):") }
         #expect(lines.count == 2, "stdout: \(r.stdout)")
+        // A link of a line that timed out (its node's thread busy with the queued publishes, the
+        // machine loaded) would lose what was sent meanwhile: none may.
+        #expect(!r.stdout.contains("declared down"), "stdout: \(r.stdout)")
         for line in lines {
             let lost = try #require(line.firstMatch(of: /lost (\d+)/)).1, drops = try #require(line.firstMatch(of: /HWM drops (\d+)/)).1
             #expect(lost == drops, "every loss is a counted drop: \(line)")

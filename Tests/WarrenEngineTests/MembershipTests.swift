@@ -166,8 +166,9 @@ import WarrenSimulator
         }
     }
 
-    /// A driver that fell behind on its input (`inputPending`) does not declare neighbours dead:
-    /// their frames may be among the unread ones. Once caught up, silence counts again.
+    /// A driver that fell behind on its input (`inputReadUpTo` before `now`) does not declare
+    /// neighbours dead for silence after the point it has read up to: their frames may be among
+    /// the unread ones. Silence up to that point counts; once caught up, all of it counts.
     @Test func noDeathVerdictWhileInputIsPending() {
         var net = InMemoryNetwork.build(n: 2, edges: { $0 == 0 ? [] : [0] })
         net.run(until: second); #expect(!net.budgetExceeded)
@@ -176,12 +177,17 @@ import WarrenSimulator
         var rng = SeededGenerator(seed: 3)
         var actions: [Action] = []
         let late = net.now + 5 * second     // far past deadAfter (1.5 s) with nothing heard
-        engine.tick(now: late, rng: &rng, into: &actions, inputPending: true)
+        engine.tick(now: late, rng: &rng, into: &actions, inputReadUpTo: net.now)
         let downs = { (a: [Action]) in a.filter { if case .peerDown = $0 { true } else { false } }.count }
         #expect(downs(actions) == 0)
         #expect(engine.neighbours.count == 1)
         actions.removeAll()
-        engine.tick(now: late + 1, rng: &rng, into: &actions)
+        // Read up to 1 s after the last frame: still within deadAfter (1.5 s) of it.
+        engine.tick(now: late + 1, rng: &rng, into: &actions, inputReadUpTo: net.now + second)
+        #expect(downs(actions) == 0)
+        #expect(engine.neighbours.count == 1)
+        actions.removeAll()
+        engine.tick(now: late + 2, rng: &rng, into: &actions)
         #expect(downs(actions) == 1, "caught up and still silent: the neighbour is dead")
         #expect(engine.neighbours.isEmpty)
     }

@@ -44,10 +44,11 @@ struct DriverLoopTests {
     /// B listens, A dials it; returns once each has the other as neighbour and B subscribes `topic`.
     static func pair(_ hub: MemoryHub, a ca: GossipConfiguration, b cb: GossipConfiguration,
                      deliverA: @escaping @Sendable (MessageID) -> Void = { _ in },
-                     deliverB: @escaping @Sendable (MessageID) -> Void = { _ in }) async throws -> (GossipNode, GossipNode) {
+                     deliverB: @escaping @Sendable (MessageID) -> Void = { _ in },
+                     peerA: @escaping @Sendable (Neighbour, Bool, PeerDownReason?) -> Void = { _, _, _ in }) async throws -> (GossipNode, GossipNode) {
         let logger = Logger(label: "test")
         let nb = try GossipNode(configuration: cb, hub: hub, callbacks: GossipNodeCallbacks(deliver: { _, _, _, id in deliverB(id) }), logger: logger)
-        let na = try GossipNode(configuration: ca, hub: hub, callbacks: GossipNodeCallbacks(deliver: { _, _, _, id in deliverA(id) }), logger: logger)
+        let na = try GossipNode(configuration: ca, hub: hub, callbacks: GossipNodeCallbacks(deliver: { _, _, _, id in deliverA(id) }, peer: peerA), logger: logger)
         await nb.subscribe(topic)
         await na.subscribe(topic)
         #expect(await OverlayBehaviourTests.eventually { await na.stats().neighbours.count == 1 })
@@ -170,6 +171,54 @@ struct DriverLoopTests {
         #expect(end &- start >= UInt64(n) * 1_000_000)
         #expect(sends.count >= 10, "A sent \(sends.count) messages to B during the burst")
         #expect(widest < 2_000_000_000, "A was silent for \(Double(widest) / 1e9) s of hub time during the burst")
+        #expect(received.onceEach)
+        for node in [na, nb] { await node.stop() }
+    }
+
+    /// A long burst of queued publishes neither silences the node nor makes its neighbour look
+    /// dead. A's own publishes are delivered to it (A subscribes the topic), each moving the
+    /// hub's clock 1 ms, so 3,000 of them take A's thread 3 s of node time; B heartbeats every
+    /// 250 ms meanwhile, and its heartbeats wait in A's inbox until A reads again. Before, the
+    /// loop ran a whole queue of commands in one go: A sent nothing but data for the 3 s, and
+    /// its first tick after them judged B silent for 3 s (deadAfter 1.5 s) while B's heartbeats
+    /// sat unread, and closed the link (under load, `warren-bench relay` lost tens of thousands
+    /// of envelopes so). Now the timers run between groups of publishes, and silence is judged
+    /// only up to where A has read its input.
+    @Test func aLongBurstOfPublishesKeepsHeartbeatsAndTheNeighbour() async throws {
+        let hub = MemoryHub()
+        let received = Received()
+        let downs = Mutex<[String]>([])
+        var ca = Self.config(Self.a, peers: [Self.b])
+        ca.engine.deadAfter = 1_500_000_000
+        let n = 3_000
+        let (na, nb) = try await Self.pair(hub, a: ca, b: Self.config(Self.b), deliverA: { id in
+            received.note(id)
+            hub.advance(by: 1_000_000)
+            // Every 250 ms of node time, B's heartbeat is in A's inbox before A goes on (B's
+            // thread may lag behind the clock on a busy machine; a bound keeps a hang out).
+            if received.total % 250 == 0 {
+                let until = monotonicNanos() + 10_000_000_000
+                while hub.pending(Self.a) == 0 && monotonicNanos() < until { usleep(200) }
+            }
+        }, peerA: { nbr, up, why in if !up { downs.withLock { $0.append("\(nbr.endpoint): \(why.map { "\($0)" } ?? "-")") } } })
+        await Self.freeze(hub, Self.a)
+        for i in 0..<n { #expect(na.publish(topic: Self.topic, envelope: Self.envelope(i))) }
+        hub.recording = true
+        let start = hub.now
+        hub.thaw(Self.a)
+        #expect(await OverlayBehaviourTests.eventually(timeout: .seconds(60)) { received.total == n })
+        let end = hub.now
+        #expect(end &- start >= UInt64(n) * 1_000_000)
+        // A's control messages (heartbeats) to B through the burst.
+        let control = hub.sent.filter { $0.from == Self.a && $0.to == Self.b && $0.topic != Self.topic.bytes && $0.time <= end }.map(\.time)
+        let times = [start] + control + [end]
+        let widest = zip(times.dropFirst(), times).map { $0 &- $1 }.max() ?? 0
+        #expect(control.count >= 6, "A sent \(control.count) control messages to B during the burst")
+        #expect(widest < 1_000_000_000, "A sent B no heartbeat for \(Double(widest) / 1e9) s of node time during the burst")
+        // A reads B's waiting heartbeats after the burst: B stays its neighbour.
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(downs.withLock { $0 }.isEmpty, "A declared B down: \(downs.withLock { $0 })")
+        #expect(await na.stats().neighbours.count == 1)
         #expect(received.onceEach)
         for node in [na, nb] { await node.stop() }
     }
