@@ -206,6 +206,7 @@ let package = Package(
             .product(name: "GRPCCore", package: "grpc-swift-2"),
             .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         // The executables through their command lines: WarrenCLITests runs the built `warren`
         // (keys, node, status, connect, simulate, the bridge with an independent client, network

@@ -132,16 +132,22 @@ public final class SignalingServer: Service, Sendable {
     private let logger: Logger
     private let executor: EventLoopTaskExecutor
 
-    /// The event loop the bridges of this process serve on: one thread, started on first use,
-    /// kept for the life of the process (like NIO's own singleton groups).
+    /// The event loop the bridges of this process serve on by default: one thread, started on
+    /// first use, kept for the life of the process (like NIO's own singleton groups).
     public static let eventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 
+    /// `eventLoopGroup` is where this bridge serves (its connections, handlers and stream
+    /// writers): by default the process's one bridge thread. Bridges that share a thread share
+    /// its time, so one that serves thousands of streams slows the others; give a bridge a group
+    /// of its own to keep it apart (the caller then owns that group and shuts it down after
+    /// `run()` returns).
     public init(backend: GossipBackend, configuration: GRPCBridgeConfiguration,
+                eventLoopGroup: MultiThreadedEventLoopGroup = SignalingServer.eventLoopGroup,
                 logger: Logger = Logger(label: "warren.grpc")) throws {
         try configuration.validate()
         self.configuration = configuration
         self.logger = logger
-        executor = EventLoopTaskExecutor(Self.eventLoopGroup.next())
+        executor = EventLoopTaskExecutor(eventLoopGroup.next())
         bridge = SignalingBridge(backend: backend, queueBound: configuration.queueBound, logger: logger,
                                  executor: executor)
         let security: HTTP2ServerTransport.Posix.TransportSecurity
@@ -158,7 +164,7 @@ public final class SignalingServer: Service, Sendable {
                                                       config: Self.transportConfig(configuration) { [bridge] why, error, peer in
                                                           bridge.noteConnectionError(why, error, peer: peer)
                                                       },
-                                                      eventLoopGroup: Self.eventLoopGroup),
+                                                      eventLoopGroup: eventLoopGroup),
                             services: [bridge])
     }
 

@@ -62,7 +62,7 @@ struct GRPCConformanceInteropTests {
             let (n, _, _) = try await NodeCommandTests.startNode("n", key: k, peers: [], extra: ["--grpc", "127.0.0.1:0"], in: dir)
             defer { n.forceKill() }
             let address = try #require(Self.grpcAddress(n))
-            let out = try await Self.run(["streams", "--bridge", address, "--streams", "1000"], in: dir, timeout: .seconds(300))
+            let out = try await Self.run(["streams", "--bridge", address, "--streams", "1000"], in: dir, timeout: .seconds(480))
             #expect(out["published"] as? Int == 1000)
             kill(n.process.processIdentifier, SIGTERM)
             #expect(await n.waitExit(timeout: .seconds(15)) == 0, "\(n.stderr)")
