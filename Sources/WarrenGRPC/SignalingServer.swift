@@ -139,8 +139,8 @@ public final class SignalingServer: Service, Sendable {
     /// `eventLoopGroup` is where this bridge serves (its connections, handlers and stream
     /// writers): by default the process's one bridge thread. Bridges that share a thread share
     /// its time, so one that serves thousands of streams slows the others; give a bridge a group
-    /// of its own to keep it apart (the caller then owns that group and shuts it down after
-    /// `run()` returns).
+    /// of its own to keep it apart (the caller owns that group; work is still scheduled on it
+    /// while the server tears down, so keep it running, as NIO's singletons are).
     public init(backend: GossipBackend, configuration: GRPCBridgeConfiguration,
                 eventLoopGroup: MultiThreadedEventLoopGroup = SignalingServer.eventLoopGroup,
                 logger: Logger = Logger(label: "warren.grpc")) throws {

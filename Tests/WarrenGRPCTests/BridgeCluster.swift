@@ -5,31 +5,32 @@ import NIOPosix
 import Warren
 import WarrenConformance
 
-/// A bridge serving one node, running until `stop()`.
-///
-/// Each serves on a thread of its own, not the process's shared bridge thread: the suites run
-/// at once in one process, and a test that keeps a thread busy for a minute (1,000 streams on
-/// one connection, in a debug build, on a loaded machine) would otherwise hold up every other
-/// test's bridges — CI saw the 4-bridge exchange's subscriptions not go live in 30 s.
+/// Event loops for the tests' bridges and raw clients, apart from the process's shared bridge
+/// thread and NIO's singleton group: the suites run at once in one process, and a test that keeps
+/// a thread busy for a minute (1,000 streams on one connection, in a debug build, on a loaded
+/// machine) would otherwise hold up every other test's bridges — CI saw the 4-bridge exchange's
+/// subscriptions not go live in 30 s (a pool of 8 loops handed out in turn was not enough: the
+/// leaf bridge's subscription, on the loop of the 1,000-stream test, missed its 10 s). So each
+/// bridge and raw client gets a one-thread group of its own, and, like NIO's singletons, it is
+/// never shut down: a loop shut down after its server stopped still had work scheduled on it
+/// (NIO's "Cannot schedule tasks on an EventLoop that has already shut down"). An idle loop is a
+/// parked thread and three descriptors; the suite starts a few dozen.
+enum TestLoops {
+    static func next() -> MultiThreadedEventLoopGroup { MultiThreadedEventLoopGroup(numberOfThreads: 1) }
+}
+
+/// A bridge serving one node, running until `stop()`, on a loop of `TestLoops`.
 struct ServedBridge: Sendable {
     let server: SignalingServer
     let task: Task<Void, any Error>
-    let group: MultiThreadedEventLoopGroup
     /// HOST:PORT it listens on.
     let address: String
 
     static func start(_ backend: GossipBackend,
                       _ configuration: GRPCBridgeConfiguration = GRPCBridgeConfiguration(host: "127.0.0.1", port: 0)) async throws -> ServedBridge {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let server: SignalingServer
-        do {
-            server = try SignalingServer(backend: backend, configuration: configuration, eventLoopGroup: group)
-        } catch {
-            try? await group.shutdownGracefully()
-            throw error
-        }
+        let server = try SignalingServer(backend: backend, configuration: configuration, eventLoopGroup: TestLoops.next())
         let task = Task { try await server.run() }
-        return ServedBridge(server: server, task: task, group: group, address: try await server.listeningAddress())
+        return ServedBridge(server: server, task: task, address: try await server.listeningAddress())
     }
 
     var bridge: SignalingBridge { server.bridge }
@@ -38,7 +39,6 @@ struct ServedBridge: Sendable {
     func stop() async {
         server.shutdown()
         _ = await task.result
-        try? await group.shutdownGracefully()
     }
 }
 
@@ -82,25 +82,17 @@ final class BridgeCluster: Sendable {
 /// A raw client of the signaling service (no sealing, no back-off): for malformed input and
 /// misbehaving streams. `windowSize` is the HTTP/2 flow-control window it grants the server
 /// (grpc-swift's default is 8 MiB, which a client that stops reading fills only after tens of
-/// thousands of small envelopes). Its connection runs on a thread of its own rather than on NIO's
-/// shared group, which the other tests' `grpc://` clients use (as `ServedBridge` does for servers).
+/// thousands of small envelopes). Its connection runs on a loop of `TestLoops`, not on NIO's shared
+/// group, which the other tests' `grpc://` clients use.
 func withRawClient<R: Sendable>(_ address: String, windowSize: Int? = nil,
                                 _ body: @Sendable (Cunicu_Signaling_Signaling.Client<HTTP2ClientTransport.Posix>) async throws -> R) async throws -> R {
     let parts = address.split(separator: ":")
-    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-    do {
-        let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: String(parts[0]), port: Int(parts[1])!),
-                                                       transportSecurity: .plaintext,
-                                                       config: .defaults { c in if let windowSize { c.http2.targetWindowSize = windowSize } },
-                                                       eventLoopGroup: group)
-        let result = try await withGRPCClient(transport: transport) { client in
-            try await body(Cunicu_Signaling_Signaling.Client(wrapping: client))
-        }
-        try? await group.shutdownGracefully()
-        return result
-    } catch {
-        try? await group.shutdownGracefully()
-        throw error
+    let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: String(parts[0]), port: Int(parts[1])!),
+                                                   transportSecurity: .plaintext,
+                                                   config: .defaults { c in if let windowSize { c.http2.targetWindowSize = windowSize } },
+                                                   eventLoopGroup: TestLoops.next())
+    return try await withGRPCClient(transport: transport) { client in
+        try await body(Cunicu_Signaling_Signaling.Client(wrapping: client))
     }
 }
 
