@@ -5,21 +5,17 @@ import NIOPosix
 import Warren
 import WarrenConformance
 
-/// Event loops for the tests' bridges and raw clients, apart from the process's shared bridge
-/// thread and NIO's singleton group: the suites run at once in one process, and a test that keeps
-/// a thread busy for a minute (1,000 streams on one connection, in a debug build, on a loaded
-/// machine) would otherwise hold up every other test's bridges — CI saw the 4-bridge exchange's
-/// subscriptions not go live in 30 s (a pool of 8 loops handed out in turn was not enough: the
-/// leaf bridge's subscription, on the loop of the 1,000-stream test, missed its 10 s). So each
-/// bridge and raw client gets a one-thread group of its own, and, like NIO's singletons, it is
-/// never shut down: a loop shut down after its server stopped still had work scheduled on it
-/// (NIO's "Cannot schedule tasks on an EventLoop that has already shut down"). An idle loop is a
-/// parked thread and three descriptors; the suite starts a few dozen.
-enum TestLoops {
-    static func next() -> MultiThreadedEventLoopGroup { MultiThreadedEventLoopGroup(numberOfThreads: 1) }
-}
+/// A one-thread event loop of its own, for a test's bridge or raw client, apart from the
+/// process's shared bridge thread and NIO's singleton group: the suites run at once in one
+/// process, and a test that keeps a thread busy for a minute (1,000 streams on one connection, in
+/// a debug build, on a loaded machine) would otherwise hold up every other test's bridges — CI saw
+/// the 4-bridge exchange's subscriptions not go live in 30 s. Like NIO's singletons it is never
+/// shut down: a loop shut down after its server stopped still had work scheduled on it (NIO's
+/// "Cannot schedule tasks on an EventLoop that has already shut down"). An idle loop is a parked
+/// thread and three descriptors; the suite makes a few dozen.
+func ownEventLoop() -> MultiThreadedEventLoopGroup { MultiThreadedEventLoopGroup(numberOfThreads: 1) }
 
-/// A bridge serving one node, running until `stop()`, on a loop of `TestLoops`.
+/// A bridge serving one node, running until `stop()`, on its own event loop.
 struct ServedBridge: Sendable {
     let server: SignalingServer
     let task: Task<Void, any Error>
@@ -28,7 +24,7 @@ struct ServedBridge: Sendable {
 
     static func start(_ backend: GossipBackend,
                       _ configuration: GRPCBridgeConfiguration = GRPCBridgeConfiguration(host: "127.0.0.1", port: 0)) async throws -> ServedBridge {
-        let server = try SignalingServer(backend: backend, configuration: configuration, eventLoopGroup: TestLoops.next())
+        let server = try SignalingServer(backend: backend, configuration: configuration, eventLoopGroup: ownEventLoop())
         let task = Task { try await server.run() }
         return ServedBridge(server: server, task: task, address: try await server.listeningAddress())
     }
@@ -82,7 +78,7 @@ final class BridgeCluster: Sendable {
 /// A raw client of the signaling service (no sealing, no back-off): for malformed input and
 /// misbehaving streams. `windowSize` is the HTTP/2 flow-control window it grants the server
 /// (grpc-swift's default is 8 MiB, which a client that stops reading fills only after tens of
-/// thousands of small envelopes). Its connection runs on a loop of `TestLoops`, not on NIO's shared
+/// thousands of small envelopes). Its connection runs on `ownEventLoop()`, not on NIO's shared
 /// group, which the other tests' `grpc://` clients use.
 func withRawClient<R: Sendable>(_ address: String, windowSize: Int? = nil,
                                 _ body: @Sendable (Cunicu_Signaling_Signaling.Client<HTTP2ClientTransport.Posix>) async throws -> R) async throws -> R {
@@ -90,7 +86,7 @@ func withRawClient<R: Sendable>(_ address: String, windowSize: Int? = nil,
     let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: String(parts[0]), port: Int(parts[1])!),
                                                    transportSecurity: .plaintext,
                                                    config: .defaults { c in if let windowSize { c.http2.targetWindowSize = windowSize } },
-                                                   eventLoopGroup: TestLoops.next())
+                                                   eventLoopGroup: ownEventLoop())
     return try await withGRPCClient(transport: transport) { client in
         try await body(Cunicu_Signaling_Signaling.Client(wrapping: client))
     }
