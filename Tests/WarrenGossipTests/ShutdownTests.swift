@@ -65,36 +65,75 @@ import WarrenConformance
         #expect(settled, "still listening: \(ports.filter { !Self.inodes(on: [$0]).isDisjoint(with: ours) }.sorted())")
     }
 
-    /// A node that cannot start (its endpoint is taken) closes everything it had opened: its
-    /// wake-up pipe, its sockets, its ZAP domain. Each failure here leaked two to three descriptors before.
+    /// A node that cannot start (its endpoint is taken, its back-link endpoint is taken, its
+    /// context has no socket left) closes everything it had opened: its wake-up pipe, its sockets,
+    /// its ZAP domain. Each failure here leaked two to three descriptors before.
+    ///
+    /// Other suites open and close descriptors and start nodes meanwhile (in one CI run, 694
+    /// descriptors during these two seconds), so nothing here counts the whole process: sockets
+    /// are made on contexts of the test's own, which terminate only once every socket made on them
+    /// is closed; pipes and ZAP domains are checked by identity — those that appeared during the
+    /// failures must go, as others' do once their tests end, and a leaked one never does.
     @Test func aFailedStartLeaksNothing() async throws {
         let a = try await GossipBackend.start(.local())
         let taken = a.endpoint
-        func descriptors() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0 }
-        let before = descriptors()
+        var pinned = GossipConfiguration.local()
+        pinned.backlink = a.node.backlinkEndpoint
+        let pipesBefore = Self.pipes()
+        let domainsBefore = GossipNode.registeredZAPDomains
+        func node(_ c: GossipConfiguration, on context: ZMQContext) throws {
+            _ = try GossipNode(configuration: c, context: context, callbacks: GossipNodeCallbacks(), logger: Logger(label: "test"))
+        }
+        // On the shared context, where nodes register with the ZAP handler.
         for _ in 0..<300 {
             #expect(throws: (any Error).self) { _ = try GossipBackend(.local(listen: taken)) }
         }
-        var pinned = GossipConfiguration.local()
-        pinned.backlink = a.node.backlinkEndpoint
         for _ in 0..<100 {
             #expect { _ = try GossipBackend(pinned) } throws: { "\($0)".contains("back-link endpoint") }
         }
-        // A context with no socket left: the node's first socket cannot even be made.
+        // The same on a context of the test's own, and on one with no socket left, where the
+        // node's first socket cannot even be made.
+        let own = ZMQContext(handle: zmq_ctx_new())
+        for _ in 0..<300 {
+            #expect(throws: (any Error).self) { try node(.local(listen: taken), on: own) }
+        }
+        for _ in 0..<100 {
+            #expect { try node(pinned, on: own) } throws: { "\($0)".contains("back-link endpoint") }
+        }
         let full = ZMQContext(handle: zmq_ctx_new())
         zmq_ctx_set(full.handle, ZMQ_MAX_SOCKETS, 1)
         let filler = zmq_socket(full.handle, ZMQ_PUB)
         for _ in 0..<300 {
-            #expect(throws: ZMQError.self) {
-                _ = try GossipNode(configuration: .local(), context: full, callbacks: GossipNodeCallbacks(), logger: Logger(label: "test"))
-            }
+            #expect(throws: ZMQError.self) { try node(.local(), on: full) }
         }
         zmq_close(filler)
-        zmq_ctx_term(full.handle)
-        let after = descriptors()
-        // Other suites open and close descriptors meanwhile: allow for their noise, not for a leak.
-        #expect(after - before < 500, "descriptors \(before) → \(after)")
+        #expect(await Self.terminates(own), "a socket of a node that failed to start is still open")
+        #expect(await Self.terminates(full), "a socket of a node that failed to start is still open")
         try await a.close()
+        // 1,100 failures: a leak would leave as many pipes (and 400 domains) that never go.
+        var pipesLeft = 0, domainsLeft = 0
+        let gone = await Conformance.eventually(timeout: .seconds(30)) {
+            pipesLeft = Self.pipes().subtracting(pipesBefore).count
+            domainsLeft = GossipNode.registeredZAPDomains.subtracting(domainsBefore).count
+            return pipesLeft < 100 && domainsLeft < 100
+        }
+        #expect(gone, "still open after 30 s: \(pipesLeft) pipes, \(domainsLeft) ZAP domains that appeared during the failed starts")
+    }
+
+    /// The pipes this process has open (their inodes: both ends of one pipe name the same).
+    static func pipes() -> Set<String> {
+        let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        return Set(fds.compactMap { fd in
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + fd)).flatMap { $0.hasPrefix("pipe:") ? $0 : nil }
+        })
+    }
+
+    /// Whether `context` terminates within 10 s: `zmq_ctx_term` returns only once every socket
+    /// made on it is closed (a leaked socket would hold it, and its thread, forever).
+    static func terminates(_ context: ZMQContext) async -> Bool {
+        let done = DispatchSemaphore(value: 0)
+        Thread { zmq_ctx_term(context.handle); done.signal() }.start()
+        return await Conformance.eventually(timeout: .seconds(10)) { done.wait(timeout: .now()) == .success }
     }
 
     /// A backend dropped without `close()` stops its node's thread and frees its ports.
