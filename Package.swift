@@ -199,10 +199,10 @@ let package = Package(
                     dependencies: ["WarrenEngine", "WarrenSimulator", "WarrenTestSupport", .product(name: "PropertyBased", package: "swift-property-based")]),
         .testTarget(name: "WarrenSimulatorTests", dependencies: ["WarrenSimulator", "WarrenEngine", "WarrenMeasure", "WarrenTestSupport"]),
         .testTarget(name: "WarrenSessionTests", dependencies: ["WarrenSession", "WarrenCore", "WarrenEngine"]),
-        .testTarget(name: "WarrenNiceTests", dependencies: ["WarrenNice", "WarrenSession"]),
+        .testTarget(name: "WarrenNiceTests", dependencies: ["WarrenNice", "WarrenSession", "WarrenTestSupport"]),
         .testTarget(name: "WarrenGossipTests", dependencies: ["Warren", "WarrenGossip", "WarrenConformance", "WarrenSimulator"]),
         .testTarget(name: "WarrenGRPCTests", dependencies: [
-            "Warren", "WarrenGRPC", "WarrenConformance",
+            "Warren", "WarrenGRPC", "WarrenConformance", "WarrenTestSupport",
             .product(name: "GRPCCore", package: "grpc-swift-2"),
             .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             .product(name: "Logging", package: "swift-log"),

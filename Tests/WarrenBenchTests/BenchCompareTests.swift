@@ -36,7 +36,7 @@ struct BenchCompareTests {
         _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
         let out = try FileHandle(forWritingTo: outURL), err = try FileHandle(forWritingTo: errURL)
         defer { try? out.close(); try? err.close() }
-        let p = Process()
+        let p = ChildProcess()
         p.executableURL = WarrenBenchExecutable.url!
         p.arguments = args
         p.standardInput = FileHandle.nullDevice

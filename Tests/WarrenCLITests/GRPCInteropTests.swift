@@ -83,7 +83,7 @@ enum InteropPython {
     static let url: URL? = {
         let python = root.appending(path: "tools/grpc-interop/.venv/bin/python")
         guard FileManager.default.isExecutableFile(atPath: python.path) else { return nil }
-        let p = Process()
+        let p = ChildProcess()
         p.executableURL = python
         p.arguments = ["-c", "import grpc, grpc_tools, nacl"]
         p.standardOutput = FileHandle.nullDevice

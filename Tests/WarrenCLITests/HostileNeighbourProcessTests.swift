@@ -50,7 +50,7 @@ enum HostilePython {
     static let url: URL? = {
         let python = root.appending(path: "tools/hostile/.venv/bin/python")
         guard FileManager.default.isExecutableFile(atPath: python.path) else { return nil }
-        let p = Process()
+        let p = ChildProcess()
         p.executableURL = python
         p.arguments = ["-c", "import zmq"]
         p.standardOutput = FileHandle.nullDevice
@@ -62,7 +62,7 @@ enum HostilePython {
 
     /// Runs one attack; returns the harness's JSON report.
     static func run(attack: String, duration: Double, mesh: Bool = false) throws -> [String: Any] {
-        let p = Process()
+        let p = ChildProcess()
         p.executableURL = url!
         p.arguments = [script.path, "--warren", WarrenExecutable.url!.path, "--attack", attack, "--duration", String(duration)]
             + (mesh ? ["--mesh"] : [])

@@ -4,8 +4,8 @@ import WarrenTestSupport
 
 /// `warren node --metrics` serves Prometheus text and a /status table; `warren status` reads it.
 @Suite(.serialized) struct MetricsCommandTests {
-    func run(_ args: [String], stdout: URL) throws -> Process {
-        let p = Process()
+    func run(_ args: [String], stdout: URL) throws -> ChildProcess {
+        let p = ChildProcess()
         p.executableURL = WarrenExecutable.url!
         p.arguments = args
         _ = FileManager.default.createFile(atPath: stdout.path, contents: nil)
@@ -26,7 +26,7 @@ import WarrenTestSupport
     }
 
     func output(_ args: [String]) throws -> (Int32, String) {
-        let p = Process()
+        let p = ChildProcess()
         p.executableURL = WarrenExecutable.url!
         p.arguments = args
         let pipe = Pipe()

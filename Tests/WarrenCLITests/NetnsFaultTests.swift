@@ -4,6 +4,7 @@ import Glibc
 #endif
 import Testing
 import Warren
+import WarrenTestSupport
 
 /// Real faults on real (namespaced) networks: `warren node` processes, each in its own network
 /// namespace, joined by veth pairs to a bridge in a "hub" namespace. The faults are made in the
@@ -279,7 +280,7 @@ struct NetnsError: Error, CustomStringConvertible {
 /// Runs a command to completion; stdout and stderr together.
 @discardableResult
 func netnsRun(_ exe: String, _ args: [String]) -> (status: Int32, output: String) {
-    let p = Process()
+    let p = ChildProcess()
     p.executableURL = URL(fileURLWithPath: exe)
     p.arguments = args
     let pipe = Pipe()
@@ -297,7 +298,7 @@ func netnsRun(_ exe: String, _ args: [String]) -> (status: Int32, output: String
 /// A long-running child: stdin a pipe, stdout and stderr files (readable at any time, no pipe
 /// buffers to drain).
 final class NetnsProcess: @unchecked Sendable {
-    let process = Process()
+    let process = ChildProcess()
     let input = Pipe()
     let outURL: URL, errURL: URL
 

@@ -18,7 +18,7 @@ struct NodeCommandTests {
     /// A running `warren`: stdin is a pipe, stdout and stderr go to files (no pipe buffers to
     /// drain, readable at any time).
     final class Child: @unchecked Sendable {
-        let process = Process()
+        let process = ChildProcess()
         let input = Pipe()
         let outURL: URL
         let errURL: URL

@@ -12,7 +12,7 @@ import WarrenTestSupport
     }
 
     static func runBlocking(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
-        let p = Process()
+        let p = ChildProcess()
         p.executableURL = WarrenExecutable.url!
         p.arguments = ["simulate"] + args
         let out = Pipe(), err = Pipe()

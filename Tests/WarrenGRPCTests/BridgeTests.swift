@@ -5,6 +5,7 @@ import Synchronization
 import Testing
 import Warren
 import WarrenConformance
+import WarrenTestSupport
 
 /// cunīcu's gRPC signaling API served by gossip nodes, and the grpc:// client backend.
 @Suite(.serialized) struct BridgeTests {
@@ -293,7 +294,7 @@ import WarrenConformance
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let cert = dir.appending(path: "cert.pem").path, key = dir.appending(path: "key.pem").path
-        let openssl = Process()
+        let openssl = ChildProcess()
         openssl.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
         openssl.arguments = ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
                              "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=warren-test",

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 @testable import WarrenNice
 import WarrenSession
+import WarrenTestSupport
 
 /// coturn (`turnserver`) on loopback: relay candidates, their protocol, data over the relays.
 /// Skipped when coturn is not installed. Part of the serialized `NiceAgentTests` suite.
@@ -22,7 +23,7 @@ extension NiceAgentTests {
             let log = NSTemporaryDirectory() + "warren-nice-turn-\(getpid())-\(port).log"
             _ = FileManager.default.createFile(atPath: log, contents: nil)
             defer { try? FileManager.default.removeItem(atPath: log) }
-            let p = Process()
+            let p = ChildProcess()
             p.executableURL = URL(fileURLWithPath: turnserver)
             p.arguments = ["-n", "-L", "127.0.0.1", "-E", "127.0.0.1", "-p", "\(port)", "--lt-cred-mech",
                            "--user", "warren:secret", "--realm", "warren", "--no-cli", "--no-tls", "--no-dtls",
