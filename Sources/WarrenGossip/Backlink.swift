@@ -268,7 +268,23 @@ extension ZMQTransport {
         }
     }
 
+    /// Our link `link` was closed: its back-link is still read for `backlinkGrace` (the
+    /// engine's `deadAfter`), then closed. Until the listener notices that this node has gone
+    /// quiet on that link, it may go on sending on the back-link it carries the link on, and a
+    /// routed frame among what it sends is its message's only copy: closing at once lost those
+    /// (`warren demo --nodes 64 --routing`, where nodes close contact links they no longer want).
+    mutating func retireBacklink(of link: LinkID) {
+        guard backDialers[link] != nil, retiringBacklinks[link] == nil else { return }
+        retiringBacklinks[link] = monotonicNanos() &+ backlinkGrace
+    }
+
+    /// Closes the retired back-links whose time is up.
+    mutating func closeRetiredBacklinks(now: UInt64) {
+        for (link, until) in retiringBacklinks where now >= until { closeBacklink(of: link) }
+    }
+
     mutating func closeBacklink(of link: LinkID) {
+        retiringBacklinks[link] = nil
         guard let d = backDialers.removeValue(forKey: link) else { return }
         d.socket.close()
         pollDirty = true

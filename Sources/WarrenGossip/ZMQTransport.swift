@@ -39,6 +39,10 @@ struct ZMQTransport: NodeTransport, ~Copyable {
     /// our back-links to the nodes we dial, and the SUB's prefixes they mirror.
     var backlinks: BacklinkListener?
     var backDialers: [LinkID: BacklinkDialer] = [:]
+    /// Back-links of links closed here, still read until the time given (`retireBacklink`).
+    var retiringBacklinks: [LinkID: UInt64] = [:]
+    /// How long a closed link's back-link is read on: the engine's `deadAfter`.
+    let backlinkGrace: UInt64
     var subscribedPrefixes: [[UInt8]] = []
     /// Closed overlay, once its allow-list was changed: the keys (base64, as ZAP names a
     /// connection's User-Id) whose frames are accepted. nil before (ZAP alone decides: every
@@ -79,10 +83,15 @@ struct ZMQTransport: NodeTransport, ~Copyable {
     var pollDirty = true
     /// What the last `wait` found readable and `receive`/`linkEvents` have not drained yet:
     /// the input sources (nil: the SUB; a link: its back-link), read in turns of `turn`
-    /// messages so that a flood on one does not starve the others.
+    /// messages so that a flood on one does not starve the others. The turns go on across
+    /// passes: the driver often ends a pass after one turn (a timer is due), and a pass that
+    /// began again with the SUB, which `wait` lists first, would never reach a back-link while
+    /// the SUB stays busy (its frames, routed ones too, sat unread until the flood ended).
     var readableInputs: [LinkID?] = []
     var inputCursor = 0
     var takenInTurn = 0
+    /// The sources the last pass left unread, in the order their turns come (`wait`).
+    var unreadInputs: [LinkID?] = []
     static var turn: Int { 64 }
     var routerReadable = false
     /// The ROUTER was not read to the end (it is asked again on the next pass).
@@ -177,6 +186,7 @@ struct ZMQTransport: NodeTransport, ~Copyable {
         self.wakeup = wakeup
         self.logger = logger
         self.sendHWM = configuration.sendHighWaterMark
+        self.backlinkGrace = configuration.engine.deadAfter
         self.receiveHWM = configuration.receiveHighWaterMark
         self.curve = curve
         self.zapDomain = registered ? zapDomain : nil
@@ -262,7 +272,7 @@ struct ZMQTransport: NodeTransport, ~Copyable {
             pollDirty = true
         }
         closeBacklinkRoute(of: link)
-        closeBacklink(of: link)
+        retireBacklink(of: link)
         directReady.remove(link)
         addresses[link] = nil
     }
@@ -334,10 +344,20 @@ struct ZMQTransport: NodeTransport, ~Copyable {
             if let link = source { markUnsettled(dialerEntry[link]) } else { markUnsettled(subEntry) }
         }
         if routerBacklog { routerBacklog = false; markUnsettled(routerEntry) }
-        // What is still readable shows up again: the lists start afresh.
+        // What is still readable shows up again: the lists start afresh, and `orderInputs`
+        // puts the sources left unread first, the one whose turn it was at their head.
+        unreadInputs.removeAll(keepingCapacity: true)
+        if !readableInputs.isEmpty {
+            let c = inputCursor < readableInputs.count ? inputCursor : 0
+            if c != inputCursor { takenInTurn = 0 }
+            unreadInputs.append(contentsOf: readableInputs[c...])
+            unreadInputs.append(contentsOf: readableInputs[..<c])
+        } else {
+            takenInTurn = 0
+        }
         readableInputs.removeAll(keepingCapacity: true)
         inputCursor = 0
-        takenInTurn = 0
+        defer { orderInputs() }
         readableLinks.removeAll(keepingCapacity: true)
         rebuildPollSet()
         var ready = Readiness()
@@ -376,6 +396,20 @@ struct ZMQTransport: NodeTransport, ~Copyable {
         }
         for i in 1..<pollFDs.count where pollFDs[i].revents != 0 && !pollFound[i] { take(i, into: &ready) }
         return ready
+    }
+
+    /// Puts the sources the last pass left unread (`unreadInputs`) before those found readable
+    /// just now, in their turn order; the source whose turn was cut short goes on with it.
+    mutating func orderInputs() {
+        guard !unreadInputs.isEmpty else { takenInTurn = 0; return }
+        var rest = readableInputs
+        readableInputs.removeAll(keepingCapacity: true)
+        for source in unreadInputs {
+            if let i = rest.firstIndex(of: source) { readableInputs.append(source); rest.remove(at: i) }
+        }
+        // A source gone since (its back-link closed) has no turn left to go on with.
+        if readableInputs.first != unreadInputs.first { takenInTurn = 0 }
+        readableInputs.append(contentsOf: rest)
     }
 
     /// Lists entry `i` to be read by `receive` or `linkEvents`.
@@ -532,6 +566,7 @@ struct ZMQTransport: NodeTransport, ~Copyable {
             for id in readableLinks { receiveSubscriptions(id, into: &events) }
             readableLinks.removeAll(keepingCapacity: true)
         }
+        if !retiringBacklinks.isEmpty { closeRetiredBacklinks(now: monotonicNanos()) }
         // (Read in place: this runs on every pass of the loop.)
         if let routes = backlinks?.routes.count, routes > 0 {
             let now = monotonicNanos()

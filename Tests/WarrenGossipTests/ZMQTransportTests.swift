@@ -97,4 +97,103 @@ struct ZMQTransportTests {
         }
         #expect(rest == [[0, 1], [0, 2]])
     }
+
+    // MARK: Back-links
+
+    /// Names link `link` as the one bound to the peer with HELLO token `token` (what the engine
+    /// does once that peer's HELLO arrived).
+    struct OneLink: LinkDirectory {
+        let token: UInt64, link: LinkID
+        func link(toPeerWithToken t: UInt64) -> LinkID? { t == token ? link : nil }
+    }
+
+    /// A transport that announces a back-link (the default of a node).
+    static func listener(_ id: UInt64) throws -> ZMQTransport {
+        try ZMQTransport(configuration: .local(), context: .shared, nodeID: NodeID(raw: id), logger: Logger(label: "test"))
+    }
+
+    /// A dials B (link `dialled`); B, which has not dialled A, carries its link `carried` to A on
+    /// A's back-link. Returns once B can send on it.
+    static func carriedBacklink(_ a: inout ZMQTransport, _ b: inout ZMQTransport, dialled: LinkID, carried: LinkID) throws -> Bool {
+        try a.subscribe([])
+        try b.subscribe([])
+        try a.open(dialled, to: PeerAddress(parsing: b.advertised))
+        var events: [LinkEvent] = []
+        let start = monotonicNanos()
+        while !b.canSend(on: carried) && monotonicNanos() - start < 5_000_000_000 {
+            _ = a.wait(timeout: 5_000_000)
+            while a.receive() != nil {}
+            a.linkEvents(NoDirectory(), into: &events)
+            _ = b.wait(timeout: 5_000_000)
+            while b.receive() != nil {}
+            b.linkEvents(OneLink(token: dialled.raw, link: carried), into: &events)
+        }
+        return b.canSend(on: carried)
+    }
+
+    /// A busy SUB does not starve a back-link: the driver ends most passes after one turn of
+    /// messages (a timer is due), and each pass used to begin with the SUB again, so a frame
+    /// on a back-link waited until the SUB ran dry — under a flood, for as long as it lasted.
+    @Test func aBusySubDoesNotStarveABacklink() throws {
+        var a = try Self.transport(1), b = try Self.listener(2), c = try Self.transport(3)
+        defer { a.shutdown(); b.shutdown(); c.shutdown() }
+        let carried = LinkID(raw: 99)
+        #expect(try Self.carriedBacklink(&a, &b, dialled: LinkID(raw: 7), carried: carried))
+        // C fills A's SUB.
+        let flood = LinkID(raw: 8)
+        try c.open(flood, to: PeerAddress(parsing: a.advertised))
+        var events: [LinkEvent] = []
+        let start = monotonicNanos()
+        while !events.contains(LinkEvent(link: flood, direct: true)) && monotonicNanos() - start < 3_000_000_000 {
+            _ = c.wait(timeout: 5_000_000)
+            c.linkEvents(NoDirectory(), into: &events)
+            _ = a.wait(timeout: 0)
+            while a.receive() != nil {}
+        }
+        for i in 0..<2_000 { _ = c.send(flood, topic: Self.topic(0x42), body: [0, UInt8(i & 0xff)]) }
+        #expect(b.send(carried, topic: Self.topic(0x43), body: [1, 1]) == .sent)
+        Thread.sleep(forTimeInterval: 0.3)
+        // Passes of one turn each, as the driver makes them when a timer is due after each turn.
+        var fromSub = 0, backlinkAfter: Int?
+        while backlinkAfter == nil && monotonicNanos() - start < 5_000_000_000 {
+            _ = a.wait(timeout: 1_000_000)
+            for _ in 0..<ZMQTransport.turn {
+                guard let m = a.receive() else { break }
+                if m.connection?.isBacklink == true { backlinkAfter = fromSub; break }
+                fromSub += 1
+            }
+        }
+        #expect(backlinkAfter != nil, "the back-link's frame never arrived")
+        #expect((backlinkAfter ?? .max) <= 2 * ZMQTransport.turn,
+                "read \(backlinkAfter ?? fromSub) SUB messages before the back-link's one")
+    }
+
+    /// A link closed here keeps its back-link readable for the engine's `deadAfter`: what the
+    /// listener still sends on it before it notices (a routed frame: its message's only copy)
+    /// arrives; then the back-link closes.
+    @Test func aClosedLinksBacklinkIsReadUntilItsGraceEnds() throws {
+        var a = try Self.transport(1), b = try Self.listener(2)
+        defer { a.shutdown(); b.shutdown() }
+        let dialled = LinkID(raw: 7), carried = LinkID(raw: 99)
+        #expect(try Self.carriedBacklink(&a, &b, dialled: dialled, carried: carried))
+        a.close(dialled)
+        #expect(b.send(carried, topic: Self.topic(0x43), body: [1, 2]) == .sent)
+        var got: [UInt8]?
+        var events: [LinkEvent] = []
+        let start = monotonicNanos()
+        while got == nil && monotonicNanos() - start < 1_000_000_000 {
+            _ = a.wait(timeout: 5_000_000)
+            while let m = a.receive() { if m.connection?.isBacklink == true { got = Array(m.body) } }
+            a.linkEvents(NoDirectory(), into: &events)
+        }
+        #expect(got == [1, 2], "the frame sent after the link closed here was lost")
+        #expect(a.backDialers.count == 1)
+        // After the grace (1.5 s in the local preset) the back-link is closed.
+        while !a.backDialers.isEmpty && monotonicNanos() - start < 4_000_000_000 {
+            _ = a.wait(timeout: 50_000_000)
+            a.linkEvents(NoDirectory(), into: &events)
+        }
+        #expect(a.backDialers.isEmpty, "the back-link of a closed link stayed open")
+        #expect(monotonicNanos() - start >= GossipConfiguration.local().engine.deadAfter)
+    }
 }
