@@ -346,15 +346,11 @@ struct ZMQTransport: NodeTransport, ~Copyable {
         if routerBacklog { routerBacklog = false; markUnsettled(routerEntry) }
         // What is still readable shows up again: the lists start afresh, and `orderInputs`
         // puts the sources left unread first, the one whose turn it was at their head.
+        // (A cursor past the end follows a turn that ended: `takenInTurn` is 0 then.)
+        let c = inputCursor < readableInputs.count ? inputCursor : 0
         unreadInputs.removeAll(keepingCapacity: true)
-        if !readableInputs.isEmpty {
-            let c = inputCursor < readableInputs.count ? inputCursor : 0
-            if c != inputCursor { takenInTurn = 0 }
-            unreadInputs.append(contentsOf: readableInputs[c...])
-            unreadInputs.append(contentsOf: readableInputs[..<c])
-        } else {
-            takenInTurn = 0
-        }
+        unreadInputs.append(contentsOf: readableInputs[c...])
+        unreadInputs.append(contentsOf: readableInputs[..<c])
         readableInputs.removeAll(keepingCapacity: true)
         inputCursor = 0
         defer { orderInputs() }
@@ -401,15 +397,12 @@ struct ZMQTransport: NodeTransport, ~Copyable {
     /// Puts the sources the last pass left unread (`unreadInputs`) before those found readable
     /// just now, in their turn order; the source whose turn was cut short goes on with it.
     mutating func orderInputs() {
-        guard !unreadInputs.isEmpty else { takenInTurn = 0; return }
-        var rest = readableInputs
-        readableInputs.removeAll(keepingCapacity: true)
-        for source in unreadInputs {
-            if let i = rest.firstIndex(of: source) { readableInputs.append(source); rest.remove(at: i) }
-        }
-        // A source gone since (its back-link closed) has no turn left to go on with.
-        if readableInputs.first != unreadInputs.first { takenInTurn = 0 }
-        readableInputs.append(contentsOf: rest)
+        // A turn goes on only if its source still comes first (not gone, not drained).
+        defer { if readableInputs.first != unreadInputs.first { takenInTurn = 0 } }
+        // Already in order (the usual case: the SUB alone), nothing to move.
+        guard !unreadInputs.isEmpty, !readableInputs.starts(with: unreadInputs) else { return }
+        let fresh = readableInputs.filter { !unreadInputs.contains($0) }
+        readableInputs = unreadInputs.filter { readableInputs.contains($0) } + fresh
     }
 
     /// Lists entry `i` to be read by `receive` or `linkEvents`.
