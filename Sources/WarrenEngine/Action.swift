@@ -136,6 +136,8 @@ public struct EngineStats: Sendable, Hashable {
     /// route (the target changed on the way): each was flooded from here instead of dropped (and
     /// counted in `routeFallbacks`).
     public var routedLoops: UInt64 = 0
+    /// Contact links dialled (`dialContact`; each dial, whether it comes up or not).
+    public var contactDials: UInt64 = 0
     /// STORE frames received and NODES frames received.
     public var storesIn: UInt64 = 0
     public var nodesIn: UInt64 = 0

@@ -161,6 +161,9 @@ public struct RoutingParameters: Sendable, Hashable {
     public var maxRecords: Int = 4_096
     /// Contact links being dialled at a time.
     public var maxPendingContacts: Int = 16
+    /// A contact dropped after three dials that did not come up is not taken back (from NODES,
+    /// STORE, peer lists, records) for this long.
+    public var contactHoldDown: UInt64 = 30_000_000_000
     /// Subscribers of held records that get a contact link of their own (the last hop of a
     /// routed frame is then one hop).
     public var maxPinned: Int = 32

@@ -347,7 +347,7 @@ extension GossipEngine.Core {
         for e in list where e.nodeID != nodeID {
             _ = learn(e.endpoint, node: e.nodeID, rng: &rng)
         }
-        if routing != nil { for e in list where e.nodeID != nodeID { offerContactLater(e.nodeID.raw, endpoint: e.endpoint) } }
+        if routing != nil { for e in list where e.nodeID != nodeID { offerContactLater(e.nodeID.raw, endpoint: e.endpoint, now: now) } }
     }
 
     /// Learns one endpoint; returns its index in the known table. When the table is full, an

@@ -87,8 +87,8 @@ extension GossipEngine.Core {
 
     /// Closes a link. If it carries a neighbour, that neighbour is removed (`.peerDown(reason)`
     /// if it was up). `failure` backs off its endpoints (the link's, its seed's, the one the
-    /// neighbour advertised): the delays' jitter is drawn from `rng`, which is not drawn from
-    /// without `failure`.
+    /// neighbour advertised) unless it is a contact link: the delays' jitter is drawn from `rng`,
+    /// which is not drawn from without `failure`.
     mutating func closeLink(
         _ l: LinkID, reason: PeerDownReason?, failure: Bool, now: UInt64,
         rng: inout some RandomNumberGenerator, into actions: inout [Action]
@@ -103,7 +103,9 @@ extension GossipEngine.Core {
             if p.up { actions.append(.peerDown(neighbour(p), reason: reason ?? .timeout)) }
             advertised = p.endpoint
         }
-        guard failure else { return }
+        // A contact link's dials back off in the routing table (`contactRetry`); it is not a
+        // neighbour, so its failure does not make its endpoint one to reconnect to (§6).
+        guard failure, !link.contact else { return }
         if let s = link.seed {
             seeds[s].failures &+= 1
             seeds[s].retryAt = satAdd(now, backoff(failures: seeds[s].failures, rng: &rng))

@@ -40,6 +40,9 @@ extension GossipEngine {
         return (up, all)
     }
 
+    /// The nodes the routing table wants links to (docs/PROTOCOL.md §9, "Contacts").
+    package var routingContacts: [NodeID] { core.routing?.table.entries.map { NodeID(raw: $0.id) } ?? [] }
+
     /// Location records held (keys).
     package var locationRecordCount: Int { core.routing?.records.count ?? 0 }
 

@@ -90,8 +90,9 @@ extension GossipEngine.Core {
 
     var routingParameters: RoutingParameters { config.routingParameters }
 
-    /// How long a routed id is remembered as not flooded (`RoutedOnly`).
-    var routedOnlyLifetime: UInt64 { config.seenHold != 0 ? config.seenHold : config.seenWindow }
+    /// How long a routed id is remembered as not flooded (`RoutedOnly`): as long as the seen cache
+    /// may still call a copy of it a duplicate (its window; `seenHold` is only the least it keeps).
+    var routedOnlyLifetime: UInt64 { max(config.seenWindow, config.seenHold) }
 
     /// `id` went on as ROUTED from here.
     mutating func noteRouted(_ id: MessageID, now: UInt64) {
@@ -383,13 +384,13 @@ extension GossipEngine.Core {
     /// A node learned (with its endpoint): into the table, dialled if it became wanted.
     mutating func offerContact(_ id: UInt64, endpoint: String, now: UInt64, into actions: inout [Action]) {
         guard routing != nil, id != nodeID.raw, endpoint != "-", dialable(endpoint) else { return }
-        if routing!.table.offer(id, endpoint: endpoint) { dialContact(id, now: now, into: &actions) }
+        if routing!.table.offer(id, endpoint: endpoint, now: now) { dialContact(id, now: now, into: &actions) }
     }
 
     /// The same, dialled at the next tick (from peer lists, which arrive without an action buffer).
-    mutating func offerContactLater(_ id: UInt64, endpoint: String) {
+    mutating func offerContactLater(_ id: UInt64, endpoint: String, now: UInt64) {
         guard routing != nil, id != nodeID.raw, endpoint != "-", dialable(endpoint) else { return }
-        _ = routing!.table.offer(id, endpoint: endpoint)
+        _ = routing!.table.offer(id, endpoint: endpoint, now: now)
     }
 
     var pendingContacts: Int {
@@ -398,18 +399,32 @@ extension GossipEngine.Core {
         return n
     }
 
-    /// Dials a contact link to table entry `id`, unless a link reaches it already or the budget
+    /// Dials a contact link to table entry `id`, unless a link reaches it already, its last dial
+    /// did not come up and its back-off has not passed (`contactRetry`), or the budget
     /// (`maxPendingContacts`, and the dial budget of §6 for endpoints never verified) says no.
     mutating func dialContact(_ id: UInt64, now: UInt64, into actions: inout [Action]) {
         guard routing != nil, let i = routing!.table.index(of: id) else { return }
         if let pi = peers.index(of: NodeID(raw: id)), peers[pi].link != nil { return }
-        let e = routing!.table.entries[i].endpoint
+        let c = routing!.table.entries[i]
+        if c.failures > 0 && now < satAdd(c.dialledAt, contactRetry(afterDials: c.failures)) { return }
+        let e = c.endpoint
         guard dialable(e), !links.contains(where: { $0.endpoint == e || $0.node?.raw == id }) else { return }
         guard pendingContacts < routingParameters.maxPendingContacts, mayDial(e, now: now) else { return }
         let l = dial(e, seed: nil, node: NodeID(raw: id), now: now, into: &actions)
         if let li = links.index(of: l) { links.setContact(li, true) }
         routing!.dialled.append(l)
         routing!.table.update(i) { $0.failures &+= 1; $0.dialledAt = now }
+        stats.contactDials &+= 1
+    }
+
+    /// How long after a contact's dial the next may be made, when `dials` dials have not come
+    /// up: dialTimeout × 2^dials (the first retry one dial timeout after the first timed out,
+    /// then twice that, …). Without it an overloaded listener — whose accepts lag, so dials time
+    /// out — is dialled again at once by every node that wants it, and the overload feeds itself.
+    func contactRetry(afterDials dials: UInt8) -> UInt64 {
+        let t = max(config.dialTimeout, 1)
+        let shift = min(Int(dials), 4)
+        return t > UInt64.max >> shift ? UInt64.max : t << shift
     }
 
     /// After a HELLO from `from`: learn it as a contact (or that it does not route), and settle
@@ -515,7 +530,7 @@ extension GossipEngine.Core {
         let singles = routing!.records.singleSubscribers(now: now, limit: p.maxPinned)
         routing!.table.unpin(except: Set(singles.map(\.node)))
         for s in singles where s.node != nodeID.raw && s.endpoint != "-" && dialable(s.endpoint) {
-            _ = routing!.table.pin(s.node, endpoint: s.endpoint)
+            _ = routing!.table.pin(s.node, endpoint: s.endpoint, now: now)
         }
 
         var k = 0
@@ -527,7 +542,7 @@ extension GossipEngine.Core {
                 continue
             }
             if e.failures >= 3 && !links.contains(where: { $0.node?.raw == e.id }) {
-                routing!.table.remove(e.id)
+                routing!.table.holdDown(e.id, until: satAdd(now, p.contactHoldDown))
                 continue
             }
             dialContact(e.id, now: now, into: &actions)

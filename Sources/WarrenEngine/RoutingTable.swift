@@ -26,6 +26,10 @@ struct RoutingTable: Sendable {
     private(set) var entries: [RoutingContact] = []
     /// Nodes found not to take routing frames (their HELLO lacks bit 2): not offered again.
     private var nonRouting: [UInt64] = []
+    /// Nodes dropped after dials that did not come up, each until when it is not taken back
+    /// (it would otherwise be offered again by the next NODES, and dialled again at once).
+    private var heldDown: [(id: UInt64, until: UInt64)] = []
+    static let maxHeldDown = 256
 
     init(selfID: UInt64, bucketSize: Int, closest: Int) {
         self.selfID = selfID
@@ -39,8 +43,8 @@ struct RoutingTable: Sendable {
 
     /// Offers a node (learned from a HELLO, a peer list, NODES, a STORE). Returns true if it became
     /// wanted (the caller dials it).
-    mutating func offer(_ id: UInt64, endpoint: String) -> Bool {
-        guard id != selfID, id != 0, !nonRouting.contains(id) else { return false }
+    mutating func offer(_ id: UInt64, endpoint: String, now: UInt64) -> Bool {
+        guard id != selfID, id != 0, !nonRouting.contains(id), !isHeldDown(id, now: now) else { return false }
         if let i = index(of: id) {
             entries[i].endpoint = endpoint
             return false
@@ -72,8 +76,8 @@ struct RoutingTable: Sendable {
     }
 
     /// Pins a record's subscriber (a link of its own); false if it was pinned already.
-    mutating func pin(_ id: UInt64, endpoint: String) -> Bool {
-        guard id != selfID, id != 0, !nonRouting.contains(id) else { return false }
+    mutating func pin(_ id: UInt64, endpoint: String, now: UInt64) -> Bool {
+        guard id != selfID, id != 0, !nonRouting.contains(id), !isHeldDown(id, now: now) else { return false }
         if let i = index(of: id) {
             if entries[i].pinned { return false }
             entries[i].pinned = true
@@ -101,6 +105,23 @@ struct RoutingTable: Sendable {
         if let i = index(of: id) { entries.remove(at: i) }
     }
 
+    /// A node whose dials did not come up: dropped, and not offered (or pinned) again before
+    /// `until`. The oldest hold-down makes room beyond `maxHeldDown`.
+    mutating func holdDown(_ id: UInt64, until: UInt64) {
+        remove(id)
+        heldDown.removeAll { $0.id == id }
+        if heldDown.count >= Self.maxHeldDown { heldDown.removeFirst() }
+        heldDown.append((id, until))
+    }
+
+    /// True while `id` is held down (an expired hold-down is forgotten here).
+    mutating func isHeldDown(_ id: UInt64, now: UInt64) -> Bool {
+        guard let k = heldDown.firstIndex(where: { $0.id == id }) else { return false }
+        if now < heldDown[k].until { return true }
+        heldDown.remove(at: k)
+        return false
+    }
+
     /// A node that does not take routing frames: dropped, and not offered again.
     mutating func markNonRouting(_ id: UInt64) {
         remove(id)
@@ -112,7 +133,7 @@ struct RoutingTable: Sendable {
     mutating func update(_ i: Int, _ body: (inout RoutingContact) -> Void) { body(&entries[i]) }
 
     var countedBytes: Int {
-        var n = entries.count * MemoryLayout<RoutingContact>.stride + nonRouting.count * 8
+        var n = entries.count * MemoryLayout<RoutingContact>.stride + nonRouting.count * 8 + heldDown.count * 16
         for e in entries { n += e.endpoint.utf8.count }
         return n
     }

@@ -91,7 +91,7 @@ struct Demo: AsyncParsableCommand {
 
         var dupSuppressed: UInt64 = 0, maxHops: UInt64 = 0, relayed: UInt64 = 0, hwm: UInt64 = 0
         var routed: UInt64 = 0, fallbacks: UInt64 = 0, expired: UInt64 = 0, unforwarded: UInt64 = 0, refusedIDs: UInt64 = 0
-        var refusedRoutes: UInt64 = 0, dropped: UInt64 = 0, passed: UInt64 = 0, loops: UInt64 = 0
+        var refusedRoutes: UInt64 = 0, dropped: UInt64 = 0, passed: UInt64 = 0, loops: UInt64 = 0, contactDials: UInt64 = 0
         if let overlay {
             for b in overlay.backends {
                 let s = await b.stats()
@@ -102,6 +102,7 @@ struct Demo: AsyncParsableCommand {
                 refusedRoutes += s.engine.routeRefused
                 passed += s.engine.routedFloods
                 loops += s.engine.routedLoops
+                contactDials += s.engine.contactDials
                 dropped += s.engine.forged + s.engine.malformed + s.engine.rateLimited + s.engine.penaltyDrops
             }
         }
@@ -134,7 +135,7 @@ struct Demo: AsyncParsableCommand {
             Output.line("  duplicates suppressed  \(dupSuppressed)   frames relayed \(relayed)   HWM drops \(hwm)")
             Output.line("  largest hop count      \(maxHops)")
             if routing {
-                Output.line("  routed frames \(routed)   route fallbacks \(fallbacks) (\(refusedRoutes) refused sends)   floods passed on along routes \(passed)   routes come back \(loops)")
+                Output.line("  routed frames \(routed)   route fallbacks \(fallbacks) (\(refusedRoutes) refused sends)   floods passed on along routes \(passed)   routes come back \(loops)   contact dials \(contactDials)")
                 Output.line("  ttl expired \(expired)   unforwarded \(unforwarded)   ids refused \(refusedIDs)   frames dropped (forged, malformed, rate, penalty) \(dropped)")
             }
         }
