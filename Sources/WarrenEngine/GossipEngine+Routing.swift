@@ -41,8 +41,8 @@ struct RoutingState: Sendable {
 }
 
 /// The ids of messages a node sent on as ROUTED (published or relayed) and has not flooded,
-/// each for `lifetime` after it was routed (the seen cache's hold: how long a copy can still be
-/// travelling), at most `capacity` (the oldest leave first).
+/// each for `lifetime` after it was routed (the seen cache's window: as long as the cache may
+/// still call a copy of it a duplicate), at most `capacity` (the oldest leave first).
 ///
 /// The seen cache makes every node a routed copy passed drop a later flood of that message as a
 /// duplicate; when the route falls back to the flood further on, the nodes of the path so far
