@@ -138,6 +138,20 @@ public struct EngineStats: Sendable, Hashable {
     public var routedLoops: UInt64 = 0
     /// Contact links dialled (`dialContact`; each dial, whether it comes up or not).
     public var contactDials: UInt64 = 0
+    /// `routeFallbacks` by cause, beside `routeRefused` and `routedLoops`: a route toward a key's
+    /// point that ended here (no closer routing peer) with no record of the key; a route toward a
+    /// node with no closer routing peer (the subscriber out of reach); a record that named this
+    /// node, which no longer subscribes the key; a key with several subscribers (a group); a
+    /// route at its hop limit. With `routeRefused` and `routedLoops` they add up to
+    /// `routeFallbacks`.
+    public var fallbackNoRecord: UInt64 = 0
+    public var fallbackNoCloserHop: UInt64 = 0
+    public var fallbackStaleRecord: UInt64 = 0
+    public var fallbackGroup: UInt64 = 0
+    public var fallbackHopLimit: UInt64 = 0
+    /// Publishes to a key this node does not subscribe that found no next hop (flooded from the
+    /// publisher; not in `routeFallbacks`).
+    public var publishesNotRouted: UInt64 = 0
     /// STORE frames received and NODES frames received.
     public var storesIn: UInt64 = 0
     public var nodesIn: UInt64 = 0

@@ -218,17 +218,20 @@ extension GossipEngine.Core {
         if mode == .node && target == nodeID.raw {
             // It was for us. Not subscribed (any more): the record that sent it here is stale.
             if local { return }
+            stats.fallbackStaleRecord &+= 1
             return floodFallback(v.envelope, topic: topic, ttl: ttl, hops: h, source: source, now: now, into: &actions)
         }
         if mode == .key, let r = routing {
             switch r.records.lookup(topic, now: now) {
             case .one(let n) where n == nodeID.raw:
                 if local { return }
+                stats.fallbackStaleRecord &+= 1
                 return floodFallback(v.envelope, topic: topic, ttl: ttl, hops: h, source: source, now: now, into: &actions)
             case .one(let n):
                 mode = .node
                 target = n
             case .many:
+                stats.fallbackGroup &+= 1
                 return floodFallback(v.envelope, topic: topic, ttl: ttl, hops: h, source: source, now: now, into: &actions)
             case .none:
                 break
@@ -238,10 +241,12 @@ extension GossipEngine.Core {
             // No known node is closer: no record where there should be one, or the subscriber is
             // out of reach.
             if mode == .key && local { return }
+            if mode == .key { stats.fallbackNoRecord &+= 1 } else { stats.fallbackNoCloserHop &+= 1 }
             return floodFallback(v.envelope, topic: topic, ttl: ttl, hops: h, source: source, now: now, into: &actions)
         }
         // The route has used its hops: the flood takes it from here, with the whole budget.
         guard h < maxTTL else {
+            stats.fallbackHopLimit &+= 1
             return floodFallback(v.envelope, topic: topic, ttl: ttl, hops: h, source: source, now: now, into: &actions)
         }
         if seenHold != 0 && !takeShare(source, forward: true, now: now) { stats.unforwarded &+= 1; return }
@@ -310,7 +315,7 @@ extension GossipEngine.Core {
         case .many: return false
         case .none: break
         }
-        guard let hop = nextHop(toward: target, excluding: nil, now: now) else { return false }
+        guard let hop = nextHop(toward: target, excluding: nil, now: now) else { stats.publishesNotRouted &+= 1; return false }
         let body = RoutedFrameView.encode(envelope: envelope, mode: mode, target: target, ttl: ttl, hops: 0, from: nodeID)
         actions.append(.send([hop.link], OutFrame(topic: topic, body: body)))
         noteRouted(id, now: now)

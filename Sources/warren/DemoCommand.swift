@@ -92,6 +92,7 @@ struct Demo: AsyncParsableCommand {
         var dupSuppressed: UInt64 = 0, maxHops: UInt64 = 0, relayed: UInt64 = 0, hwm: UInt64 = 0
         var routed: UInt64 = 0, fallbacks: UInt64 = 0, expired: UInt64 = 0, unforwarded: UInt64 = 0, refusedIDs: UInt64 = 0
         var refusedRoutes: UInt64 = 0, dropped: UInt64 = 0, passed: UInt64 = 0, loops: UInt64 = 0, contactDials: UInt64 = 0
+        var causes = [UInt64](repeating: 0, count: 5), notRouted: UInt64 = 0
         if let overlay {
             for b in overlay.backends {
                 let s = await b.stats()
@@ -103,6 +104,9 @@ struct Demo: AsyncParsableCommand {
                 passed += s.engine.routedFloods
                 loops += s.engine.routedLoops
                 contactDials += s.engine.contactDials
+                causes[0] += s.engine.fallbackNoRecord; causes[1] += s.engine.fallbackNoCloserHop
+                causes[2] += s.engine.fallbackStaleRecord; causes[3] += s.engine.fallbackGroup
+                causes[4] += s.engine.fallbackHopLimit; notRouted += s.engine.publishesNotRouted
                 dropped += s.engine.forged + s.engine.malformed + s.engine.rateLimited + s.engine.penaltyDrops
             }
         }
@@ -136,6 +140,7 @@ struct Demo: AsyncParsableCommand {
             Output.line("  largest hop count      \(maxHops)")
             if routing {
                 Output.line("  routed frames \(routed)   route fallbacks \(fallbacks) (\(refusedRoutes) refused sends)   floods passed on along routes \(passed)   routes come back \(loops)   contact dials \(contactDials)")
+                Output.line("  fallbacks by cause: no record at the key's point \(causes[0]), no closer hop to the subscriber \(causes[1]), stale record \(causes[2]), group \(causes[3]), hop limit \(causes[4]); publishes with no next hop \(notRouted) (flooded at once)")
                 Output.line("  ttl expired \(expired)   unforwarded \(unforwarded)   ids refused \(refusedIDs)   frames dropped (forged, malformed, rate, penalty) \(dropped)")
             }
         }

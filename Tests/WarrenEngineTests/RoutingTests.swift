@@ -128,6 +128,52 @@ import WarrenTestSupport
         #expect(!net.budgetExceeded)
     }
 
+    /// Every fallback to the flood is counted under one cause: the causes add up to
+    /// `routeFallbacks` at every node (a key that moves makes stale records, a subscriber killed
+    /// an unreachable one, a key nobody subscribes no record, a key subscribed twice a group).
+    @Test func fallbacksAddUpByCause() {
+        var net = Self.net(n: 40)
+        let key = topic(202)
+        net.subscribe(12, key)
+        net.run(until: 12 * second)
+        var rng = SeededGenerator(seed: 5)
+        for s in [0, 3, 20, 33] { _ = net.publish(from: s, topic: key, envelope: envelope(&rng)) }
+        net.run(for: second)
+        net.unsubscribe(12, key)
+        net.subscribe(30, key)
+        for s in [1, 4, 21, 34] { _ = net.publish(from: s, topic: key, envelope: envelope(&rng)) }
+        net.run(for: second)
+        net.kill(30)
+        net.run(for: second)   // > freshness: 30 is no next hop any more
+        for s in [2, 5, 22, 35] { _ = net.publish(from: s, topic: key, envelope: envelope(&rng)) }
+        net.run(for: second)
+        // A key nobody subscribes (no record anywhere), and one subscribed twice (a group).
+        let nobody = topic(203), group = topic(204)
+        net.subscribe(8, group)
+        net.subscribe(25, group)
+        net.run(for: 5 * second)
+        for s in [6, 9, 23, 36] {
+            _ = net.publish(from: s, topic: nobody, envelope: envelope(&rng))
+            _ = net.publish(from: s, topic: group, envelope: envelope(&rng))
+        }
+        net.run(for: 3 * second)
+        var fallbacks: UInt64 = 0
+        for i in net.nodes.indices {
+            guard let st = net.engine(i)?.stats else { continue }
+            let causes = st.fallbackNoRecord + st.fallbackNoCloserHop + st.fallbackStaleRecord + st.fallbackGroup
+                + st.fallbackHopLimit + st.routeRefused + st.routedLoops
+            #expect(causes == st.routeFallbacks, "node \(i): causes \(causes), fallbacks \(st.routeFallbacks)")
+            fallbacks += st.routeFallbacks
+        }
+        let all = net.nodes.indices.compactMap { net.engine($0)?.stats }
+        #expect(all.reduce(0) { $0 + $1.fallbackNoRecord } > 0)
+        #expect(all.reduce(0) { $0 + $1.fallbackNoCloserHop } > 0)
+        #expect(all.reduce(0) { $0 + $1.fallbackStaleRecord } > 0)
+        #expect(all.reduce(0) { $0 + $1.fallbackGroup } > 0)
+        #expect(fallbacks > 0)
+        #expect(!net.budgetExceeded)
+    }
+
     /// The key moves (unsubscribed at X, subscribed at Y): X's records are withdrawn and Y's
     /// stored, so the next message is routed to Y — a path, not a flood — and X gets nothing.
     @Test func staleRouteAfterTheKeyMovesIsCorrected() {
