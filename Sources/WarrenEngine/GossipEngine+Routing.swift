@@ -426,6 +426,8 @@ extension GossipEngine.Core {
     /// up: dialTimeout × 2^dials (the first retry one dial timeout after the first timed out,
     /// then twice that, …). Without it an overloaded listener — whose accepts lag, so dials time
     /// out — is dialled again at once by every node that wants it, and the overload feeds itself.
+    /// (Not `backoff(failures:)`: its first steps, 100 ms local and 500 ms on a LAN, are far below
+    /// one dial timeout, 2 s and 5 s — the very gap to close here.)
     func contactRetry(afterDials dials: UInt8) -> UInt64 {
         let t = max(config.dialTimeout, 1)
         let shift = min(Int(dials), 4)
